@@ -1,0 +1,791 @@
+"""Typed, frozen, validated specs: the single source of every default (DESIGN.md principle 4).
+
+A spec file is YAML (read with ``yaml.safe_load``) describing an :class:`ExperimentSpec`: named
+datasets, a ``pretrain`` stage, an ``evaluate`` stage, optional ``search`` and ``report``
+sections. Every default below is the paper's (PROTOCOL.md) unless marked otherwise.
+
+Validation is strict: an unknown key, a wrong type or an out-of-range value raises
+:class:`~raysweep.errors.SpecError` with one line naming the file and the key path, and for an
+unknown key the closest valid key::
+
+    spec.yaml: pretrain.base.lamda_offdiag: unknown key (did you mean 'lambda_offdiag'?)
+
+The same checks run when specs are built in Python (``__post_init__``), so a notebook user gets
+the same errors.
+
+Numbers: PyYAML reads ``1e-3`` (no dot) as a string; float fields therefore also accept numeric
+strings, and simple fractions such as ``1/8192`` (the paper's lambda).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from raysweep.errors import SpecError
+
+# --------------------------------------------------------------------------------------------
+# Field checks: each returns None when the value is fine, else a short reason.
+# --------------------------------------------------------------------------------------------
+
+Check = Callable[[Any], "str | None"]
+
+
+def _positive(value: Any) -> str | None:
+    return None if value is None or value > 0 else f"must be > 0, got {value!r}"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value is None or value >= 0 else f"must be >= 0, got {value!r}"
+
+
+def _unit_interval_open_closed(value: Any) -> str | None:
+    return None if value is None or 0 < value <= 1 else f"must be in (0, 1], got {value!r}"
+
+
+def _unit_interval_open(value: Any) -> str | None:
+    return None if value is None or 0 < value < 1 else f"must be in (0, 1), got {value!r}"
+
+
+def _fraction_or_zero(value: Any) -> str | None:
+    return None if value is None or 0 <= value < 1 else f"must be in [0, 1), got {value!r}"
+
+
+def _between(lo: float, hi: float) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value is None or lo <= value <= hi else (
+            f"must be in [{lo}, {hi}], got {value!r}")
+    return check
+
+
+def _non_empty(value: Any) -> str | None:
+    return None if value is None or len(value) > 0 else "must not be empty"
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
+
+
+def _name(value: Any) -> str | None:
+    if value is None or _NAME_RE.match(value):
+        return None
+    return f"must be a name of letters, digits and _ . + = - (no spaces or slashes), got {value!r}"
+
+
+def spec_field(default: Any = dataclasses.MISSING, *, checks: tuple[Check, ...] = (),
+               doc: str = "", default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with validation checks and a one-line doc (shown by ``--help`` tools)."""
+    kwargs: dict[str, Any] = {"metadata": {"checks": checks, "doc": doc}}
+    if default_factory is not dataclasses.MISSING:
+        kwargs["default_factory"] = default_factory
+    elif default is not dataclasses.MISSING:
+        kwargs["default"] = default
+    return field(**kwargs)
+
+
+def join_key_path(path: tuple[str, ...]) -> str:
+    """``("pretrain", "[0]", "lambda_offdiag")`` -> ``pretrain[0].lambda_offdiag``."""
+    text = ""
+    for part in path:
+        text += part if (part.startswith("[") or not text) else f".{part}"
+    return text or "<top level>"
+
+
+class _FieldError(SpecError):
+    """A validation failure at a key path (joined into one line by :func:`load_spec`)."""
+
+    def __init__(self, path: tuple[str, ...], reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{join_key_path(path)}: {reason}")
+
+    def under(self, *prefix: str) -> _FieldError:
+        return _FieldError(tuple(prefix) + self.path, self.reason)
+
+
+class Spec:
+    """Base of every spec dataclass: type and range checks on construction."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            try:
+                coerced = _coerce(value, hints[f.name], (f.name,))
+            except _FieldError:
+                raise
+            if coerced is not value:
+                object.__setattr__(self, f.name, coerced)
+            for check in f.metadata.get("checks", ()):
+                reason = check(coerced)
+                if reason:
+                    raise _FieldError((f.name,), reason)
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field checks; subclasses raise ``_FieldError`` with the offending key."""
+
+    def replace(self, **changes: Any):
+        """A validated copy with ``changes`` applied (dotted keys reach into nested specs)."""
+        return from_dict(type(self), _apply_overrides(to_dict(self), changes))
+
+
+# --------------------------------------------------------------------------------------------
+# Type coercion: YAML values -> typed dataclass fields.
+# --------------------------------------------------------------------------------------------
+
+_FRACTION_RE = re.compile(r"^\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")
+
+
+def _parse_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        match = _FRACTION_RE.match(value)
+        if match:
+            return float(match.group(1)) / float(match.group(2))
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin in (Mapping, dict, typing.Mapping):
+        return f"mapping of {_type_name(typing.get_args(tp)[1])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: tuple[str, ...]) -> Any:
+    """Check ``value`` against type ``tp`` (converting YAML lists/dicts); raise _FieldError."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except _FieldError as err:
+                errors.append(err)
+        # Report the deepest error when a nested spec was clearly meant.
+        deepest = max(errors, key=lambda e: len(e.path))
+        if len(deepest.path) > len(path):
+            raise deepest
+        raise _FieldError(path, f"expected {_type_name(tp)}, got {_describe(value)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed and type(value) in {type(a) for a in allowed}:
+            return value
+        hint = _closest(str(value), [str(a) for a in allowed])
+        raise _FieldError(path, f"must be one of {', '.join(map(repr, allowed))}, got "
+                                f"{value!r}{hint}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise _FieldError(path, f"expected {_type_name(tp)}, got {_describe(value)}")
+        args = typing.get_args(tp)
+        item_tp = args[0]
+        return tuple(_coerce(v, item_tp, path + (f"[{i}]",)) for i, v in enumerate(value))
+    if origin in (Mapping, dict, typing.Mapping) or tp in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise _FieldError(path, f"expected {_type_name(tp)}, got {_describe(value)}")
+        args = typing.get_args(tp) or (str, Any)
+        return types.MappingProxyType({
+            _coerce(k, args[0], path): _coerce(v, args[1], path + (str(k),))
+            for k, v in value.items()})
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise _FieldError(path, f"expected a mapping ({tp.__name__}), got {_describe(value)}")
+        try:
+            return from_dict(tp, value)
+        except _FieldError as err:
+            raise err.under(*path) from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _FieldError(path, f"expected true or false, got {_describe(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _FieldError(path, f"expected an integer, got {_describe(value)}")
+    if tp is float:
+        parsed = _parse_float(value)
+        if parsed is None or math.isnan(parsed):
+            raise _FieldError(path, f"expected a number, got {_describe(value)}")
+        return parsed
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _FieldError(path, f"expected a string, got {_describe(value)}")
+    if isinstance(value, tp):
+        return value
+    raise _FieldError(path, f"expected {_type_name(tp)}, got {_describe(value)}")
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def from_dict(cls: type, data: Mapping[str, Any]):
+    """Build spec ``cls`` from a plain mapping; unknown keys are errors naming the closest key."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            valid = ", ".join(names)
+            hint = _closest(str(key), names)
+            if not hint:
+                hint = f" (valid keys: {valid})"
+            raise _FieldError((str(key),), f"unknown key{hint}")
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise _FieldError((missing[0],), "required key is missing")
+    return cls(**data)
+
+
+def to_dict(spec: Any) -> Any:
+    """A spec as plain dicts/lists (the inverse of :func:`from_dict`)."""
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        return {f.name: to_dict(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
+    if isinstance(spec, Mapping):
+        return {k: to_dict(v) for k, v in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return [to_dict(v) for v in spec]
+    return spec
+
+
+def _apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any],
+                     path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Copy of ``base`` with dotted-key ``overrides`` applied (``encoder.weights: x``)."""
+    result = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for dotted, value in overrides.items():
+        parts = str(dotted).split(".")
+        target = result
+        for depth, part in enumerate(parts[:-1]):
+            nested = target.get(part)
+            if nested is None:
+                nested = {}
+            elif not isinstance(nested, Mapping):
+                raise _FieldError(path + tuple(parts[:depth + 1]),
+                                  "is not a mapping, cannot set a key inside it")
+            target[part] = dict(nested)
+            target = target[part]
+        target[parts[-1]] = value
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+SourceKind = Literal["folder", "manifest", "medmnist", "digits"]
+
+
+@dataclass(frozen=True)
+class SourceSpec(Spec):
+    """One image source. ``kind`` selects the reader (``raysweep.data.sources``):
+
+    - ``folder``: ``path`` is a directory with one sub-folder per class.
+    - ``manifest``: ``path`` is a CSV with columns ``path,label[,split]``; image paths are
+      relative to ``root`` (default: the manifest's directory). The layout of ISIC, UFES-20 and
+      DermNet downloads.
+    - ``medmnist``: ``name`` (e.g. ``breastmnist``) read as ``<root>/<name>.npz`` (root defaults
+      to ``~/.medmnist``, where the ``medmnist`` package downloads), or ``path`` to an ``.npz``.
+    - ``digits``: scikit-learn's bundled 8x8 handwritten digits (offline demo set).
+    """
+
+    kind: SourceKind = spec_field(doc="reader: folder | manifest | medmnist | digits")
+    path: str | None = spec_field(None, doc="directory, manifest CSV or .npz file")
+    root: str | None = spec_field(None, doc="manifest image root / medmnist download root")
+    name: str | None = spec_field(None, doc="medmnist dataset flag, e.g. breastmnist")
+    split: str | None = spec_field(None, doc="use only this split of a source that has splits")
+    classes: tuple[str, ...] | None = spec_field(
+        None, checks=(_non_empty,), doc="keep only these classes (and fix their order)")
+    labelled: bool = spec_field(True, doc="false: labels are ignored (pre-training only)")
+    oversample: float = spec_field(
+        1.0, checks=(_positive,), doc="copies of this source in a mixture (IUD = 2 x IU + D)")
+    class_oversample: Mapping[str, float] = spec_field(
+        default_factory=dict, doc="copies per class (OSCC 10:1), on top of `oversample`")
+    skip_corrupt: bool = spec_field(False, doc="warn about and skip unreadable images")
+    watermark_cutout: bool = spec_field(False, doc="apply the centre cutout (DermNet)")
+
+    def validate(self) -> None:
+        if self.kind in ("folder", "manifest") and not self.path:
+            raise _FieldError(("path",), f"required for a {self.kind} source")
+        if self.kind == "medmnist" and not (self.path or self.name):
+            raise _FieldError(("name",), "a medmnist source needs `name` or `path`")
+        for cls_name, ratio in self.class_oversample.items():
+            if not ratio > 0:
+                raise _FieldError(("class_oversample", cls_name), f"must be > 0, got {ratio!r}")
+
+
+@dataclass(frozen=True)
+class DatasetSpec(Spec):
+    """A dataset: the union of ``sources`` (with their oversampling ratios), decoded once at
+    ``image_size`` into the cache, split into train/val/test.
+
+    Splits: a source's own split (MedMNIST's, a manifest's ``split`` column) is used when it has
+    one; otherwise a stratified split by ``split_seed`` with ``test_fraction`` / ``val_fraction``.
+    ``label_fraction`` / ``label_count`` then keep a stratified subset of the train split's
+    labels (the thesis' 100 / 250 / 1000 labels). The split seed is separate from training seeds.
+    """
+
+    sources: tuple[SourceSpec, ...] = spec_field(checks=(_non_empty,), doc="sources to unite")
+    image_size: int = spec_field(256, checks=(_positive,), doc="square side in pixels (paper: 256)")
+    split_seed: int = spec_field(0, checks=(_non_negative,), doc="seed of splits and subsets")
+    test_fraction: float = spec_field(0.2, checks=(_unit_interval_open,),
+                                      doc="test share when a source has no split")
+    val_fraction: float = spec_field(0.0, checks=(_fraction_or_zero,),
+                                     doc="validation share when a source has no split")
+    label_fraction: float = spec_field(1.0, checks=(_unit_interval_open_closed,),
+                                       doc="stratified share of training labels kept")
+    label_count: int | None = spec_field(None, checks=(_positive,),
+                                         doc="exact number of training labels kept (stratified)")
+    cache_dir: str | None = spec_field(None, doc="decode cache (default ~/.cache/raysweep)")
+
+    def validate(self) -> None:
+        if self.label_count is not None and self.label_fraction != 1.0:
+            raise _FieldError(("label_count",), "give label_count or label_fraction, not both")
+        if self.test_fraction + self.val_fraction >= 1:
+            raise _FieldError(("val_fraction",), "test_fraction + val_fraction must be < 1")
+
+
+# --------------------------------------------------------------------------------------------
+# Encoders, pre-training, evaluation
+# --------------------------------------------------------------------------------------------
+
+EncoderName = Literal["resnet18", "resnet34", "resnet50", "small_resnet"]
+
+
+@dataclass(frozen=True)
+class EncoderSpec(Spec):
+    """An encoder architecture and its initial weights (``raysweep.models.weights`` registry):
+    ``random``, ``torchvision:IMAGENET1K_V1`` / ``V2``, ``barlowtwins``, ``vicreg``,
+    ``file:PATH``, or ``pretrain:NAME`` (the output of this experiment's pretrain run NAME)."""
+
+    name: EncoderName = spec_field("resnet50", doc="architecture")
+    weights: str = spec_field("random", doc="weight source")
+
+    def validate(self) -> None:
+        known = ("random", "torchvision:", "barlowtwins", "vicreg", "file:", "pretrain:")
+        if not any(self.weights == k or (k.endswith(":") and self.weights.startswith(k)
+                                         and len(self.weights) > len(k)) for k in known):
+            hint = _closest(self.weights, ["random", "barlowtwins", "vicreg",
+                                           "torchvision:IMAGENET1K_V1", "torchvision:IMAGENET1K_V2"])
+            raise _FieldError(("weights",), f"unknown weight source {self.weights!r}{hint}; "
+                                            "use random, torchvision:ENUM, barlowtwins, vicreg, "
+                                            "file:PATH or pretrain:NAME")
+
+
+PretrainMethod = Literal["barlow_twins", "simclr", "supervised"]
+Trainable = Literal["encoder", "last_block"]
+
+
+@dataclass(frozen=True)
+class PretrainSpec(Spec):
+    """One pre-training run (Ray Train ``TorchTrainer``), from scratch or *further* from given
+    weights (PROTOCOL.md "Further pre-training"): a fresh projector; ``frozen_epochs`` with the
+    encoder frozen (Adam, ``frozen_lr``); then ``epochs`` of 1cycle training of the ``trainable``
+    part (``encoder`` = the paper's SSL, ``last_block`` = SSL_p)."""
+
+    name: str = spec_field(checks=(_name,), doc="run name (unique within the experiment)")
+    data: DatasetSpec = spec_field(doc="pre-training data (labels ignored unless supervised)")
+    method: PretrainMethod = spec_field("barlow_twins", doc="barlow_twins | simclr | supervised")
+    encoder: EncoderSpec = spec_field(default_factory=EncoderSpec, doc="architecture + weights")
+    further: bool = spec_field(True, doc="further pre-training protocol (frozen first epoch)")
+    trainable: Trainable = spec_field("encoder", doc="encoder (SSL) or last_block (SSL_p)")
+    epochs: int = spec_field(100, checks=(_positive,), doc="epochs after the frozen epoch")
+    frozen_epochs: int = spec_field(1, checks=(_non_negative,), doc="encoder-frozen epochs")
+    frozen_lr: float = spec_field(1e-3, checks=(_positive,), doc="Adam lr while frozen")
+    batch_size: int = spec_field(128, checks=(_positive,), doc="global batch (paper: 128)")
+    grad_accum_steps: int = spec_field(1, checks=(_positive,), doc="micro-batches per step")
+    optimizer: Literal["adam", "adamw"] = spec_field("adam", doc="adam (paper) | adamw (SimCLR)")
+    schedule: Literal["onecycle", "cosine"] = spec_field("onecycle", doc="lr schedule")
+    lr_max: float | None = spec_field(None, checks=(_positive,),
+                                      doc="peak lr; null = LR finder on rank 0")
+    lr_min: float = spec_field(1e-5, checks=(_positive,), doc="cosine schedule's final lr")
+    lr_finder_iters: int = spec_field(100, checks=(_positive,), doc="LR finder iterations")
+    weight_decay: float = spec_field(1.5e-6, checks=(_non_negative,), doc="(code: 1.5e-6)")
+    lambda_offdiag: float = spec_field(1 / 8192, checks=(_non_negative,),
+                                       doc="Barlow Twins off-diagonal weight (eq. 1)")
+    alpha: float = spec_field(0.01, checks=(_non_negative,),
+                              doc="sparsity weight on the projector's last layer (eq. 2)")
+    temperature: float = spec_field(0.07, checks=(_positive,), doc="SimCLR NT-Xent temperature")
+    projector: tuple[int, ...] = spec_field((8192, 8192, 8192), checks=(_non_empty,),
+                                            doc="projector widths")
+    augmentation: str = spec_field("barlow_twins", doc="view pipeline (raysweep.augment)")
+    strength: float = spec_field(1.0, checks=(_between(0.0, 2.0),), doc="augmentation strength")
+    seed: int = spec_field(0, checks=(_non_negative,), doc="training seed")
+    num_workers: int = spec_field(1, checks=(_positive,), doc="DDP workers")
+    use_gpu: bool | None = spec_field(None, doc="null = use GPUs when the cluster has them")
+    resources_per_worker: Mapping[str, float] = spec_field(default_factory=dict,
+                                                           doc="e.g. {CPU: 4}")
+    precision: Literal["auto", "fp32", "bf16"] = spec_field("auto", doc="auto = bf16 on GPU")
+    channels_last: bool | None = spec_field(None, doc="null = on for GPUs")
+    checkpoint_every: int = spec_field(1, checks=(_positive,), doc="epochs between checkpoints")
+    max_failures: int = spec_field(3, checks=(_non_negative,), doc="worker failures tolerated")
+    deterministic: bool = spec_field(False, doc="deterministic algorithms (bit-reproducible CPU)")
+    proxy_every: int = spec_field(0, checks=(_non_negative,),
+                                  doc="kNN/linear proxy every k epochs (0 = off)")
+    proxy: Literal["knn", "linear"] = spec_field("knn", doc="downstream proxy metric")
+    proxy_data: DatasetSpec | None = spec_field(None, doc="labelled data for the proxy")
+    keys: Mapping[str, str] = spec_field(default_factory=dict,
+                                         doc="condition keys (initial, further_data, ...)")
+
+    def validate(self) -> None:
+        for width_index, width in enumerate(self.projector):
+            if width <= 0:
+                raise _FieldError(("projector", f"[{width_index}]"), f"must be > 0, got {width}")
+        if self.proxy_every and self.proxy_data is None:
+            raise _FieldError(("proxy_data",), "required when proxy_every > 0")
+        if self.batch_size % self.grad_accum_steps:
+            raise _FieldError(("grad_accum_steps",), "must divide batch_size")
+
+
+Protocol = Literal["finetune", "probe"]
+
+
+@dataclass(frozen=True)
+class EvaluationSpec(Spec):
+    """The fine-tuning / linear-probe protocol (PROTOCOL.md "Fine-tuning", fastai defaults)."""
+
+    head_epochs: int = spec_field(1, checks=(_non_negative,), doc="head-only epochs")
+    head_lr: float = spec_field(1e-3, checks=(_positive,), doc="Adam lr of the head-only epoch")
+    bn_in_head_epoch: Literal["trainable", "frozen"] = spec_field(
+        "trainable", doc="BatchNorm during the head epoch (fastai freeze: trainable)")
+    epochs: int = spec_field(40, checks=(_positive,), doc="1cycle epochs")
+    batch_size: int = spec_field(64, checks=(_positive,), doc="batch size")
+    lr_max: float | None = spec_field(None, checks=(_positive,), doc="null = LR finder")
+    lr_finder_iters: int = spec_field(100, checks=(_positive,), doc="LR finder iterations")
+    lr_finder_start: float = spec_field(1e-7, checks=(_positive,), doc="LR finder first lr")
+    lr_finder_end: float = spec_field(10.0, checks=(_positive,), doc="LR finder last lr")
+    pct_start: float = spec_field(0.25, checks=(_unit_interval_open,), doc="1cycle warm-up share")
+    div_factor: float = spec_field(25.0, checks=(_positive,), doc="lr_max / initial lr")
+    final_div_factor: float = spec_field(1e5, checks=(_positive,),
+                                         doc="lr_max / final lr (fastai's div_final)")
+    max_momentum: float = spec_field(0.95, checks=(_between(0.0, 1.0),), doc="Adam beta1 max")
+    base_momentum: float = spec_field(0.85, checks=(_between(0.0, 1.0),), doc="Adam beta1 min")
+    weight_decay: float = spec_field(0.0, checks=(_non_negative,), doc="(code: 0)")
+    augmentation: str = spec_field("supervised", doc="training and TTA pipeline")
+    strength: float = spec_field(1.0, checks=(_between(0.0, 2.0),), doc="augmentation strength")
+    tta_views: int = spec_field(3, checks=(_non_negative,), doc="TTA views (0 = no TTA)")
+    seed_scope: Literal["head", "all"] = spec_field(
+        "head", doc="head: only the head init varies with the seed (paper)")
+    batched_probes: bool = spec_field(True, doc="probe K seeds in one pass")
+    device: str = spec_field("auto", doc="auto | cpu | cuda")
+
+    def validate(self) -> None:
+        if self.lr_finder_end <= self.lr_finder_start:
+            raise _FieldError(("lr_finder_end",), "must be greater than lr_finder_start")
+        if self.base_momentum > self.max_momentum:
+            raise _FieldError(("base_momentum",), "must not exceed max_momentum")
+
+
+@dataclass(frozen=True)
+class EncoderCondition(Spec):
+    """One encoder evaluated in the ``evaluate`` stage: a readable ``name`` (the condition), the
+    encoder (weights may be ``pretrain:NAME``), its condition ``keys`` for the results table, and
+    per-condition protocol overrides (e.g. the random-init baseline at 40 / 80 / 160 epochs)."""
+
+    name: str = spec_field(checks=(_name,), doc="condition name")
+    encoder: EncoderSpec = spec_field(default_factory=EncoderSpec, doc="architecture + weights")
+    protocols: tuple[Protocol, ...] | None = spec_field(None, checks=(_non_empty,),
+                                                        doc="null = the stage's protocols")
+    keys: Mapping[str, str] = spec_field(default_factory=dict, doc="condition keys")
+    overrides: Mapping[str, Any] = spec_field(default_factory=dict,
+                                              doc="EvaluationSpec fields changed for this one")
+
+    def validate(self) -> None:
+        try:
+            EvaluationSpec().replace(**self.overrides)
+        except _FieldError as err:
+            raise err.under("overrides") from None
+
+
+@dataclass(frozen=True)
+class EvaluateStage(Spec):
+    """The ``evaluate`` stage: every encoder condition x protocol x seed (PROTOCOL.md: 35)."""
+
+    data: DatasetSpec = spec_field(doc="labelled train/test data")
+    encoders: tuple[EncoderCondition, ...] = spec_field(checks=(_non_empty,), doc="conditions")
+    protocols: tuple[Protocol, ...] = spec_field(("finetune", "probe"), checks=(_non_empty,),
+                                                 doc="finetune and/or probe")
+    seeds: int = spec_field(35, checks=(_positive,), doc="seed indices first_seed .. +seeds-1")
+    first_seed: int = spec_field(0, checks=(_non_negative,), doc="first seed index")
+    settings: EvaluationSpec = spec_field(default_factory=EvaluationSpec, doc="protocol")
+
+    def validate(self) -> None:
+        names = [c.name for c in self.encoders]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise _FieldError(("encoders", f"[{index}]", "name"), f"duplicate name {name!r}")
+
+
+@dataclass(frozen=True)
+class SearchParam(Spec):
+    """One searched dimension: ``uniform`` / ``loguniform`` (low, high), ``int`` (low, high),
+    or ``choice`` (choices)."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"] = spec_field(doc="distribution")
+    low: float | None = spec_field(None, doc="lower bound")
+    high: float | None = spec_field(None, doc="upper bound")
+    choices: tuple[Any, ...] | None = spec_field(None, checks=(_non_empty,), doc="values")
+
+    def validate(self) -> None:
+        if self.type == "choice":
+            if not self.choices:
+                raise _FieldError(("choices",), "required for type choice")
+            return
+        if self.low is None or self.high is None:
+            raise _FieldError(("low" if self.low is None else "high",),
+                              f"required for type {self.type}")
+        if self.high <= self.low:
+            raise _FieldError(("high",), "must be greater than low")
+        if self.type == "loguniform" and self.low <= 0:
+            raise _FieldError(("low",), "must be > 0 for loguniform")
+
+
+#: Keys a search may tune (dotted paths into the search's pretrain / evaluation specs).
+SEARCHABLE = ("pretrain.lambda_offdiag", "pretrain.alpha", "pretrain.lr_max", "pretrain.strength",
+              "pretrain.temperature", "pretrain.weight_decay", "pretrain.epochs",
+              "evaluate.lr_max", "evaluate.strength")
+
+
+@dataclass(frozen=True)
+class SearchSpec(Spec):
+    """An Optuna search inside Ray Tune over pre-training knobs (lambda, alpha, lr_max,
+    augmentation strength), scored by a downstream evaluation over ``seeds`` seeds."""
+
+    name: str = spec_field(checks=(_name,), doc="search name")
+    pretrain: PretrainSpec = spec_field(doc="the base pre-training run")
+    evaluate: EvaluateStage = spec_field(doc="how a trial is scored")
+    space: Mapping[str, SearchParam] = spec_field(checks=(_non_empty,), doc="searched keys")
+    metric: str = spec_field("f1_weighted", doc="objective metric (mean over seeds)")
+    mode: Literal["max", "min"] = spec_field("max", doc="maximise or minimise")
+    num_samples: int = spec_field(20, checks=(_positive,), doc="trials")
+    max_concurrent_trials: int | None = spec_field(None, checks=(_positive,), doc="parallelism")
+    scheduler: Literal["asha", "none"] = spec_field("asha", doc="early stopping on the proxy")
+    seed: int = spec_field(0, checks=(_non_negative,), doc="sampler seed")
+
+    def validate(self) -> None:
+        for key in self.space:
+            if key not in SEARCHABLE:
+                raise _FieldError(("space", key), f"cannot be searched{_closest(key, list(SEARCHABLE))}")
+
+
+@dataclass(frozen=True)
+class Comparison(Spec):
+    """A declared pairwise test: null "model_1 <= model_2" (``greater``) or "=" (two-sided)."""
+
+    model_1: str = spec_field(doc="condition name")
+    model_2: str = spec_field(doc="condition name")
+    alternative: Literal["greater", "two-sided"] = spec_field("greater", doc="H1")
+    protocol: Protocol | None = spec_field(None, doc="null = every protocol")
+
+
+@dataclass(frozen=True)
+class ReportSpec(Spec):
+    """What the ``report`` stage computes (``raysweep.report``)."""
+
+    metrics: tuple[str, ...] = spec_field(("accuracy", "f1_weighted"), checks=(_non_empty,),
+                                          doc="metrics tabulated and tested")
+    comparisons: tuple[Comparison, ...] = spec_field((), doc="declared tests (default: all pairs)")
+    family_by: tuple[str, ...] = spec_field(("protocol",), doc="columns that define a family")
+    correction: Literal["holm", "fdr_bh"] = spec_field("holm", doc="multiple-testing correction")
+    alpha: float = spec_field(0.05, checks=(_unit_interval_open,), doc="significance level")
+
+
+@dataclass(frozen=True)
+class ResourcesSpec(Spec):
+    """How trials are packed onto the cluster (``raysweep.sweep.resources``)."""
+
+    cpus_per_trial: float = spec_field(1.0, checks=(_positive,), doc="CPUs per Tune trial")
+    gpus_per_trial: float | None = spec_field(
+        None, checks=(_between(0.0, 1.0),), doc="fraction of a GPU per single-process trial")
+    max_concurrent_trials: int | None = spec_field(None, checks=(_positive,), doc="cap")
+
+
+@dataclass(frozen=True)
+class ExperimentSpec(Spec):
+    """A whole study: pretrain runs, the evaluate grid, searches and the report."""
+
+    name: str = spec_field(checks=(_name,), doc="experiment name (its directory)")
+    storage: str = spec_field("~/raysweep_runs", doc="storage root (shared for multi-node)")
+    pretrain: tuple[PretrainSpec, ...] = spec_field((), doc="pre-training runs")
+    evaluate: EvaluateStage | None = spec_field(None, doc="evaluation grid")
+    search: tuple[SearchSpec, ...] = spec_field((), doc="searches")
+    report: ReportSpec = spec_field(default_factory=ReportSpec, doc="report settings")
+    resources: ResourcesSpec = spec_field(default_factory=ResourcesSpec, doc="packing")
+    description: str = spec_field("", doc="free text")
+
+    def validate(self) -> None:
+        names = [p.name for p in self.pretrain]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise _FieldError(("pretrain", f"[{index}]", "name"), f"duplicate name {name!r}")
+        referenced = []
+        for p_index, run in enumerate(self.pretrain):
+            referenced.append((("pretrain", f"[{p_index}]", "encoder", "weights"),
+                               run.encoder.weights))
+        if self.evaluate is not None:
+            for e_index, cond in enumerate(self.evaluate.encoders):
+                referenced.append((("evaluate", "encoders", f"[{e_index}]", "encoder", "weights"),
+                                   cond.encoder.weights))
+        for path, weights in referenced:
+            if weights.startswith("pretrain:") and weights[len("pretrain:"):] not in names:
+                target = weights[len("pretrain:"):]
+                raise _FieldError(path, f"no pretrain run named {target!r}"
+                                        f"{_closest(target, names)}")
+
+    @property
+    def directory(self) -> Path:
+        """``<storage>/<name>``: where every artefact of this experiment lives."""
+        return Path(os.path.expanduser(self.storage)) / self.name
+
+
+# --------------------------------------------------------------------------------------------
+# Grids: `pretrain: {base: {...}, product: {axis: {label: {dotted.key: value}}}}`
+# --------------------------------------------------------------------------------------------
+
+
+def expand_product(section: Any, path: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Expand a ``{base, product, name}`` grid into a list of plain run mappings.
+
+    ``product`` maps each axis (``initial``, ``further_data``, ...) to ``{label: overrides}``;
+    every combination applies its overrides (dotted keys) to ``base``, is named by joining the
+    labels with ``-`` (or by formatting ``name`` with the labels), and records ``keys:
+    {axis: label}`` so the results table can group by axis. A list is returned as is.
+    """
+    if isinstance(section, list):
+        return section
+    if not isinstance(section, Mapping):
+        raise _FieldError(path, f"expected a list or a {{base, product}} grid, got {_describe(section)}")
+    unknown = set(section) - {"base", "product", "name", "extra"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise _FieldError(path + (key,), f"unknown key{_closest(key, ['base', 'product', 'name', 'extra'])}")
+    base = section.get("base", {})
+    product = section.get("product", {})
+    if not isinstance(base, Mapping):
+        raise _FieldError(path + ("base",), "expected a mapping")
+    if not isinstance(product, Mapping) or not product:
+        raise _FieldError(path + ("product",), "expected a non-empty mapping of axes")
+    axes = []
+    for axis, options in product.items():
+        if not isinstance(options, Mapping) or not options:
+            raise _FieldError(path + ("product", str(axis)),
+                              "expected a non-empty mapping {label: {key: value}}")
+        axes.append((str(axis), list(options.items())))
+    runs = []
+    for combo in itertools.product(*(options for _, options in axes)):
+        labels = {axis: str(label) for (axis, _), (label, _) in zip(axes, combo, strict=True)}
+        overrides: dict[str, Any] = {}
+        for (axis, _), (label, changes) in zip(axes, combo, strict=True):
+            if changes is None:
+                continue
+            if not isinstance(changes, Mapping):
+                raise _FieldError(path + ("product", axis, str(label)), "expected a mapping")
+            overrides.update(changes)
+        run = _apply_overrides(base, overrides, path + ("base",))
+        template = section.get("name")
+        run["name"] = template.format(**labels) if template else "-".join(labels.values())
+        run["keys"] = {**dict(run.get("keys", {})), **labels}
+        runs.append(run)
+    extra = section.get("extra", [])
+    if not isinstance(extra, list):
+        raise _FieldError(path + ("extra",), "expected a list of runs")
+    return runs + list(extra)
+
+
+def experiment_from_dict(data: Any) -> ExperimentSpec:
+    """Build an :class:`ExperimentSpec` from parsed YAML (grids expanded first)."""
+    if not isinstance(data, Mapping):
+        raise _FieldError((), f"the top level must be a mapping, got {_describe(data)}")
+    data = dict(data)
+    # `datasets:` is a free-form anchor section: YAML anchors (&isic) defined there are reused
+    # by reference in the stages, so it is dropped after parsing.
+    data.pop("datasets", None)
+    if "pretrain" in data:
+        data["pretrain"] = expand_product(data["pretrain"], ("pretrain",))
+    evaluate = data.get("evaluate")
+    if isinstance(evaluate, Mapping) and "encoders" in evaluate:
+        evaluate = dict(evaluate)
+        evaluate["encoders"] = expand_product(evaluate["encoders"], ("evaluate", "encoders"))
+        data["evaluate"] = evaluate
+    return from_dict(ExperimentSpec, data)
+
+
+def load_spec(path: str | os.PathLike[str]) -> ExperimentSpec:
+    """Read, expand and validate an experiment spec file.
+
+    Raises :class:`SpecError` with one line ``FILE: key.path: reason``.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{file}: spec file not found") from None
+    except OSError as err:
+        raise SpecError(f"{file}: cannot read spec file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(f"{file}: invalid YAML{where}: {problem}") from None
+    return spec_from_data(data, source=str(file))
+
+
+def spec_from_data(data: Any, source: str = "<spec>") -> ExperimentSpec:
+    """Validate parsed YAML / a dict; errors read ``SOURCE: key.path: reason``."""
+    try:
+        return experiment_from_dict(data)
+    except _FieldError as err:
+        raise SpecError(f"{source}: {join_key_path(err.path)}: {err.reason}") from None
+
+
+def dump_spec(spec: Any) -> str:
+    """A spec as YAML (round-trips through :func:`spec_from_data` for experiments)."""
+    return yaml.safe_dump(to_dict(spec), sort_keys=False)
