@@ -1,0 +1,124 @@
+"""The only place that knows about process groups.
+
+Collectives here are *autograd-aware*: their backward pass is itself a collective, so a loss
+computed from all-reduced or all-gathered tensors sends gradient to every rank's local inputs.
+
+Gradient convention (the DDP convention; DESIGN.md principle 1, lightly issue 1977)
+-----------------------------------------------------------------------------------
+Every rank computes the same *global* loss ``L`` (of the whole, concatenated batch). With these
+collectives the gradient that reaches rank ``r``'s local rows is ``world_size * dL/dz_r``, so that
+DDP's gradient *averaging* over ranks yields exactly ``dL/dtheta`` of one process on the
+concatenated batch. A raw ``dist.all_reduce`` (no backward collective) gives the right loss but
+only ``dL/dz_r`` on each rank, i.e. parameter gradients wrong by a factor ``1/world_size`` after
+DDP averaging.
+
+Without an initialised process group (or with a world of one) every function here is the identity,
+so the maths in :mod:`raysweep.ssl.losses` runs unchanged in a single process.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "all_gather_sizes",
+    "all_gather_with_grad",
+    "all_reduce_sum",
+    "get_rank",
+    "get_world_size",
+    "is_distributed",
+]
+
+
+def is_distributed() -> bool:
+    """True when a ``torch.distributed`` process group is initialised with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_world_size() -> int:
+    """Number of ranks in the default process group (1 without one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def get_rank() -> int:
+    """This process's rank in the default process group (0 without one)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the backward pass sums the upstream gradients over ranks as well."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``sum_r tensor_r`` on every rank, differentiable (see the module's gradient convention).
+
+    Identity without a process group. Works on every backend (gloo, nccl).
+    """
+    if not is_distributed():
+        return tensor
+    return _AllReduceSum.apply(tensor)
+
+
+class _AllGatherRows(torch.autograd.Function):
+    """Concatenate every rank's rows (rank order); backward sums gradients, keeps local rows."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor, sizes: list[int]
+    ) -> torch.Tensor:
+        rank, longest = dist.get_rank(), max(sizes)
+        ctx.sizes, ctx.rank, ctx.longest = sizes, rank, longest
+        padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+        padded[: tensor.shape[0]] = tensor
+        chunks = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(chunks, padded.contiguous())
+        return torch.cat([chunk[:n] for chunk, n in zip(chunks, sizes, strict=True)])
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None]:
+        # Every rank holds d(its loss)/d(all rows); the local rows' gradient is the sum over
+        # ranks of their slices. An all_reduce followed by slicing works on every backend
+        # (gloo has no reduce_scatter).
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.sizes[ctx.rank]], None
+
+
+def all_gather_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
+    """Every rank's value of the int ``n`` (e.g. its local batch size), in rank order.
+
+    ``[n]`` without a process group. ``device`` must suit the backend (cuda for nccl).
+    """
+    if not is_distributed():
+        return [int(n)]
+    size = torch.tensor([int(n)], device=device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    return [int(s.item()) for s in sizes]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Rows of ``tensor`` (n_r, ...) from every rank, concatenated in rank order: (sum_r n_r, ...).
+
+    Differentiable (see the module's gradient convention); ranks may hold different numbers of
+    rows. Identity without a process group.
+    """
+    if not is_distributed():
+        return tensor
+    return _AllGatherRows.apply(tensor, all_gather_sizes(tensor.shape[0], tensor.device))
