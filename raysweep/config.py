@@ -141,6 +141,22 @@ class Spec:
         return from_dict(type(self), _apply_overrides(to_dict(self), changes))
 
 
+class FrozenMapping(dict):
+    """A read-only dict for mapping fields of frozen specs: picklable (Ray ships specs to
+    workers, which ``types.MappingProxyType`` cannot do), comparable and hashable."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("spec mappings are read-only; use spec.replace(...)")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (FrozenMapping, (dict(self),))
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(repr(sorted(self.items(), key=repr)))
+
+
 # --------------------------------------------------------------------------------------------
 # Type coercion: YAML values -> typed dataclass fields.
 # --------------------------------------------------------------------------------------------
@@ -218,7 +234,7 @@ def _coerce(value: Any, tp: Any, path: tuple[str, ...]) -> Any:
         if not isinstance(value, Mapping):
             raise _FieldError(path, f"expected {_type_name(tp)}, got {_describe(value)}")
         args = typing.get_args(tp) or (str, Any)
-        return types.MappingProxyType({
+        return FrozenMapping({
             _coerce(k, args[0], path): _coerce(v, args[1], path + (str(k),))
             for k, v in value.items()})
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):

@@ -183,3 +183,14 @@ def test_yaml_python_tags_are_refused(tmp_path: Path):
     evil.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(SpecError, match="invalid YAML"):
         load_spec(evil)
+
+
+def test_specs_pickle_for_ray_workers():
+    import pickle
+
+    data = minimal()
+    data["pretrain"][0]["resources_per_worker"] = {"CPU": 1}
+    spec = spec_from_data(data)
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    with pytest.raises(TypeError, match="read-only"):
+        spec.pretrain[0].resources_per_worker["CPU"] = 2
