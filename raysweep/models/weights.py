@@ -1,0 +1,225 @@
+"""Weight sources for encoders: one registry, nothing ever downloaded.
+
+A weights spec is a string:
+
+``random``
+    keep the random initialisation.
+``torchvision:IMAGENET1K_V1`` / ``torchvision:IMAGENET1K_V2``
+    the torchvision ImageNet-supervised weights enum of the architecture (the paper's ``SL``),
+    read from ``<torch hub dir>/checkpoints/<file name of the enum's url>`` (the hub dir is
+    ``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``; where torchvision itself caches it).
+``barlowtwins``
+    the facebookresearch/barlowtwins torch.hub ``resnet50`` (the paper's ``SSL``), a plain
+    torchvision ResNet-50 state dict from dl.fbaipublicfiles.com/barlowtwins/ljng/resnet50.pth.
+``vicreg``
+    the facebookresearch/vicreg torch.hub ``resnet50``, from
+    dl.fbaipublicfiles.com/vicreg/resnet50.pth.
+``file:PATH``
+    a plain state dict, a DDP (``module.``-prefixed) one, a ``torch.compile`` (``_orig_mod.``)
+    one, or a raysweep checkpoint (a dict whose ``encoder`` entry is the state dict).
+
+Both hub models are published under the same file name ``resnet50.pth``, so torch.hub would cache
+them at the same path; raysweep therefore looks for them under distinct names,
+``<hub dir>/checkpoints/barlowtwins_resnet50.pth`` and ``.../vicreg_resnet50.pth``.
+
+Loading uses ``torch.load(..., weights_only=True)``, drops ``fc.*`` (the ImageNet classifier),
+strips known prefixes, and fails with a one-line :class:`~raysweep.errors.WeightsError` on an
+unreadable file, a shape mismatch (a checkpoint of another architecture) or missing encoder
+tensors (a partly initialised encoder would silently spoil a study). Unexpected extra tensors
+are reported with a warning and returned in the :class:`LoadReport`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from torchvision.models import get_model_weights
+
+from raysweep.errors import WeightsError
+
+__all__ = [
+    "HUB_MODELS",
+    "WEIGHT_SOURCES",
+    "LoadReport",
+    "extract_state_dict",
+    "hub_checkpoint_path",
+    "load_encoder_weights",
+    "resolve_weights",
+]
+
+StateDict = dict[str, torch.Tensor]
+
+#: torch.hub ResNet-50 models: name -> (download url, file name in the hub checkpoints dir).
+HUB_MODELS: dict[str, tuple[str, str]] = {
+    "barlowtwins": (
+        "https://dl.fbaipublicfiles.com/barlowtwins/ljng/resnet50.pth",
+        "barlowtwins_resnet50.pth",
+    ),
+    "vicreg": ("https://dl.fbaipublicfiles.com/vicreg/resnet50.pth", "vicreg_resnet50.pth"),
+}
+
+#: Prefixes added by wrappers (DDP, torch.compile): stripped from every key.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: Prefixes naming the encoder inside a whole-model state dict: only those keys are kept.
+SUBMODULE_PREFIXES = ("encoder.", "backbone.")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What loading a weights spec did: its source, and the keys left out on either side."""
+
+    source: str
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+
+
+def hub_checkpoint_path(filename: str) -> Path:
+    """``<torch hub dir>/checkpoints/<filename>`` (respects ``TORCH_HOME``, read at call time)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _read(path: Path, spec: str, url: str | None = None) -> object:
+    if not path.is_file():
+        where = f"download {url} and place it at {path}" if url else f"{path} does not exist"
+        raise WeightsError(
+            f"weights {spec!r}: file {path} not found; offline nothing is downloaded: {where} "
+            "(or pass weights='file:PATH')"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        reason = " ".join(str(exc).split())[:300]
+        raise WeightsError(f"weights {spec!r}: cannot read {path}: {reason}") from exc
+
+
+def extract_state_dict(obj: object, spec: str) -> StateDict:
+    """The encoder's state dict inside a loaded checkpoint object, prefixes stripped, no ``fc``.
+
+    Accepts a plain state dict, a raysweep checkpoint ``{"encoder": state_dict, ...}`` or a
+    ``{"state_dict": ...}`` wrapper; strips ``module.``/``_orig_mod.`` and, in a whole-model
+    dict, keeps only the ``encoder.``/``backbone.`` entries.
+    """
+    if isinstance(obj, Mapping):
+        for key in ("encoder", "state_dict"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise WeightsError(f"weights {spec!r}: the file holds no state dict")
+    state: StateDict = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(
+                f"weights {spec!r}: entry {key!r} is a {type(value).__name__}, not a tensor; "
+                "expected a state dict or a raysweep checkpoint with an 'encoder' entry"
+            )
+        key = str(key)
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        state[key] = value
+    for prefix in SUBMODULE_PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            break
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def _random(argument: str, arch: str, spec: str) -> StateDict | None:
+    if argument:
+        raise WeightsError(f"weights {spec!r}: 'random' takes no argument")
+    return None
+
+
+def _torchvision(argument: str, arch: str, spec: str) -> StateDict:
+    try:
+        enum = get_model_weights(arch)
+    except ValueError as exc:
+        raise WeightsError(f"weights {spec!r}: torchvision has no weights for {arch}") from exc
+    names = [w.name for w in enum]
+    if argument not in names:
+        raise WeightsError(f"weights {spec!r}: {arch} has torchvision weights {names}, not {argument!r}")
+    url = enum[argument].url
+    path = hub_checkpoint_path(os.path.basename(urlparse(url).path))
+    return extract_state_dict(_read(path, spec, url), spec)
+
+
+def _hub(name: str) -> Callable[[str, str, str], StateDict]:
+    url, filename = HUB_MODELS[name]
+
+    def resolve(argument: str, arch: str, spec: str) -> StateDict:
+        if argument:
+            raise WeightsError(f"weights {spec!r}: {name!r} takes no argument")
+        if arch != "resnet50":
+            raise WeightsError(f"weights {spec!r}: {name} publishes a resnet50 only, not {arch}")
+        return extract_state_dict(_read(hub_checkpoint_path(filename), spec, url), spec)
+
+    return resolve
+
+
+def _file(argument: str, arch: str, spec: str) -> StateDict:
+    if not argument:
+        raise WeightsError(f"weights {spec!r}: give a path, as in 'file:/path/to/encoder.pt'")
+    return extract_state_dict(_read(Path(argument).expanduser(), spec), spec)
+
+
+#: Weight-source registry: kind (the part before ``:``) -> resolver(argument, arch, spec).
+WEIGHT_SOURCES: dict[str, Callable[[str, str, str], StateDict | None]] = {
+    "random": _random,
+    "torchvision": _torchvision,
+    "barlowtwins": _hub("barlowtwins"),
+    "vicreg": _hub("vicreg"),
+    "file": _file,
+}
+
+
+def resolve_weights(spec: str, arch: str) -> StateDict | None:
+    """The state dict named by ``spec`` for architecture ``arch`` (``None`` for ``random``)."""
+    kind, _, argument = spec.partition(":")
+    if kind not in WEIGHT_SOURCES:
+        raise WeightsError(
+            f"unknown weights {spec!r}; use one of: random, torchvision:IMAGENET1K_V1, "
+            "torchvision:IMAGENET1K_V2, barlowtwins, vicreg, file:PATH"
+        )
+    return WEIGHT_SOURCES[kind](argument, arch, spec)
+
+
+def load_encoder_weights(encoder: nn.Module, state: StateDict, spec: str) -> LoadReport:
+    """Copy ``state`` into ``encoder``; one-line :class:`WeightsError` on any mismatch.
+
+    Shape mismatches and missing encoder tensors are errors; extra tensors are warned about.
+    ``num_batches_tracked`` counters may be absent (older checkpoints) and are then left as is.
+    """
+    arch = getattr(encoder, "arch", type(encoder).__name__)
+    own = encoder.state_dict()
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if mismatched:
+        k = mismatched[0]
+        raise WeightsError(
+            f"weights {spec!r} do not fit {arch}: {k} has shape {tuple(state[k].shape)} in the "
+            f"file but {tuple(own[k].shape)} in the encoder ({len(mismatched)} tensors differ; "
+            "a checkpoint of another architecture?)"
+        )
+    missing = tuple(
+        k for k in own if k not in state and not k.endswith("num_batches_tracked")
+    )
+    if missing:
+        raise WeightsError(
+            f"weights {spec!r} do not fit {arch}: {len(missing)} encoder tensors are missing "
+            f"from the file, e.g. {missing[0]} (a checkpoint of another architecture?)"
+        )
+    unexpected = tuple(k for k in state if k not in own)
+    if unexpected:
+        warnings.warn(
+            f"weights {spec!r}: {len(unexpected)} tensors not used by {arch}, e.g. "
+            f"{unexpected[0]}",
+            stacklevel=2,
+        )
+    encoder.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return LoadReport(spec, missing=tuple(k for k in own if k not in state), unexpected=unexpected)

@@ -1,0 +1,142 @@
+"""Encoder contract, parametrised over every registered encoder, plus heads and groups."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from raysweep.errors import WeightsError
+from raysweep.models import (
+    ENCODERS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LinearHead,
+    Projector,
+    build_encoder,
+    parameter_group,
+    set_trainable,
+)
+
+EXPECTED_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "small_resnet": 128}
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_encoder_contract(name: str) -> None:
+    encoder = build_encoder(name, generator=_gen(0)).eval()
+    assert encoder.output_dim == EXPECTED_DIM[name]
+    x = torch.rand(2, 3, 32, 32, generator=_gen(1))
+    with torch.no_grad():
+        out = encoder(x)
+    assert out.shape == (2, encoder.output_dim) and out.dtype == torch.float32
+    keys = set(encoder.state_dict())
+    assert not {"mean", "std"} & keys  # normalisation buffers are non-persistent
+    assert {"mean", "std"} <= {n for n, _ in encoder.named_buffers()}
+    assert all(hasattr(encoder, a) for a in ("conv1", "bn1", "layer1", "layer2", "layer3"))
+    assert isinstance(encoder.layer4[-1], nn.Module)
+    if name != "small_resnet":
+        reference = getattr(torchvision.models, name)(weights=None).state_dict()
+        assert keys == {k for k in reference if not k.startswith("fc.")}
+    assert encoder.weights_report.source == "random"
+
+
+def test_encoder_is_torchvision_resnet_after_imagenet_normalisation() -> None:
+    encoder = build_encoder("resnet18", generator=_gen(2)).eval()
+    reference = torchvision.models.resnet18(weights=None)
+    reference.load_state_dict(encoder.state_dict(), strict=False)  # fc stays random, unused
+    reference.fc = nn.Identity()
+    reference.eval()
+    x = torch.rand(3, 3, 40, 40, generator=_gen(3))
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(x), reference((x - mean) / std))
+
+
+def test_small_resnet_is_cifar_style_and_configurable() -> None:
+    encoder = build_encoder("small_resnet", widths=(8, 16, 24, 32), blocks=(2, 1, 1, 1))
+    assert encoder.conv1.kernel_size == (3, 3) and encoder.conv1.stride == (1, 1)
+    assert isinstance(encoder.maxpool, nn.Identity)
+    assert encoder.output_dim == 32 and len(encoder.layer1) == 2
+    assert isinstance(encoder.layer4[-1], torchvision.models.resnet.BasicBlock)
+    x = torch.rand(4, 3, 28, 28)
+    assert encoder(x).shape == (4, 32)
+    with pytest.raises(ValueError, match="4 positive widths"):
+        build_encoder("small_resnet", widths=(8, 16))
+    with pytest.raises(WeightsError, match="takes no options"):
+        build_encoder("resnet18", widths=(8, 16, 24, 32))
+
+
+def test_initialisation_reproducible_from_generator_without_touching_global_rng() -> None:
+    before = torch.get_rng_state()
+    a = build_encoder("small_resnet", generator=_gen(5)).state_dict()
+    b = build_encoder("small_resnet", generator=_gen(5)).state_dict()
+    c = build_encoder("small_resnet", generator=_gen(6)).state_dict()
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
+    h1 = LinearHead(8, 3, generator=_gen(7)).linear.weight
+    h2 = LinearHead(8, 3, generator=_gen(7)).linear.weight
+    assert torch.equal(h1, h2)
+    p1, p2 = Projector(8, (16, 4), generator=_gen(8)), Projector(8, (16, 4), generator=_gen(8))
+    assert all(torch.equal(x, y) for x, y in zip(p1.parameters(), p2.parameters(), strict=True))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_unknown_encoder_is_a_clear_error() -> None:
+    with pytest.raises(WeightsError, match="unknown encoder 'resnet999'"):
+        build_encoder("resnet999")
+
+
+def test_projector_structure() -> None:
+    default = inspect.signature(Projector).parameters["widths"].default
+    assert tuple(default) == (8192, 8192, 8192)
+    proj = Projector(12, (32, 32, 16))
+    kinds = [type(m).__name__ for m in proj]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert all(m.bias is None for m in proj if isinstance(m, nn.Linear))
+    assert proj.last_layer is proj[-1] and proj.last_layer.weight.shape == (16, 32)
+    assert proj(torch.randn(5, 12)).shape == (5, 16) and proj.output_dim == 16
+    simclr = Projector(12, (20, 8), batch_norm=False)
+    assert [type(m).__name__ for m in simclr] == ["Linear", "ReLU", "Linear"]
+    assert simclr.last_layer.bias is not None
+    with pytest.raises(ValueError, match="positive"):
+        Projector(12, ())
+
+
+def test_linear_head() -> None:
+    head = LinearHead(10, 4)
+    assert head(torch.randn(3, 10)).shape == (3, 4)
+    with pytest.raises(ValueError, match="num_classes"):
+        LinearHead(10, 1)
+
+
+def test_parameter_groups_by_name() -> None:
+    encoder = build_encoder("resnet50")
+    projector, head = Projector(2048, (16, 8)), LinearHead(2048, 3)
+    ids = lambda params: {id(p) for p in params}  # noqa: E731
+    last = encoder.layer4[-1]
+    # The paper's SSL_p block: the final 1x1, 3x3, 1x1 bottleneck.
+    assert [c.kernel_size for c in (last.conv1, last.conv2, last.conv3)] == [(1, 1), (3, 3), (1, 1)]
+    assert ids(parameter_group("last_block", encoder=encoder)) == ids(last.parameters())
+    assert ids(parameter_group("encoder", encoder=encoder)) == ids(encoder.parameters())
+    assert ids(parameter_group("head", head=head)) == ids(head.parameters())
+    assert ids(parameter_group("projector", projector=projector)) == ids(projector.parameters())
+    everything = parameter_group("all", encoder=encoder, projector=projector, head=head)
+    assert len(everything) == sum(1 for m in (encoder, projector, head) for _ in m.parameters())
+    with pytest.raises(ValueError, match="needs the head"):
+        parameter_group("head", encoder=encoder)
+    with pytest.raises(ValueError, match="unknown parameter group 'layer9'"):
+        parameter_group("layer9", encoder=encoder)
+
+    set_trainable([encoder, projector], parameter_group("last_block", encoder=encoder))
+    trainable = {id(p) for p in encoder.parameters() if p.requires_grad}
+    assert trainable == ids(last.parameters())
+    assert not any(p.requires_grad for p in projector.parameters())
