@@ -551,6 +551,7 @@ class EncoderCondition(Spec):
     keys: Mapping[str, str] = spec_field(default_factory=dict, doc="condition keys")
     overrides: Mapping[str, Any] = spec_field(default_factory=dict,
                                               doc="EvaluationSpec fields changed for this one")
+    data: DatasetSpec | None = spec_field(None, doc="null = the stage's data (e.g. a label budget)")
 
     def validate(self) -> None:
         try:

@@ -1,0 +1,120 @@
+"""The sweep's pure parts: plans, packing and the exactly-once results table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raysweep.config import load_spec, spec_from_data
+from raysweep.errors import SpecError
+from raysweep.sweep.plan import make_plan, pretrain_waves
+from raysweep.sweep.resources import (
+    ClusterResources,
+    TrialResources,
+    max_concurrent_trials,
+)
+from raysweep.sweep.results import ResultsStore, RowKey
+
+SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+DIGITS = {"sources": [{"kind": "digits"}], "image_size": 16}
+
+
+def test_every_shipped_spec_validates_and_plans():
+    specs = sorted(SEARCH_SPACES.glob("*.yaml"))
+    assert {p.stem for p in specs} >= {"paper_isic", "oral_cancer", "medmnist_simclr"}
+    for path in specs:
+        plan = make_plan(load_spec(path), ClusterResources(cpus=8, gpus=2))
+        assert plan.eval_trials, path
+
+
+def test_paper_isic_plan_matches_the_paper():
+    spec = load_spec(SEARCH_SPACES / "paper_isic.yaml")
+    plan = make_plan(spec, ClusterResources(cpus=32, gpus=4))
+    # SL/SSL x {IUD, IU, I} SSL_p + SSL on IUD for both = 8 further pre-training runs.
+    assert sorted(r.name for r in spec.pretrain) == sorted(
+        [f"{i}-{d}-SSL_p" for i in ("SL", "SSL") for d in ("IUD", "IU", "I")]
+        + ["SL-IUD-SSL", "SSL-IUD-SSL"])
+    assert all(r.lambda_offdiag == 1 / 8192 and r.alpha == 0.01 for r in spec.pretrain)
+    # 10 encoders x (35 fine-tune trials + 1 batched probe trial) + 3 baselines x 35 fine-tunes.
+    assert len(plan.eval_trials) == 10 * 36 + 3 * 35
+    assert plan.n_rows == (10 * 2 + 3) * 35
+    assert plan.eval_resources == TrialResources(cpu=4, gpu=0.25)
+    assert plan.eval_concurrency == 8  # 32 CPUs / 4 per trial; 4 GPUs / 0.25 = 16
+    text = plan.describe()
+    assert "805 result rows" in text and "up to 8 at once" in text
+
+
+def test_cpu_only_cluster_requests_no_gpu():
+    spec = load_spec(SEARCH_SPACES / "paper_isic.yaml")
+    plan = make_plan(spec, ClusterResources(cpus=2, gpus=0))
+    assert plan.eval_resources.gpu == 0
+    assert all(not r.use_gpu for r in plan.pretrain_resources.values())
+
+
+@pytest.mark.parametrize(("trial", "cluster", "cap", "expected"), [
+    (TrialResources(1, 0.25), ClusterResources(16, 1), None, 4),
+    (TrialResources(1, 0.25), ClusterResources(2, 1), None, 2),
+    (TrialResources(2, 0), ClusterResources(2, 0), None, 1),
+    (TrialResources(1, 0.1), ClusterResources(64, 8), 20, 20),
+    (TrialResources(4, 0), ClusterResources(2, 0), None, 1),
+])
+def test_max_concurrent_trials(trial, cluster, cap, expected):
+    assert max_concurrent_trials(trial, cluster, cap) == expected
+
+
+def _run(name: str, weights: str = "random") -> dict:
+    return {"name": name, "data": DIGITS, "encoder": {"name": "small_resnet", "weights": weights}}
+
+
+def test_pretrain_waves_follow_dependencies():
+    spec = spec_from_data({"name": "x", "pretrain": [
+        _run("further-SL", "pretrain:SL"), _run("SL"), _run("SSL"),
+        _run("further-further", "pretrain:further-SL")]})
+    waves = [[r.name for r in wave] for wave in pretrain_waves(spec.pretrain)]
+    assert waves == [["SL", "SSL"], ["further-SL"], ["further-further"]]
+
+
+def test_pretrain_cycle_is_an_error():
+    spec = spec_from_data({"name": "x", "pretrain": [_run("a", "pretrain:b"), _run("b", "pretrain:a")]})
+    with pytest.raises(SpecError, match="cycle: a -> b -> a"):
+        pretrain_waves(spec.pretrain)
+
+
+def _row(condition: str, protocol: str, seed: int, acc: float) -> dict:
+    return {"condition": condition, "protocol": protocol, "seed": seed, "accuracy": acc}
+
+
+def test_results_store_is_exactly_once(tmp_path: Path):
+    store = ResultsStore(tmp_path)
+    store.write(_row("SL", "probe", 1, 0.5))
+    store.write(_row("SL", "probe", 0, 0.4))
+    store.write(_row("SSL", "finetune", 0, 0.7))
+    store.write(_row("SL", "probe", 1, 0.6))  # a rerun of the same key replaces, never adds
+    table = store.consolidate()
+    assert len(table) == 3
+    assert list(table[["condition", "protocol", "seed"]].itertuples(index=False, name=None)) == [
+        ("SL", "probe", 0), ("SL", "probe", 1), ("SSL", "finetune", 0)]
+    assert table.loc[1, "accuracy"] == 0.6
+    assert pd.read_parquet(store.parquet_path).equals(table)
+    assert len(pd.read_csv(store.csv_path)) == 3
+    assert store.missing([RowKey("SL", "probe", 0), RowKey("SL", "probe", 2)]) == [
+        RowKey("SL", "probe", 2)]
+    # No temporary files are left behind by the atomic writes.
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_crashed_write_leaves_no_row(tmp_path: Path, monkeypatch):
+    store = ResultsStore(tmp_path)
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dumps", explode)
+    with pytest.raises(OSError):
+        store.write(_row("SL", "probe", 0, 0.5))
+    monkeypatch.undo()
+    assert store.rows() == []
+    assert not store.has(RowKey("SL", "probe", 0))
