@@ -1,0 +1,96 @@
+"""fastai's 1cycle policy, expressed with ``torch.optim.lr_scheduler.OneCycleLR``.
+
+fastai (``Learner.fit_one_cycle``, ``fastai/callback/schedule.py``) evaluates, before batch
+``i`` of ``N`` (``pos = i / N``)::
+
+    lr(pos)  = combined_cos(pct_start, lr_max / div, lr_max, lr_max / div_final)(pos)
+    mom(pos) = combined_cos(pct_start, 0.95, 0.85, 0.95)(pos)
+    combined_cos(p, a, b, c)(pos) = SchedCos(a, b)(pos / p)                 if pos < p
+                                    SchedCos(b, c)((pos - p) / (1 - p))     otherwise
+    SchedCos(start, end)(x) = start + (1 + cos(pi * (1 - x))) * (end - start) / 2
+
+so the peak is at step ``pct_start * N`` and ``lr = lr_max / div_final`` would be reached at
+step ``N`` (one past the last batch). ``OneCycleLR`` instead peaks at ``pct_start * T - 1``, ends
+at ``T - 1`` and ends at ``initial_lr / final_div_factor``. Configured with
+
+    total_steps       T' = N + 1
+    pct_start         p' = (pct_start * N + 1) / (N + 1)     ->  peak at p' T' - 1 = pct_start N
+    final_div_factor  div_final / div                       ->  min_lr = lr_max / div_final
+
+its two phases cover exactly fastai's ``[0, pct_start N]`` and ``[pct_start N, N]`` with the same
+cosine (``end + (start - end)(1 + cos(pi x)) / 2`` equals ``SchedCos`` since
+``cos(pi (1 - x)) = -cos(pi x)``), so both give the same lr and momentum at every step up to
+floating-point rounding (tests compare against an independent re-implementation of fastai's
+formula). fastai itself computes ``pos`` against a float32 tensor of phase boundaries, so it
+differs from the exact formula by float32 rounding; we follow the exact formula.
+
+For Adam, the momentum is ``beta1`` (OneCycleLR sets ``group["betas"][0]``), as in fastai.
+:func:`one_cycle` is the same formula as a pure function (vectorised over ``lr_max`` tensors),
+used where one optimiser holds several heads with different ``lr_max`` (batched probes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import OneCycleLR
+
+__all__ = ["fastai_one_cycle", "one_cycle"]
+
+
+def fastai_one_cycle(optimizer: Optimizer, *, max_lr: float | list[float], total_steps: int,
+                     pct_start: float = 0.25, div: float = 25.0, div_final: float = 1e5,
+                     max_momentum: float = 0.95, base_momentum: float = 0.85) -> OneCycleLR:
+    """A ``OneCycleLR`` that follows fastai's ``fit_one_cycle`` for ``total_steps`` batches.
+
+    Call ``scheduler.step()`` after each of the ``total_steps`` optimiser steps (the usual torch
+    order); before step ``i`` the optimiser then holds fastai's values at ``pos = i / total_steps``.
+    ``max_lr`` may be a list, one per param group. Defaults are fastai's (and PROTOCOL.md's):
+    ``pct_start 0.25, div 25, div_final 1e5, momentum 0.95 -> 0.85 -> 0.95``.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    if not 0.0 < pct_start < 1.0:
+        raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
+    shifted_pct = (pct_start * total_steps + 1.0) / (total_steps + 1.0)
+    return OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=total_steps + 1,
+        pct_start=float(shifted_pct),
+        anneal_strategy="cos",
+        cycle_momentum=True,
+        base_momentum=base_momentum,
+        max_momentum=max_momentum,
+        div_factor=div,
+        final_div_factor=div_final / div,
+        three_phase=False,
+    )
+
+
+def _sched_cos(start: float | torch.Tensor, end: float | torch.Tensor,
+               pos: float) -> float | torch.Tensor:
+    return start + (1.0 + math.cos(math.pi * (1.0 - pos))) * (end - start) / 2.0
+
+
+def one_cycle(step: int, total_steps: int, *, lr_max: float | torch.Tensor,
+              pct_start: float = 0.25, div: float = 25.0, div_final: float = 1e5,
+              max_momentum: float = 0.95, base_momentum: float = 0.85,
+              ) -> tuple[float | torch.Tensor, float]:
+    """fastai's ``(lr, momentum)`` before batch ``step`` of ``total_steps`` (``pos = step / N``).
+
+    ``lr_max`` may be a tensor (e.g. one value per head, shape ``(K,)``); the lr then has its
+    shape. Valid for ``0 <= step <= total_steps``.
+    """
+    if not 0 <= step <= total_steps:
+        raise ValueError(f"step {step} outside 0..{total_steps}")
+    pos = step / total_steps
+    if pos < pct_start:
+        x = pos / pct_start
+        return (_sched_cos(lr_max / div, lr_max, x),
+                float(_sched_cos(max_momentum, base_momentum, x)))
+    x = (pos - pct_start) / (1.0 - pct_start)
+    return (_sched_cos(lr_max, lr_max / div_final, x),
+            float(_sched_cos(base_momentum, max_momentum, x)))
