@@ -1,0 +1,418 @@
+"""Readers: one :class:`SourceListing` per :class:`~raysweep.config.SourceSpec`, without decoding.
+
+A listing is the list of items of one source (files to decode, or rows of an in-memory array),
+with each item's class (an index into the source's own class list, -1 for none) and the
+source's own split when it has one. Nothing here decodes pixels: listings are cheap, so
+``raysweep datasets describe`` and cache-key computation never touch image data.
+
+Readers (``SourceSpec.kind``):
+
+- ``folder``: one sub-folder per class, images found recursively inside it (extensions in
+  :data:`~raysweep.data.decode.IMAGE_EXTENSIONS`, hidden files skipped), in natural path order.
+  ``classes`` selects sub-folders (and fixes their order). An unlabelled folder may also hold
+  images directly at its top level.
+- ``manifest``: a CSV with header ``path,label[,split]`` (extra columns are ignored); image paths
+  are relative to ``root`` (default: the CSV's folder). ``split`` values are ``train``, ``val``
+  (also ``valid`` / ``validation``) or ``test``. With ``classes`` given, a label outside it is an
+  error naming the line: a manifest states its labels, so a typo must not silently drop rows.
+- ``medmnist``: a MedMNIST ``.npz`` (``{train,val,test}_{images,labels}``), labels (N,) or
+  (N, 1), images (N, H, W) grey or (N, H, W, 3) RGB. ``name`` resolves to ``<root>/<name>.npz``
+  or ``<root>/<name>_<size>.npz`` (MedMNIST+); root defaults to ``~/.medmnist``, where the
+  ``medmnist`` package downloads. ``classes`` selects official class names.
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images, classes ``0``..``9``,
+  values 0..16 scaled to 0..255), real images that need no network: the offline demo set.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from raysweep.config import SourceSpec
+from raysweep.data.decode import IMAGE_EXTENSIONS
+from raysweep.errors import DataError
+
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
+
+#: Official MedMNIST class names (label index order), used when the ``medmnist`` package
+#: (whose ``INFO`` has them all) is not installed.
+MEDMNIST_CLASSES: dict[str, tuple[str, ...]] = {
+    "breastmnist": ("malignant", "normal, benign"),
+    "pneumoniamnist": ("normal", "pneumonia"),
+    "dermamnist": ("actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
+                   "benign keratosis-like lesions", "dermatofibroma", "melanoma",
+                   "melanocytic nevi", "vascular lesions"),
+}
+
+DEFAULT_MEDMNIST_ROOT = "~/.medmnist"
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key ordering ``class2`` before ``class10``."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+                 for part in re.split(r"(\d+)", text) if part)
+
+
+@dataclass(frozen=True)
+class SourceListing:
+    """The items of one source, in a fixed order, before decoding.
+
+    ``labels`` int64 (n,) index into ``classes`` (-1: no label); ``splits`` int8 (n,) codes
+    0/1/2 = train/val/test from the source itself, or None when it has no split;
+    ``positions`` int64 (n,) positions in the source's full item order (array sources);
+    ``names`` a readable identity per item (a relative path, ``train/17``), used in messages and
+    to seed stratified splits; ``paths`` the files to decode, or None for array sources
+    (``array_file`` is then the file whose bytes the arrays come from).
+    """
+
+    spec: SourceSpec
+    label: str
+    classes: tuple[str, ...]
+    fixed_order: bool
+    labels: np.ndarray
+    splits: np.ndarray | None
+    positions: np.ndarray
+    names: tuple[str, ...]
+    paths: tuple[Path, ...] | None
+    array_file: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def select(self, keep: np.ndarray) -> SourceListing:
+        """The listing restricted to the items at ``keep`` (int positions or a bool mask)."""
+        index = np.flatnonzero(keep) if keep.dtype == bool else np.asarray(keep, dtype=np.int64)
+        return dataclasses.replace(
+            self,
+            labels=self.labels[index],
+            splits=None if self.splits is None else self.splits[index],
+            positions=self.positions[index],
+            names=tuple(self.names[i] for i in index),
+            paths=None if self.paths is None else tuple(self.paths[i] for i in index),
+        )
+
+    def select_classes(self, wanted: tuple[str, ...], key: str = "classes") -> SourceListing:
+        """Keep only items of the classes ``wanted``, relabelled in that order."""
+        unknown = [name for name in wanted if name not in self.classes]
+        if unknown:
+            raise DataError(f"{self.label}: {key}: unknown class {unknown[0]!r} "
+                            f"(classes: {', '.join(self.classes)})")
+        remap = np.full(len(self.classes) + 1, -1, dtype=np.int64)
+        for new, name in enumerate(wanted):
+            remap[self.classes.index(name)] = new
+        new_labels = remap[self.labels]  # label -1 maps through the last slot to -1
+        kept = self.select(new_labels >= 0)
+        return dataclasses.replace(kept, classes=tuple(wanted), fixed_order=True,
+                                   labels=new_labels[new_labels >= 0])
+
+
+def read_source(spec: SourceSpec) -> SourceListing:
+    """List the items of ``spec`` (no decoding), with ``spec.classes`` applied.
+
+    Raises :class:`DataError` naming the file, row or key for a missing path, a bad manifest,
+    an unknown class, or a source with no images.
+    """
+    if spec.kind == "folder":
+        listing = _read_folder(spec)
+    elif spec.kind == "manifest":
+        listing = _read_manifest(spec)
+    elif spec.kind == "medmnist":
+        listing = _read_medmnist(spec)
+    elif spec.kind == "digits":
+        listing = _read_digits(spec)
+    else:  # pragma: no cover - SourceSpec validates kind
+        raise DataError(f"unknown source kind {spec.kind!r}")
+    if spec.classes is not None and spec.kind != "folder":
+        listing = listing.select_classes(tuple(spec.classes))
+    if len(listing) == 0:
+        raise DataError(f"empty source: {listing.label} (no images"
+                        f"{' of the classes ' + ', '.join(spec.classes) if spec.classes else ''})")
+    return listing
+
+
+def iter_array_items(listing: SourceListing) -> Iterator[np.ndarray]:
+    """The uint8 images of an array source, (H, W) or (H, W, 3), in listing order."""
+    if listing.spec.kind == "digits":
+        images = _digits_images()
+        for position in listing.positions:
+            yield images[position]
+        return
+    assert listing.array_file is not None
+    with _open_npz(listing.array_file) as data:
+        offset = 0
+        for split in SPLITS:
+            count = len(data[f"{split}_labels"])
+            inside = listing.positions[(listing.positions >= offset)
+                                       & (listing.positions < offset + count)]
+            if len(inside):
+                images = data[f"{split}_images"]
+                for position in inside:
+                    yield images[position - offset]
+            offset += count
+
+
+# ------------------------------------------------------------------------------------ folder
+
+
+def _is_image(path: Path) -> bool:
+    return (path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+            and path.is_file())
+
+
+def _images_under(directory: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.extend(Path(root) / f for f in files)
+    return sorted((p for p in found if _is_image(p)),
+                  key=lambda p: natural_key(p.relative_to(directory).as_posix()))
+
+
+def _read_folder(spec: SourceSpec) -> SourceListing:
+    root = Path(os.path.expanduser(spec.path or ""))
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    sub_folders = sorted((d.name for d in root.iterdir()
+                          if d.is_dir() and not d.name.startswith(".")), key=natural_key)
+    loose = sorted((p for p in root.iterdir() if _is_image(p)), key=lambda p: natural_key(p.name))
+    if loose and spec.labelled:
+        raise DataError(f"image outside a class sub-folder: {loose[0]} (a labelled image folder "
+                        "needs one sub-folder per class; set labelled: false to ignore labels)")
+    if spec.classes is not None:
+        for name in spec.classes:
+            if name not in sub_folders:
+                raise DataError(f"{root}: classes: no sub-folder {name!r} "
+                                f"(sub-folders: {', '.join(sub_folders) or 'none'})")
+        classes = tuple(spec.classes)
+        loose = []  # an explicit class list selects sub-folders only
+    else:
+        classes = tuple(sub_folders)
+    if not classes and not loose:
+        raise DataError(f"empty source: {root} (no class sub-folders and no images)")
+    paths: list[Path] = list(loose)
+    labels: list[int] = [-1] * len(loose)
+    for index, name in enumerate(classes):
+        found = _images_under(root / name)
+        paths.extend(found)
+        labels.extend([index] * len(found))
+    return SourceListing(
+        spec=spec, label=str(root), classes=classes, fixed_order=spec.classes is not None,
+        labels=np.asarray(labels, dtype=np.int64), splits=None,
+        positions=np.arange(len(paths), dtype=np.int64),
+        names=tuple(p.relative_to(root).as_posix() for p in paths), paths=tuple(paths))
+
+
+# ---------------------------------------------------------------------------------- manifest
+
+
+def _read_manifest(spec: SourceSpec) -> SourceListing:
+    file = Path(os.path.expanduser(spec.path or ""))
+    if not file.is_file():
+        raise DataError(f"manifest not found: {file}")
+    root = Path(os.path.expanduser(spec.root)) if spec.root else file.parent
+    try:
+        handle = file.open(newline="", encoding="utf-8-sig")
+    except OSError as err:
+        raise DataError(f"cannot read manifest {file} ({err.strerror})") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        reader.fieldnames = header
+        needed = ("path", "label") if spec.labelled else ("path",)
+        for column in needed:
+            if column not in header:
+                raise DataError(f"{file}: header must name columns path,label[,split]; "
+                                f"column {column!r} is missing (header: {','.join(header)})")
+        has_split = "split" in header
+        rows: list[tuple[int, str, str, str]] = []
+        try:
+            for row in reader:
+                if not any((value or "").strip() for value in row.values()):
+                    continue  # blank line
+                rows.append((reader.line_num, (row.get("path") or "").strip(),
+                             (row.get("label") or "").strip(), (row.get("split") or "").strip()))
+        except csv.Error as err:
+            raise DataError(f"{file} line {reader.line_num}: unreadable CSV ({err})") from None
+    allowed = tuple(spec.classes) if spec.classes is not None else None
+    seen: dict[str, None] = {}
+    paths, names, raw_labels, splits = [], [], [], []
+    for line, rel, label, split in rows:
+        where = f"{file} line {line}"
+        if not rel:
+            raise DataError(f"{where}: empty path")
+        path = root / rel
+        if not path.is_file():
+            raise DataError(f"{where}: image not found: {path}")
+        if label:
+            if allowed is not None and label not in allowed:
+                raise DataError(f"{where}: label {label!r} is not in classes "
+                                f"({', '.join(allowed)})")
+            seen.setdefault(label)
+        elif spec.labelled:
+            raise DataError(f"{where}: empty label (allowed only with labelled: false)")
+        if has_split:
+            code = _SPLIT_ALIASES.get(split.lower())
+            if code is None:
+                raise DataError(f"{where}: split {split!r} is not train, val or test")
+            splits.append(code)
+        paths.append(path)
+        names.append(rel)
+        raw_labels.append(label)
+    classes = allowed if allowed is not None else tuple(sorted(seen, key=natural_key))
+    lookup = {name: index for index, name in enumerate(classes)}
+    return SourceListing(
+        spec=spec, label=str(file), classes=classes, fixed_order=allowed is not None,
+        labels=np.asarray([lookup.get(lab, -1) for lab in raw_labels], dtype=np.int64),
+        splits=np.asarray(splits, dtype=np.int8) if has_split else None,
+        positions=np.arange(len(paths), dtype=np.int64), names=tuple(names), paths=tuple(paths))
+
+
+# ---------------------------------------------------------------------------------- medmnist
+
+
+def resolve_medmnist_file(spec: SourceSpec, image_size: int | None = None) -> Path:
+    """The ``.npz`` file a medmnist source reads: ``path``, else ``<root>/<name>.npz`` or
+    ``<root>/<name>_<size>.npz``. Among several sizes the smallest at least ``image_size`` wins
+    (the largest when none is), so a 224 px MedMNIST+ file serves a 256 px run."""
+    if spec.path:
+        file = Path(os.path.expanduser(spec.path))
+        if not file.is_file():
+            raise DataError(f"medmnist file not found: {file}")
+        return file
+    name = str(spec.name)
+    root = Path(os.path.expanduser(spec.root or DEFAULT_MEDMNIST_ROOT))
+    candidates: dict[int, Path] = {}
+    if (root / f"{name}.npz").is_file():
+        candidates[28] = root / f"{name}.npz"
+    if root.is_dir():
+        for file in root.glob(f"{name}_*.npz"):
+            size = file.stem[len(name) + 1:]
+            if size.isdigit():
+                candidates.setdefault(int(size), file)
+    if not candidates:
+        raise DataError(f"medmnist file not found: put {name}.npz in {root} (python -m medmnist "
+                        f"download --flag {name}, or copy it there), or set source.path")
+    sizes = sorted(candidates)
+    big_enough = [s for s in sizes if image_size is None or s >= image_size]
+    return candidates[big_enough[0] if big_enough else sizes[-1]]
+
+
+def medmnist_flag(file: Path) -> str:
+    """``breastmnist`` for ``breastmnist.npz`` and ``breastmnist_224.npz``."""
+    return re.sub(r"_\d+$", "", file.stem).lower()
+
+
+def medmnist_classes(flag: str, count: int) -> tuple[str, ...]:
+    """Official class names of a MedMNIST flag, else ``"0"`` .. ``"count-1"``."""
+    try:  # the medmnist package is optional: use its INFO when it is installed
+        from medmnist import INFO  # type: ignore[import-not-found]
+
+        labels = INFO[flag]["label"]
+        return tuple(labels[str(i)] for i in range(len(labels)))
+    except (ImportError, KeyError):
+        pass
+    names = MEDMNIST_CLASSES.get(flag)
+    if names is not None and len(names) >= count:
+        return names
+    return tuple(str(i) for i in range(count))
+
+
+def _open_npz(file: Path):
+    try:
+        return np.load(file, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise DataError(f"cannot read medmnist file {file} ({err})") from None
+
+
+def _read_medmnist(spec: SourceSpec) -> SourceListing:
+    file = resolve_medmnist_file(spec)
+    labels_parts, splits = [], []
+    with _open_npz(file) as data:
+        for code, split in enumerate(SPLITS):
+            for key in (f"{split}_images", f"{split}_labels"):
+                if key not in data.files:
+                    raise DataError(f"{file}: missing array {key!r} (a MedMNIST file has "
+                                    "{train,val,test}_{images,labels})")
+            try:
+                labels = data[f"{split}_labels"]
+                images_shape = _npy_shape(data, f"{split}_images")
+            except (OSError, ValueError, zipfile.BadZipFile) as err:
+                raise DataError(f"cannot read medmnist file {file} ({err})") from None
+            if labels.ndim == 2 and labels.shape[1] != 1:
+                raise DataError(f"{file}: {split}_labels has shape {labels.shape}: multi-label "
+                                "MedMNIST sets are not supported (labels must be (N,) or (N, 1))")
+            if labels.ndim not in (1, 2):
+                raise DataError(f"{file}: {split}_labels has shape {labels.shape}, "
+                                "expected (N,) or (N, 1)")
+            labels = labels.reshape(-1).astype(np.int64)
+            if len(images_shape) not in (3, 4) or images_shape[0] != len(labels) or (
+                    len(images_shape) == 4 and images_shape[3] != 3):
+                raise DataError(f"{file}: {split}_images has shape {images_shape}, expected "
+                                f"({len(labels)}, H, W) or ({len(labels)}, H, W, 3)")
+            if len(labels) and labels.min() < 0:
+                raise DataError(f"{file}: {split}_labels has a negative label")
+            labels_parts.append(labels)
+            splits.append(np.full(len(labels), code, dtype=np.int8))
+    all_labels = np.concatenate(labels_parts)
+    count = int(all_labels.max()) + 1 if len(all_labels) else 0
+    classes = medmnist_classes(medmnist_flag(file), count)
+    if count > len(classes):
+        raise DataError(f"{file}: label {count - 1} outside the {len(classes)} classes")
+    names = tuple(f"{split}/{i}" for split, part in zip(SPLITS, labels_parts, strict=True)
+                  for i in range(len(part)))
+    return SourceListing(
+        spec=spec, label=str(file), classes=classes, fixed_order=True, labels=all_labels,
+        splits=np.concatenate(splits), positions=np.arange(len(all_labels), dtype=np.int64),
+        names=names, paths=None, array_file=file)
+
+
+def _npy_shape(data, key: str) -> tuple[int, ...]:
+    """Shape of an array inside an ``.npz`` from its header, without loading the pixels."""
+    with data.zip.open(f"{key}.npy") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, _ = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, _, _ = np.lib.format.read_array_header_2_0(handle)
+    return tuple(shape)
+
+
+# ------------------------------------------------------------------------------------ digits
+
+
+def digits_data_file() -> Path | None:
+    """The file scikit-learn reads the digits from (its bytes key the cache), if found."""
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files("sklearn.datasets.data") / "digits.csv.gz"))
+    except (ImportError, ModuleNotFoundError, TypeError):
+        return None
+    return path if path.is_file() else None
+
+
+def _digits_images() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images  # (1797, 8, 8) float, values 0..16
+    return np.round(images * (255.0 / 16.0)).astype(np.uint8)
+
+
+def _read_digits(spec: SourceSpec) -> SourceListing:
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target.astype(np.int64)
+    return SourceListing(
+        spec=spec, label="digits", classes=tuple(str(i) for i in range(10)), fixed_order=True,
+        labels=target, splits=None, positions=np.arange(len(target), dtype=np.int64),
+        names=tuple(f"digits/{i}" for i in range(len(target))), paths=None,
+        array_file=digits_data_file())
