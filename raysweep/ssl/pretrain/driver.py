@@ -1,0 +1,168 @@
+"""The pre-training driver: one Ray Train ``TorchTrainer`` per run, idempotent.
+
+:func:`run_pretrain` is what ``raysweep pretrain SPEC`` and ``raysweep.api.pretrain`` call:
+
+1. the run directory ``<storage>/pretrain/<name>-<hash>`` (:mod:`.run_dir`); if its
+   ``meta.json`` says ``finished``, return its artefacts at once (no Ray Train started);
+2. otherwise build a ``TorchTrainer`` over ``num_workers`` workers (gloo on CPUs, nccl on GPUs),
+   with ``RunConfig(storage_path=<run dir>, name="train")``: rerunning an unfinished spec reuses
+   that name, and Ray Train V2 then hands the newest reported checkpoint to
+   ``ray.train.get_checkpoint()``, as it does after a worker failure
+   (``FailureConfig(max_failures)``);
+3. from the final checkpoint write ``encoder.pt``, ``metrics.jsonl`` and, last, ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raysweep.artefacts import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    provenance,
+    to_jsonable,
+)
+from raysweep.config import PretrainSpec, to_dict
+from raysweep.ssl.pretrain import checkpoint as ckpt
+from raysweep.ssl.pretrain.loop import FaultInjection, ray_train_loop
+from raysweep.ssl.pretrain.run_dir import (
+    ENCODER_FILE,
+    META_FILE,
+    METRICS_FILE,
+    is_finished,
+    result_hash,
+    run_directory,
+)
+
+__all__ = ["RAY_RUN_NAME", "PretrainResult", "cluster_has_gpus", "run_pretrain",
+           "write_artefacts"]
+
+#: Ray Train's run name inside the run directory (its checkpoints live under it).
+RAY_RUN_NAME = "train"
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """The artefacts of a finished run (``skipped``: it had finished before this call)."""
+
+    encoder_path: Path
+    metrics_path: Path
+    meta_path: Path
+    run_dir: Path
+    skipped: bool = False
+
+    @property
+    def weights(self) -> str:
+        """The encoder as a weight source for :func:`raysweep.models.build_encoder`."""
+        return f"file:{self.encoder_path}"
+
+
+def _result(run_dir: Path, skipped: bool) -> PretrainResult:
+    return PretrainResult(run_dir / ENCODER_FILE, run_dir / METRICS_FILE, run_dir / META_FILE,
+                          run_dir, skipped)
+
+
+def cluster_has_gpus() -> bool:
+    """Whether the connected Ray cluster offers any GPU."""
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0  # RAY
+
+
+def write_artefacts(spec: PretrainSpec, run_dir: Path, checkpoint_dir: Path,
+                    extra: dict[str, Any]) -> PretrainResult:
+    """``encoder.pt``, ``metrics.jsonl``, then ``meta.json`` (the finished marker) from the
+    final checkpoint's state."""
+    state = ckpt.load_state(checkpoint_dir)
+    atomic_torch_save({k: v.clone() for k, v in state["encoder"].items()},
+                      run_dir / ENCODER_FILE)
+    history = json.loads(state["history"])
+    atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in history))
+    worker_meta = json.loads(state["meta"])
+    meta = {
+        **provenance(spec),
+        "status": "finished",
+        "result_hash": result_hash(spec),
+        "name": spec.name,
+        "keys": dict(spec.keys),
+        "lr_max": state["lr_max"],
+        "lr_finder": json.loads(state["lr_finder"]) if state["lr_finder"] else None,
+        "epochs_trained": int(state["next_epoch"]),
+        "final_metrics": history[-1] if history else None,
+        "worker": {k: v for k, v in worker_meta.items() if k != "provenance"},
+        **extra,
+    }
+    atomic_write_json(run_dir / META_FILE, meta)
+    return _result(run_dir, skipped=False)
+
+
+def run_pretrain(
+    spec: PretrainSpec,
+    *,
+    storage_dir: str | os.PathLike[str],
+    use_gpu: bool | None = None,
+    callbacks: list[Any] | None = None,
+    _fault: FaultInjection | None = None,
+) -> PretrainResult:
+    """Pre-train ``spec`` on the connected Ray cluster (``ray.init`` first, or Ray starts a
+    local one) and return its artefacts; a finished run is returned without training.
+
+    Args:
+        spec: the run.
+        storage_dir: storage root; the run lives in ``<storage_dir>/pretrain/<name>-<hash>``.
+            Must be shared storage for multi-node clusters.
+        use_gpu: overrides ``spec.use_gpu`` (``None`` in both: GPUs iff the cluster has them).
+        callbacks: extra ``RunConfig.callbacks`` (e.g. Tune's ``TuneReportCallback`` when a
+            Tune trial drives this run).
+        _fault: test-only worker-kill injection.
+    """
+    run_dir = run_directory(spec, storage_dir)
+    if is_finished(run_dir):
+        return _result(run_dir, skipped=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # RAY
+    from ray.train.torch import TorchConfig, TorchTrainer  # RAY
+
+    gpu = use_gpu if use_gpu is not None else spec.use_gpu
+    if gpu is None:
+        gpu = cluster_has_gpus()
+    config = {
+        "spec": to_jsonable(to_dict(spec)),
+        "metrics_path": str(run_dir / METRICS_FILE),
+        "fault": to_jsonable(_fault) if _fault else None,
+    }
+    trainer = TorchTrainer(  # RAY: one worker group, DDP over num_workers ranks
+        ray_train_loop,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=spec.num_workers, use_gpu=bool(gpu),
+            resources_per_worker=dict(spec.resources_per_worker) or None),
+        run_config=RunConfig(
+            name=RAY_RUN_NAME,
+            storage_path=str(run_dir),
+            failure_config=FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+        ),
+    )
+    started = time.time()
+    result = trainer.fit()  # RAY: raises once max_failures is exhausted
+    if result.checkpoint is None:
+        raise RuntimeError(f"pretrain {spec.name}: Ray Train finished without a checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        return write_artefacts(spec, run_dir, Path(directory), {
+            "use_gpu": bool(gpu), "num_workers": spec.num_workers,
+            "fit_time_s": time.time() - started,
+            "ray_run_dir": str(run_dir / RAY_RUN_NAME),
+            "torch_version": torch.__version__,
+        })

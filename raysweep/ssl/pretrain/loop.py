@@ -1,0 +1,561 @@
+"""One worker's pre-training loop: plain PyTorch, runnable with or without Ray.
+
+:func:`pretrain_worker` is what every Ray Train worker runs (through :func:`ray_train_loop`, the
+``train_loop_per_worker`` of the driver); tests call it directly, in one process or in a
+process group they start themselves. Its only contact with Ray is the ``hooks`` object
+(:mod:`raysweep.ssl.pretrain.hooks`, Ray calls marked ``# RAY``).
+
+The protocol (PROTOCOL.md "Further pre-training", section 3.7 of the paper):
+
+1. a fresh, randomly initialised projector (SSL methods) or linear head (``supervised``);
+2. ``frozen_epochs`` (paper: 1) with the encoder frozen: only the projector trains, with Adam at
+   the fixed ``frozen_lr`` (1e-3). Only when ``spec.further``; from scratch this is skipped;
+3. ``epochs`` of training of the ``trainable`` part (``encoder``: the paper's SSL; ``last_block``:
+   SSL_p, ``encoder.layer4[-1]`` only) plus the projector, with the 1cycle policy (fastai's, via
+   :func:`raysweep.optim.schedules.fastai_one_cycle`) or a cosine schedule; ``lr_max`` given or
+   found by an LR range test.
+
+Frozen means bit-identical: frozen encoder modules are put in eval mode, so their BatchNorm
+running statistics do not move either. (fastai's ``freeze`` keeps BatchNorm trainable, a
+fine-tuning habit; for further pre-training we freeze BN statistics outside the trainable part,
+so that "every tensor outside ``layer4[-1]`` is unchanged" holds under SSL_p.)
+
+Distribution (DDP over ``W`` ranks): every global batch of ``batch_size`` images is split into
+``W`` contiguous slices (:mod:`raysweep.ssl.pretrain.sharding`); with ``W > 1`` every BatchNorm
+of the model spans the global batch (``nn.SyncBatchNorm`` on GPUs,
+:class:`~raysweep.ssl.pretrain.global_bn.GlobalBatchNorm` on CPUs), and the losses reduce across
+ranks with autograd-aware collectives, so one step on W workers equals one step of one worker on
+the same global batch. Gradient accumulation splits each rank's slice into
+``grad_accum_steps`` micro-batches; the SSL losses are then computed per micro-batch (their
+batch statistics span ``batch_size / grad_accum_steps`` images across ranks) and the gradients
+are averaged: a documented approximation of the full batch, as in every accumulation scheme
+for batch-statistics losses.
+
+Randomness: the data order comes from ``(seed, epoch)``, the augmentation of each micro-batch
+from ``(seed, epoch, step, rank, micro-batch)``, the initialisation from ``(seed, "init")``:
+nothing depends on global RNG state, so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from raysweep.artefacts import atomic_write_text, provenance, to_jsonable
+from raysweep.config import PretrainSpec, from_dict
+from raysweep.distributed import all_reduce_sum, get_rank, get_world_size
+from raysweep.errors import DataError, SpecError
+from raysweep.seeding import derive_seed, torch_generator
+from raysweep.ssl.losses import barlow_twins_terms, l21_norm, nt_xent_loss
+from raysweep.ssl.pretrain import checkpoint as ckpt
+from raysweep.ssl.pretrain.global_bn import convert_to_global_batchnorm
+from raysweep.ssl.pretrain.hooks import WorkerHooks
+from raysweep.ssl.pretrain.sharding import epoch_order, local_batch, steps_per_epoch
+
+__all__ = [
+    "LR_FINDER_END",
+    "LR_FINDER_START",
+    "FaultInjection",
+    "PretrainNet",
+    "TrainingData",
+    "pretrain_worker",
+    "ray_train_loop",
+]
+
+#: LR range test sweep for pre-training (not in PretrainSpec; fastai's lr_find defaults).
+LR_FINDER_START = 1e-7
+LR_FINDER_END = 10.0
+
+#: A two-view transform: float (B, 3, H, W) in [0, 1] -> two views, randomness from ``generator``.
+TwoViews = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """Test-only: SIGKILL rank ``rank`` after the first step of ``epoch``, once (``marker`` is
+    created first, and its existence disarms the fault on the restarted run)."""
+
+    epoch: int
+    marker: str
+    rank: int = 0
+
+
+@dataclass
+class TrainingData:
+    """What the loop trains on: uint8 images (N, C, H, W), the indices of an epoch (with
+    oversampling repeats), and labels (N,) with their class names for ``supervised``."""
+
+    images: Any
+    indices: np.ndarray
+    labels: np.ndarray | None = None
+    classes: tuple[str, ...] = ()
+
+
+class PretrainNet(nn.Module):
+    """Encoder followed by a projector (SSL) or a linear head (supervised).
+
+    ``forward(*views)`` maps each float (B, 3, H, W) batch to its projection (B, d) and returns
+    them as a tuple, so that DDP sees one forward per backward (as in the Barlow Twins code).
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.head(self.encoder(v)) for v in views)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------
+
+
+def load_training_data(spec: PretrainSpec) -> TrainingData:
+    """The pre-training images: every unlabelled index (with oversampling) for SSL methods, the
+    labelled training split for ``supervised``."""
+    from raysweep.data import load_dataset
+
+    dataset = load_dataset(spec.data)
+    if spec.method == "supervised":
+        indices, _ = dataset.labelled_indices("train")
+        return TrainingData(dataset.images, np.asarray(indices, dtype=np.int64),
+                            np.asarray(dataset.labels, dtype=np.int64), tuple(dataset.classes))
+    return TrainingData(dataset.images, np.asarray(dataset.unlabelled(), dtype=np.int64))
+
+
+def build_net(spec: PretrainSpec, num_classes: int = 0) -> PretrainNet:
+    """Encoder from ``spec.encoder`` plus a fresh projector / head, initialised from
+    ``(seed, "init")`` (the encoder's random init too, when its weights are ``random``)."""
+    from raysweep.models import LinearHead, Projector, build_encoder
+
+    encoder = build_encoder(spec.encoder.name, spec.encoder.weights,
+                            generator=torch_generator(spec.seed, "pretrain-init-encoder"))
+    head_generator = torch_generator(spec.seed, "pretrain-init-head")
+    if spec.method == "supervised":
+        head: nn.Module = LinearHead(encoder.output_dim, num_classes, generator=head_generator)
+    else:
+        head = Projector(encoder.output_dim, spec.projector,
+                         batch_norm=spec.method == "barlow_twins", generator=head_generator)
+    return PretrainNet(encoder, head)
+
+
+def build_transform(spec: PretrainSpec) -> Callable[..., Any]:
+    """Two views (SSL) or one augmented view (supervised), batched on the device."""
+    from raysweep import augment
+
+    # The watermark cutout of the paper applies when a source asks for it (DermNet).
+    cutout = any(source.watermark_cutout for source in spec.data.sources)
+    if spec.method == "supervised":
+        # The default augmentation of a PretrainSpec names the Barlow Twins views; a
+        # supervised run then uses the supervised pipeline instead.
+        name = "supervised" if spec.augmentation == "barlow_twins" else spec.augmentation
+        return augment.build_pipeline(name, image_size=spec.data.image_size,
+                                      strength=spec.strength, center_dropout=cutout)
+    return augment.build_views(spec.augmentation, image_size=spec.data.image_size,
+                               strength=spec.strength, center_dropout=cutout)
+
+
+def resolve_precision(spec: PretrainSpec, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast?, channels_last?): defaults on for CUDA devices, off on CPU."""
+    on_gpu = device.type == "cuda"
+    bf16 = spec.precision == "bf16" or (spec.precision == "auto" and on_gpu)
+    channels_last = on_gpu if spec.channels_last is None else spec.channels_last
+    return bf16, channels_last
+
+
+def _trainable_modules(net: PretrainNet, phase: str, trainable: str) -> list[nn.Module]:
+    if phase == "frozen":
+        return [net.head]
+    if trainable == "last_block":
+        return [net.encoder.layer4[-1], net.head]
+    return [net.encoder, net.head]
+
+
+def configure_phase(net: PretrainNet, phase: str, trainable: str) -> list[nn.Parameter]:
+    """Set requires_grad and train/eval modes for ``phase``; return the trainable parameters.
+
+    Modules outside the trainable part are in eval mode (BatchNorm statistics frozen) and
+    receive no gradient, so they stay bit-identical.
+    """
+    modules = _trainable_modules(net, phase, trainable)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    params: list[nn.Parameter] = []
+    for module in modules:
+        module.train()
+        for p in module.parameters():
+            p.requires_grad_(True)
+            params.append(p)
+    return params
+
+
+def make_optimizer(spec: PretrainSpec, params: list[nn.Parameter], phase: str,
+                   lr: float) -> torch.optim.Optimizer:
+    """Adam (paper; or AdamW for SimCLR) with the spec's weight decay, in both phases."""
+    cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=spec.frozen_lr if phase == "frozen" else lr,
+               weight_decay=spec.weight_decay)
+
+
+def make_scheduler(spec: PretrainSpec, optimizer: torch.optim.Optimizer, lr_max: float,
+                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """fastai's 1cycle (PROTOCOL.md defaults) or cosine from lr_max to ``lr_min``."""
+    if spec.schedule == "cosine":
+        for group in optimizer.param_groups:
+            group["lr"] = lr_max
+            group["initial_lr"] = lr_max
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps,
+                                                          eta_min=spec.lr_min)
+    from raysweep.optim.schedules import fastai_one_cycle
+
+    return fastai_one_cycle(optimizer, max_lr=lr_max, total_steps=total_steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# One step
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepContext:
+    """Everything one optimisation step needs (built per phase)."""
+
+    spec: PretrainSpec
+    model: nn.Module  # the DDP wrapper, or the net itself with one rank
+    net: PretrainNet
+    data: TrainingData
+    transform: Callable[..., Any]
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+    rank: int
+    world_size: int
+    sparse_weight: nn.Parameter | None = None
+    terms: dict[str, float] = field(default_factory=dict)
+
+
+def _to_device(ctx: StepContext, index: np.ndarray) -> torch.Tensor:
+    from raysweep.data import to_float_rgb
+
+    batch = torch.from_numpy(np.ascontiguousarray(ctx.data.images[np.sort(index)]))
+    order = np.argsort(np.argsort(index, kind="stable"), kind="stable")
+    batch = batch[torch.from_numpy(order)]  # back to the sampled order after a sorted read
+    return to_float_rgb(batch.to(ctx.device, non_blocking=True))
+
+
+def _layout(ctx: StepContext, x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if ctx.channels_last else x
+
+
+def micro_batch_loss(ctx: StepContext, index: np.ndarray,
+                     generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one micro-batch (global over ranks for SSL methods) and its logged terms."""
+    spec = ctx.spec
+    x = _to_device(ctx, index)
+    autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.bf16)
+    if spec.method == "supervised":
+        view = _layout(ctx, ctx.transform(x, generator=generator))
+        labels = torch.from_numpy(ctx.data.labels[index]).to(ctx.device)
+        with autocast:
+            (logits,) = ctx.model(view)
+        loss = F.cross_entropy(logits.float(), labels)
+        mean = all_reduce_sum(loss.detach()) / ctx.world_size
+        return loss, {"loss": float(mean)}
+    view_a, view_b = ctx.transform(x, generator=generator)
+    with autocast:
+        z_a, z_b = ctx.model(_layout(ctx, view_a), _layout(ctx, view_b))
+    if spec.method == "simclr":
+        loss = nt_xent_loss(z_a, z_b, temperature=spec.temperature)
+        return loss, {"loss": float(loss.detach())}
+    terms = barlow_twins_terms(z_a, z_b, lambda_offdiag=spec.lambda_offdiag)
+    logged = {"invariance": float(terms.invariance.detach()),
+              "redundancy": float(terms.redundancy.detach())}
+    loss = terms.loss
+    if spec.alpha > 0 and ctx.sparse_weight is not None:
+        sparsity = l21_norm(ctx.sparse_weight.float())
+        loss = loss + spec.alpha * sparsity
+        logged["sparsity"] = float(sparsity.detach())
+    logged["loss"] = float(loss.detach())
+    return loss, logged
+
+
+def train_step(ctx: StepContext, optimizer: torch.optim.Optimizer, index: np.ndarray, *,
+               epoch: int, step: int, purpose: str = "pretrain-views") -> dict[str, float]:
+    """One optimisation step on this rank's slice ``index`` of a global batch."""
+    accum = ctx.spec.grad_accum_steps
+    chunks = np.array_split(index, accum)
+    optimizer.zero_grad(set_to_none=True)
+    totals: dict[str, float] = {}
+    for micro, chunk in enumerate(chunks):
+        generator = torch_generator(ctx.spec.seed, purpose, epoch, step, ctx.rank, micro)
+        sync = micro == accum - 1 or not isinstance(ctx.model, DistributedDataParallel)
+        with contextlib.nullcontext() if sync else ctx.model.no_sync():
+            loss, logged = micro_batch_loss(ctx, chunk, generator)
+            (loss / accum).backward()
+        for key, value in logged.items():
+            totals[key] = totals.get(key, 0.0) + value / accum
+    optimizer.step()
+    return totals
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _wrap(net: PretrainNet, device: torch.device, world_size: int) -> nn.Module:
+    if world_size == 1:
+        return net
+    return DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False)  # BN statistics are global, so buffers agree on every rank
+
+
+def _broadcast_float(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank."""
+    if get_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
+def find_lr_max(ctx: StepContext, params: list[nn.Parameter], steps: int) -> dict[str, Any]:
+    """LR range test (fastai's exponential sweep and "valley" suggestion, via
+    :func:`raysweep.optim.lr_range_test`) on the trainable parameters, from a copy of the state
+    that is restored afterwards.
+
+    The test runs on every rank together, on the real global batches (Barlow Twins' loss and
+    the global BatchNorm need all ranks); rank 0's suggestion is then broadcast so every rank
+    uses the very same lr_max.
+    """
+    from raysweep.optim import lr_range_test
+
+    spec = ctx.spec
+    saved = {k: v.detach().clone() for k, v in ctx.net.state_dict().items()}
+    optimizer = make_optimizer(spec, params, "train", LR_FINDER_START)
+    order = epoch_order(ctx.data.indices, seed=derive_seed(spec.seed, "lr-finder"), epoch=0)
+    counter = {"i": 0}
+
+    def step(lr: float) -> float:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        i = counter["i"]
+        counter["i"] += 1
+        index = local_batch(order, step=i % steps, batch_size=spec.batch_size,
+                            rank=ctx.rank, world_size=ctx.world_size)
+        return train_step(ctx, optimizer, index, epoch=-1, step=i,
+                          purpose="pretrain-lr-finder-views")["loss"]
+
+    result = lr_range_test(step, start=LR_FINDER_START, end=LR_FINDER_END,
+                           iters=spec.lr_finder_iters)
+    with torch.no_grad():
+        ctx.net.load_state_dict(saved)
+    suggestion = _broadcast_float(float(result.suggestion), ctx.device)
+    return {"lrs": [float(v) for v in result.lrs], "losses": [float(v) for v in result.losses],
+            "suggestion": suggestion}
+
+
+def pretrain_worker(
+    spec: PretrainSpec,
+    hooks: WorkerHooks,
+    *,
+    metrics_path: str | os.PathLike[str] | None = None,
+    transform: Callable[..., Any] | None = None,
+    data: TrainingData | None = None,
+    fault: FaultInjection | None = None,
+) -> None:
+    """Pre-train per ``spec`` on this rank; report every epoch; checkpoint per ``checkpoint_every``.
+
+    Args:
+        spec: the run.
+        hooks: device, checkpoint lookup and reporting (Ray Train or local).
+        metrics_path: rank 0 rewrites this ``metrics.jsonl`` (atomically) after every epoch.
+        transform: replaces the spec's augmentation (tests use deterministic views).
+        data: replaces ``load_dataset(spec.data)`` (tests).
+        fault: test-only SIGKILL injection.
+
+    Must be called on every rank of the process group (if any); the default process group's
+    backend must suit ``hooks.device`` (gloo for CPU, nccl for CUDA).
+    """
+    rank, world = get_rank(), get_world_size()
+    device = hooks.device
+    if spec.batch_size % (world * spec.grad_accum_steps):
+        raise SpecError(f"pretrain {spec.name}: batch_size {spec.batch_size} must be a multiple "
+                        f"of num_workers x grad_accum_steps = {world * spec.grad_accum_steps}")
+    with _deterministic(spec.deterministic):
+        data = data if data is not None else load_training_data(spec)
+        steps = steps_per_epoch(len(data.indices), spec.batch_size)
+        if steps == 0:
+            raise DataError(f"pretrain {spec.name}: {len(data.indices)} images are fewer than "
+                            f"one batch of {spec.batch_size}")
+        _run(spec, hooks, device, rank, world, data, steps,
+             transform if transform is not None else build_transform(spec),
+             Path(metrics_path) if metrics_path else None, fault)
+
+
+def _run(spec: PretrainSpec, hooks: WorkerHooks, device: torch.device, rank: int, world: int,
+         data: TrainingData, steps: int, transform: Callable[..., Any],
+         metrics_path: Path | None, fault: FaultInjection | None) -> None:
+    bf16, channels_last = resolve_precision(spec, device)
+    net = build_net(spec, num_classes=len(data.classes))
+    if world > 1:
+        net = (nn.SyncBatchNorm.convert_sync_batchnorm(net) if device.type == "cuda"
+               else convert_to_global_batchnorm(net))
+    net = net.to(device, memory_format=torch.channels_last if channels_last else
+                 torch.contiguous_format)
+    frozen_epochs = spec.frozen_epochs if spec.further else 0
+    total_epochs = frozen_epochs + spec.epochs
+
+    start_epoch, history, lr_max, lr_finder = 0, [], spec.lr_max, None
+    resumed: dict[str, Any] | None = None
+    with hooks.latest_checkpoint() as directory:
+        if directory is not None:
+            resumed = ckpt.load_state(directory)
+            net.load_state_dict(resumed["net"])
+            ckpt.load_rng_state(directory, rank)
+            start_epoch = int(resumed["next_epoch"])
+            history = json.loads(resumed["history"])
+            lr_max = resumed["lr_max"]
+            lr_finder = json.loads(resumed["lr_finder"]) if resumed["lr_finder"] else None
+
+    meta = {"provenance": provenance(spec), "world_size": world, "device": str(device),
+            "bf16": bf16, "channels_last": channels_last}
+    phase_built: str | None = None
+    model: nn.Module = net
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    ctx: StepContext | None = None
+    for epoch in range(start_epoch, total_epochs):
+        phase = "frozen" if epoch < frozen_epochs else "train"
+        if phase != phase_built:
+            del model, optimizer, scheduler, ctx
+            gc.collect()  # the old DDP reducer must drop its hooks before a new one is built
+            params = configure_phase(net, phase, spec.trainable)
+            model = _wrap(net, device, world)
+            ctx = StepContext(spec, model, net, data, transform, device, bf16, channels_last,
+                              rank, world, getattr(getattr(net.head, "last_layer", None),
+                                                   "weight", None))
+            scheduler = None
+            if phase == "train" and lr_max is None:
+                lr_finder = find_lr_max(ctx, params, steps)
+                lr_max = lr_finder["suggestion"]
+                configure_phase(net, phase, spec.trainable)
+            optimizer = make_optimizer(spec, params, phase, lr_max or spec.frozen_lr)
+            if phase == "train":
+                scheduler = make_scheduler(spec, optimizer, float(lr_max),
+                                           spec.epochs * steps)
+            if resumed is not None and resumed["phase"] == phase and epoch == start_epoch:
+                optimizer.load_state_dict(resumed["optimizer"])
+                if scheduler is not None and resumed["scheduler"] is not None:
+                    scheduler.load_state_dict(resumed["scheduler"])
+            phase_built = phase
+
+        assert ctx is not None and optimizer is not None
+        order = epoch_order(data.indices, seed=spec.seed, epoch=epoch)
+        sums: dict[str, float] = {}
+        lr_first = optimizer.param_groups[0]["lr"]
+        started = time.perf_counter()
+        for step in range(steps):
+            index = local_batch(order, step=step, batch_size=spec.batch_size, rank=rank,
+                                world_size=world)
+            logged = train_step(ctx, optimizer, index, epoch=epoch, step=step)
+            if scheduler is not None:
+                scheduler.step()
+            for key, value in logged.items():
+                sums[key] = sums.get(key, 0.0) + value / steps
+            if fault and epoch == fault.epoch and rank == fault.rank and step == 0 \
+                    and not Path(fault.marker).exists():
+                Path(fault.marker).write_text("killed\n", encoding="utf-8")
+                os.kill(os.getpid(), signal.SIGKILL)
+        elapsed = time.perf_counter() - started
+        if any(not math.isfinite(v) for v in sums.values()):
+            raise FloatingPointError(f"pretrain {spec.name}: non-finite loss at epoch {epoch}")
+        metrics: dict[str, Any] = {
+            "epoch": epoch, "phase": phase, **sums, "lr": float(lr_first),
+            "lr_max": float(lr_max) if lr_max is not None and phase == "train" else None,
+            "images_per_s": steps * spec.batch_size / elapsed, "epoch_time_s": elapsed,
+        }
+        if spec.proxy_every and (epoch + 1 - frozen_epochs) % spec.proxy_every == 0 \
+                and phase == "train":
+            metrics.update(_proxy_metrics(spec, net, device, bf16))
+            configure_phase(net, phase, spec.trainable)
+        history.append(metrics)
+        if rank == 0 and metrics_path is not None:
+            atomic_write_text(metrics_path, "".join(json.dumps(to_jsonable(m)) + "\n"
+                                                    for m in history))
+        last = epoch == total_epochs - 1
+        write = None
+        if last or (epoch + 1) % spec.checkpoint_every == 0:
+            state = {
+                "next_epoch": epoch + 1, "step": 0, "phase": phase,
+                "net": net.state_dict(), "encoder": net.encoder.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": {},  # bf16 autocast needs no loss scaling; kept for the format
+                "lr_max": float(lr_max) if lr_max is not None else None,
+                "lr_finder": json.dumps(lr_finder) if lr_finder else "",
+                "history": json.dumps(to_jsonable(history)),
+                "meta": json.dumps(to_jsonable(meta)),
+            }
+
+            def write(directory: Path, state: dict[str, Any] = state) -> None:
+                ckpt.save_rng_state(directory, rank)
+                if rank == 0:
+                    ckpt.save_state(directory, state)
+
+        hooks.report({k: v for k, v in metrics.items() if v is not None}, write)
+
+
+def _proxy_metrics(spec: PretrainSpec, net: PretrainNet, device: torch.device,
+                   bf16: bool) -> dict[str, float]:
+    """The downstream proxy (every rank computes it: it is cheap, and keeps ranks in step)."""
+    from raysweep.ssl.pretrain.proxy import proxy_score
+
+    assert spec.proxy_data is not None
+    net.eval()
+    score = proxy_score(net.encoder, spec.proxy_data, kind=spec.proxy, device=device, bf16=bf16,
+                        seed=spec.seed)
+    return {f"proxy_{spec.proxy}_acc": score}
+
+
+def ray_train_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker`` of the driver's ``TorchTrainer``: rebuild the spec, run."""
+    from raysweep.ssl.pretrain.hooks import RayTrainHooks
+
+    spec = from_dict(PretrainSpec, config["spec"])
+    fault = FaultInjection(**config["fault"]) if config.get("fault") else None
+    pretrain_worker(spec, RayTrainHooks(), metrics_path=config.get("metrics_path"), fault=fault)

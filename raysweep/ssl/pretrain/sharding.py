@@ -1,0 +1,38 @@
+"""Which images each rank trains on: seeded global batches, sliced per rank.
+
+Ray's ``prepare_data_loader`` adds a ``DistributedSampler`` seeded 0 for every run. Instead, the
+order of an epoch is a permutation drawn from ``(seed, epoch)`` alone, cut into *global* batches
+of ``batch_size`` images (the incomplete last batch is dropped, as Barlow Twins needs full batch
+statistics), and rank ``r`` of ``W`` takes the ``r``-th contiguous slice of each global batch.
+One worker and two workers therefore see exactly the same global batches, and the position in an
+epoch is fully described by ``(epoch, step)``: that is the sampler state a checkpoint records.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from raysweep.seeding import numpy_rng
+
+__all__ = ["epoch_order", "local_batch", "steps_per_epoch"]
+
+
+def steps_per_epoch(num_images: int, batch_size: int) -> int:
+    """Optimisation steps in an epoch: whole global batches only (drop-last)."""
+    return num_images // batch_size
+
+
+def epoch_order(indices: np.ndarray, *, seed: int, epoch: int) -> np.ndarray:
+    """``indices`` (int64, (N,)) permuted by a stream derived from ``(seed, "order", epoch)``."""
+    return numpy_rng(seed, "pretrain-order", epoch).permutation(np.asarray(indices, dtype=np.int64))
+
+
+def local_batch(order: np.ndarray, *, step: int, batch_size: int, rank: int,
+                world_size: int) -> np.ndarray:
+    """Rank ``rank``'s slice, (batch_size // world_size,), of global batch ``step`` of ``order``.
+
+    ``batch_size`` must be a multiple of ``world_size`` (checked by the caller once).
+    """
+    per_rank = batch_size // world_size
+    start = step * batch_size + rank * per_rank
+    return order[start:start + per_rank]
