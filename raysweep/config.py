@@ -649,8 +649,22 @@ class ReportSpec(Spec):
                                           doc="metrics tabulated and tested")
     comparisons: tuple[Comparison, ...] = spec_field((), doc="declared tests (default: all pairs)")
     family_by: tuple[str, ...] = spec_field(("protocol",), doc="columns that define a family")
-    correction: Literal["holm", "fdr_bh"] = spec_field("holm", doc="multiple-testing correction")
+    correction: Literal["holm", "fdr_bh", "bonferroni", "none"] = spec_field(
+        "holm", doc="multiple-testing correction across a family")
     alpha: float = spec_field(0.05, checks=(_unit_interval_open,), doc="significance level")
+    tests: tuple[Literal["welch", "paired_t", "wilcoxon", "mannwhitney"], ...] = spec_field(
+        ("welch", "paired_t", "wilcoxon", "mannwhitney"), checks=(_non_empty,),
+        doc="pairwise tests run")
+    primary_test: Literal["welch", "paired_t", "wilcoxon", "mannwhitney"] = spec_field(
+        "welch", doc="the test whose corrected p-value is flagged (the paper's: welch)")
+    bootstrap_resamples: int = spec_field(10_000, checks=(_between(100, 10**7),),
+                                          doc="bootstrap resamples of the mean difference")
+    bootstrap_seed: int = spec_field(0, checks=(_non_negative,), doc="bootstrap seed")
+    power: float = spec_field(0.8, checks=(_unit_interval_open,), doc="power for seeds needed")
+
+    def validate(self) -> None:
+        if self.primary_test not in self.tests:
+            raise _FieldError(("primary_test",), f"must be one of tests {list(self.tests)}")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,123 @@
+"""The notebook surface of raysweep.
+
+Every function takes a spec as a path to a YAML file, a plain mapping, or an
+:class:`~raysweep.config.ExperimentSpec`, validates it, and runs or returns what the matching CLI
+command would::
+
+    from raysweep import api
+    spec = api.load("search_spaces/paper_isic.yaml")
+    print(api.plan(spec).describe())      # raysweep run --dry-run
+    tuner = api.build_tuner(spec)         # the evaluate stage's ray.tune.Tuner
+    summary = api.run(spec)               # raysweep run
+    api.report(spec.directory)            # raysweep report
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from raysweep.config import ExperimentSpec, load_spec, spec_from_data
+
+SpecLike = ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str]
+
+
+def load(spec: SpecLike) -> ExperimentSpec:
+    """A validated :class:`ExperimentSpec` from a path, a mapping or a spec."""
+    if isinstance(spec, ExperimentSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return spec_from_data(spec)
+    return load_spec(spec)
+
+
+def plan(spec: SpecLike):
+    """The plan (stages, trials, resources) without running anything."""
+    from raysweep.sweep.plan import make_plan
+
+    return make_plan(load(spec))
+
+
+def build_tuner(spec: SpecLike):
+    """The evaluate stage's ``ray.tune.Tuner`` (restored if the stage was interrupted).
+
+    Its pretrain runs must have finished (``pretrain(spec)``) when it evaluates their encoders.
+    """
+    from raysweep.sweep.evaluate_stage import build_tuner as _build_tuner
+    from raysweep.sweep.experiment import ensure_ray
+
+    ensure_ray()
+    return _build_tuner(load(spec))
+
+
+def run(spec: SpecLike):
+    """Run every unfinished stage; returns a :class:`~raysweep.sweep.experiment.RunSummary`."""
+    from raysweep.sweep.experiment import run_experiment
+
+    return run_experiment(load(spec))
+
+
+def pretrain(spec: SpecLike, *, only: list[str] | None = None) -> list:
+    """Run (or skip, when finished) the pretrain stage; one result per run."""
+    from raysweep.sweep.experiment import ensure_ray, record_experiment
+    from raysweep.sweep.pretrain_stage import run_pretrain_stage
+
+    experiment = load(spec)
+    record_experiment(experiment)
+    ensure_ray()
+    return run_pretrain_stage(experiment, only=only)
+
+
+def evaluate(spec: SpecLike) -> Path:
+    """Run the evaluate stage and consolidate ``results.parquet``; returns its path."""
+    from raysweep.sweep.experiment import ensure_ray, record_experiment, run_evaluate_stage
+    from raysweep.sweep.results import ResultsStore
+
+    experiment = load(spec)
+    record_experiment(experiment)
+    ensure_ray()
+    run_evaluate_stage(experiment)
+    store = ResultsStore(experiment.directory)
+    store.consolidate()
+    return store.parquet_path
+
+
+def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None,
+           spec: SpecLike | None = None):
+    """Write the significance report of an experiment directory; returns its paths.
+
+    The report settings come from ``spec`` when given, else from the ``experiment.yaml`` that
+    ``run`` stored in the directory, else the defaults.
+    """
+    from raysweep.report import write_report
+    from raysweep.sweep.report_stage import report_settings
+
+    directory = Path(experiment_dir)
+    stored = directory / "experiment.yaml"
+    experiment = load(spec) if spec is not None else (load(stored) if stored.is_file() else None)
+    settings = report_settings(experiment.report) if experiment is not None else None
+    return write_report(directory, out_dir=out_dir, settings=settings, spec=experiment)
+
+
+def report_from_stats(table_csv: str | os.PathLike[str], *, out: str | None = None) -> str:
+    """Welch tests from published means and standard deviations (the authors' computation)."""
+    from raysweep.report import report_from_stats as _from_stats
+
+    frame = _from_stats(table_csv, out=out)
+    return frame.to_string(index=False)
+
+
+def demo(*, smoke: bool = False, storage: str | None = None):
+    """Run the embedded demo study (``raysweep demo``)."""
+    from raysweep.sweep.demo import demo_spec
+
+    return run(demo_spec(smoke=smoke, storage=storage))
+
+
+def search(spec: SpecLike, *, only: list[str] | None = None):
+    """Run the spec's Optuna searches."""
+    from raysweep.sweep.search import run_searches
+
+    return run_searches(load(spec), only=only)

@@ -1,0 +1,64 @@
+"""The pretrain stage: every pre-training run of an experiment, wave by wave.
+
+Runs of one wave are independent and run at once, as many as the cluster's resources allow
+(each is its own Ray Train ``TorchTrainer``; DDP workers get whole GPUs). A run that further
+pre-trains another run's output (``pretrain:NAME``) is in a later wave and starts from that
+run's ``encoder.pt``, referenced as ``file:PATH`` so that its own result hash covers the parent's
+bytes. Finished runs are skipped by the pre-training driver itself.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from raysweep.config import ExperimentSpec, PretrainSpec
+from raysweep.sweep.plan import make_plan
+
+
+def resolved_run(spec: ExperimentSpec, run: PretrainSpec) -> PretrainSpec:
+    """``run`` with ``pretrain:NAME`` initial weights replaced by ``file:<NAME's encoder.pt>``."""
+    weights = run.encoder.weights
+    if not weights.startswith("pretrain:"):
+        return run
+    parent = next(r for r in spec.pretrain if r.name == weights[len("pretrain:"):])
+    return run.replace(**{"encoder.weights": f"file:{pretrain_encoder_path(spec, parent)}"})
+
+
+def pretrain_run_dir(spec: ExperimentSpec, run: PretrainSpec) -> Path:
+    from raysweep.ssl.pretrain.run_dir import run_directory
+
+    return run_directory(resolved_run(spec, run), spec.directory)
+
+
+def pretrain_encoder_path(spec: ExperimentSpec, run: PretrainSpec) -> Path:
+    """Where run ``run`` of ``spec`` leaves (or left) its ``encoder.pt``."""
+    from raysweep.ssl.pretrain.run_dir import ENCODER_FILE
+
+    return pretrain_run_dir(spec, run) / ENCODER_FILE
+
+
+def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -> list:
+    """Run (or skip, when finished) every pretrain run; return their results in spec order."""
+    from raysweep.ssl.pretrain import run_pretrain
+
+    plan = make_plan(spec)
+    wanted = set(only) if only else None
+    if wanted:
+        unknown = wanted - {r.name for r in spec.pretrain}
+        if unknown:
+            from raysweep.errors import SpecError
+
+            raise SpecError(f"{spec.name}: no pretrain run named {sorted(unknown)[0]!r}")
+    results = {}
+    for wave in plan.pretrain_waves:
+        runs = [r for r in wave if wanted is None or r.name in wanted]
+        if not runs:
+            continue
+        workers = max(1, min(plan.pretrain_concurrency, len(runs)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pretrain") as pool:
+            futures = {run.name: pool.submit(run_pretrain, resolved_run(spec, run),
+                                             storage_dir=spec.directory) for run in runs}
+            for name, future in futures.items():
+                results[name] = future.result()
+    return [results[r.name] for r in spec.pretrain if r.name in results]
