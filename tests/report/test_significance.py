@@ -1,0 +1,166 @@
+"""Pairwise tests over a results table: equality with scipy/statsmodels on the raw arrays,
+pairing by seed, and a planted difference found exactly after correction."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+
+from raysweep.errors import DataError, SpecError
+from raysweep.report.settings import ReportSettings
+from raysweep.report.significance import apply_correction, pairwise_tests
+
+CONDITIONS = tuple("ABCDEFGH")
+PLANTED = "H"
+
+
+def planted_table(seed: int, shift: float = 0.03, n_seeds: int = 35) -> pd.DataFrame:
+    """8 conditions x 35 seeds, accuracy ~ N(0.7, 0.01) except condition H shifted by +shift;
+    f1_weighted null everywhere. Rows shuffled so nothing relies on row order."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for condition in CONDITIONS:
+        acc = rng.normal(0.7, 0.01, n_seeds) + (shift if condition == PLANTED else 0.0)
+        f1 = rng.normal(0.7, 0.01, n_seeds)
+        rows += [{"protocol": "probe", "condition": condition, "seed": s, "accuracy": acc[s],
+                  "f1_weighted": f1[s]} for s in range(n_seeds)]
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Seed 0: the 21 null pairs hold raw false positives, and every Holm-adjusted null p is
+    far from alpha (min 0.38 over all tests and metrics), so the assertions are not luck."""
+    table = planted_table(seed=0)
+    holm = pairwise_tests(table, ReportSettings(correction="holm", bootstrap_resamples=200))
+    out = {"holm": holm}
+    for correction in ("fdr_bh", "none"):  # the same tests, corrected differently
+        out[correction] = apply_correction(holm.drop(columns=["p_adjusted", "reject", "flagged"]),
+                                           correction, 0.05, "welch")
+    return table, out
+
+
+def _pairs(frame: pd.DataFrame) -> set[frozenset[str]]:
+    """Unordered pairs: without declared comparisons the order is that of first appearance."""
+    return {frozenset(p) for p in zip(frame.model_1, frame.model_2, strict=True)}
+
+
+def _rejected(tests: pd.DataFrame, metric: str, test: str) -> set[frozenset[str]]:
+    return _pairs(tests[(tests.metric == metric) & (tests.test == test) & tests.reject])
+
+
+def test_planted_difference_is_exactly_what_is_flagged(planted) -> None:
+    _, out = planted
+    expected = {frozenset((c, PLANTED)) for c in CONDITIONS if c != PLANTED}
+    # without correction the 21 null pairs of this draw contain false positives...
+    assert _rejected(out["none"], "accuracy", "welch") - expected
+    # ...which Holm and Benjamini-Hochberg remove, for every test, keeping all planted pairs
+    for correction in ("holm", "fdr_bh"):
+        for test in ("welch", "paired_t", "wilcoxon", "mannwhitney"):
+            assert _rejected(out[correction], "accuracy", test) == expected, (correction, test)
+            assert _rejected(out[correction], "f1_weighted", test) == set()
+        flagged = out[correction][out[correction].flagged]
+        assert _pairs(flagged) == expected
+        assert set(flagged.metric) == {"accuracy"}
+
+
+def test_p_values_equal_scipy_and_corrections_equal_statsmodels(planted) -> None:
+    table, out = planted
+    tests = out["holm"]
+    assert len(tests) == 2 * 28 * 4  # metrics x pairs x tests
+    scipy_tests = {
+        "welch": lambda a, b: sps.ttest_ind(a, b, equal_var=False).pvalue,
+        "paired_t": lambda a, b: sps.ttest_rel(a, b).pvalue,
+        "wilcoxon": lambda a, b: sps.wilcoxon(a, b).pvalue,
+        "mannwhitney": lambda a, b: sps.mannwhitneyu(a, b).pvalue,
+    }
+    by_seed = table.pivot(index="seed", columns="condition")
+    for metric, (name, ref) in itertools.product(("accuracy", "f1_weighted"),
+                                                 scipy_tests.items()):
+        part = tests[(tests.metric == metric) & (tests.test == name)]
+        expected = [ref(by_seed[(metric, m1)].to_numpy(), by_seed[(metric, m2)].to_numpy())
+                    for m1, m2 in zip(part.model_1, part.model_2, strict=True)]
+        np.testing.assert_allclose(part.p_value, expected, rtol=1e-12)
+        reject, adjusted, _, _ = multipletests(expected, alpha=0.05, method="holm")
+        np.testing.assert_allclose(part.p_adjusted, adjusted, rtol=1e-12)
+        np.testing.assert_array_equal(part.reject, reject)
+
+
+def test_effect_sizes_and_means_per_comparison(planted) -> None:
+    table, out = planted
+    tests = out["holm"]
+    row = tests[(tests.metric == "accuracy") & (tests.model_1 + tests.model_2).isin(["AH", "HA"])]
+    row = row.iloc[0]
+    sign = 1.0 if row.model_1 == PLANTED else -1.0  # orient as "H minus A"
+    a = table.loc[table.condition == "A", "accuracy"]
+    h = table.loc[table.condition == "H", "accuracy"]
+    assert sign * row["diff"] == pytest.approx(h.mean() - a.mean())
+    assert row.ci_low < row["diff"] < row.ci_high and 0 < sign * row.ci_low < sign * row.ci_high
+    assert sign * row.cohens_d > 2 and sign * row.cliffs_delta > 0.8
+    assert row.null == "Model 1 = Model 2" and row.seeds_needed <= 6
+
+
+def test_paired_tests_join_on_seed() -> None:
+    """Rows in any order, some seeds missing on each side: paired tests use the common seeds,
+    aligned by seed; unpaired tests use every run."""
+    rng = np.random.default_rng(0)
+    a = pd.DataFrame({"condition": "A", "seed": np.arange(0, 12), "accuracy": rng.random(12)})
+    b = pd.DataFrame({"condition": "B", "seed": np.arange(3, 15), "accuracy": rng.random(12)})
+    table = pd.concat([a, b.iloc[::-1]]).assign(protocol="probe")
+    tests = pairwise_tests(table, ReportSettings(metrics=("accuracy",), bootstrap_resamples=200))
+    common = a.merge(b, on="seed")
+    paired = tests.set_index("test").loc["paired_t"]
+    assert paired.n_pairs == 9
+    assert paired.p_value == pytest.approx(
+        sps.ttest_rel(common.accuracy_x, common.accuracy_y).pvalue, rel=1e-12)
+    assert tests.set_index("test").loc["welch"].p_value == pytest.approx(
+        sps.ttest_ind(a.accuracy, b.accuracy, equal_var=False).pvalue, rel=1e-12)
+
+
+def test_declared_one_sided_comparisons() -> None:
+    table = planted_table(seed=1)
+    settings = ReportSettings(comparisons=(("H", "A", "greater"), ("A", "B", "two-sided")),
+                              bootstrap_resamples=200)
+    tests = pairwise_tests(table, settings)
+    welch = tests[(tests.test == "welch") & (tests.metric == "accuracy")].set_index("model_1")
+    assert list(welch.index) == ["H", "A"]
+    assert welch.loc["H", "null"] == "Model 1 <= Model 2"
+    h = table.loc[table.condition == "H", "accuracy"]
+    a = table.loc[table.condition == "A", "accuracy"]
+    assert welch.loc["H", "p_value"] == pytest.approx(
+        sps.ttest_ind(h, a, equal_var=False, alternative="greater").pvalue, rel=1e-12)
+    assert welch.loc["H", "flagged"] and not welch.loc["A", "flagged"]
+
+
+def test_families_are_corrected_separately() -> None:
+    table = pd.concat([planted_table(seed=1).assign(protocol="probe"),
+                       planted_table(seed=2, shift=0.0).assign(protocol="finetune")])
+    settings = ReportSettings(metrics=("accuracy",), tests=("welch",), bootstrap_resamples=200)
+    tests = pairwise_tests(table, settings)
+    assert set(tests.family) == {"probe", "finetune"}
+    part = tests[(tests.family == "finetune") & (tests.metric == "accuracy")
+                 & (tests.test == "welch")]
+    np.testing.assert_allclose(part.p_adjusted,
+                               multipletests(part.p_value, method="holm")[1], rtol=1e-12)
+    assert not tests[tests.family == "finetune"].flagged.any()
+
+
+def test_bad_inputs_name_the_fault() -> None:
+    table = planted_table(seed=1, n_seeds=4)
+    with pytest.raises(SpecError, match="'Z'"):
+        pairwise_tests(table, ReportSettings(comparisons=(("A", "Z", "greater"),)))
+    with pytest.raises(DataError, match="more than one row"):
+        pairwise_tests(pd.concat([table, table.iloc[:1]]), ReportSettings())
+    with pytest.raises(DataError, match="auc_ovr"):
+        pairwise_tests(table, ReportSettings(metrics=("auc_ovr",)))
+    disjoint = table[table.condition.isin(["A", "B"])].copy()
+    disjoint.loc[disjoint.condition == "B", "seed"] += 100
+    with pytest.raises(DataError, match="share no seed"):
+        pairwise_tests(disjoint, ReportSettings(bootstrap_resamples=200))
+    with pytest.raises(SpecError, match="alternative"):
+        ReportSettings(comparisons=(("A", "B", "less"),))
