@@ -1,0 +1,271 @@
+"""``write_report``: an experiment directory -> tables (CSV, Markdown, LaTeX), PNG figures,
+``report.md`` and a self-contained ``report.html``, every file written atomically.
+
+Computation lives in :mod:`~raysweep.report.summary`, :mod:`~raysweep.report.significance`
+and :mod:`~raysweep.report.stats` (pure functions over the results table); this module only
+assembles their outputs into a :class:`~raysweep.report.document.Document`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from raysweep.artefacts import atomic_write_json, atomic_write_text, provenance
+from raysweep.report import plots, stats
+from raysweep.report.document import Document, Figure, Section, Table, Text
+from raysweep.report.inputs import (
+    SearchHistory,
+    load_pretrain_curves,
+    load_results,
+    load_search_histories,
+)
+from raysweep.report.render import render_html, render_markdown
+from raysweep.report.settings import ReportSettings
+from raysweep.report.significance import iter_families, pairwise_tests
+from raysweep.report.summary import condition_keys, per_class_f1, protocol_table, summary_table
+from raysweep.report.tables import (
+    latex_table,
+    markdown_table,
+    metric_label,
+    per_class_display,
+    protocol_display,
+    summary_display,
+    tests_display,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportPaths:
+    """Where :func:`write_report` wrote everything."""
+
+    out_dir: Path
+    markdown: Path
+    html: Path
+    significance_csv: Path
+    provenance: Path
+    tables: dict[str, dict[str, Path]]  # slug -> {"csv": ..., "md": ..., "tex": ...}
+    figures: tuple[Path, ...]
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "all"
+
+
+def write_report(
+    experiment_dir: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    settings: ReportSettings | None = None,
+    spec: Any = None,
+    dpi: int = 100,
+) -> ReportPaths:
+    """Write the report of ``experiment_dir`` into ``out_dir`` (default
+    ``<experiment_dir>/report``).
+
+    Args:
+        experiment_dir: holds ``results.parquet`` and optionally ``pretrain/`` and ``search/``
+            (see :mod:`raysweep.report.inputs`).
+        settings: metrics, comparisons, families, correction (default :class:`ReportSettings`).
+        spec: the experiment spec, recorded in the provenance (optional).
+        dpi: resolution of the PNG figures.
+    """
+    settings = settings or ReportSettings()
+    experiment_dir = Path(experiment_dir)
+    out = Path(out_dir) if out_dir is not None else experiment_dir / "report"
+    # read every input before writing anything: a bad file leaves no partial report
+    results = load_results(experiment_dir)
+    curves = load_pretrain_curves(experiment_dir)
+    histories = load_search_histories(experiment_dir)
+    record = provenance(spec)
+    record["generated_from"] = str(experiment_dir / "results.parquet")
+    record["report_settings"] = dataclasses.asdict(settings)
+
+    tests = pairwise_tests(results, settings)
+    sections = [
+        _summary_section(results, settings),
+        *_protocol_section(results, settings),
+        *_per_class_section(results, settings),
+        _significance_section(tests, settings),
+        _figures_section(results, settings, curves, histories, out / "figures", dpi),
+    ]
+    conditions = list(pd.unique(results["condition"]))
+    doc = Document(
+        title=f"raysweep report: {experiment_dir.resolve().name}",
+        intro=(
+            f"{len(results)} runs of {len(conditions)} conditions "
+            f"({', '.join(map(str, conditions))}), metrics {', '.join(settings.metrics)}.",
+            "Means and standard deviations are over the runs (seeds) of each condition; "
+            "standard deviations are sample standard deviations (ddof = 1), as in the paper.",
+        ),
+        sections=tuple(s for s in sections if s.blocks),
+        provenance=record,
+    )
+
+    table_paths: dict[str, dict[str, Path]] = {}
+    for table in doc.tables():
+        base = out / "tables" / table.slug
+        table_paths[table.slug] = {
+            "csv": atomic_write_text(base.with_suffix(".csv"), table.data.to_csv(index=False)),
+            "md": atomic_write_text(base.with_suffix(".md"), markdown_table(table.display)),
+            "tex": atomic_write_text(base.with_suffix(".tex"),
+                                     latex_table(table.display, table.title, table.slug)),
+        }
+    significance_csv = atomic_write_text(out / "significance.csv", tests.to_csv(index=False))
+    prov_path = atomic_write_json(out / "provenance.json", record)
+    markdown = atomic_write_text(out / "report.md", render_markdown(doc, out))
+    html_path = atomic_write_text(out / "report.html", render_html(doc))
+    return ReportPaths(
+        out_dir=out, markdown=markdown, html=html_path, significance_csv=significance_csv,
+        provenance=prov_path, tables=table_paths,
+        figures=tuple(f.path for f in doc.figures()),
+    )
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _summary_section(results: pd.DataFrame, settings: ReportSettings) -> Section:
+    summary = summary_table(results, settings.metrics, settings.family_by)
+    keys = condition_keys(results)
+    blocks = []
+    for label, key, _ in iter_families(results, settings.family_by):
+        mask = pd.Series(True, index=summary.index)
+        for column, value in key.items():
+            mask &= summary[column] == value
+        part = summary[mask].reset_index(drop=True)
+        metrics = " and ".join(metric_label(m) for m in settings.metrics)
+        blocks.append(Table(
+            slug=f"summary-{slugify(label)}",
+            title=f"{metrics} per condition — {label}",
+            caption=f"Mean ± std over runs (n per condition), family {label} "
+                    "(the paper's Tables 4 and 6).",
+            data=part, display=summary_display(part, settings.metrics, keys),
+        ))
+    return Section("Summary per condition", tuple(blocks))
+
+
+def _protocol_section(results: pd.DataFrame, settings: ReportSettings) -> list[Section]:
+    if "protocol" not in results.columns or results["protocol"].nunique() < 2:
+        return []
+    protocols = [str(p) for p in pd.unique(results["protocol"])]
+    blocks = []
+    for metric in settings.metrics:
+        table = protocol_table(results, metric)
+        blocks.append(Table(
+            slug=f"protocols-{slugify(metric)}",
+            title=f"{metric_label(metric)}: {' vs '.join(protocols)}",
+            caption=f"{metric_label(metric)} mean ± std (n) of each condition under each "
+                    "protocol side by side (the paper's Tables 7 and 8).",
+            data=table, display=protocol_display(table, protocols),
+        ))
+    return [Section("Linear probe vs fine-tuning", tuple(blocks))]
+
+
+def _per_class_section(results: pd.DataFrame, settings: ReportSettings) -> list[Section]:
+    per_class = per_class_f1(results, settings.family_by)
+    if per_class.empty:
+        return []
+    blocks = []
+    for label, key, _ in iter_families(results, settings.family_by):
+        mask = pd.Series(True, index=per_class.index)
+        for column, value in key.items():
+            mask &= per_class[column] == value
+        part = per_class[mask].reset_index(drop=True)
+        blocks.append(Table(
+            slug=f"per-class-f1-{slugify(label)}",
+            title=f"Per-class F1 — {label}",
+            caption="Mean F1 per class over runs, one column per condition, and the mean "
+                    "test support (the slides' classification report).",
+            data=part, display=per_class_display(part),
+        ))
+    return [Section("Per-class F1", tuple(blocks))]
+
+
+def _significance_section(tests: pd.DataFrame, settings: ReportSettings) -> Section:
+    labels = {name: t.label for name, t in stats.TESTS.items()}
+    primary = labels[settings.primary_test]
+    correction = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg", "bonferroni": "Bonferroni",
+                  "none": "no"}[settings.correction]
+    how = "the declared comparisons" if settings.comparisons else \
+        "every pair of conditions (two-sided)"
+    blocks: list[Text | Table] = [Text(
+        f"Tests: {', '.join(labels[t] for t in settings.tests)}. Within each family "
+        f"({', '.join(settings.family_by) or 'all runs'}) {how} are tested for each metric. "
+        "Null 'Model 1 ≤ Model 2' is the one-sided test of H1: Model 1 > Model 2; "
+        "'Model 1 = Model 2' is two-sided. Paired tests pair runs by seed. "
+        f"Cells show p (p adjusted by the {correction} correction across the family, per "
+        f"metric and test); * marks rejection at alpha = {settings.alpha}. 'Flagged' means "
+        f"the primary test ({primary}) rejects after correction. Δ mean = mean 1 − mean 2 "
+        f"with its 95% percentile bootstrap CI ({settings.bootstrap_resamples} resamples); "
+        "Cohen's d uses the pooled standard deviation; Cliff's δ = P(X1 > X2) − P(X1 < X2); "
+        f"seeds for {settings.power:.0%} power = the smallest number of runs per condition "
+        f"for which a two-sample t-test at alpha = {settings.alpha} detects the observed d "
+        "(statsmodels TTestIndPower)."
+    )]
+    flagged = tests[tests["flagged"]].drop_duplicates(["family", "metric", "model_1", "model_2"])
+    if flagged.empty:
+        blocks.append(Text("No comparison is flagged after correction."))
+    else:
+        items = "; ".join(f"{r.model_1} vs {r.model_2} ({r.family}, {metric_label(r.metric)})"
+                          for r in flagged.itertuples())
+        blocks.append(Text(f"Flagged after correction: {items}."))
+    if tests.empty:
+        blocks.append(Text("No comparison could be made (fewer than two conditions)."))
+    for family, part in tests.groupby("family", sort=False):
+        blocks.append(Table(
+            slug=f"tests-{slugify(str(family))}",
+            title=f"Pairwise tests — {family}",
+            caption=f"Family {family}: {part[['model_1', 'model_2']].drop_duplicates().shape[0]}"
+                    f" comparisons (the paper's Tables 13 and 14).",
+            data=part.reset_index(drop=True), display=tests_display(part, labels),
+        ))
+    return Section("Significance tests", tuple(blocks))
+
+
+def _figures_section(
+    results: pd.DataFrame, settings: ReportSettings, curves: pd.DataFrame,
+    histories: list[SearchHistory], fig_dir: Path, dpi: int,
+) -> Section:
+    families = [(label, frame) for label, _, frame in iter_families(results, settings.family_by)]
+    blocks: list[Figure] = []
+
+    def add(fig: object, slug: str, title: str, caption: str) -> None:
+        if fig is None:
+            return
+        path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)
+        blocks.append(Figure(slug, title, caption, path))
+
+    for metric in settings.metrics:
+        add(plots.box_strip(results, metric, families), f"box-{slugify(metric)}",
+            f"{metric_label(metric)} per condition",
+            "Box plot (quartiles, whiskers to 1.5 IQR) with every run as a point.")
+    per_class = per_class_f1(results, settings.family_by)
+    if not per_class.empty:
+        for label, key, _ in iter_families(results, settings.family_by):
+            mask = pd.Series(True, index=per_class.index)
+            for column, value in key.items():
+                mask &= per_class[column] == value
+            add(plots.per_class_bars(per_class[mask], f"Per-class F1 — {label}"),
+                f"per-class-f1-{slugify(label)}", f"Per-class F1 — {label}",
+                "Mean F1 per class; error bars one standard deviation over runs.")
+    for label, frame in families:
+        add(plots.lr_finder_curves(frame, f"LR finder — {label}"),
+            f"lr-finder-{slugify(label)}", f"LR-finder curves — {label}",
+            "Loss against learning rate for every run; dotted lines mark the suggested lr_max.")
+    if not curves.empty:
+        add(plots.pretrain_loss_curves(curves), "pretrain-loss", "Pre-training loss",
+            "Mean loss per epoch of each pre-training run.")
+    for history in histories:
+        if history.trials.empty:
+            continue
+        direction = "maximised" if history.maximize else "minimised"
+        add(plots.search_history(history.trials, f"Search {history.name}", history.maximize),
+            f"search-{slugify(history.name)}", f"Search history — {history.name}",
+            f"Objective per trial ({direction}) and the best so far.")
+    return Section("Figures", tuple(blocks))
+

@@ -1,0 +1,117 @@
+"""Reading an experiment directory for the report.
+
+Layout (DESIGN.md): ``<dir>/results.parquet`` (required, one row per (condition, seed));
+optional ``<dir>/pretrain/<hash>/metrics.jsonl`` (+ ``meta.json`` with the run's ``name``) for
+pre-training loss curves; optional ``<dir>/search/<name>/history.csv`` or ``trials.csv``
+(columns ``trial``, ``value``, params...; ``meta.json`` may say ``"direction": "minimize"``)
+for search history. Absent optional parts give empty results; present but unreadable ones raise
+a :class:`~raysweep.errors.DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from raysweep.errors import DataError
+
+REQUIRED_COLUMNS = ("condition", "seed")
+
+
+def load_results(experiment_dir: str | Path) -> pd.DataFrame:
+    """``<experiment_dir>/results.parquet`` as a DataFrame (``condition`` as str)."""
+    path = Path(experiment_dir) / "results.parquet"
+    if not Path(experiment_dir).is_dir():
+        raise DataError(f"experiment directory {experiment_dir} does not exist")
+    if not path.is_file():
+        raise DataError(f"{path} not found: run the evaluate stage first")
+    try:
+        results = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
+        raise DataError(f"{path} is not a readable parquet file ({type(exc).__name__})") from exc
+    if results.empty:
+        raise DataError(f"{path} has no rows")
+    missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
+    if missing:
+        raise DataError(f"{path} has no column(s) {missing}")
+    results["condition"] = results["condition"].astype(str)
+    return results
+
+
+def load_pretrain_curves(experiment_dir: str | Path) -> pd.DataFrame:
+    """All pre-training logs as one long table with columns ``run``, ``epoch``, ``loss``.
+
+    Records without both ``epoch`` and ``loss`` (other record kinds) are skipped. An
+    unparsable *last* line is skipped too (a run still writing, or killed mid-line); an
+    unparsable line elsewhere is an error naming the file and line.
+    """
+    frames = []
+    for log in sorted(Path(experiment_dir).glob("pretrain/*/metrics.jsonl")):
+        name = _run_name(log.parent)
+        lines = log.read_text(encoding="utf-8").splitlines()
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if number == len(lines):
+                    break
+                raise DataError(f"{log} line {number} is not valid JSON") from exc
+            if isinstance(record, dict) and "epoch" in record and "loss" in record:
+                records.append({"run": name, "epoch": record["epoch"], "loss": record["loss"]})
+        if records:
+            frames.append(pd.DataFrame(records))
+    if not frames:
+        return pd.DataFrame(columns=["run", "epoch", "loss"])
+    curves = pd.concat(frames, ignore_index=True)
+    curves["loss"] = pd.to_numeric(curves["loss"], errors="coerce")
+    return curves
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchHistory:
+    name: str
+    path: Path
+    trials: pd.DataFrame
+    maximize: bool
+
+
+def load_search_histories(experiment_dir: str | Path) -> list[SearchHistory]:
+    """Each ``search/<name>/`` holding ``history.csv`` (or else ``trials.csv``)."""
+    histories = []
+    for folder in sorted(p for p in Path(experiment_dir).glob("search/*") if p.is_dir()):
+        path = next((folder / f for f in ("history.csv", "trials.csv")
+                     if (folder / f).is_file()), None)
+        if path is None:
+            continue
+        try:
+            trials = pd.read_csv(path)
+        except Exception as exc:
+            raise DataError(f"{path} is not a readable CSV file ({type(exc).__name__})") from exc
+        missing = [c for c in ("trial", "value") if c not in trials.columns]
+        if missing:
+            raise DataError(f"{path} has no column(s) {missing}")
+        meta = _read_meta(folder)
+        maximize = str(meta.get("direction", "maximize")).lower() not in ("minimize", "min")
+        histories.append(SearchHistory(folder.name, path, trials, maximize))
+    return histories
+
+
+def _read_meta(folder: Path) -> dict:
+    path = folder / "meta.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON") from exc
+    return meta if isinstance(meta, dict) else {}
+
+
+def _run_name(folder: Path) -> str:
+    return str(_read_meta(folder).get("name", folder.name))

@@ -1,0 +1,156 @@
+"""Report figures (matplotlib, Agg canvas, PNG). Each builder takes tables and returns a
+``matplotlib.figure.Figure``; :func:`save_png` writes it atomically. Figures are created with
+the object-oriented API (no pyplot global state), so nothing depends on the display backend.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from raysweep.artefacts import atomic_write_bytes
+from raysweep.report.tables import metric_label
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Render ``fig`` to PNG bytes and write them atomically to ``path``."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def box_strip(
+    results: pd.DataFrame, metric: str, families: Sequence[tuple[str, pd.DataFrame]]
+) -> Figure:
+    """Box plot plus the individual runs (jittered strip) per condition, one panel per family.
+
+    The jitter is drawn from a fixed-seed generator so the figure is reproducible.
+    """
+    fig = new_figure(max(4.0, 1.2 + 0.9 * _max_conditions(families)), 2.8 * len(families))
+    axes = fig.subplots(len(families), 1, squeeze=False)[:, 0]
+    rng = np.random.default_rng(0)
+    for ax, (label, frame) in zip(axes, families, strict=True):
+        conditions = [str(c) for c in pd.unique(frame["condition"].astype(str))]
+        data = [frame.loc[frame["condition"].astype(str) == c, metric].dropna().to_numpy()
+                for c in conditions]
+        ax.boxplot(data, showfliers=False, widths=0.5)
+        for i, values in enumerate(data, start=1):
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=8, alpha=0.6)
+        ax.set_xticks(range(1, len(conditions) + 1), conditions, rotation=30, ha="right")
+        ax.set_ylabel(metric_label(metric))
+        ax.set_title(f"{metric_label(metric)} per run — {label}")
+        ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def per_class_bars(per_class: pd.DataFrame, title: str) -> Figure:
+    """Grouped bars: mean per-class F1 for each condition, error bars one std."""
+    classes = list(pd.unique(per_class["class"]))
+    conditions = list(pd.unique(per_class["condition"]))
+    fig = new_figure(max(5.0, 0.5 * len(classes) * max(1, len(conditions)) ** 0.5 + 3), 3.2)
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(conditions))
+    x = np.arange(len(classes))
+    for i, condition in enumerate(conditions):
+        rows = per_class[per_class["condition"] == condition].set_index("class").reindex(classes)
+        ax.bar(x + (i - (len(conditions) - 1) / 2) * width, rows["f1_mean"], width,
+               yerr=rows["f1_std"].fillna(0.0), label=str(condition), capsize=1.5)
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set_ylabel("F1")
+    ax.set_ylim(0, 1.25)  # headroom for the legend above the bars
+    ax.set_title(title)
+    ax.legend(fontsize="small", ncols=min(4, len(conditions)), loc="upper center")
+    return fig
+
+
+def parse_lr_finder(value: object) -> dict | None:
+    """The ``lr_finder`` JSON string of a results row -> ``{"lrs", "losses", "suggestion"}``,
+    or None when missing or unreadable."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    try:
+        record = json.loads(value) if isinstance(value, (str, bytes)) else dict(value)
+    except (TypeError, ValueError):
+        return None
+    if not record.get("lrs") or not record.get("losses"):
+        return None
+    return record
+
+
+def lr_finder_curves(frame: pd.DataFrame, title: str) -> Figure | None:
+    """LR-finder loss against learning rate (log x), one colour per condition, every seed a
+    thin line, the suggested ``lr_max`` marked. None when no row has a readable record."""
+    if "lr_finder" not in frame.columns:
+        return None
+    records = [(str(c), parse_lr_finder(v)) for c, v in zip(frame["condition"],
+                                                              frame["lr_finder"], strict=True)]
+    records = [(c, r) for c, r in records if r is not None]
+    if not records:
+        return None
+    fig = new_figure(6.0, 3.6)
+    ax = fig.subplots()
+    colours = {c: f"C{i % 10}" for i, c in enumerate(dict.fromkeys(c for c, _ in records))}
+    seen: set[str] = set()
+    for condition, record in records:
+        ax.plot(record["lrs"], record["losses"], color=colours[condition], lw=0.8, alpha=0.5,
+                label=None if condition in seen else condition)
+        seen.add(condition)
+        if record.get("suggestion"):
+            ax.axvline(float(record["suggestion"]), color=colours[condition], lw=0.5, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def pretrain_loss_curves(curves: pd.DataFrame) -> Figure:
+    """Pre-training loss per epoch (mean over the epoch's records), one line per run.
+    ``curves`` has columns ``run``, ``epoch``, ``loss``."""
+    fig = new_figure(6.0, 3.6)
+    ax = fig.subplots()
+    for run, frame in curves.groupby("run", sort=False):
+        per_epoch = frame.groupby("epoch")["loss"].mean()
+        ax.plot(per_epoch.index, per_epoch.to_numpy(), marker=".", label=str(run))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("pre-training loss")
+    ax.set_title("Pre-training loss")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def search_history(history: pd.DataFrame, title: str, maximize: bool = True) -> Figure:
+    """Objective value per trial and the best so far (``history`` has ``trial``, ``value``)."""
+    frame = history.sort_values("trial")
+    values = frame["value"].to_numpy(float)
+    best = np.fmax.accumulate(values) if maximize else np.fmin.accumulate(values)
+    fig = new_figure(6.0, 3.4)
+    ax = fig.subplots()
+    ax.scatter(frame["trial"], values, s=12, label="trial")
+    ax.step(frame["trial"], best, where="post", color="C3", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def _max_conditions(families: Sequence[tuple[str, pd.DataFrame]]) -> int:
+    return max((frame["condition"].nunique() for _, frame in families), default=1)
