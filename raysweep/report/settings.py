@@ -24,11 +24,14 @@ TEST_NAMES = ("welch", "paired_t", "wilcoxon", "mannwhitney")
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """One declared comparison: ``model_1`` vs ``model_2`` (condition ids) under ``alternative``."""
+    """One declared comparison: ``model_1`` vs ``model_2`` (condition ids) under ``alternative``,
+    tested in the family labelled ``family`` only (e.g. ``"probe"`` with the default
+    ``family_by=("protocol",)``), or in every family holding both conditions when None."""
 
     model_1: str
     model_2: str
     alternative: str = "greater"
+    family: str | None = None
 
     def __post_init__(self) -> None:
         if self.alternative not in ALTERNATIVES:
@@ -105,8 +108,8 @@ class ReportSettings:
 def _as_comparison(item: Comparison | Sequence[str]) -> Comparison:
     if isinstance(item, Comparison):
         return item
-    if isinstance(item, str) or len(item) not in (2, 3):
+    if isinstance(item, str) or len(item) not in (2, 3, 4):
         raise SpecError(
-            f"report comparison {item!r} is not (model_1, model_2[, alternative])"
+            f"report comparison {item!r} is not (model_1, model_2[, alternative[, family]])"
         )
-    return Comparison(*map(str, item))
+    return Comparison(*(None if x is None else str(x) for x in item))

@@ -58,13 +58,14 @@ def conditions_in_order(frame: pd.DataFrame) -> list[str]:
 
 
 def plan_comparisons(
-    conditions: Sequence[str], declared: Sequence[Comparison]
+    conditions: Sequence[str], declared: Sequence[Comparison], family: str | None = None
 ) -> list[Comparison]:
-    """The declared comparisons whose two conditions are both present, or, with none declared,
-    every pair of ``conditions`` (two-sided)."""
+    """The declared comparisons of this ``family`` (or of any family) whose two conditions
+    are both present, or, with none declared, every pair of ``conditions`` (two-sided)."""
     if declared:
         present = set(conditions)
-        return [c for c in declared if c.model_1 in present and c.model_2 in present]
+        return [c for c in declared if c.model_1 in present and c.model_2 in present
+                and (c.family is None or c.family == family)]
     return [Comparison(a, b, "two-sided") for a, b in itertools.combinations(conditions, 2)]
 
 
@@ -116,11 +117,11 @@ def pairwise_tests(results: pd.DataFrame, settings: ReportSettings) -> pd.DataFr
     if missing:
         raise DataError(f"results table has no metric column(s) {missing}")
     check_unique_runs(results, settings.family_by)
-    _check_declared(results, settings.comparisons)
+    _check_declared(results, settings.comparisons, settings.family_by)
 
     rows: list[dict[str, object]] = []
     for label, key, frame in iter_families(results, settings.family_by):
-        plan = plan_comparisons(conditions_in_order(frame), settings.comparisons)
+        plan = plan_comparisons(conditions_in_order(frame), settings.comparisons, label)
         for metric, comp in itertools.product(settings.metrics, plan):
             a = condition_values(frame, comp.model_1, metric)
             b = condition_values(frame, comp.model_2, metric)
@@ -203,9 +204,17 @@ def _run_safely(
     return test.run(x, y, alternative)
 
 
-def _check_declared(results: pd.DataFrame, declared: Sequence[Comparison]) -> None:
+def _check_declared(
+    results: pd.DataFrame, declared: Sequence[Comparison], family_by: Sequence[str]
+) -> None:
     known = set(results[CONDITION].astype(str))
+    families = {label for label, _, _ in iter_families(results, family_by)}
     for comp in declared:
+        if comp.family is not None and comp.family not in families:
+            raise SpecError(
+                f"report comparison {comp.model_1!r} vs {comp.model_2!r}: family "
+                f"{comp.family!r} is not in the results table (known: {sorted(families)})"
+            )
         for model in (comp.model_1, comp.model_2):
             if model not in known:
                 raise SpecError(

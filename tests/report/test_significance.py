@@ -148,6 +148,14 @@ def test_families_are_corrected_separately() -> None:
     np.testing.assert_allclose(part.p_adjusted,
                                multipletests(part.p_value, method="holm")[1], rtol=1e-12)
     assert not tests[tests.family == "finetune"].flagged.any()
+    # a comparison declared for one family is tested there only
+    declared = ReportSettings(metrics=("accuracy",), tests=("welch",), bootstrap_resamples=200,
+                              comparisons=(("H", "A", "greater", "probe"), ("B", "C")))
+    tests = pairwise_tests(table, declared)
+    assert sorted(zip(tests.family, tests.model_1, strict=True)) == [
+        ("finetune", "B"), ("probe", "B"), ("probe", "H")]
+    with pytest.raises(SpecError, match="'linear'"):
+        pairwise_tests(table, ReportSettings(comparisons=(("H", "A", "greater", "linear"),)))
 
 
 def test_bad_inputs_name_the_fault() -> None:
