@@ -1,0 +1,65 @@
+"""Many seeds of one encoder: :func:`probe` (batched by default) and :func:`evaluate_condition`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from raysweep.config import EvaluationSpec
+from raysweep.errors import RaysweepError
+from raysweep.evaluate.batched import probe_batched
+from raysweep.evaluate.inputs import Split
+from raysweep.evaluate.protocol import finetune, probe_single
+from raysweep.evaluate.tta import Augment
+
+__all__ = ["evaluate_condition", "probe"]
+
+
+def probe(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,
+          seeds: Sequence[int], class_names: Sequence[str], augment: Augment | None = None,
+          device: Any = "cpu") -> list[dict[str, Any]]:
+    """Linear probes of ``encoder`` for each seed; one row per seed, in ``seeds`` order.
+
+    Batched (one shared encoder pass, :mod:`raysweep.evaluate.batched`) when
+    ``settings.batched_probes``; separate runs when it is off, and also when the batched path
+    cannot reproduce separate runs: ``seed_scope: all`` (each seed has its own batches and
+    augmentations, so nothing can be shared) or a non-zero weight decay.
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise RaysweepError("probe: no seeds given")
+    if len(set(seeds)) != len(seeds):
+        raise RaysweepError(f"probe: duplicate seeds in {seeds}")
+    if (settings.batched_probes and settings.seed_scope == "head"
+            and settings.weight_decay == 0):
+        return probe_batched(encoder, train, test, settings=settings, seeds=seeds,
+                             class_names=class_names, augment=augment, device=device)
+    return [probe_single(encoder, train, test, settings=settings, seed=seed,
+                         class_names=class_names, augment=augment, device=device)
+            for seed in seeds]
+
+
+def evaluate_condition(encoder: nn.Module, dataset_pair: tuple[Split, Split], *,
+                       settings: EvaluationSpec, protocols: Sequence[str], seeds: Sequence[int],
+                       class_names: Sequence[str], augment: Augment | None = None,
+                       device: Any = "cpu", progress: bool = False) -> list[dict[str, Any]]:
+    """Every protocol x seed of one encoder condition: fine-tuning seed by seed, probes batched.
+
+    ``dataset_pair`` is ``(train, test)``. Rows come out per protocol, in seed order; the
+    encoder itself is never changed.
+    """
+    train, test = dataset_pair
+    rows: list[dict[str, Any]] = []
+    for protocol in protocols:
+        if protocol == "finetune":
+            rows += [finetune(encoder, train, test, settings=settings, seed=seed,
+                              class_names=class_names, augment=augment, device=device,
+                              progress=progress) for seed in seeds]
+        elif protocol == "probe":
+            rows += probe(encoder, train, test, settings=settings, seeds=seeds,
+                          class_names=class_names, augment=augment, device=device)
+        else:
+            raise RaysweepError(f"unknown protocol {protocol!r}; use 'finetune' or 'probe'")
+    return rows

@@ -1,0 +1,121 @@
+"""The protocol on real data (breastmnist, 28 px) with the small encoder and the ``supervised``
+augmentation: reproducibility, batched probes = separate probes, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raysweep.augment import build_pipeline
+from raysweep.config import EvaluationSpec
+from raysweep.errors import DataError, WeightsError
+from raysweep.evaluate import finetune, probe, probe_batched, probe_single
+from raysweep.models import build_encoder
+
+CLASSES = ("malignant", "normal-benign")
+TINY = EvaluationSpec(epochs=2, lr_finder_iters=10, batch_size=64)
+TIMINGS = ("time_train_s", "time_eval_s", "time_total_s", "batched_heads")
+
+
+@pytest.fixture(scope="module")
+def breast(breastmnist_npz: Path):
+    data = np.load(breastmnist_npz)
+    train = (data["train_images"][:, None], data["train_labels"].astype(np.int64))
+    test = (data["test_images"][:, None], data["test_labels"].astype(np.int64))
+    return train, test
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return build_encoder("small_resnet", generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def augment():
+    return build_pipeline("supervised", image_size=28)
+
+
+def without_timings(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIMINGS}
+
+
+def test_finetune_row_is_reproducible_and_leaves_the_encoder_alone(breast, encoder,
+                                                                   augment) -> None:
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    first = finetune(encoder, *breast, settings=TINY, seed=3, class_names=CLASSES,
+                     augment=augment)
+    second = finetune(encoder, *breast, settings=TINY, seed=3, class_names=CLASSES,
+                      augment=augment)
+    assert without_timings(first) == without_timings(second)  # bit-reproducible on CPU
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert first["protocol"] == "finetune" and first["bn_in_head_epoch"] == "trainable"
+    finder = json.loads(first["lr_finder"])
+    assert len(finder["lrs"]) == len(finder["losses"]) <= 10
+    assert finder["suggestion"] == first["lr_max"] and first["lr_max"] in finder["lrs"]
+    assert first["support/malignant"] + first["support/normal-benign"] == 156
+    assert 0.0 <= first["accuracy"] <= 1.0 and first["seed_scope"] == "head"
+    frozen = finetune(encoder, *breast, settings=TINY.replace(bn_in_head_epoch="frozen"),
+                      seed=3, class_names=CLASSES, augment=augment)
+    assert frozen["bn_in_head_epoch"] == "frozen"
+    assert frozen["lr_finder"] != first["lr_finder"]  # the head epoch trained differently
+
+
+def test_batched_k5_probes_equal_five_separate_probes(breast, encoder, augment) -> None:
+    seeds = [0, 1, 2, 3, 4]
+    rows, probs = probe_batched(encoder, *breast, settings=TINY, seeds=seeds,
+                                class_names=CLASSES, augment=augment,
+                                return_probabilities=True)
+    assert probs.shape == (5, 156, 2)
+    for k, seed in enumerate(seeds):
+        row, single = probe_single(encoder, *breast, settings=TINY, seed=seed,
+                                   class_names=CLASSES, augment=augment,
+                                   return_probabilities=True)
+        assert torch.equal(probs[k].argmax(dim=1), single.argmax(dim=1))  # same predictions
+        torch.testing.assert_close(probs[k].log(), single.log(), rtol=0, atol=1e-5)
+        assert without_timings(rows[k]) == {**without_timings(row)}
+        assert rows[k]["batched_heads"] == 5 and row["batched_heads"] == 1
+    # different seeds: different heads, different outputs
+    assert not torch.allclose(probs[0], probs[1])
+    assert len({json.loads(r["lr_finder"])["losses"][0] for r in rows}) == 5
+    # probe() batches by default and gives the same rows
+    again = probe(encoder, *breast, settings=TINY, seeds=[3, 1], class_names=CLASSES,
+                  augment=augment)
+    assert [without_timings(r) for r in again] == [without_timings(rows[3]),
+                                                   without_timings(rows[1])]
+
+
+def test_unseen_test_class_is_a_data_error(breast, encoder, augment) -> None:
+    (train_x, train_y), test = breast
+    only_normal = train_y == 1
+    with pytest.raises(DataError, match="single class"):
+        probe(encoder, (train_x[only_normal], train_y[only_normal]), test, settings=TINY,
+              seeds=[0], class_names=CLASSES, augment=augment)
+    three = CLASSES + ("cyst",)
+    test_x, test_y = test
+    test_y = test_y.copy()
+    test_y[0] = 2
+    with pytest.raises(DataError, match="'cyst' that never occurs in the train split"):
+        finetune(encoder, (train_x, train_y), (test_x, test_y), settings=TINY, seed=0,
+                 class_names=three, augment=augment)
+
+
+def test_empty_split_is_a_data_error(breast, encoder, augment) -> None:
+    train, (test_x, test_y) = breast
+    with pytest.raises(DataError, match="test split is empty"):
+        finetune(encoder, train, (test_x[:0], test_y[:0]), settings=TINY, seed=0,
+                 class_names=CLASSES, augment=augment)
+    with pytest.raises(DataError, match="train split is empty"):
+        probe(encoder, (test_x[:0], test_y[:0]), (test_x, test_y), settings=TINY, seeds=[0],
+              class_names=CLASSES, augment=augment)
+
+
+def test_encoder_output_size_mismatch_names_both_sizes(breast, augment) -> None:
+    liar = build_encoder("small_resnet", generator=torch.Generator().manual_seed(0))
+    liar.output_dim = 512
+    with pytest.raises(WeightsError, match=r"shape \(2, 128\).*output_dim .* is 512"):
+        probe(liar, *breast, settings=TINY, seeds=[0, 1], class_names=CLASSES, augment=augment)
