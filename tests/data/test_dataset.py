@@ -374,3 +374,21 @@ def test_no_warnings_on_a_clean_load(make_folder, cache_dir):
         warnings.simplefilter("error")
         load_dataset(DatasetSpec(sources=(SourceSpec(kind="folder", path=str(root)),),
                                  image_size=12), progress=False)
+
+
+def test_concurrent_build_keeps_the_first_entry(make_folder, cache_dir):
+    """Two processes missing at once: the loser's move fails and it maps the winner's entry."""
+    from raysweep.data import cache as cache_module
+
+    root = make_folder("f", {"a": 2, "b": 2})
+    spec = DatasetSpec(sources=(SourceSpec(kind="folder", path=str(root)),), image_size=12)
+    ds = load_dataset(spec, progress=False)
+    (entry,) = _entries(cache_dir)
+
+    def write(tmp: Path):
+        (tmp / "images.u8").write_bytes(b"\x00" * (4 * 3 * 12 * 12))
+        return (4, 3, 12, 12), list(range(4)), []
+
+    again = cache_module._build(cache_dir, entry.name, write, {})
+    assert np.array_equal(again.images, ds.images)  # the winner's pixels, not the zeros
+    assert _entries(cache_dir) == [entry]  # no temporary directory left behind
