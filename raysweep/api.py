@@ -101,12 +101,18 @@ def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None
     return write_report(directory, out_dir=out_dir, settings=settings, spec=experiment)
 
 
-def report_from_stats(table_csv: str | os.PathLike[str], *, out: str | None = None) -> str:
-    """Welch tests from published means and standard deviations (the authors' computation)."""
+def report_from_stats(table_csv: str | os.PathLike[str], *, comparisons: str | None = None,
+                      correction: str = "holm", alpha: float = 0.05,
+                      out: str | None = None) -> str:
+    """Welch tests from published means and standard deviations (the authors' computation),
+    as a Markdown table laid out like the paper's Tables 13-14."""
     from raysweep.report import report_from_stats as _from_stats
+    from raysweep.report.from_stats import from_stats_display
+    from raysweep.report.tables import markdown_table
 
-    frame = _from_stats(table_csv, out=out)
-    return frame.to_string(index=False)
+    frame = _from_stats(table_csv, comparisons=comparisons, correction=correction, alpha=alpha,
+                        out=out)
+    return markdown_table(from_stats_display(frame))
 
 
 def demo(*, smoke: bool = False, storage: str | None = None):

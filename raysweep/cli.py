@@ -95,7 +95,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from raysweep import api
 
     if args.from_stats:
-        print(api.report_from_stats(args.from_stats, out=args.out))
+        print(api.report_from_stats(args.from_stats, comparisons=args.comparisons,
+                                    correction=args.correction, alpha=args.alpha, out=args.out))
         return EXIT_OK
     if not args.experiment_dir:
         raise RaysweepError("report: give an EXPERIMENT_DIR or --from-stats TABLE.csv")
@@ -146,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("experiment_dir", nargs="?", metavar="EXPERIMENT_DIR")
     report.add_argument("--from-stats", metavar="TABLE.csv",
                         help="tests from published means/stds (columns model,mean,std,n)")
+    report.add_argument("--comparisons", metavar="COMPARISONS.csv", default=None,
+                        help="with --from-stats: columns model_1,model_2[,alternative] "
+                             "(alternative 'greater' = the paper's null 'Model 1 <= Model 2')")
+    report.add_argument("--correction", default="holm",
+                        choices=["holm", "fdr_bh", "bonferroni", "none"],
+                        help="with --from-stats: multiple-testing correction")
+    report.add_argument("--alpha", type=float, default=0.05, help="with --from-stats")
     report.add_argument("--out", default=None, help="output directory / file")
 
     datasets = sub.add_parser("datasets", help="inspect data sources")

@@ -29,3 +29,19 @@ def test_validate_exits_2_with_one_line(tmp_path: Path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {spec}: pretrain[0].alpha: must be >= 0, got -0.1"]
+
+
+def test_report_from_stats_reproduces_the_authors_p_value(tmp_path: Path, capsys):
+    stats = tmp_path / "stats.csv"
+    stats.write_text("model,mean,std,n\nM1,0.69112,0.011,35\nM2,0.65701,0.021,35\n")
+    comparisons = tmp_path / "comparisons.csv"
+    comparisons.write_text("model_1,model_2,alternative\nM1,M2,greater\n")
+    assert main(["report", "--from-stats", str(stats), "--comparisons", str(comparisons)]) == 0
+    out = capsys.readouterr().out
+    assert "1.0986e-11" in out and "Model 1 ≤ Model 2" in out
+
+
+def test_report_of_a_missing_directory_exits_2(tmp_path: Path, capsys):
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1

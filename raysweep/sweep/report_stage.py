@@ -8,14 +8,14 @@ from raysweep.config import ReportSpec
 def report_settings(spec: ReportSpec):
     """:class:`raysweep.report.ReportSettings` with the values of ``spec``.
 
-    A comparison declared for one protocol is tested in that protocol's family only when the
-    report supports it; otherwise in every family holding both conditions.
+    A comparison declared for one protocol is tested in that protocol's family only; one without
+    a protocol in every family holding both conditions.
     """
     from raysweep.report import Comparison, ReportSettings
 
     return ReportSettings(
         metrics=spec.metrics,
-        comparisons=tuple(Comparison(c.model_1, c.model_2, c.alternative)
+        comparisons=tuple(Comparison(c.model_1, c.model_2, c.alternative, family=c.protocol)
                           for c in spec.comparisons),
         family_by=spec.family_by,
         correction=spec.correction,
