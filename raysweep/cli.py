@@ -39,10 +39,20 @@ def _cmd_datasets_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_augment_preview(args: argparse.Namespace) -> int:
-    from raysweep.augment.preview import preview_from_source
+    import numpy as np
 
-    out = preview_from_source(args.source, args.pipeline, Path(args.out), seed=args.seed,
-                              image_size=args.image_size, n=args.n, strength=args.strength)
+    from raysweep.augment.preview import render_preview
+    from raysweep.config import DatasetSpec
+    from raysweep.data import load_dataset
+    from raysweep.data.describe import source_for
+
+    dataset = load_dataset(DatasetSpec(sources=(source_for(args.source),),
+                                       image_size=args.image_size))
+    chosen = np.sort(np.random.default_rng(args.seed).choice(
+        len(dataset.images), size=min(args.n, len(dataset.images)), replace=False))
+    out = render_preview(np.asarray(dataset.images[chosen]), args.pipeline, Path(args.out),
+                         seed=args.seed, image_size=args.image_size, n=len(chosen),
+                         strength=args.strength)
     print(f"wrote {out}")
     return EXIT_OK
 

@@ -45,3 +45,18 @@ def test_report_of_a_missing_directory_exits_2(tmp_path: Path, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1
+
+
+def test_augment_preview_writes_a_png(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "views.png"
+    assert main(["augment", "preview", "--pipeline", "barlow_twins", "--source", "digits",
+                 "--out", str(out), "--image-size", "16", "-n", "3"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_augment_preview_of_unknown_source_exits_2(tmp_path: Path, capsys):
+    assert main(["augment", "preview", "--pipeline", "barlow_twins", "--source",
+                 str(tmp_path / "nothing.txt"), "--out", str(tmp_path / "v.png")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert not (tmp_path / "v.png").exists()

@@ -57,20 +57,25 @@ def _datasets(target: str) -> list[tuple[list[str], DatasetSpec]]:
     path = Path(target).expanduser()
     if path.suffix.lower() in (".yaml", ".yml"):
         return _spec_datasets(path)
+    return [([], DatasetSpec(sources=(source_for(target),)))]
+
+
+def source_for(target: str) -> SourceSpec:
+    """The :class:`SourceSpec` a command-line TARGET names: ``digits``, a MedMNIST ``.npz`` file
+    or name (``breastmnist``, read from ``~/.medmnist``), a ``.csv`` manifest or an image folder."""
+    path = Path(target).expanduser()
     if target == "digits":
-        source = SourceSpec(kind="digits")
-    elif path.suffix.lower() == ".npz":
-        source = SourceSpec(kind="medmnist", path=str(path))
-    elif path.suffix.lower() == ".csv":
-        source = SourceSpec(kind="manifest", path=str(path))
-    elif path.is_dir():
-        source = SourceSpec(kind="folder", path=str(path))
-    elif re.fullmatch(r"[a-z0-9]+mnist(_\d+)?", target):
-        source = SourceSpec(kind="medmnist", name=target)
-    else:
-        raise DataError(f"cannot describe {target}: not a spec .yaml, a MedMNIST .npz or name, "
-                        "a .csv manifest, an image folder or 'digits'")
-    return [([], DatasetSpec(sources=(source,)))]
+        return SourceSpec(kind="digits")
+    if path.suffix.lower() == ".npz":
+        return SourceSpec(kind="medmnist", path=str(path))
+    if path.suffix.lower() == ".csv":
+        return SourceSpec(kind="manifest", path=str(path))
+    if path.is_dir():
+        return SourceSpec(kind="folder", path=str(path))
+    if re.fullmatch(r"[a-z0-9]+mnist(_\d+)?", target):
+        return SourceSpec(kind="medmnist", name=target)
+    raise DataError(f"cannot read {target}: not a spec .yaml, a MedMNIST .npz or name, "
+                    "a .csv manifest, an image folder or 'digits'")
 
 
 def _spec_datasets(path: Path) -> list[tuple[list[str], DatasetSpec]]:

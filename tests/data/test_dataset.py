@@ -347,7 +347,7 @@ evaluate:
     assert "(unlabelled)" in text and " 30" in text  # pretrain column: 2 x 15
     folder_text = describe(str(root))
     assert folder_text.splitlines()[1].startswith("15 images, 2 classes; splits: stratified")
-    with pytest.raises(DataError, match=r"cannot describe nowhere\.txt"):
+    with pytest.raises(DataError, match=r"cannot read nowhere\.txt"):
         describe("nowhere.txt")
 
 
