@@ -160,7 +160,9 @@ def build_tuner(spec: ExperimentSpec):
         param_space={"trial": tune.grid_search([
             {"condition": t.condition, "protocol": t.protocol, "seeds": t.seeds}
             for t in trials])},
+        # Reused actors keep torch imported and the decoded data mapped between trials.
         tune_config=tune.TuneConfig(max_concurrent_trials=plan.eval_concurrency,
+                                    reuse_actors=True,
                                     trial_name_creator=lambda t: EvalTrial(
                                         **t.config["trial"]).trial_name,
                                     trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),

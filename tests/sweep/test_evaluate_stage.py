@@ -1,0 +1,86 @@
+"""The evaluate stage on Ray Tune: one row per (condition, protocol, seed), exactly once, also
+when the driver is killed in the middle and the sweep is run again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from raysweep.config import spec_from_data
+from raysweep.sweep.results import ResultsStore
+
+pytestmark = pytest.mark.ray
+
+TARGET = {"sources": [{"kind": "digits", "classes": ["5", "6", "7", "8", "9"]}],
+          "image_size": 16, "test_fraction": 0.3, "label_count": 40}
+
+
+def evaluate_only_spec(storage: Path, *, seeds: int, protocols: list[str]) -> dict:
+    return {
+        "name": "evalonly", "storage": str(storage),
+        "evaluate": {
+            "data": TARGET, "seeds": seeds, "protocols": protocols,
+            "settings": {"epochs": 1, "batch_size": 32, "lr_finder_iters": 8, "tta_views": 2},
+            "encoders": [{"name": "random-a", "encoder": {"name": "small_resnet"}},
+                         {"name": "random-b", "encoder": {"name": "small_resnet"},
+                          "overrides": {"head_lr": 3e-3}}],
+        },
+        "resources": {"cpus_per_trial": 1},
+    }
+
+
+def test_evaluate_stage_fills_the_table_once(ray_session, tmp_path: Path, monkeypatch):
+    from raysweep import api
+
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    spec = spec_from_data(evaluate_only_spec(tmp_path, seeds=2, protocols=["finetune", "probe"]))
+    parquet = api.evaluate(spec)
+    table = pd.read_parquet(parquet)
+    assert len(table) == 2 * 2 * 2  # 2 conditions x 2 protocols x 2 seeds
+    assert not table.duplicated(["condition", "protocol", "seed"]).any()
+    assert set(table["condition"]) == {"random-a", "random-b"}
+    assert {"accuracy", "f1_weighted", "spec_hash", "git_commit", "packages"} <= set(table.columns)
+    # Same seed, same encoder init and data: the probe rows of one condition differ only by seed.
+    first_ids = dict(zip(table["run_id"], table["seed"], strict=True))
+    again = pd.read_parquet(api.evaluate(spec))  # a rerun trains nothing
+    assert dict(zip(again["run_id"], again["seed"], strict=True)) == first_ids
+
+
+def test_killed_sweep_resumes_without_retraining(tmp_path: Path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(evaluate_only_spec(tmp_path / "runs", seeds=4,
+                                                           protocols=["finetune"])))
+    env = {**os.environ, "RAYSWEEP_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "raysweep.cli", "run", str(spec_file)]
+    store = ResultsStore(tmp_path / "runs" / "evalonly")
+
+    driver = subprocess.Popen(command, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(store.rows()) < 2 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, mid-stage
+    driver.wait()
+    before = {(r["condition"], r["seed"]): r["run_id"] for r in store.rows()}
+    assert 2 <= len(before) < 8, "the kill must land in the middle of the evaluate stage"
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400,
+                           start_new_session=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    rows = store.rows()
+    keys = [(r["condition"], r["protocol"], r["seed"]) for r in rows]
+    assert sorted(keys) == sorted({(c, "finetune", s) for c in ("random-a", "random-b")
+                                   for s in range(4)})
+    after = {(r["condition"], r["seed"]): r["run_id"] for r in rows}
+    assert all(after[key] == run_id for key, run_id in before.items()), "a finished run was retrained"
+    table = pd.read_parquet(store.parquet_path)
+    assert len(table) == 8 and not table.duplicated(["condition", "protocol", "seed"]).any()
+    assert "results: " in rerun.stdout
