@@ -5,13 +5,15 @@ With the encoder frozen (and in eval mode) and ``seed_scope: head``, the K singl
 finder batches and TTA views; only their heads differ. So the augmentation and the encoder run
 once per batch and K heads train side by side as one :class:`BatchedLinear` (weight
 ``(K, C, D)``), each with its own Adam state, its own LR-finder curve and its own 1cycle
-``lr_max`` (:class:`raysweep.optim.BatchedAdam`; :func:`raysweep.optim.one_cycle`).
+``lr_max`` (:class:`raysweep.optim.BatchedAdam`; :func:`raysweep.optim.fastai_one_cycle_table`).
 
-Equality with K separate runs (tested: identical predictions, logits within 1e-5; on CPU the
-rows are in fact equal): the head forward is ``baddbmm``, the per-head gradients of the summed
-per-head mean losses equal each head's own gradients, BatchedAdam repeats torch's Adam operations,
-and the LR finder's per-head losses are computed with the same ``cross_entropy`` call as a single
-run so that its ``valley`` decisions are the same. A head whose LR finder has stopped is left out
+Equality with K separate runs (required: identical predictions, logits within 1e-5; on CPU the
+rows come out equal bit for bit): each head's logits come from the same ``F.linear`` call as a
+single head's, the per-head gradients of the summed per-head mean losses equal each head's own
+gradients, BatchedAdam repeats torch's Adam operations, the 1cycle values are read from the same
+``OneCycleLR``, and the LR finder's per-head losses come from the same ``cross_entropy`` call as
+a single run, so its ``valley`` decisions (comparisons of losses, where a last-bit difference
+could change ``lr_max``) are the same. A head whose LR finder has stopped is left out
 of the loss until the finder ends (its state is restored anyway).
 
 Per-row timings are the shared wall time divided by K (``batched_heads`` = K says so).
@@ -42,7 +44,7 @@ from raysweep.evaluate.protocol import (
 from raysweep.evaluate.streams import SeedStreams
 from raysweep.evaluate.tta import Augment, tta_probabilities
 from raysweep.models import LinearHead
-from raysweep.optim import BatchedAdam, lr_range_test_batched, one_cycle
+from raysweep.optim import BatchedAdam, fastai_one_cycle_table, lr_range_test_batched
 
 __all__ = ["BatchedLinear", "probe_batched"]
 
@@ -72,10 +74,12 @@ class BatchedLinear(nn.Module):
         return layer
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        k = self.weight.shape[0]
-        return torch.baddbmm(self.bias.unsqueeze(1),
-                             features.unsqueeze(0).expand(k, *features.shape),
-                             self.weight.transpose(1, 2))
+        # One F.linear per head: the very kernel a single head runs, so the logits are equal
+        # bit for bit (a single baddbmm can differ in the last bits for some shapes); the
+        # encoder pass, not this, is the cost.
+        return torch.stack([F.linear(features, w, b)
+                            for w, b in zip(self.weight.unbind(0), self.bias.unbind(0),
+                                            strict=True)])
 
 
 def _per_head_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -176,9 +180,9 @@ def probe_batched(encoder: nn.Module, train: Split, test: Split, *, settings: Ev
                 "div_final": settings.final_div_factor,
                 "max_momentum": settings.max_momentum, "base_momentum": settings.base_momentum}
     beta2 = ADAM_BETAS[1]
-    for step in range(total):
-        lr, momentum = one_cycle(step, total, lr_max=lr_max, **schedule)
-        set_lr(optimizer, lr)
+    lrs, moms = fastai_one_cycle_table(lr_max.tolist(), total, **schedule)
+    for step, momentum in zip(range(total), moms, strict=False):
+        set_lr(optimizer, lrs[step])
         optimizer.param_groups[0]["betas"] = (momentum, beta2)
         train_step(optimizer, *next(batches))
     trained = time.perf_counter()

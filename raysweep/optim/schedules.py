@@ -37,7 +37,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import OneCycleLR
 
-__all__ = ["fastai_one_cycle", "one_cycle"]
+__all__ = ["fastai_one_cycle", "fastai_one_cycle_table", "one_cycle"]
 
 
 def fastai_one_cycle(optimizer: Optimizer, *, max_lr: float | list[float], total_steps: int,
@@ -68,6 +68,29 @@ def fastai_one_cycle(optimizer: Optimizer, *, max_lr: float | list[float], total
         final_div_factor=div_final / div,
         three_phase=False,
     )
+
+
+def fastai_one_cycle_table(max_lrs: list[float], total_steps: int, **kwargs: float
+                           ) -> tuple[torch.Tensor, list[float]]:
+    """The values :func:`fastai_one_cycle` gives, for several ``max_lrs`` at once.
+
+    Returns ``lrs`` float64 ``(total_steps + 1, len(max_lrs))`` and the momentum per step, read
+    from a ``OneCycleLR`` driving a throwaway optimiser with one param group per ``max_lr``: the
+    very numbers a single run's scheduler would produce (batched heads use this table so that
+    they match separate runs bit for bit). ``kwargs`` as :func:`fastai_one_cycle`.
+    """
+    groups = [{"params": [torch.zeros(0, requires_grad=True)]} for _ in max_lrs]
+    optimizer = torch.optim.Adam(groups, lr=1.0, betas=(0.9, 0.99))
+    scheduler = fastai_one_cycle(optimizer, max_lr=[float(x) for x in max_lrs],
+                                 total_steps=total_steps, **kwargs)
+    lrs, moms = [], []
+    for step in range(total_steps + 1):
+        lrs.append([float(g["lr"]) for g in optimizer.param_groups])
+        moms.append(float(optimizer.param_groups[0]["betas"][0]))
+        if step < total_steps:
+            optimizer.step()  # no gradients: nothing changes, but torch expects the order
+            scheduler.step()
+    return torch.tensor(lrs, dtype=torch.float64), moms
 
 
 def _sched_cos(start: float | torch.Tensor, end: float | torch.Tensor,

@@ -81,3 +81,14 @@ def test_vectorised_lr_max_matches_scalar() -> None:
 def test_rejects_steps_outside_the_cycle() -> None:
     with pytest.raises(ValueError, match="outside"):
         one_cycle(11, 10, lr_max=1.0)
+
+
+def test_table_equals_the_scheduler_bit_for_bit() -> None:
+    from raysweep.optim import fastai_one_cycle_table
+
+    max_lrs = (3e-3, 0.2, 1.7e-5)
+    lrs, moms = collect(50, max_lrs)
+    table, table_moms = fastai_one_cycle_table(list(max_lrs), 50)
+    assert table.shape == (51, 3)
+    assert table.tolist() == lrs  # the same floats, not just close
+    assert table_moms == [row[0] for row in moms]
