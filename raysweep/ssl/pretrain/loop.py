@@ -341,7 +341,7 @@ def _wrap(net: PretrainNet, device: torch.device, world_size: int) -> nn.Module:
         return net
     return DistributedDataParallel(
         net, device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False)  # BN statistics are global, so buffers agree on every rank
+        forward_sync_buffers=False)  # BN statistics are global: buffers agree on every rank
 
 
 def _broadcast_float(value: float, device: torch.device) -> float:
@@ -441,6 +441,7 @@ def _run(spec: PretrainSpec, hooks: WorkerHooks, device: torch.device, rank: int
     total_epochs = frozen_epochs + spec.epochs
 
     start_epoch, history, lr_max, lr_finder = 0, [], spec.lr_max, None
+    resumed_from: list[int] = []  # epochs at which this run restarted from a checkpoint
     resumed: dict[str, Any] | None = None
     with hooks.latest_checkpoint() as directory:
         if directory is not None:
@@ -451,6 +452,7 @@ def _run(spec: PretrainSpec, hooks: WorkerHooks, device: torch.device, rank: int
             history = json.loads(resumed["history"])
             lr_max = resumed["lr_max"]
             lr_finder = json.loads(resumed["lr_finder"]) if resumed["lr_finder"] else None
+            resumed_from = [*json.loads(resumed["resumed_from"]), start_epoch]
 
     meta = {"provenance": provenance(spec), "world_size": world, "device": str(device),
             "bf16": bf16, "channels_last": channels_last}
@@ -530,6 +532,7 @@ def _run(spec: PretrainSpec, hooks: WorkerHooks, device: torch.device, rank: int
                 "lr_finder": json.dumps(lr_finder) if lr_finder else "",
                 "history": json.dumps(to_jsonable(history)),
                 "meta": json.dumps(to_jsonable(meta)),
+                "resumed_from": json.dumps(resumed_from),
             }
 
             def write(directory: Path, state: dict[str, Any] = state) -> None:
