@@ -31,6 +31,7 @@ from raysweep.artefacts import (
     to_jsonable,
 )
 from raysweep.config import PretrainSpec, to_dict
+from raysweep.errors import DataError, SpecError
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.loop import FaultInjection, ray_train_loop
 from raysweep.ssl.pretrain.run_dir import (
@@ -42,7 +43,7 @@ from raysweep.ssl.pretrain.run_dir import (
     run_directory,
 )
 
-__all__ = ["RAY_RUN_NAME", "PretrainResult", "cluster_has_gpus", "run_pretrain",
+__all__ = ["RAY_RUN_NAME", "PretrainResult", "cluster_has_gpus", "preflight", "run_pretrain",
            "write_artefacts"]
 
 #: Ray Train's run name inside the run directory (its checkpoints live under it).
@@ -71,10 +72,32 @@ def _result(run_dir: Path, skipped: bool) -> PretrainResult:
 
 
 def cluster_has_gpus() -> bool:
-    """Whether the connected Ray cluster offers any GPU."""
+    """Whether the Ray cluster (connected, or started here) offers any GPU."""
     import ray
 
+    if not ray.is_initialized():
+        ray.init()  # RAY: joins RAY_ADDRESS / a running cluster, or starts a local one
     return ray.cluster_resources().get("GPU", 0) > 0  # RAY
+
+
+def preflight(spec: PretrainSpec, gpu: bool) -> None:
+    """Errors a user can cause, raised on the driver before any worker starts (inside a worker
+    they would be retried ``max_failures`` times): an indivisible batch, too little data, GPUs
+    asked of a cluster without any."""
+    from raysweep.data import index_dataset
+
+    ranks = spec.num_workers * spec.grad_accum_steps
+    if spec.batch_size % ranks:
+        raise SpecError(f"pretrain {spec.name}: batch_size {spec.batch_size} must be a multiple "
+                        f"of num_workers x grad_accum_steps = {ranks}")
+    dataset = index_dataset(spec.data)
+    count = (len(dataset.labelled_indices("train")[0]) if spec.method == "supervised"
+             else len(dataset.unlabelled()))
+    if count < spec.batch_size:
+        raise DataError(f"pretrain {spec.name}: {count} images are fewer than one batch of "
+                        f"{spec.batch_size}")
+    if gpu and not cluster_has_gpus():
+        raise SpecError(f"pretrain {spec.name}: use_gpu is true but the Ray cluster has no GPU")
 
 
 def write_artefacts(spec: PretrainSpec, run_dir: Path, checkpoint_dir: Path,
@@ -128,7 +151,6 @@ def run_pretrain(
     run_dir = run_directory(spec, storage_dir)
     if is_finished(run_dir):
         return _result(run_dir, skipped=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # RAY
     from ray.train.torch import TorchConfig, TorchTrainer  # RAY
@@ -136,6 +158,8 @@ def run_pretrain(
     gpu = use_gpu if use_gpu is not None else spec.use_gpu
     if gpu is None:
         gpu = cluster_has_gpus()
+    preflight(spec, bool(gpu))
+    run_dir.mkdir(parents=True, exist_ok=True)
     config = {
         "spec": to_jsonable(to_dict(spec)),
         "metrics_path": str(run_dir / METRICS_FILE),

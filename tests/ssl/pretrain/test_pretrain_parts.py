@@ -121,3 +121,17 @@ def test_proxy_metric_is_reported_every_k_epochs(tmp_path: Path, breastmnist_npz
     encoder.load_state_dict(load_state(tmp_path / "run" / "checkpoint_000001")["encoder"])
     assert score == proxy_score(encoder, data, kind="knn", device=torch.device("cpu"))
     assert 0.5 <= score <= 1.0  # 78 val images, 73% benign: a kNN does not fall below chance
+
+
+def test_user_errors_are_raised_before_any_worker_starts(tmp_path: Path,
+                                                         breastmnist_npz: Path) -> None:
+    from raysweep.errors import DataError, SpecError
+    from raysweep.ssl.pretrain.driver import preflight
+
+    data = DatasetSpec(sources=({"kind": "medmnist", "path": str(breastmnist_npz),
+                                 "split": "val"},), image_size=16)  # 78 images
+    with pytest.raises(SpecError, match="multiple of num_workers x grad_accum_steps = 3"):
+        preflight(BASE.replace(data=data, batch_size=16, num_workers=3), gpu=False)
+    with pytest.raises(DataError, match="78 images are fewer than one batch of 128"):
+        preflight(BASE.replace(data=data, batch_size=128), gpu=False)
+    preflight(BASE.replace(data=data, batch_size=64, num_workers=2), gpu=False)
