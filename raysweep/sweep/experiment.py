@@ -41,11 +41,14 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    # Workers log at WARNING: Ray Train's per-epoch INFO lines would drown Tune's progress table.
+    quiet = ray.LoggingConfig(log_level=os.environ.get("RAYSWEEP_RAY_LOG_LEVEL", "WARNING"))
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, logging_config=quiet)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 logging_config=quiet)
 
 
 def record_experiment(spec: ExperimentSpec) -> None:

@@ -1,0 +1,44 @@
+"""``raysweep demo --smoke``: the paper-shaped study end to end, twice; the second run trains
+nothing and prints the same paths."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raysweep.cli import main
+from raysweep.sweep.demo import demo_spec
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_demo_smoke_twice(ray_session, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    storage = tmp_path / "runs"
+    assert main(["demo", "--smoke", "--storage", str(storage)]) == 0
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    spec = demo_spec(smoke=True, storage=str(storage))
+    table = pd.read_parquet(spec.directory / "results.parquet")
+    # 4 pre-trained encoders x (fine-tune + probe) + a random-init fine-tune baseline, 5 seeds.
+    assert len(table) == (4 * 2 + 1) * 5
+    assert set(table["condition"]) == {"SL", "SSL", "SL-T-SSL_p", "SSL-T-SSL_p", "random"}
+    assert table.groupby(["condition", "protocol"]).size().eq(5).all()
+    encoders = sorted((spec.directory / "pretrain").glob("*/encoder.pt"))
+    assert len(encoders) == 4
+    stamps = {p: p.stat().st_mtime_ns for p in encoders}
+    report = spec.directory / "report" / "report.html"
+    assert report.is_file() and "SSL-T-SSL_p" in report.read_text(encoding="utf-8")
+    assert f"results: {spec.directory / 'results.parquet'}" in first
+    assert f"report: {report}" in first
+
+    assert main(["demo", "--smoke", "--storage", str(storage)]) == 0
+    second = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "(0 new)" in second
+    assert re.sub(r"done in \d+ s", "", second) == re.sub(
+        r"done in \d+ s", "", first).replace("(45 new)", "(0 new)")
+    again = pd.read_parquet(spec.directory / "results.parquet")
+    assert list(again["run_id"]) == list(table["run_id"])  # no row was recomputed
+    assert {p: p.stat().st_mtime_ns for p in encoders} == stamps  # no encoder retrained
