@@ -411,6 +411,18 @@ class DatasetSpec(Spec):
 # Encoders, pre-training, evaluation
 # --------------------------------------------------------------------------------------------
 
+#: Augmentation pipelines of ``raysweep.augment`` (named here so that specs validate without
+#: importing kornia). Two-view pipelines are for SSL; single-view ones for fine-tuning and TTA.
+TWO_VIEW_PIPELINES = ("barlow_twins", "simclr", "simclr_medical")
+AUGMENTATION_PIPELINES = TWO_VIEW_PIPELINES + ("supervised", "supervised_upright")
+
+
+def _augmentation(value: Any) -> str | None:
+    if value in AUGMENTATION_PIPELINES:
+        return None
+    return (f"unknown pipeline {value!r}{_closest(str(value), list(AUGMENTATION_PIPELINES))}; "
+            f"choose one of {', '.join(AUGMENTATION_PIPELINES)}")
+
 EncoderName = Literal["resnet18", "resnet34", "resnet50", "small_resnet"]
 
 
@@ -470,7 +482,8 @@ class PretrainSpec(Spec):
     temperature: float = spec_field(0.07, checks=(_positive,), doc="SimCLR NT-Xent temperature")
     projector: tuple[int, ...] = spec_field((8192, 8192, 8192), checks=(_non_empty,),
                                             doc="projector widths")
-    augmentation: str = spec_field("barlow_twins", doc="view pipeline (raysweep.augment)")
+    augmentation: str = spec_field("barlow_twins", checks=(_augmentation,),
+                                   doc="view pipeline (raysweep.augment)")
     strength: float = spec_field(1.0, checks=(_between(0.0, 2.0),), doc="augmentation strength")
     seed: int = spec_field(0, checks=(_non_negative,), doc="training seed")
     num_workers: int = spec_field(1, checks=(_positive,), doc="DDP workers")
@@ -523,7 +536,8 @@ class EvaluationSpec(Spec):
     max_momentum: float = spec_field(0.95, checks=(_between(0.0, 1.0),), doc="Adam beta1 max")
     base_momentum: float = spec_field(0.85, checks=(_between(0.0, 1.0),), doc="Adam beta1 min")
     weight_decay: float = spec_field(0.0, checks=(_non_negative,), doc="(code: 0)")
-    augmentation: str = spec_field("supervised", doc="training and TTA pipeline")
+    augmentation: str = spec_field("supervised", checks=(_augmentation,),
+                                   doc="training and TTA pipeline (supervised_upright: no flips)")
     strength: float = spec_field(1.0, checks=(_between(0.0, 2.0),), doc="augmentation strength")
     tta_views: int = spec_field(3, checks=(_non_negative,), doc="TTA views (0 = no TTA)")
     seed_scope: Literal["head", "all"] = spec_field(

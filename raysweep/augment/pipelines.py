@@ -29,6 +29,9 @@ histogram equalisation of the luma with p 0.5, then sharpness with a factor from
 (0.75, 1.33); rotation by an angle from U(0, 45) degrees (every image); horizontal and vertical
 flips, p 0.5 each (skin images have no canonical orientation; fastai's ``flip_vert``).
 
+``supervised_upright``: ``supervised`` without the flips, for images with a canonical
+orientation (chest X-rays, handwritten digits), where a mirrored image is another image.
+
 ``center_dropout=True`` inserts the watermark cutout (:class:`RandomCenterDropout`, p 0.33)
 right after the crop, as the paper does when DermNet is in the data.
 
@@ -61,6 +64,8 @@ import torch
 from torch import nn
 
 from raysweep.augment.ops import RandomCenterDropout, RandomLumaEqualize
+from raysweep.config import AUGMENTATION_PIPELINES, TWO_VIEW_PIPELINES
+from raysweep.errors import SpecError
 
 __all__ = [
     "MAX_STRENGTH",
@@ -75,8 +80,9 @@ __all__ = [
 ]
 
 MAX_STRENGTH = 2.0
-PIPELINES = ("barlow_twins", "simclr", "simclr_medical", "supervised")
-VIEWS = ("barlow_twins", "simclr", "simclr_medical")
+PIPELINES = AUGMENTATION_PIPELINES
+VIEWS = TWO_VIEW_PIPELINES
+SINGLE_VIEW = tuple(name for name in PIPELINES if name not in ("barlow_twins",))
 
 
 def scaled_probability(p: float, strength: float) -> float:
@@ -256,17 +262,19 @@ def _simclr(image_size: int, strength: float, center_dropout: bool, medical: boo
     return b.build("simclr_medical" if medical else "simclr")
 
 
-def _supervised(image_size: int, strength: float, center_dropout: bool) -> Pipeline:
+def _supervised(image_size: int, strength: float, center_dropout: bool,
+                flips: bool = True) -> Pipeline:
     b = _Builder(image_size, strength, center_dropout)
     b.crop(0.7, ratio=(0.75, 1.33))
     b.rotation(45.0)
-    b.flip(vertical=True)
-    return b.build("supervised")
+    if flips:
+        b.flip(vertical=True)
+    return b.build("supervised" if flips else "supervised_upright")
 
 
 def _check_args(name: str, names: tuple[str, ...], image_size: int, strength: float) -> None:
     if name not in names:
-        raise ValueError(f"unknown augmentation pipeline {name!r}; choose one of {names}")
+        raise SpecError(f"unknown augmentation pipeline {name!r}; choose one of {names}")
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
     if not 0.0 <= strength <= MAX_STRENGTH:
@@ -281,9 +289,9 @@ def build_pipeline(
     if name in ("barlow_twins/view1", "barlow_twins/view2"):
         _check_args("barlow_twins", PIPELINES, image_size, strength)
         return _barlow_twins_view(int(name[-1]), image_size, strength, center_dropout)
-    _check_args(name, ("simclr", "simclr_medical", "supervised"), image_size, strength)
-    if name == "supervised":
-        return _supervised(image_size, strength, center_dropout)
+    _check_args(name, SINGLE_VIEW, image_size, strength)
+    if name in ("supervised", "supervised_upright"):
+        return _supervised(image_size, strength, center_dropout, flips=name == "supervised")
     return _simclr(image_size, strength, center_dropout, medical=name == "simclr_medical")
 
 

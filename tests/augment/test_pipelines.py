@@ -11,6 +11,7 @@ from kornia.color import rgb_to_ycbcr
 
 from raysweep.augment import (
     PIPELINES,
+    VIEWS,
     RandomCenterDropout,
     RandomLumaEqualize,
     build_pipeline,
@@ -180,7 +181,7 @@ def test_measured_grayscale_frequency_grows_with_strength(images: torch.Tensor) 
 @pytest.mark.parametrize("name", PIPELINES)
 def test_same_seed_same_views_and_global_rng_untouched(name: str) -> None:
     x = torch.rand(1, 3, 20, 20, generator=_gen(8)).expand(16, -1, -1, -1)
-    make = build_views if name != "supervised" else build_pipeline
+    make = build_views if name in VIEWS else build_pipeline
     aug = make(name, image_size=SIZE)
     torch.manual_seed(123)
     state = torch.get_rng_state()
@@ -211,3 +212,20 @@ def test_bad_input_is_a_clear_error() -> None:
         build_pipeline("autoaugment", image_size=SIZE)
     with pytest.raises(ValueError, match="unknown augmentation pipeline 'supervised'"):
         build_views("supervised", image_size=SIZE)
+
+
+def test_upright_pipeline_never_flips() -> None:
+    # An asymmetric image (bright left column): with crops and rotations up to 45 degrees the
+    # bright mass stays on the left half in every view unless the image was mirrored.
+    x = torch.zeros(400, 3, SIZE, SIZE)
+    x[:, :, 4:-4, : SIZE // 4] = 1.0
+    def left_share(views: torch.Tensor) -> torch.Tensor:
+        half = views.shape[-1] // 2
+        total = views.sum(dim=(1, 2, 3))
+        visible = total > 1.0  # a crop may miss the bright column altogether
+        return (views[..., :half].sum(dim=(1, 2, 3)) / total.clamp_min(1e-6))[visible]
+    upright = build_pipeline("supervised_upright", image_size=SIZE)(x, generator=_gen(3))
+    flipping = build_pipeline("supervised", image_size=SIZE)(x, generator=_gen(3))
+    assert len(left_share(upright)) > 300 and (left_share(upright) > 0.5).all()
+    mirrored = (left_share(flipping) < 0.5).float().mean().item()
+    assert 0.35 < mirrored < 0.65  # horizontal flip p 0.5 (vertical flips keep left-right)
