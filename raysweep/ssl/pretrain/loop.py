@@ -23,7 +23,7 @@ so that "every tensor outside ``layer4[-1]`` is unchanged" holds under SSL_p.)
 Distribution (DDP over ``W`` ranks): every global batch of ``batch_size`` images is split into
 ``W`` contiguous slices (:mod:`raysweep.ssl.pretrain.sharding`); with ``W > 1`` every BatchNorm
 of the model spans the global batch (``nn.SyncBatchNorm`` on GPUs,
-:class:`~raysweep.ssl.pretrain.global_bn.GlobalBatchNorm` on CPUs), and the losses reduce across
+:class:`~raysweep.distributed.GlobalBatchNorm` on CPUs), and the losses reduce across
 ranks with autograd-aware collectives, so one step on W workers equals one step of one worker on
 the same global batch. Gradient accumulation splits each rank's slice into
 ``grad_accum_steps`` micro-batches; the SSL losses are then computed per micro-batch (their
@@ -52,19 +52,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from raysweep.artefacts import atomic_write_text, provenance, to_jsonable
 from raysweep.config import PretrainSpec, from_dict
-from raysweep.distributed import all_reduce_sum, get_rank, get_world_size
+from raysweep.distributed import (
+    all_reduce_sum,
+    broadcast_float,
+    convert_to_global_batchnorm,
+    get_rank,
+    get_world_size,
+)
 from raysweep.errors import DataError, SpecError
 from raysweep.seeding import derive_seed, torch_generator
 from raysweep.ssl.losses import barlow_twins_terms, l21_norm, nt_xent_loss
 from raysweep.ssl.pretrain import checkpoint as ckpt
-from raysweep.ssl.pretrain.global_bn import convert_to_global_batchnorm
 from raysweep.ssl.pretrain.hooks import WorkerHooks
 from raysweep.ssl.pretrain.sharding import epoch_order, local_batch, steps_per_epoch
 
@@ -344,15 +348,6 @@ def _wrap(net: PretrainNet, device: torch.device, world_size: int) -> nn.Module:
         forward_sync_buffers=False)  # BN statistics are global: buffers agree on every rank
 
 
-def _broadcast_float(value: float, device: torch.device) -> float:
-    """Rank 0's ``value`` on every rank."""
-    if get_world_size() == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.broadcast(tensor, src=0)
-    return float(tensor.item())
-
-
 def find_lr_max(ctx: StepContext, params: list[nn.Parameter], steps: int) -> dict[str, Any]:
     """LR range test (fastai's exponential sweep and "valley" suggestion, via
     :func:`raysweep.optim.lr_range_test`) on the trainable parameters, from a copy of the state
@@ -384,7 +379,7 @@ def find_lr_max(ctx: StepContext, params: list[nn.Parameter], steps: int) -> dic
                            iters=spec.lr_finder_iters)
     with torch.no_grad():
         ctx.net.load_state_dict(saved)
-    suggestion = _broadcast_float(float(result.suggestion), ctx.device)
+    suggestion = broadcast_float(float(result.suggestion), ctx.device)
     return {"lrs": [float(v) for v in result.lrs], "losses": [float(v) for v in result.losses],
             "suggestion": suggestion}
 

@@ -28,9 +28,9 @@ import torch
 
 from raysweep.artefacts import to_jsonable
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, from_dict, to_dict
+from raysweep.distributed import GlobalBatchNorm, convert_to_global_batchnorm
 from raysweep.errors import DataError, WeightsError
 from raysweep.ssl.pretrain import checkpoint as ckpt
-from raysweep.ssl.pretrain.global_bn import GlobalBatchNorm, convert_to_global_batchnorm
 from raysweep.ssl.pretrain.hooks import LocalHooks
 from raysweep.ssl.pretrain.loop import TrainingData, build_net, pretrain_worker
 from raysweep.ssl.pretrain.sharding import epoch_order, local_batch
