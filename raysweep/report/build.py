@@ -129,15 +129,20 @@ def write_report(
 # --------------------------------------------------------------------------- sections
 
 
+def _rows_of_family(frame: pd.DataFrame, key: dict) -> pd.DataFrame:
+    """The rows of ``frame`` whose family columns equal ``key`` (``{column: value}``)."""
+    mask = pd.Series(True, index=frame.index)
+    for column, value in key.items():
+        mask &= frame[column] == value
+    return frame[mask].reset_index(drop=True)
+
+
 def _summary_section(results: pd.DataFrame, settings: ReportSettings) -> Section:
     summary = summary_table(results, settings.metrics, settings.family_by)
     keys = condition_keys(results)
     blocks = []
     for label, key, _ in iter_families(results, settings.family_by):
-        mask = pd.Series(True, index=summary.index)
-        for column, value in key.items():
-            mask &= summary[column] == value
-        part = summary[mask].reset_index(drop=True)
+        part = _rows_of_family(summary, key)
         metrics = " and ".join(metric_label(m) for m in settings.metrics)
         blocks.append(Table(
             slug=f"summary-{slugify(label)}",
@@ -172,10 +177,7 @@ def _per_class_section(results: pd.DataFrame, settings: ReportSettings) -> list[
         return []
     blocks = []
     for label, key, _ in iter_families(results, settings.family_by):
-        mask = pd.Series(True, index=per_class.index)
-        for column, value in key.items():
-            mask &= per_class[column] == value
-        part = per_class[mask].reset_index(drop=True)
+        part = _rows_of_family(per_class, key)
         blocks.append(Table(
             slug=f"per-class-f1-{slugify(label)}",
             title=f"Per-class F1 — {label}",
