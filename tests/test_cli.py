@@ -60,3 +60,17 @@ def test_augment_preview_of_unknown_source_exits_2(tmp_path: Path, capsys):
                  str(tmp_path / "nothing.txt"), "--out", str(tmp_path / "v.png")]) == 2
     assert "cannot read" in capsys.readouterr().err
     assert not (tmp_path / "v.png").exists()
+
+
+def test_run_dry_run_prints_the_plan_and_runs_nothing(tmp_path: Path, capsys):
+    spec = Path(__file__).resolve().parents[1] / "search_spaces" / "paper_isic.yaml"
+    data = yaml.safe_load(spec.read_text())
+    data["storage"] = str(tmp_path / "runs")
+    copy = tmp_path / "paper_isic.yaml"
+    copy.write_text(yaml.safe_dump(data))
+    assert main(["run", str(copy), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "stage pretrain: 8 Ray Train runs" in out
+    assert "stage evaluate: 465 Tune trials, 805 result rows" in out
+    assert "SSL-I-SSL_p" in out and "random-160" in out
+    assert not (tmp_path / "runs").exists()
