@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -155,7 +155,9 @@ def make_row(*, protocol: str, seed: int, settings: EvaluationSpec, metrics: dic
 
 def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec, seed: int,
          class_names: Sequence[str], augment: Augment | None, device: Any, progress: bool,
-         protocol: str, return_probabilities: bool = False) -> Any:
+         protocol: str, return_probabilities: bool = False,
+         resume: Mapping[str, Any] | None = None,
+         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Any:
     start = time.perf_counter()
     dev = resolve_device(device)
     pair = prepare_pair(train, test, class_names, dev)
@@ -195,12 +197,13 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
             p.requires_grad_(True)
         trainable += _bn_parameters(encoder)
     optimizer = _adam(trainable, settings.head_lr, settings.weight_decay)
-    batches = training_batches(pair, settings.batch_size, streams.data_order(),
-                               streams.train_aug(), augment)
+    order, aug_generator = streams.data_order(), streams.train_aug()
+    batches = training_batches(pair, settings.batch_size, order, aug_generator, augment)
     epochs_bar = tqdm(total=settings.head_epochs + settings.epochs, disable=not progress,
                       desc=f"{protocol} seed {seed}", unit="epoch")
-    for _ in range(settings.head_epochs * steps):
-        train_step(optimizer, *next(batches))
+    if resume is None:
+        for _ in range(settings.head_epochs * steps):
+            train_step(optimizer, *next(batches))
     epochs_bar.update(settings.head_epochs)
 
     # --- 3: unfreeze (fine-tuning) ------------------------------------------------------
@@ -212,7 +215,13 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
 
     # --- 4: LR finder ---------------------------------------------------------------------
     finder: LRFinderResult | None = None
-    if settings.lr_max is None:
+    if resume is not None:
+        saved = resume["finder"]
+        finder = None if not saved else LRFinderResult(
+            lrs=tuple(saved["lrs"]), losses=tuple(saved["losses"]),
+            suggestion=float(saved["suggestion"]))
+        lr_max = float(resume["lr_max"])
+    elif settings.lr_max is None:
         saved_model = copy.deepcopy(model.state_dict())
         saved_optimizer = copy.deepcopy(optimizer.state_dict())
         finder_batches = training_batches(pair, settings.batch_size, *streams.lr_finder(),
@@ -237,11 +246,31 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
         pct_start=settings.pct_start, div=settings.div_factor,
         div_final=settings.final_div_factor, max_momentum=settings.max_momentum,
         base_momentum=settings.base_momentum)
-    for _ in range(settings.epochs):
+    first_epoch = 0
+    if resume is not None:
+        # Every generator sits at an epoch boundary in a checkpoint, so restoring the states of
+        # model, optimiser, schedule and both random streams continues the run bit for bit.
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        order.set_state(resume["data_order_rng"])
+        aug_generator.set_state(resume["train_aug_rng"])
+        first_epoch = int(resume["epoch"])
+        epochs_bar.update(first_epoch)
+    for epoch in range(first_epoch, settings.epochs):
         for _ in range(steps):
             train_step(optimizer, *next(batches))
             scheduler.step()
         epochs_bar.update(1)
+        if on_epoch is not None:
+            on_epoch(copy.deepcopy({  # a snapshot: state dicts alias the live tensors
+                      "epoch": epoch + 1, "model": model.state_dict(),
+                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                      "data_order_rng": order.get_state(), "train_aug_rng": aug_generator.get_state(),
+                      "lr_max": lr_max,
+                      "finder": None if finder is None else {
+                          "lrs": list(finder.lrs), "losses": list(finder.losses),
+                          "suggestion": finder.suggestion}}))
     epochs_bar.close()
     trained = time.perf_counter()
 
@@ -262,7 +291,9 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
 
 def finetune(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,
              seed: int, class_names: Sequence[str], augment: Augment | None = None,
-             device: Any = "cpu", progress: bool = False) -> dict[str, Any]:
+             device: Any = "cpu", progress: bool = False,
+             on_epoch: Callable[[dict[str, Any]], None] | None = None,
+             resume: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fine-tune a copy of ``encoder`` with a new head and return the results row.
 
     Args:
@@ -275,11 +306,17 @@ def finetune(encoder: nn.Module, train: Split, test: Split, *, settings: Evaluat
         augment: ``augment(x, generator=g) -> x`` (default: ``settings.augmentation``).
         device: ``cpu``, ``cuda``, ``auto``.
         progress: a tqdm bar over epochs.
+        on_epoch: called after every 1cycle epoch with the run's state (model, optimiser and
+            schedule state dicts, both random streams, lr_max and the LR-finder curve: tensors
+            and plain values only, so it saves and loads with ``weights_only=True``).
+        resume: such a state: the run continues after its epoch, skipping the head epoch and
+            the LR finder, and ends with the same row as an uninterrupted run.
 
     Bit-reproducible on CPU from ``(settings, seed)``.
     """
     return _run(encoder, train, test, settings=settings, seed=seed, class_names=class_names,
-                augment=augment, device=device, progress=progress, protocol="finetune")
+                augment=augment, device=device, progress=progress, protocol="finetune",
+                on_epoch=on_epoch, resume=resume)
 
 
 def probe_single(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,

@@ -14,8 +14,11 @@ ones restarted), and a finished trial is never trained again even if Tune's own 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +62,13 @@ def condition_keys(spec: ExperimentSpec, cond: EncoderCondition) -> dict[str, st
 
 
 def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str = "cpu",
-                        progress: bool = False) -> list[dict[str, Any]]:
+                        progress: bool = False, on_epoch: Callable[[dict], None] | None = None,
+                        resume: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Run one trial's missing seeds, writing each row as soon as it exists; return all rows
-    of the trial (cached and new), in seed order."""
+    of the trial (cached and new), in seed order.
+
+    A fine-tuning trial (one seed) hands ``on_epoch`` / ``resume`` to
+    :func:`raysweep.evaluate.finetune`: its epoch checkpoints and the state to continue from."""
     from raysweep.data import load_dataset
     from raysweep.evaluate import finetune, probe
     from raysweep.models import build_encoder
@@ -93,7 +100,9 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
             for seed in todo:
                 rows.append(finetune(fresh_encoder(), train, test, settings=settings,
                                      seed=seed, class_names=dataset.classes, device=device,
-                                     progress=progress))
+                                     progress=progress, on_epoch=on_epoch,
+                                     resume=resume if len(todo) == 1 else None))
+                rows[-1]["resumed_from_epoch"] = int(resume["epoch"]) if resume and len(todo) == 1 else 0
                 _store_row(store, rows[-1], common, trial.protocol)
         for row in rows:
             if not store.has(RowKey(trial.condition, trial.protocol, int(row["seed"]))):
@@ -123,15 +132,42 @@ def trial_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
     return summary
 
 
+#: Minimum seconds between two epoch checkpoints of a fine-tuning trial (a ResNet-50 with its
+#: Adam state is ~300 MB: checkpoint long trials, not the short ones).
+CHECKPOINT_INTERVAL_S = float(os.environ.get("RAYSWEEP_CHECKPOINT_INTERVAL_S", "120"))
+STATE_FILE = "finetune_state.pt"
+
+
 def evaluation_trainable(config: dict[str, Any], spec: ExperimentSpec) -> None:
-    """Tune function trainable: one evaluation trial (``config["trial"]``)."""
+    """Tune function trainable: one evaluation trial (``config["trial"]``).
+
+    A fine-tuning trial checkpoints its state at epoch ends (at most every
+    :data:`CHECKPOINT_INTERVAL_S`); when Tune restores an interrupted trial it continues from
+    its newest checkpoint, to the same row an uninterrupted run gives."""
     import ray.tune  # --- Ray: the trainable's only Tune calls are below ---
     import torch
 
     trial = EvalTrial(**config["trial"])
     gpu_ids = ray.get_gpu_ids()
     device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
-    rows = evaluate_trial_rows(spec, trial, device=device)
+    resume = None
+    checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume = torch.load(Path(directory) / STATE_FILE, weights_only=True)
+    last = time.monotonic()
+
+    def on_epoch(state: dict[str, Any]) -> None:
+        nonlocal last
+        if time.monotonic() - last < CHECKPOINT_INTERVAL_S:
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(state, Path(directory) / STATE_FILE)
+            ray.tune.report({"epoch": state["epoch"]},
+                            checkpoint=ray.tune.Checkpoint.from_directory(directory))
+        last = time.monotonic()
+
+    rows = evaluate_trial_rows(spec, trial, device=device, on_epoch=on_epoch, resume=resume)
     ray.tune.report(trial_summary(rows))
 
 
@@ -167,5 +203,6 @@ def build_tuner(spec: ExperimentSpec):
                                         **t.config["trial"]).trial_name,
                                     trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
         run_config=tune.RunConfig(name=name, storage_path=storage,
-                                  failure_config=tune.FailureConfig(max_failures=2)),
+                                  failure_config=tune.FailureConfig(max_failures=2),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )

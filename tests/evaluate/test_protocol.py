@@ -119,3 +119,18 @@ def test_encoder_output_size_mismatch_names_both_sizes(breast, augment) -> None:
     liar.output_dim = 512
     with pytest.raises(WeightsError, match=r"shape \(2, 128\).*output_dim .* is 512"):
         probe(liar, *breast, settings=TINY, seeds=[0, 1], class_names=CLASSES, augment=augment)
+
+
+def test_finetune_resumed_from_an_epoch_checkpoint_equals_the_uninterrupted_run(
+        breast, encoder, augment, tmp_path: Path) -> None:
+    settings = TINY.replace(epochs=3)
+    states: list[dict] = []
+    whole = finetune(encoder, *breast, settings=settings, seed=5, class_names=CLASSES,
+                     augment=augment, on_epoch=states.append)
+    assert [s["epoch"] for s in states] == [1, 2, 3]
+    # Through a file, as a Tune checkpoint would carry it (weights_only loading).
+    torch.save(states[0], tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    resumed = finetune(encoder, *breast, settings=settings, seed=5, class_names=CLASSES,
+                       augment=augment, resume=state)
+    assert without_timings(resumed) == without_timings(whole)

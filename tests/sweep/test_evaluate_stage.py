@@ -54,11 +54,14 @@ def test_evaluate_stage_fills_the_table_once(ray_session, tmp_path: Path, monkey
     assert dict(zip(again["run_id"], again["seed"], strict=True)) == first_ids
 
 
-def test_killed_sweep_resumes_without_retraining(tmp_path: Path):
+def test_killed_sweep_resumes_without_retraining(tmp_path: Path, monkeypatch):
+    data = evaluate_only_spec(tmp_path / "runs", seeds=4, protocols=["finetune"])
+    data["evaluate"]["settings"]["epochs"] = 3
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(evaluate_only_spec(tmp_path / "runs", seeds=4,
-                                                           protocols=["finetune"])))
-    env = {**os.environ, "RAYSWEEP_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    spec_file.write_text(yaml.safe_dump(data))
+    # Checkpoint every epoch, so that a trial cut by the kill resumes mid-way.
+    env = {**os.environ, "RAYSWEEP_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "RAYSWEEP_CHECKPOINT_INTERVAL_S": "0"}
     command = [sys.executable, "-m", "raysweep.cli", "run", str(spec_file)]
     store = ResultsStore(tmp_path / "runs" / "evalonly")
 
@@ -84,3 +87,16 @@ def test_killed_sweep_resumes_without_retraining(tmp_path: Path):
     table = pd.read_parquet(store.parquet_path)
     assert len(table) == 8 and not table.duplicated(["condition", "protocol", "seed"]).any()
     assert "results: " in rerun.stdout
+    # Whether a trial ran whole, restarted, or resumed from an epoch checkpoint, its row is the
+    # row of an uninterrupted run (CPU runs are bit-reproducible from (spec, seed)).
+    from raysweep.sweep.evaluate_stage import evaluate_trial_rows
+    from raysweep.sweep.plan import EvalTrial
+
+    data["storage"] = str(tmp_path / "reference")
+    reference = spec_from_data(data)
+    monkeypatch.setenv("RAYSWEEP_CACHE", env["RAYSWEEP_CACHE"])
+    for row in rows:
+        [expected] = evaluate_trial_rows(
+            reference, EvalTrial(row["condition"], "finetune", (row["seed"],)))
+        for metric in ("accuracy", "f1_weighted", "lr_max", "confusion_matrix", "lr_finder"):
+            assert row[metric] == expected[metric], (row["condition"], row["seed"], metric)
