@@ -152,7 +152,13 @@ def run_pretrain(
     if is_finished(run_dir):
         return _result(run_dir, skipped=True)
 
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # RAY
+    from ray.train import (  # RAY
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchConfig, TorchTrainer  # RAY
 
     gpu = use_gpu if use_gpu is not None else spec.use_gpu
@@ -178,6 +184,9 @@ def run_pretrain(
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
+            # Per-epoch "checkpoint created" INFO lines would drown the progress output.
+            logging_config=LoggingConfig(
+                log_level=os.environ.get("RAYSWEEP_RAY_LOG_LEVEL", "WARNING")),
         ),
     )
     started = time.time()
