@@ -425,6 +425,13 @@ def _augmentation(value: Any) -> str | None:
 
 EncoderName = Literal["resnet18", "resnet34", "resnet50", "small_resnet"]
 
+PRETRAIN_PREFIX = "pretrain:"
+
+
+def pretrain_reference(weights: str) -> str | None:
+    """The run name in a ``pretrain:NAME`` weight source, else None."""
+    return weights[len(PRETRAIN_PREFIX):] if weights.startswith(PRETRAIN_PREFIX) else None
+
 
 @dataclass(frozen=True)
 class EncoderSpec(Spec):
@@ -718,10 +725,15 @@ class ExperimentSpec(Spec):
                 referenced.append((("evaluate", "encoders", f"[{e_index}]", "encoder", "weights"),
                                    cond.encoder.weights))
         for path, weights in referenced:
-            if weights.startswith("pretrain:") and weights[len("pretrain:"):] not in names:
-                target = weights[len("pretrain:"):]
+            target = pretrain_reference(weights)
+            if target is not None and target not in names:
                 raise _FieldError(path, f"no pretrain run named {target!r}"
                                         f"{_closest(target, names)}")
+
+    def pretrain_parent(self, weights: str) -> PretrainSpec | None:
+        """The pretrain run whose output ``weights`` (``pretrain:NAME``) refers to, else None."""
+        target = pretrain_reference(weights)
+        return None if target is None else next(r for r in self.pretrain if r.name == target)
 
     @property
     def directory(self) -> Path:

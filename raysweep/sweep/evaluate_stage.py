@@ -42,23 +42,18 @@ def condition_by_name(spec: ExperimentSpec, name: str) -> EncoderCondition:
 
 def resolved_weights(spec: ExperimentSpec, weights: str) -> str:
     """``pretrain:NAME`` -> ``file:<the run's encoder.pt>``; other sources unchanged."""
-    if not weights.startswith("pretrain:"):
+    run = spec.pretrain_parent(weights)
+    if run is None:
         return weights
     from raysweep.sweep.pretrain_stage import pretrain_encoder_path
 
-    run = next(r for r in spec.pretrain if r.name == weights[len("pretrain:"):])
     return f"file:{pretrain_encoder_path(spec, run)}"
 
 
 def condition_keys(spec: ExperimentSpec, cond: EncoderCondition) -> dict[str, str]:
     """The condition's columns: its own keys over those of the pretrain run it evaluates."""
-    keys: dict[str, str] = {}
-    weights = cond.encoder.weights
-    if weights.startswith("pretrain:"):
-        run = next(r for r in spec.pretrain if r.name == weights[len("pretrain:"):])
-        keys.update(run.keys)
-    keys.update(cond.keys)
-    return keys
+    run = spec.pretrain_parent(cond.encoder.weights)
+    return {**(run.keys if run is not None else {}), **cond.keys}
 
 
 def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str = "cpu",
@@ -93,19 +88,17 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
                   "encoder_source": cond.encoder.weights, **condition_keys(spec, cond),
                   "spec_hash": stable_hash(spec), **_provenance_columns()}
         if trial.protocol == "probe":
-            rows = probe(fresh_encoder(), train, test, settings=settings, seeds=todo,
-                         class_names=dataset.classes, device=device)
+            for row in probe(fresh_encoder(), train, test, settings=settings, seeds=todo,
+                             class_names=dataset.classes, device=device):
+                _store_row(store, row, common, trial.protocol)
         else:
-            rows = []
-            for seed in todo:
-                rows.append(finetune(fresh_encoder(), train, test, settings=settings,
-                                     seed=seed, class_names=dataset.classes, device=device,
-                                     progress=progress, on_epoch=on_epoch,
-                                     resume=resume if len(todo) == 1 else None))
-                rows[-1]["resumed_from_epoch"] = int(resume["epoch"]) if resume and len(todo) == 1 else 0
-                _store_row(store, rows[-1], common, trial.protocol)
-        for row in rows:
-            if not store.has(RowKey(trial.condition, trial.protocol, int(row["seed"]))):
+            # Only a single-seed trial has a state to resume (the plan makes those).
+            resume = resume if len(todo) == 1 else None
+            for seed in todo:  # each row is stored as soon as its seed is done
+                row = finetune(fresh_encoder(), train, test, settings=settings, seed=seed,
+                               class_names=dataset.classes, device=device, progress=progress,
+                               on_epoch=on_epoch, resume=resume)
+                row["resumed_from_epoch"] = int(resume["epoch"]) if resume else 0
                 _store_row(store, row, common, trial.protocol)
     return [store.read(key) for key in keys]
 

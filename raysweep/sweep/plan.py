@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from raysweep.config import EncoderCondition, EvaluationSpec, ExperimentSpec, PretrainSpec
+from raysweep.config import (
+    EncoderCondition,
+    EvaluationSpec,
+    ExperimentSpec,
+    PretrainSpec,
+    pretrain_reference,
+)
 from raysweep.errors import SpecError
 from raysweep.sweep.resources import (
     ClusterResources,
@@ -104,8 +110,7 @@ def pretrain_waves(runs: tuple[PretrainSpec, ...]) -> tuple[tuple[PretrainSpec, 
             cycle = " -> ".join(stack + (name,))
             raise SpecError(f"pretrain runs depend on each other in a cycle: {cycle}")
         if name not in depth:
-            weights = by_name[name].encoder.weights
-            parent = weights[len("pretrain:"):] if weights.startswith("pretrain:") else None
+            parent = pretrain_reference(by_name[name].encoder.weights)
             depth[name] = 0 if parent is None else visit(parent, stack + (name,)) + 1
         return depth[name]
 

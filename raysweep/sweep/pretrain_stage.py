@@ -18,10 +18,9 @@ from raysweep.sweep.plan import make_plan
 
 def resolved_run(spec: ExperimentSpec, run: PretrainSpec) -> PretrainSpec:
     """``run`` with ``pretrain:NAME`` initial weights replaced by ``file:<NAME's encoder.pt>``."""
-    weights = run.encoder.weights
-    if not weights.startswith("pretrain:"):
+    parent = spec.pretrain_parent(run.encoder.weights)
+    if parent is None:
         return run
-    parent = next(r for r in spec.pretrain if r.name == weights[len("pretrain:"):])
     return run.replace(**{"encoder.weights": f"file:{pretrain_encoder_path(spec, parent)}"})
 
 

@@ -12,6 +12,7 @@ again. :meth:`ResultsStore.consolidate` gathers every row into ``results.parquet
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -85,8 +86,6 @@ class ResultsStore:
     def consolidate(self) -> pd.DataFrame:
         """Write ``results.parquet`` and ``results.csv`` from every row; return the table."""
         frame = self.table()
-        import io
-
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
         atomic_write_bytes(self.parquet_path, buffer.getvalue())
