@@ -52,6 +52,7 @@ __all__ = [
     "hub_checkpoint_path",
     "load_encoder_weights",
     "resolve_weights",
+    "weights_file",
 ]
 
 StateDict = dict[str, torch.Tensor]
@@ -137,7 +138,8 @@ def _random(argument: str, arch: str, spec: str) -> StateDict | None:
     return None
 
 
-def _torchvision(argument: str, arch: str, spec: str) -> StateDict:
+def _torchvision_file(argument: str, arch: str, spec: str) -> tuple[Path, str]:
+    """(hub cache path, download url) of a torchvision weights enum member."""
     try:
         enum = get_model_weights(arch)
     except ValueError as exc:
@@ -146,7 +148,11 @@ def _torchvision(argument: str, arch: str, spec: str) -> StateDict:
     if argument not in names:
         raise WeightsError(f"weights {spec!r}: {arch} has torchvision weights {names}, not {argument!r}")
     url = enum[argument].url
-    path = hub_checkpoint_path(os.path.basename(urlparse(url).path))
+    return hub_checkpoint_path(os.path.basename(urlparse(url).path)), url
+
+
+def _torchvision(argument: str, arch: str, spec: str) -> StateDict:
+    path, url = _torchvision_file(argument, arch, spec)
     return extract_state_dict(_read(path, spec, url), spec)
 
 
@@ -188,6 +194,22 @@ def resolve_weights(spec: str, arch: str) -> StateDict | None:
             "torchvision:IMAGENET1K_V2, barlowtwins, vicreg, file:PATH"
         )
     return WEIGHT_SOURCES[kind](argument, arch, spec)
+
+
+def weights_file(spec: str, arch: str) -> Path | None:
+    """The file that weights ``spec`` are read from for ``arch`` (None for ``random``), whether
+    or not it exists: what identifies the weights by content (its bytes' digest)."""
+    kind, _, argument = spec.partition(":")
+    if kind == "random":
+        return None
+    if kind == "torchvision":
+        return _torchvision_file(argument, arch, spec)[0]
+    if kind in HUB_MODELS:
+        return hub_checkpoint_path(HUB_MODELS[kind][1])
+    if kind == "file" and argument:
+        return Path(argument).expanduser()
+    resolve_weights(spec, arch)  # raises the one-line error of an unknown or malformed spec
+    return None
 
 
 def load_encoder_weights(encoder: nn.Module, state: StateDict, spec: str) -> LoadReport:

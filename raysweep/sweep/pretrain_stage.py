@@ -3,8 +3,9 @@
 Runs of one wave are independent and run at once, as many as the cluster's resources allow
 (each is its own Ray Train ``TorchTrainer``; DDP workers get whole GPUs). A run that further
 pre-trains another run's output (``pretrain:NAME``) is in a later wave and starts from that
-run's ``encoder.pt``, referenced as ``file:PATH`` so that its own result hash covers the parent's
-bytes. Finished runs are skipped by the pre-training driver itself.
+run's ``encoder.pt``, referenced as ``file:PATH``; its own result hash covers the parent's bytes,
+not that path, so a copied experiment directory finds its runs again. Finished runs are skipped
+by the pre-training driver itself.
 """
 
 from __future__ import annotations
@@ -16,25 +17,31 @@ from raysweep.config import ExperimentSpec, PretrainSpec
 from raysweep.sweep.plan import make_plan
 
 
-def resolved_run(spec: ExperimentSpec, run: PretrainSpec) -> PretrainSpec:
+def resolved_run(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: bool = True
+                 ) -> PretrainSpec:
     """``run`` with ``pretrain:NAME`` initial weights replaced by ``file:<NAME's encoder.pt>``."""
     parent = spec.pretrain_parent(run.encoder.weights)
     if parent is None:
         return run
-    return run.replace(**{"encoder.weights": f"file:{pretrain_encoder_path(spec, parent)}"})
+    path = pretrain_encoder_path(spec, parent, save_digests=save_digests)
+    return run.replace(**{"encoder.weights": f"file:{path}"})
 
 
-def pretrain_run_dir(spec: ExperimentSpec, run: PretrainSpec) -> Path:
+def pretrain_run_dir(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: bool = True
+                     ) -> Path:
+    """The run directory of ``run`` (``save_digests=False``: a dry run, writes nothing)."""
     from raysweep.ssl.pretrain.run_dir import run_directory
 
-    return run_directory(resolved_run(spec, run), spec.directory)
+    return run_directory(resolved_run(spec, run, save_digests=save_digests), spec.directory,
+                         save_digests=save_digests)
 
 
-def pretrain_encoder_path(spec: ExperimentSpec, run: PretrainSpec) -> Path:
+def pretrain_encoder_path(spec: ExperimentSpec, run: PretrainSpec, *,
+                          save_digests: bool = True) -> Path:
     """Where run ``run`` of ``spec`` leaves (or left) its ``encoder.pt``."""
     from raysweep.ssl.pretrain.run_dir import ENCODER_FILE
 
-    return pretrain_run_dir(spec, run) / ENCODER_FILE
+    return pretrain_run_dir(spec, run, save_digests=save_digests) / ENCODER_FILE
 
 
 def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -> list:

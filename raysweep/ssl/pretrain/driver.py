@@ -27,6 +27,7 @@ from raysweep.artefacts import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
+    file_sha256,
     provenance,
     to_jsonable,
 )
@@ -39,8 +40,8 @@ from raysweep.ssl.pretrain.run_dir import (
     META_FILE,
     METRICS_FILE,
     is_finished,
-    result_hash,
     run_directory,
+    weights_digest,
 )
 
 __all__ = ["RAY_RUN_NAME", "PretrainResult", "cluster_has_gpus", "preflight", "run_pretrain",
@@ -113,7 +114,9 @@ def write_artefacts(spec: PretrainSpec, run_dir: Path, checkpoint_dir: Path,
     meta = {
         **provenance(spec),
         "status": "finished",
-        "result_hash": result_hash(spec),
+        "result_hash": run_dir.name.rsplit("-", 1)[-1],
+        "encoder_sha256": file_sha256(run_dir / ENCODER_FILE),
+        "initial_weights_sha256": weights_digest(spec.encoder.weights, spec.encoder.name),
         "name": spec.name,
         "keys": dict(spec.keys),
         "lr_max": state["lr_max"],
