@@ -41,9 +41,12 @@ def plan(spec: SpecLike):
 
 
 def build_tuner(spec: SpecLike):
-    """The evaluate stage's ``ray.tune.Tuner`` (restored if the stage was interrupted).
+    """A fresh ``ray.tune.Tuner`` over the evaluate stage's trials that still have rows to
+    compute (all of them the first time; only the missing ones after an interruption or a
+    change of the spec).
 
     Its pretrain runs must have finished (``pretrain(spec)``) when it evaluates their encoders.
+    Unlike :func:`run`, fitting it does not take the experiment's lock.
     """
     from raysweep.sweep.evaluate_stage import build_tuner as _build_tuner
     from raysweep.sweep.experiment import ensure_ray
@@ -61,27 +64,31 @@ def run(spec: SpecLike):
 
 def pretrain(spec: SpecLike, *, only: list[str] | None = None) -> list:
     """Run (or skip, when finished) the pretrain stage; one result per run."""
-    from raysweep.sweep.experiment import ensure_ray, record_experiment
+    from raysweep.sweep.experiment import ensure_ray, holding
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
 
     experiment = load(spec)
-    record_experiment(experiment)
-    ensure_ray()
-    return run_pretrain_stage(experiment, only=only)
+    with holding(experiment):
+        ensure_ray()
+        return run_pretrain_stage(experiment, only=only)
 
 
 def evaluate(spec: SpecLike) -> Path:
     """Run the evaluate stage and consolidate ``results.parquet``; returns its path."""
-    from raysweep.sweep.experiment import ensure_ray, record_experiment, run_evaluate_stage
+    from raysweep.sweep.experiment import (
+        consolidate_results,
+        ensure_ray,
+        holding,
+        run_evaluate_stage,
+    )
     from raysweep.sweep.results import ResultsStore
 
     experiment = load(spec)
-    record_experiment(experiment)
-    ensure_ray()
-    run_evaluate_stage(experiment)
-    store = ResultsStore(experiment.directory)
-    store.consolidate()
-    return store.parquet_path
+    with holding(experiment):
+        ensure_ray()
+        outcome = run_evaluate_stage(experiment)
+        consolidate_results(experiment, outcome.refs)
+    return ResultsStore(experiment.directory).parquet_path
 
 
 def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None,

@@ -78,7 +78,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from raysweep import api
 
     if args.dry_run:
-        print(api.plan(args.spec).describe())
+        from raysweep.sweep.experiment import stored_state
+
+        spec = api.load(args.spec)
+        print(api.plan(spec).describe())
+        print(stored_state(spec))
         return EXIT_OK
     summary = api.run(args.spec)
     print(summary.one_line())

@@ -2,18 +2,31 @@
 
 Every stage is idempotent, so running the same spec again (after a crash, a Ctrl-C or a
 resubmitted ``ray job submit``) finishes only what is missing and then prints the same paths.
+After a change of the spec, exactly the rows (and pre-training runs) it affects are computed
+again (:mod:`raysweep.sweep.identity`). One runner at a time holds the experiment
+(:mod:`raysweep.sweep.lock`); it starts by removing what killed writers left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from raysweep.artefacts import atomic_write_json, atomic_write_text, provenance
+import pandas as pd
+
+from raysweep.artefacts import (
+    atomic_write_json,
+    atomic_write_text,
+    provenance,
+    remove_stale_temporaries,
+)
 from raysweep.config import ExperimentSpec, dump_spec
-from raysweep.sweep.results import ResultsStore
+from raysweep.sweep.lock import ExperimentLock
+from raysweep.sweep.results import ResultsStore, RowRef
 
 
 @dataclass(frozen=True)
@@ -58,16 +71,83 @@ def record_experiment(spec: ExperimentSpec) -> None:
     atomic_write_json(spec.directory / "provenance.json", provenance(spec))
 
 
-def run_evaluate_stage(spec: ExperimentSpec) -> None:
-    """Fit the evaluate stage's Tuner (restored when interrupted before)."""
-    from raysweep.sweep.evaluate_stage import build_tuner
+@contextlib.contextmanager
+def holding(spec: ExperimentSpec) -> Iterator[None]:
+    """Hold the experiment's lock (one runner at a time; :class:`ExperimentLocked` otherwise),
+    clean up after killed writers, and record the spec, for the duration of a run."""
+    with ExperimentLock(spec.directory):
+        remove_stale_temporaries(spec.directory)
+        record_experiment(spec)
+        yield
+
+
+@dataclass(frozen=True)
+class EvaluateOutcome:
+    """The rows of the current spec, and how many of them this run computed."""
+
+    refs: tuple[RowRef, ...]
+    computed: int
+
+
+def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
+    """Compute the evaluate stage's missing rows with a fresh Tuner (the caller holds the
+    lock); say how many stored rows no longer match the spec."""
+    from raysweep.sweep.evaluate_stage import build_tuner, remove_old_tune_state
+    from raysweep.sweep.identity import identify_trials, planned_refs
 
     if spec.evaluate is None:
-        return
-    results = build_tuner(spec).fit()
-    errors = [r.error for r in results if r.error is not None]
-    if errors:
-        raise RuntimeError(f"{len(errors)} evaluation trial(s) failed; first: {errors[0]}")
+        return EvaluateOutcome((), 0)
+    store = ResultsStore(spec.directory)
+    trials = identify_trials(spec)
+    refs = tuple(planned_refs(trials))
+    before = store.status(refs)
+    if before.stale:
+        print(f"raysweep: {len(before.stale)} stored rows no longer match the spec (its "
+              "settings, data or encoder weights changed): computing them again; the old rows "
+              f"stay in {store.rows_dir} but are left out of the results", flush=True)
+    if before.missing:
+        remove_old_tune_state(spec)
+        results = build_tuner(spec, trials).fit()
+        errors = [r.error for r in results if r.error is not None]
+        if errors:
+            raise RuntimeError(f"{len(errors)} evaluation trial(s) failed; first: {errors[0]}")
+    return EvaluateOutcome(refs, len(before.missing) - len(store.status(refs).missing))
+
+
+def consolidate_results(spec: ExperimentSpec, refs: tuple[RowRef, ...]) -> pd.DataFrame:
+    """``results.parquet`` / ``.csv`` of the current spec's rows, labelled by the spec."""
+    from raysweep.sweep.evaluate_stage import condition_labels
+
+    labels = condition_labels(spec) if spec.evaluate is not None else {}
+    return ResultsStore(spec.directory).consolidate(refs, labels)
+
+
+def stored_state(spec: ExperimentSpec) -> str:
+    """What ``raysweep run --dry-run`` adds to the plan: how many pre-training runs have
+    finished, and how many of the spec's rows are done, stale or new. Writes nothing."""
+    from raysweep.ssl.pretrain.run_dir import is_finished
+    from raysweep.sweep.identity import identify_trials, planned_refs
+    from raysweep.sweep.plan import eval_trials
+    from raysweep.sweep.pretrain_stage import pretrain_run_dir
+    from raysweep.sweep.results import RowKey, RowStatus
+
+    lines = []
+    if spec.pretrain:
+        finished = 0
+        if (spec.directory / "pretrain").is_dir():
+            finished = sum(is_finished(pretrain_run_dir(spec, run, save_digests=False))
+                           for run in spec.pretrain)
+        lines.append(f"pretrain: {finished} of {len(spec.pretrain)} runs finished")
+    if spec.evaluate is not None:
+        store = ResultsStore(spec.directory)
+        if store.rows_dir.is_dir():
+            refs = planned_refs(identify_trials(spec, save_digests=False))
+            status = store.status(refs)
+        else:  # nothing stored: no need to fingerprint the data
+            status = RowStatus(new=tuple(RowRef(RowKey(t.condition, t.protocol, seed), None)
+                                         for t in eval_trials(spec) for seed in t.seeds))
+        lines.append(status.describe())
+    return "\n".join(lines)
 
 
 def write_experiment_report(spec: ExperimentSpec) -> Path | None:
@@ -86,14 +166,13 @@ def run_experiment(spec: ExperimentSpec) -> RunSummary:
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
 
     started = time.perf_counter()
-    record_experiment(spec)
-    store = ResultsStore(spec.directory)
-    rows_before = len(store.rows())
-    ensure_ray()
-    pretrained = run_pretrain_stage(spec)
-    run_evaluate_stage(spec)
-    table = store.consolidate()
-    report = write_experiment_report(spec) if len(table) else None
-    return RunSummary(experiment_dir=spec.directory, results=store.parquet_path, report=report,
-                      n_rows=len(table), n_new_rows=len(table) - rows_before,
+    with holding(spec):
+        ensure_ray()
+        pretrained = run_pretrain_stage(spec)
+        outcome = run_evaluate_stage(spec)
+        table = consolidate_results(spec, outcome.refs)
+        report = write_experiment_report(spec) if len(table) else None
+    return RunSummary(experiment_dir=spec.directory,
+                      results=ResultsStore(spec.directory).parquet_path, report=report,
+                      n_rows=len(table), n_new_rows=outcome.computed,
                       n_pretrain_runs=len(pretrained), seconds=time.perf_counter() - started)

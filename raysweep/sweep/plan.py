@@ -32,11 +32,13 @@ from raysweep.sweep.resources import (
 
 @dataclass(frozen=True)
 class EvalTrial:
-    """One Tune trial of the evaluate stage."""
+    """One Tune trial of the evaluate stage: a condition, a protocol and its seeds, and, once
+    identified (:func:`raysweep.sweep.identity.identify_trials`), each seed's row identity."""
 
     condition: str
     protocol: str
     seeds: tuple[int, ...]
+    row_ids: tuple[str | None, ...] = ()
 
     @property
     def trial_name(self) -> str:

@@ -1,9 +1,11 @@
 """``raysweep demo --smoke``: the paper-shaped study end to end, twice; the second run trains
-nothing and prints the same paths."""
+nothing and prints the same paths; a copy of the experiment directory elsewhere trains nothing
+either (results and pre-training runs are identified by content, not by path)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -42,3 +44,14 @@ def test_demo_smoke_twice(ray_session, tmp_path: Path, monkeypatch, capsys):
     again = pd.read_parquet(spec.directory / "results.parquet")
     assert list(again["run_id"]) == list(table["run_id"])  # no row was recomputed
     assert {p: p.stat().st_mtime_ns for p in encoders} == stamps  # no encoder retrained
+
+    # Moved to other storage (laptop to NFS, a renamed folder): nothing trains again.
+    moved = tmp_path / "moved"
+    shutil.copytree(storage, moved)
+    assert main(["demo", "--smoke", "--storage", str(moved)]) == 0
+    assert "(0 new), 4 pretrain runs" in capsys.readouterr().out.strip().splitlines()[-1]
+    moved_spec = demo_spec(smoke=True, storage=str(moved))
+    assert sorted(p.name for p in (moved_spec.directory / "pretrain").iterdir()) == sorted(
+        p.parent.name for p in encoders)
+    moved_table = pd.read_parquet(moved_spec.directory / "results.parquet")
+    assert list(moved_table["run_id"]) == list(table["run_id"])
