@@ -45,6 +45,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ from raysweep.distributed import (
     get_rank,
     get_world_size,
 )
-from raysweep.errors import DataError, SpecError
+from raysweep.errors import DataError, SpecError, WeightsError
 from raysweep.seeding import derive_seed, torch_generator
 from raysweep.ssl.losses import barlow_twins_terms, l21_norm, nt_xent_loss
 from raysweep.ssl.pretrain import checkpoint as ckpt
@@ -440,9 +441,14 @@ def _run(spec: PretrainSpec, hooks: WorkerHooks, device: torch.device, rank: int
     resumed: dict[str, Any] | None = None
     with hooks.latest_checkpoint() as directory:
         if directory is not None:
-            resumed = ckpt.load_state(directory)
+            try:
+                resumed = ckpt.load_state(directory)
+                ckpt.load_rng_state(directory, rank)
+            except WeightsError as err:  # a damaged or planted file: never trust it
+                warnings.warn(f"{err}; starting this run from its first epoch", stacklevel=1)
+                resumed = None
+        if resumed is not None:
             net.load_state_dict(resumed["net"])
-            ckpt.load_rng_state(directory, rank)
             start_epoch = int(resumed["next_epoch"])
             history = json.loads(resumed["history"])
             lr_max = resumed["lr_max"]
