@@ -80,7 +80,7 @@ def test_unknown_top_level_key():
     (("pretrain", 0, "alpha"), -1, "pretrain[0].alpha: must be >= 0"),
     (("pretrain", 0, "batch_size"), "big", "pretrain[0].batch_size: expected an integer"),
     (("pretrain", 0, "strength"), 2.5, "pretrain[0].strength: must be in [0.0, 2.0]"),
-    (("evaluate", "seeds"), 0, "evaluate.seeds: must be > 0"),
+    (("evaluate", "seeds"), 0, "evaluate.seeds: must be in [1, 10000], got 0"),
     (("evaluate", "data", "label_fraction"), 0, "evaluate.data.label_fraction: must be in (0, 1]"),
     (("evaluate", "data", "label_fraction"), 1.2, "evaluate.data.label_fraction: must be in (0, 1]"),
     (("evaluate", "settings", "tta_views"), 1.5, "evaluate.settings.tta_views: expected an integer"),
