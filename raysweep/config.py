@@ -625,8 +625,8 @@ class PretrainSpec(Spec):
         if self.batch_size % ranks:
             problems.append(_FieldError(
                 ("batch_size",), f"{self.batch_size} must be a multiple of num_workers x "
-                                 f"grad_accum_steps = {self.num_workers} x "
-                                 f"{self.grad_accum_steps} = {ranks}"))
+                                 f"grad_accum_steps = {ranks} ({self.num_workers} x "
+                                 f"{self.grad_accum_steps})"))
         if self.method == "supervised" and not any(s.labelled for s in self.data.sources):
             problems.append(_FieldError(("data", "sources"), "a supervised run needs a labelled "
                                                              "source (every source has "

@@ -45,6 +45,10 @@ class SpecProblems(Problems, SpecError):
     """Every problem of a spec file (unknown keys, types, ranges, references), one line each."""
 
 
+class DataProblems(Problems, DataError):
+    """Every problem of the data a run needs (sources, classes per split, batch size)."""
+
+
 class OutputError(RaysweepError):
     """An output place (storage root, report directory, ``--out`` file) cannot be written."""
 
