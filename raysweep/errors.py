@@ -40,6 +40,9 @@ class Problems(RaysweepError):
                 else f"{len(self.problems)} problems: " + "; ".join(self.problems))
         super().__init__(text)
 
+    def __reduce__(self):  # Ray ships errors between processes by pickling
+        return (type(self), (list(self.problems),))
+
 
 class SpecProblems(Problems, SpecError):
     """Every problem of a spec file (unknown keys, types, ranges, references), one line each."""
@@ -61,3 +64,6 @@ class TrialError(RaysweepError):
     def __init__(self, message: str, *, user_error: bool = True):
         super().__init__(message)
         self.user_error = user_error
+
+    def __reduce__(self):
+        return (type(self), (str(self),), {"user_error": self.user_error})

@@ -62,15 +62,36 @@ def test_augment_preview_of_unknown_source_exits_2(tmp_path: Path, capsys):
     assert not (tmp_path / "v.png").exists()
 
 
-def test_run_dry_run_prints_the_plan_and_runs_nothing(tmp_path: Path, capsys):
+def test_run_dry_run_prints_the_plan_and_every_missing_file(tmp_path: Path, capsys,
+                                                            monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no data, no hub weights there
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home" / ".cache" / "torch"))
     spec = Path(__file__).resolve().parents[1] / "search_spaces" / "paper_isic.yaml"
     data = yaml.safe_load(spec.read_text())
     data["storage"] = str(tmp_path / "runs")
     copy = tmp_path / "paper_isic.yaml"
     copy.write_text(yaml.safe_dump(data, sort_keys=False))  # axis order names the runs
-    assert main(["run", str(copy), "--dry-run"]) == 0
-    out = capsys.readouterr().out
+    assert main(["run", str(copy), "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    out = captured.out
     assert "stage pretrain: 8 Ray Train runs" in out
     assert "stage evaluate: 465 Tune trials, 805 result rows" in out
     assert "SSL-I-SSL_p" in out and "random-160" in out
-    assert not (tmp_path / "runs").exists()
+    # every problem at once, one line each: three manifests, one folder, two hub files
+    errors = captured.err.splitlines()
+    assert len(errors) == 6 and all(line.startswith(f"error: {copy}: ") for line in errors)
+    assert sum("manifest not found" in line for line in errors) == 3
+    assert any("barlowtwins_resnet50.pth not found" in line for line in errors)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "home").exists()
+
+
+def test_run_dry_run_of_a_runnable_spec_exits_0(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    spec = tmp_path / "ok.yaml"
+    spec.write_text(yaml.safe_dump({"name": "exp", "storage": str(tmp_path / "runs"),
+                                    "evaluate": {"data": {"sources": [{"kind": "digits"}]},
+                                                 "encoders": [{"name": "rand", "encoder": {
+                                                     "name": "small_resnet"}}]}}))
+    assert main(["run", str(spec), "--dry-run"]) == 0
+    assert "stage evaluate: 36 Tune trials" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.yaml"]

@@ -61,13 +61,13 @@ def record_experiment(spec: ExperimentSpec) -> None:
 def run_evaluate_stage(spec: ExperimentSpec) -> None:
     """Fit the evaluate stage's Tuner (restored when interrupted before)."""
     from raysweep.sweep.evaluate_stage import build_tuner
+    from raysweep.sweep.failures import evaluation_failure
 
     if spec.evaluate is None:
         return
     results = build_tuner(spec).fit()
-    errors = [r.error for r in results if r.error is not None]
-    if errors:
-        raise RuntimeError(f"{len(errors)} evaluation trial(s) failed; first: {errors[0]}")
+    if (failure := evaluation_failure(results)) is not None:
+        raise failure  # one line: the trial's error, its name and log (raysweep --debug: all)
 
 
 def write_experiment_report(spec: ExperimentSpec) -> Path | None:

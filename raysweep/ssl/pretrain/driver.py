@@ -183,7 +183,12 @@ def run_pretrain(
         ),
     )
     started = time.time()
-    result = trainer.fit()  # RAY: raises once max_failures is exhausted
+    try:
+        result = trainer.fit()  # RAY: raises once max_failures is exhausted
+    except Exception as err:  # the worker's own error, in one line (raysweep --debug: all)
+        from raysweep.sweep.failures import train_failure
+
+        raise train_failure(err, spec.name, run_dir / RAY_RUN_NAME) from err
     if result.checkpoint is None:
         raise RuntimeError(f"pretrain {spec.name}: Ray Train finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
