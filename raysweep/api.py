@@ -145,7 +145,7 @@ def report_from_stats(table_csv: str | os.PathLike[str], *, comparisons: str | N
     from raysweep.report.from_stats import from_stats_display
     from raysweep.report.tables import markdown_table
 
-    problem = output_file_problem(out, "--out") if out is not None else None
+    problem = output_file_problem(out, "output file") if out is not None else None
     if problem:
         raise OutputError(problem)
     frame = _from_stats(table_csv, comparisons=comparisons, correction=correction, alpha=alpha,

@@ -40,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 def _number_in(kind: type, low: float, high: float, *, open_low: bool = False,
                open_high: bool = False) -> Callable[[str], float]:
     """An argparse ``type``: a finite ``kind`` (int or float) in the given range."""
-    brackets = ("(" if open_low else "[") + f"{low:g}, {high:g}" + (")" if open_high else "]")
+    brackets = ("(" if open_low else "[") + f"{low}, {high}" + (")" if open_high else "]")
 
     def parse(text: str) -> float:
         try:
@@ -61,21 +61,21 @@ def _number_in(kind: type, low: float, high: float, *, open_low: bool = False,
 def _cmd_validate(args: argparse.Namespace) -> int:
     from raysweep import api
 
-    problems: list[str] = []
+    failures: list[RaysweepError] = []
     for path in args.files:
         try:
             spec = api.load(path) if args.spec_only else api.check(path)
-        except Problems as err:
-            problems.extend(err.problems)
-            continue
         except RaysweepError as err:
-            problems.append(str(err))
+            failures.append(err)
             continue
         n_eval = len(spec.evaluate.encoders) if spec.evaluate else 0
         print(f"ok: {path}: experiment {spec.name!r} ({len(spec.pretrain)} pretrain runs, "
               f"{n_eval} evaluated encoders, {len(spec.search)} searches)")
-    if problems:
-        raise Problems(problems)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise Problems([line for err in failures
+                        for line in (err.problems if isinstance(err, Problems) else (str(err),))])
     return EXIT_OK
 
 
@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--source", required=True,
                          help="an .npz, a manifest .csv, an image folder or 'digits'")
     preview.add_argument("--out", required=True, help="the PNG file to write")
-    preview.add_argument("--seed", type=_number_in(int, 0, 2**63 - 1), default=0)
+    preview.add_argument("--seed", type=_number_in(int, 0, 2**31 - 1), default=0)
     preview.add_argument("--image-size", type=_number_in(int, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
                          default=64)
     preview.add_argument("--strength", type=_number_in(float, 0, 2), default=1.0,

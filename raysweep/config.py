@@ -226,9 +226,10 @@ def _coerce(value: Any, tp: Any, path: tuple[str, ...]) -> Any:
                 return _coerce(value, arg, path)
             except _FieldError as err:
                 errors.append(err)
-        # Report the deepest error when a nested spec was clearly meant.
+        # Report the deepest error when a nested spec was clearly meant, and the one arm's
+        # own reason for an optional value (``float | None``: "expected a finite number").
         deepest = max(errors, key=lambda e: len(e.path))
-        if len(deepest.path) > len(path):
+        if len(deepest.path) > len(path) or len(errors) == 1:
             raise deepest
         raise _FieldError(path, f"expected {_type_name(tp)}, got {_describe(value)}")
     if origin is Literal:

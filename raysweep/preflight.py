@@ -48,7 +48,8 @@ def directory_problem(path: str | os.PathLike[str], what: str) -> str | None:
     try:  # os.access says yes to root on read-only file systems: try for real
         Path(tempfile.mkdtemp(prefix=".raysweep-probe-", dir=probe)).rmdir()
     except OSError as err:
-        return f"{what} {path} is not writable ({probe}: {err.strerror or err})"
+        return (f"{what} {path} is not writable (no folder can be made in {probe}: "
+                f"{err.strerror or err})")
     return None
 
 
@@ -138,8 +139,9 @@ class _DataChecker:
             for split in ("train", "test"):
                 try:
                     index.labelled_indices(split)
-                except RaysweepError as err:
+                except RaysweepError as err:  # one class in train is usually one in test too
                     problems.append((use.key, str(err)))
+                    break
         if use.pretrain is not None:
             reason = _batch_problem(use.pretrain, index)
             if reason:

@@ -95,3 +95,30 @@ def test_run_dry_run_of_a_runnable_spec_exits_0(tmp_path: Path, capsys, monkeypa
     assert main(["run", str(spec), "--dry-run"]) == 0
     assert "stage evaluate: 36 Tune trials" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.yaml"]
+
+
+def test_dry_run_verbose_prints_resolved_fields_that_differ_from_defaults(tmp_path: Path,
+                                                                          capsys, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    spec = tmp_path / "grid.yaml"
+    digits = {"sources": [{"kind": "digits"}], "image_size": 16}
+    spec.write_text(yaml.safe_dump({
+        "name": "exp", "storage": str(tmp_path / "runs"),
+        "pretrain": {"base": {"data": digits, "encoder": {"name": "small_resnet"},
+                              "projector": [64, 64], "batch_size": 32},
+                     "product": {"init": {"R": {"encoder.weights": "random"}}},
+                     "extra": [{"name": "X", "epochs": 3}]},
+        "evaluate": {"data": digits, "seeds": 3, "encoders": [
+            {"name": "R", "encoder": {"name": "small_resnet", "weights": "pretrain:R"},
+             "overrides": {"epochs": 2}}]}}, sort_keys=False))
+    assert main(["run", str(spec), "--dry-run"]) == 0
+    assert "projector" not in capsys.readouterr().out
+    assert main(["run", str(spec), "--dry-run", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    block = out.split("wave 1: X:")[1].split("stage evaluate")[0]
+    # the extra run X starts from the base: its projector and batch, its own epochs
+    assert "projector: [64, 64]" in block and "batch_size: 32" in block
+    assert "epochs: 3" in block and "lr_max" not in block and "method" not in block
+    condition = out.split("  R: small_resnet:pretrain:R")[1]
+    assert "settings.epochs: 2" in condition and "settings.batch_size" not in condition
+    assert not (tmp_path / "runs").exists()

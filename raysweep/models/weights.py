@@ -103,8 +103,8 @@ def _read(path: Path, spec: str, url: str | None = None) -> object:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise WeightsError(
-            f"weights {spec!r}: cannot read {path}: refused, it holds Python objects other "
-            f"than tensors and plain containers, which raysweep never unpickles "
+            f"weights {spec!r}: cannot read {path}: refused by the safe loader, which reads "
+            f"tensors and plain containers only and never runs code in a file "
             f"({_unpickling_cause(exc)})") from exc
     except Exception as exc:  # a damaged or foreign file fails in many ways
         detail = " ".join(str(exc).split())

@@ -128,7 +128,8 @@ def tests_from_stats(
             one, two = by_model.loc[comp.model_1], by_model.loc[comp.model_2]
             if one["std"] == 0 and two["std"] == 0:
                 raise DataError(
-                    f"{metric}: {comp.model_1!r} vs {comp.model_2!r}: both standard deviations "
+                    f"{comp.model_1!r} vs {comp.model_2!r} (metric {metric}): both standard "
+                    "deviations "
                     "are 0, so Welch's t is undefined (a rounded table?); give the unrounded "
                     "standard deviations or leave the pair out")
             result = stats.welch_from_stats(one["mean"], one["std"], int(one["n"]),

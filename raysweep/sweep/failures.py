@@ -48,12 +48,13 @@ def _is_ray_wrapper(error: BaseException) -> bool:
 
 def root_cause(error: BaseException) -> BaseException:
     """The exception the code raised inside Ray: the first :class:`RaysweepError` among those
-    ``error`` wraps, else the innermost one that is not a Ray wrapper, else ``error``."""
+    ``error`` wraps, else the outermost one that is not a Ray wrapper (of the lowest rank for
+    Ray Train), else ``error``."""
     plain = [e for e in _nested(error) if not _is_ray_wrapper(e)]
     for candidate in plain:
         if isinstance(candidate, RaysweepError):
             return candidate
-    return plain[-1] if plain else error
+    return plain[0] if plain else error
 
 
 def _first_line(error: BaseException) -> str:
