@@ -122,3 +122,13 @@ def test_dry_run_verbose_prints_resolved_fields_that_differ_from_defaults(tmp_pa
     condition = out.split("  R: small_resnet:pretrain:R")[1]
     assert "settings.epochs: 2" in condition and "settings.batch_size" not in condition
     assert not (tmp_path / "runs").exists()
+
+
+def test_argument_errors_are_one_line_from_the_real_command(tmp_path: Path):
+    proc = subprocess.run([sys.executable, "-m", "raysweep.cli", "augment", "preview",
+                           "--pipeline", "barlow_twins", "--source", "digits", "-n", "0",
+                           "--out", str(tmp_path / "v.png")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: raysweep augment preview: argument -n: must be in [1, 64], got '0'"]
+    assert list(tmp_path.iterdir()) == []

@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from raysweep.artefacts import atomic_write_text
-from raysweep.errors import DataError, SpecError
+from raysweep.errors import DataError, OutputError, SpecError
 from raysweep.report import stats
 from raysweep.report.settings import CORRECTIONS, Comparison
 from raysweep.report.significance import apply_correction
@@ -187,7 +187,15 @@ def report_from_stats(
 ) -> pd.DataFrame:
     """Run :func:`tests_from_stats` on a statistics CSV; with ``out``, write the result there
     as CSV (atomically). ``comparisons`` is a comparisons CSV path or a sequence of
-    :class:`Comparison` (or ``(model_1, model_2, alternative)`` tuples)."""
+    :class:`Comparison` (or ``(model_1, model_2, alternative)`` tuples). Raises
+    :class:`~raysweep.errors.OutputError` before reading anything when ``out`` cannot be
+    written (a directory, or an unwritable folder)."""
+    if out is not None:
+        from raysweep.preflight import output_file_problem
+
+        problem = output_file_problem(out, "output file")
+        if problem:
+            raise OutputError(problem)
     table = load_stats_table(csv_path)
     if comparisons is None:
         planned: list[Comparison] = []
