@@ -132,3 +132,28 @@ def test_argument_errors_are_one_line_from_the_real_command(tmp_path: Path):
     assert proc.stderr.splitlines() == [
         "error: raysweep augment preview: argument -n: must be in [1, 64], got '0'"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_honours_correction_and_alpha_for_an_experiment(tmp_path: Path, capsys):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    rows = [{"protocol": "probe", "condition": c, "seed": s,
+             "accuracy": 0.6 + 0.01 * i + rng.normal(0, 0.02),
+             "f1_weighted": 0.6 + rng.normal(0, 0.02)}
+            for i, c in enumerate(("A", "B", "C")) for s in range(5)]
+    experiment = tmp_path / "exp"
+    experiment.mkdir()
+    pd.DataFrame(rows).to_parquet(experiment / "results.parquet")
+    assert main(["report", str(experiment), "--correction", "none", "--alpha", "0.4"]) == 0
+    tests = pd.read_csv(experiment / "report" / "significance.csv")
+    tests = tests[tests["metric"] == "accuracy"]
+    assert len(tests) and np.allclose(tests["p_adjusted"], tests["p_value"])  # no correction
+    assert (tests["reject"] == (tests["p_value"] <= 0.4)).all()
+    holm = main(["report", str(experiment), "--out", str(tmp_path / "holm")])
+    assert holm == 0
+    default = pd.read_csv(tmp_path / "holm" / "significance.csv")
+    default = default[(default["metric"] == "accuracy") & (default["test"] == "welch")]
+    assert (default["p_adjusted"] >= default["p_value"]).all()
+    assert (default["p_adjusted"] > default["p_value"]).any()  # Holm, the default, adjusts
