@@ -33,6 +33,27 @@ def load(spec: SpecLike) -> ExperimentSpec:
     return load_spec(spec)
 
 
+def source_of(spec: SpecLike) -> str:
+    """How messages name ``spec``: its file, else ``<spec NAME>`` / ``<spec>``."""
+    if isinstance(spec, ExperimentSpec):
+        return f"<spec {spec.name}>"
+    if isinstance(spec, Mapping):
+        return "<spec>"
+    return str(spec)
+
+
+def check(spec: SpecLike) -> ExperimentSpec:
+    """The validated spec, after checking the files it names (data, weights, storage).
+
+    Raises :class:`~raysweep.errors.Problems` listing every problem, one line each, before
+    anything is written or trained (``raysweep validate`` and the start of every stage)."""
+    from raysweep.preflight import check as check_files
+
+    experiment = load(spec)
+    check_files(experiment, source_of(spec))
+    return experiment
+
+
 def plan(spec: SpecLike):
     """The plan (stages, trials, resources) without running anything."""
     from raysweep.sweep.plan import make_plan
@@ -59,7 +80,7 @@ def run(spec: SpecLike):
     """Run every unfinished stage; returns a :class:`~raysweep.sweep.experiment.RunSummary`."""
     from raysweep.sweep.experiment import run_experiment
 
-    return run_experiment(load(spec))
+    return run_experiment(check(spec))
 
 
 def pretrain(spec: SpecLike, *, only: list[str] | None = None) -> list:
@@ -67,7 +88,7 @@ def pretrain(spec: SpecLike, *, only: list[str] | None = None) -> list:
     from raysweep.sweep.experiment import ensure_ray, holding
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
 
-    experiment = load(spec)
+    experiment = check(spec)
     with holding(experiment):
         ensure_ray()
         return run_pretrain_stage(experiment, only=only)
@@ -83,7 +104,7 @@ def evaluate(spec: SpecLike) -> Path:
     )
     from raysweep.sweep.results import ResultsStore
 
-    experiment = load(spec)
+    experiment = check(spec)
     with holding(experiment):
         ensure_ray()
         outcome = run_evaluate_stage(experiment)
@@ -92,19 +113,31 @@ def evaluate(spec: SpecLike) -> Path:
 
 
 def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None,
-           spec: SpecLike | None = None):
+           spec: SpecLike | None = None, correction: str | None = None,
+           alpha: float | None = None):
     """Write the significance report of an experiment directory; returns its paths.
 
     The report settings come from ``spec`` when given, else from the ``experiment.yaml`` that
-    ``run`` stored in the directory, else the defaults.
+    ``run`` stored in the directory, else the defaults; ``correction`` and ``alpha``, when
+    given, replace theirs.
     """
-    from raysweep.report import write_report
+    import dataclasses
+
+    from raysweep.errors import OutputError
+    from raysweep.preflight import directory_problem
+    from raysweep.report import ReportSettings, write_report
     from raysweep.sweep.report_stage import report_settings
 
     directory = Path(experiment_dir)
     stored = directory / "experiment.yaml"
     experiment = load(spec) if spec is not None else (load(stored) if stored.is_file() else None)
-    settings = report_settings(experiment.report) if experiment is not None else None
+    settings = report_settings(experiment.report) if experiment is not None else ReportSettings()
+    changes = {k: v for k, v in (("correction", correction), ("alpha", alpha)) if v is not None}
+    settings = dataclasses.replace(settings, **changes) if changes else settings
+    out = Path(out_dir) if out_dir is not None else directory / "report"
+    problem = directory_problem(out, "report directory") if directory.is_dir() else None
+    if problem:
+        raise OutputError(problem)
     return write_report(directory, out_dir=out_dir, settings=settings, spec=experiment)
 
 
@@ -133,4 +166,4 @@ def search(spec: SpecLike, *, only: list[str] | None = None):
     """Run the spec's Optuna searches."""
     from raysweep.sweep.search import run_searches
 
-    return run_searches(load(spec), only=only)
+    return run_searches(check(spec), only=only)

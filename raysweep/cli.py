@@ -1,33 +1,81 @@
 """The ``raysweep`` command.
 
 Sub-commands import their machinery lazily so that ``raysweep validate`` answers in well under a
-second. Every user error (:class:`~raysweep.errors.RaysweepError`) is printed as one line,
-``error: <message>``, and exits with status 2; nothing is half-written because every artefact is
-written atomically.
+second. Every user error (:class:`~raysweep.errors.RaysweepError`, a bad command-line argument
+included) is printed as one line, ``error: <message>`` (one line per problem when a spec has
+several), and exits with status 2; ``raysweep --debug ...`` adds the full traceback. A spec and
+the files it names are checked before anything is written or trained
+(:mod:`raysweep.preflight`), and every artefact is written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import traceback
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from raysweep import __version__
-from raysweep.errors import RaysweepError
+from raysweep.errors import Problems, RaysweepError, TrialError
+
+#: ``augment preview -n`` at most (rows of the figure).
+MAX_PREVIEW_IMAGES = 64
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    from raysweep.config import load_spec
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one ``error:`` line (exit 2), like every other
+    user error; ``--help`` still shows the usage."""
 
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {' '.join(message.split())}\n")
+
+
+def _number_in(kind: type, low: float, high: float, *, open_low: bool = False,
+               open_high: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite ``kind`` (int or float) in the given range."""
+    brackets = ("(" if open_low else "[") + f"{low}, {high}" + (")" if open_high else "]")
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        inside = ((low < value if open_low else low <= value)
+                  and (value < high if open_high else value <= high))
+        if not math.isfinite(value) or not inside:
+            raise argparse.ArgumentTypeError(f"must be in {brackets}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from raysweep import api
+
+    failures: list[RaysweepError] = []
     for path in args.files:
-        spec = load_spec(path)
+        try:
+            spec = api.load(path) if args.spec_only else api.check(path)
+        except RaysweepError as err:
+            failures.append(err)
+            continue
         n_eval = len(spec.evaluate.encoders) if spec.evaluate else 0
         print(f"ok: {path}: experiment {spec.name!r} ({len(spec.pretrain)} pretrain runs, "
               f"{n_eval} evaluated encoders, {len(spec.search)} searches)")
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise Problems([line for err in failures
+                        for line in (err.problems if isinstance(err, Problems) else (str(err),))])
     return EXIT_OK
 
 
@@ -45,7 +93,12 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
     from raysweep.config import DatasetSpec
     from raysweep.data import load_dataset
     from raysweep.data.describe import source_for
+    from raysweep.errors import OutputError
+    from raysweep.preflight import output_file_problem
 
+    problem = output_file_problem(args.out, "--out")
+    if problem:
+        raise OutputError(problem)
     dataset = load_dataset(DatasetSpec(sources=(source_for(args.source),),
                                        image_size=args.image_size))
     chosen = np.sort(np.random.default_rng(args.seed).choice(
@@ -81,7 +134,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from raysweep.sweep.experiment import stored_state
 
         spec = api.load(args.spec)
-        print(api.plan(spec).describe())
+        print(api.plan(spec).describe(verbose=args.verbose))
+        api.check(args.spec)  # the files' problems, after the plan they concern
         print(stored_state(spec))
         return EXIT_OK
     summary = api.run(args.spec)
@@ -108,23 +162,35 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from raysweep import api
 
+    if args.from_stats and args.experiment_dir:
+        raise RaysweepError("report: give an EXPERIMENT_DIR or --from-stats TABLE.csv, not both")
     if args.from_stats:
         print(api.report_from_stats(args.from_stats, comparisons=args.comparisons,
-                                    correction=args.correction, alpha=args.alpha, out=args.out))
+                                    correction=args.correction or "holm",
+                                    alpha=0.05 if args.alpha is None else args.alpha,
+                                    out=args.out))
         return EXIT_OK
     if not args.experiment_dir:
         raise RaysweepError("report: give an EXPERIMENT_DIR or --from-stats TABLE.csv")
-    paths = api.report(args.experiment_dir, out_dir=args.out)
+    if args.comparisons:
+        raise RaysweepError("report: --comparisons goes with --from-stats; declare an "
+                            "experiment's comparisons in its spec's report: section")
+    paths = api.report(args.experiment_dir, out_dir=args.out, correction=args.correction,
+                       alpha=args.alpha)
     print(f"report: {paths.html} (markdown: {paths.markdown})")
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from raysweep.config import AUGMENTATION_PIPELINES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+    parser = _Parser(
         prog="raysweep",
         description="Self-supervised pre-training, 35-seed evaluation and significance reports "
                     "for medical imaging with limited labels, on Ray.")
     parser.add_argument("--version", action="version", version=f"raysweep {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also from Ray workers)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
@@ -137,13 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--smoke", action="store_true", help="a ~1 minute version (for tests)")
     demo.add_argument("--storage", default=None, help="storage root (default ~/raysweep_runs)")
 
-    validate = add("validate", _cmd_validate, "check spec files; exit 2 on the first error")
+    validate = add("validate", _cmd_validate,
+                   "check spec files and the files they name; every problem, one line each, "
+                   "exit 2")
     validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("--spec-only", action="store_true",
+                          help="check the specs alone, not their data, weights and storage")
 
     run = add("run", _cmd_run, "run an experiment: pretrain, evaluate, search, report")
     run.add_argument("spec", metavar="SPEC")
     run.add_argument("--dry-run", action="store_true",
-                     help="print the plan (stages, trials, resources) and run nothing")
+                     help="print the plan (stages, trials, resources), check the spec's files, "
+                          "run nothing")
+    run.add_argument("--verbose", action="store_true",
+                     help="with --dry-run: every run's resolved fields that differ from the "
+                          "defaults")
 
     pretrain = add("pretrain", _cmd_pretrain, "run the pretrain stage of a spec (Ray Train)")
     pretrain.add_argument("spec", metavar="SPEC")
@@ -164,11 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--comparisons", metavar="COMPARISONS.csv", default=None,
                         help="with --from-stats: columns model_1,model_2[,alternative] "
                              "(alternative 'greater' = the paper's null 'Model 1 <= Model 2')")
-    report.add_argument("--correction", default="holm",
+    report.add_argument("--correction", default=None,
                         choices=["holm", "fdr_bh", "bonferroni", "none"],
-                        help="with --from-stats: multiple-testing correction")
-    report.add_argument("--alpha", type=float, default=0.05, help="with --from-stats")
-    report.add_argument("--out", default=None, help="output directory / file")
+                        help="multiple-testing correction (default: the spec's, else holm)")
+    report.add_argument("--alpha", type=_number_in(float, 0, 1, open_low=True, open_high=True),
+                        default=None, help="significance level in (0, 1) (default: the "
+                                           "spec's, else 0.05)")
+    report.add_argument("--out", default=None,
+                        help="report directory, or with --from-stats the CSV file to write")
 
     datasets = sub.add_parser("datasets", help="inspect data sources")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True,
@@ -183,14 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     preview = add("preview", _cmd_augment_preview,
                   "a grid of originals and their augmented views (the paper's Figure 2)",
                   augment_sub)
-    preview.add_argument("--pipeline", required=True)
+    preview.add_argument("--pipeline", required=True, choices=AUGMENTATION_PIPELINES)
     preview.add_argument("--source", required=True,
                          help="an .npz, a manifest .csv, an image folder or 'digits'")
-    preview.add_argument("--out", required=True)
-    preview.add_argument("--seed", type=int, default=0)
-    preview.add_argument("--image-size", type=int, default=64)
-    preview.add_argument("--strength", type=float, default=1.0)
-    preview.add_argument("-n", type=int, default=8, help="number of originals")
+    preview.add_argument("--out", required=True, help="the PNG file to write")
+    preview.add_argument("--seed", type=_number_in(int, 0, 2**31 - 1), default=0)
+    preview.add_argument("--image-size", type=_number_in(int, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+                         default=64)
+    preview.add_argument("--strength", type=_number_in(float, 0, 2), default=1.0,
+                         help="augmentation strength in [0, 2]")
+    preview.add_argument("-n", type=_number_in(int, 1, MAX_PREVIEW_IMAGES), default=8,
+                         help=f"number of originals (1 to {MAX_PREVIEW_IMAGES})")
     return parser
 
 
@@ -201,8 +281,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except RaysweepError as err:
-        message = " ".join(str(err).split())  # always exactly one line
-        print(f"error: {message}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exception(err, file=sys.stderr)
+        lines = err.problems if isinstance(err, Problems) else (str(err),)
+        for line in lines:
+            print(f"error: {' '.join(line.split())}", file=sys.stderr)  # one line each
+        if isinstance(err, TrialError) and not err.user_error:
+            return EXIT_FAILED
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)

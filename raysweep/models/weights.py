@@ -24,14 +24,17 @@ them at the same path; raysweep therefore looks for them under distinct names,
 
 Loading uses ``torch.load(..., weights_only=True)``, drops ``fc.*`` (the ImageNet classifier),
 strips known prefixes, and fails with a one-line :class:`~raysweep.errors.WeightsError` on an
-unreadable file, a shape mismatch (a checkpoint of another architecture) or missing encoder
-tensors (a partly initialised encoder would silently spoil a study). Unexpected extra tensors
+unreadable, empty or unsafe file (anything but tensors and plain containers is refused, never
+unpickled), NaN or infinite values (named by tensor), a shape mismatch (a checkpoint of another
+architecture) or missing encoder tensors (a partly initialised encoder would silently spoil a
+study). Unexpected extra tensors
 are reported with a warning and returned in the :class:`LoadReport`.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -93,11 +96,39 @@ def _read(path: Path, spec: str, url: str | None = None) -> object:
             f"weights {spec!r}: file {path} not found; offline nothing is downloaded: {where} "
             "(or pass weights='file:PATH')"
         )
+    if path.stat().st_size == 0:
+        raise WeightsError(f"weights {spec!r}: cannot read {path}: the file is empty (0 bytes)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        reason = " ".join(str(exc).split())[:300]
-        raise WeightsError(f"weights {spec!r}: cannot read {path}: {reason}") from exc
+        with warnings.catch_warnings():  # torch's note on the pickle protocol is not ours
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"weights {spec!r}: cannot read {path}: refused by the safe loader, which reads "
+            f"tensors and plain containers only and never runs code in a file "
+            f"({_unpickling_cause(exc)})") from exc
+    except Exception as exc:  # a damaged or foreign file fails in many ways
+        detail = " ".join(str(exc).split())
+        reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        raise WeightsError(f"weights {spec!r}: cannot read {path}: not a PyTorch checkpoint "
+                           f"or a damaged one ({reason})") from exc
+
+
+#: Paragraphs of torch's weights-only refusal that advise rather than explain.
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation",
+                 "Re-running `torch.load`", "In PyTorch 2.6")
+
+
+def _unpickling_cause(exc: BaseException) -> str:
+    """The cause in torch's weights-only refusal (the global or opcode it met), without its
+    advice to load with ``weights_only=False``, which would run the file's code."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    parts = [" ".join(part.split()) for part in text.split("\n")]
+    kept = [part for part in parts if part and not part.startswith(_TORCH_ADVICE)]
+    cause = " ".join(kept).split(" Please use `torch.serialization")[0].strip()
+    return cause or type(exc).__name__
 
 
 def extract_state_dict(obj: object, spec: str) -> StateDict:
@@ -129,7 +160,13 @@ def extract_state_dict(obj: object, spec: str) -> StateDict:
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             break
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    for key, value in state.items():
+        if (value.is_floating_point() or value.is_complex()) and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise WeightsError(f"weights {spec!r}: tensor {key} holds {bad} NaN or infinite "
+                               f"value(s) of {value.numel()}; a diverged run's weights?")
+    return state
 
 
 def _random(argument: str, arch: str, spec: str) -> StateDict | None:

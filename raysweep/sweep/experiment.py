@@ -93,6 +93,7 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
     """Compute the evaluate stage's missing rows with a fresh Tuner (the caller holds the
     lock); say how many stored rows no longer match the spec."""
     from raysweep.sweep.evaluate_stage import build_tuner, remove_old_tune_state
+    from raysweep.sweep.failures import evaluation_failure
     from raysweep.sweep.identity import identify_trials, planned_refs
 
     if spec.evaluate is None:
@@ -108,9 +109,8 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
     if before.missing:
         remove_old_tune_state(spec)
         results = build_tuner(spec, trials).fit()
-        errors = [r.error for r in results if r.error is not None]
-        if errors:
-            raise RuntimeError(f"{len(errors)} evaluation trial(s) failed; first: {errors[0]}")
+        if (failure := evaluation_failure(results)) is not None:
+            raise failure  # one line: the trial's error, its name and log (--debug: all)
     return EvaluateOutcome(refs, len(before.missing) - len(store.status(refs).missing))
 
 

@@ -9,6 +9,8 @@ are one trial per condition covering all its seeds (they share the encoder's for
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 
 from raysweep.config import (
@@ -16,6 +18,7 @@ from raysweep.config import (
     EvaluationSpec,
     ExperimentSpec,
     PretrainSpec,
+    non_default_fields,
     pretrain_reference,
 )
 from raysweep.errors import SpecError
@@ -63,8 +66,10 @@ class Plan:
     def n_rows(self) -> int:
         return sum(len(t.seeds) for t in self.eval_trials)
 
-    def describe(self) -> str:
-        """The human-readable plan printed by ``raysweep run --dry-run``."""
+    def describe(self, verbose: bool = False) -> str:
+        """The human-readable plan printed by ``raysweep run --dry-run``; ``verbose`` adds,
+        under every pretrain run and evaluated condition, its resolved fields that differ from
+        the defaults (``raysweep run --dry-run --verbose``)."""
         spec = self.spec
         lines = [f"experiment {spec.name!r} -> {spec.directory}",
                  f"cluster: {self.cluster.cpus:g} CPUs, {self.cluster.gpus:g} GPUs"]
@@ -80,6 +85,9 @@ class Plan:
                              f"{run.encoder.name}:{run.encoder.weights}, trainable "
                              f"{run.trainable}, {run.epochs} epochs; {res.num_workers} worker(s) "
                              f"x {res.cpu_per_worker:g} CPU, {device}")
+                if verbose:
+                    lines.extend(_field_lines([(k, v) for k, v in non_default_fields(run)
+                                               if k != "name"], "      "))
         if spec.evaluate is not None:
             lines.append(
                 f"stage evaluate: {len(self.eval_trials)} Tune trials, {self.n_rows} result rows "
@@ -91,6 +99,13 @@ class Plan:
                 protocols = sorted({t.protocol for t in trials})
                 lines.append(f"  {cond.name}: {cond.encoder.name}:{cond.encoder.weights}; "
                              f"{', '.join(protocols)}; {len(trials)} trials")
+                if verbose:
+                    lines.extend(_field_lines(condition_fields(spec, cond), "      "))
+            if verbose:
+                stage_fields = [(k, v) for k, v in non_default_fields(spec.evaluate)
+                                if not k.startswith(("encoders", "settings."))]
+                lines.append("  stage fields:")
+                lines.extend(_field_lines(stage_fields, "      "))
         else:
             lines.append("stage evaluate: none")
         lines.append(f"stage search: {len(spec.search)} search(es)"
@@ -100,6 +115,26 @@ class Plan:
                      f"{spec.report.correction} correction at alpha {spec.report.alpha}")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
+
+
+def condition_fields(spec: ExperimentSpec, cond: EncoderCondition) -> list[tuple[str, object]]:
+    """The resolved fields of one evaluated condition that differ from the defaults: its
+    encoder, its protocols, its settings (the stage's with the condition's overrides applied)
+    and its own data when it has any; keys are those of :class:`EncoderCondition`."""
+    assert spec.evaluate is not None
+    settings = condition_settings(spec.evaluate.settings, cond)
+    resolved = dataclasses.replace(cond, overrides={},
+                                   protocols=cond.protocols or spec.evaluate.protocols)
+    fields = [(key, value) for key, value in non_default_fields(resolved)
+              if key not in ("name", "overrides")]
+    fields.extend((f"settings.{key}", value) for key, value in non_default_fields(settings))
+    return fields
+
+
+def _field_lines(fields: list[tuple[str, object]], indent: str) -> list[str]:
+    if not fields:
+        return [f"{indent}(all defaults)"]
+    return [f"{indent}{key}: {json.dumps(value, default=str)}" for key, value in fields]
 
 
 def pretrain_waves(runs: tuple[PretrainSpec, ...]) -> tuple[tuple[PretrainSpec, ...], ...]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from raysweep.config import load_spec, spec_from_data
+from raysweep.config import DatasetSpec, PretrainSpec, SourceSpec, load_spec, spec_from_data
 from raysweep.errors import SpecError
 from raysweep.sweep.plan import make_plan, pretrain_waves
 from raysweep.sweep.resources import (
@@ -75,6 +75,10 @@ def test_pretrain_waves_follow_dependencies():
 
 
 def test_pretrain_cycle_is_an_error():
-    spec = spec_from_data({"name": "x", "pretrain": [_run("a", "pretrain:b"), _run("b", "pretrain:a")]})
+    runs = [_run("a", "pretrain:b"), _run("b", "pretrain:a")]
+    with pytest.raises(SpecError, match=r"pretrain\[0\]\.encoder\.weights: .*cycle: a -> b -> a"):
+        spec_from_data({"name": "x", "pretrain": runs})
     with pytest.raises(SpecError, match="cycle: a -> b -> a"):
-        pretrain_waves(spec.pretrain)
+        pretrain_waves(tuple(PretrainSpec(**{**r, "data": DatasetSpec(sources=(SourceSpec(
+            kind="digits"),))}) for r in runs))
+

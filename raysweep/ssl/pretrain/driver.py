@@ -32,7 +32,7 @@ from raysweep.artefacts import (
     to_jsonable,
 )
 from raysweep.config import PretrainSpec, to_dict
-from raysweep.errors import DataError, SpecError
+from raysweep.errors import DataProblems, SpecError
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.loop import FaultInjection, ray_train_loop
 from raysweep.ssl.pretrain.run_dir import (
@@ -85,18 +85,11 @@ def preflight(spec: PretrainSpec, gpu: bool) -> None:
     """Errors a user can cause, raised on the driver before any worker starts (inside a worker
     they would be retried ``max_failures`` times): an indivisible batch, too little data, GPUs
     asked of a cluster without any."""
-    from raysweep.data import index_dataset
+    from raysweep.preflight import pretrain_data_problems
 
-    ranks = spec.num_workers * spec.grad_accum_steps
-    if spec.batch_size % ranks:
-        raise SpecError(f"pretrain {spec.name}: batch_size {spec.batch_size} must be a multiple "
-                        f"of num_workers x grad_accum_steps = {ranks}")
-    dataset = index_dataset(spec.data)
-    count = (len(dataset.labelled_indices("train")[0]) if spec.method == "supervised"
-             else len(dataset.unlabelled()))
-    if count < spec.batch_size:
-        raise DataError(f"pretrain {spec.name}: {count} images are fewer than one batch of "
-                        f"{spec.batch_size}")
+    problems = pretrain_data_problems(spec)  # the batch's divisibility is the spec's own check
+    if problems:
+        raise DataProblems(problems)
     if gpu and not cluster_has_gpus():
         raise SpecError(f"pretrain {spec.name}: use_gpu is true but the Ray cluster has no GPU")
 
@@ -193,7 +186,12 @@ def run_pretrain(
         ),
     )
     started = time.time()
-    result = trainer.fit()  # RAY: raises once max_failures is exhausted
+    try:
+        result = trainer.fit()  # RAY: raises once max_failures is exhausted
+    except Exception as err:  # the worker's own error, in one line (raysweep --debug: all)
+        from raysweep.sweep.failures import train_failure
+
+        raise train_failure(err, spec.name, run_dir / RAY_RUN_NAME) from err
     if result.checkpoint is None:
         raise RuntimeError(f"pretrain {spec.name}: Ray Train finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
