@@ -228,7 +228,9 @@ def remove_old_tune_state(spec: ExperimentSpec) -> None:
 
 def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = None):
     """A fresh ``ray.tune.Tuner`` over the evaluate stage's trials that still have rows to
-    compute (``trials``: identified trials, default those of the current spec)."""
+    compute (``trials``: identified trials, default those of the current spec). When every row
+    exists it runs every trial: each then only reads its stored rows and reports their means
+    (Tune refuses an empty grid)."""
     from ray import tune
 
     plan = make_plan(spec)
@@ -238,7 +240,7 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
         if pending:
             raise RaysweepError(f"{spec.name}: the encoders of {', '.join(pending)} do not exist "
                                 "yet: run the pretrain stage first (raysweep pretrain SPEC)")
-    todo = missing_trials(spec, trials)
+    todo = missing_trials(spec, trials) or trials
     trainable = tune.with_resources(tune.with_parameters(evaluation_trainable, spec=spec),
                                     plan.eval_resources.as_ray())
     return tune.Tuner(
