@@ -1,21 +1,21 @@
 """Decoding many images on every core: a process pool writing straight into the cache file.
 
 Items (image files, or the in-memory uint8 arrays of an array source) are decoded in chunks of
-consecutive *slots* of the output file (raw uint8, C-order, shape (N, C, S, S)). Each worker
-process maps the file once and writes the rows of its chunks in place, so only file names, small
-arrays and the reasons of failures cross process boundaries. Decoding one image depends on its
-bytes only, so the file holds the same bytes whichever process decodes which chunk: a parallel
-decode is byte-identical to the serial one (``workers=1``, which runs in this process without a
-pool; ``tests/data/test_decode_pool.py`` checks it). The first chunk is always decoded in this
-process and timed: a source that decodes in a second or two (small images, few items) never pays
-for starting workers.
+consecutive *slots* of the output file (raw uint8, C-order, shape (N, C, S, S)); each row is
+written at its own offset with ``os.pwrite``, so only file names, small arrays and the reasons of
+failures cross process boundaries. Decoding one image depends on its bytes only, so the file holds
+the same bytes whichever process decodes which chunk: a parallel decode is byte-identical to the
+serial one (``workers=1``, which runs in this process; ``tests/data/test_decode_pool.py`` checks
+it). The first chunk is always decoded in this process and timed: a source that decodes in a
+second or two (small images, few items) never pays for starting workers.
 
 Worker count (:func:`decode_workers`): ``$RAYSWEEP_DECODE_WORKERS`` when set; inside a Ray task or
 actor, the CPUs Ray assigned to it (concurrent trials on one node must not oversubscribe it);
-otherwise every CPU this process may run on. Workers are started with ``spawn`` (safe beside the
-threads of Ray and torch, and the default on macOS); this module and
-:mod:`raysweep.data.decode` import only numpy and PIL so that a worker starts in well under a
-second.
+otherwise every CPU this process may run on. The pool is joblib's ``loky`` backend: workers are
+fresh interpreters (no ``fork`` of a process holding Ray's and torch's threads), they do not
+re-run the caller's ``__main__`` (a user's script needs no ``if __name__ == "__main__"`` guard),
+and they are reused by the next decode until idle for :data:`IDLE_WORKER_TIMEOUT_S`. This module
+and :mod:`raysweep.data.decode` import only numpy and PIL, so a worker starts quickly.
 """
 
 from __future__ import annotations
@@ -24,10 +24,7 @@ import math
 import os
 import sys
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +43,9 @@ MAX_CHUNK = 64
 #: Chunks submitted ahead of the one being collected, per worker (bounds the memory that
 #: array items waiting in the pool's queue take).
 CHUNKS_AHEAD_PER_WORKER = 4
+
+#: Idle pool workers exit after this many seconds (the pool is reused by decodes in between).
+IDLE_WORKER_TIMEOUT_S = 30
 
 Item = Path | np.ndarray
 #: (slot, item name, one-line reason) of an item that could not be decoded.
@@ -101,11 +101,12 @@ def decode_into(file: Path, shape: tuple[int, int, int, int], items: Iterable[It
     chunks = _chunks(items, chunk_size(count, workers))
     failures: list[Failure] = []
     with tqdm(total=count, disable=not show, unit="img", desc=desc) as bar:
-        out = np.memmap(file, dtype=np.uint8, mode="r+", shape=shape)
+        descriptor = os.open(file, os.O_WRONLY)
         try:
             started, done, pooled = time.perf_counter(), 0, False
             for start, chunk in chunks:
-                failures += decode_chunk(out, start, chunk, channels, size, stop_at_failure)
+                failures += decode_chunk(descriptor, start, chunk, channels, size,
+                                         stop_at_failure)
                 bar.update(len(chunk))
                 done += len(chunk)
                 if failures and stop_at_failure:
@@ -114,9 +115,8 @@ def decode_into(file: Path, shape: tuple[int, int, int, int], items: Iterable[It
                 if workers > 1 and rest > POOL_MIN_SECONDS:
                     pooled = True  # the remaining chunks go to the pool
                     break
-            out.flush()
         finally:
-            del out
+            os.close(descriptor)
         if pooled:
             failures += _decode_in_pool(file, shape, chunks, workers, stop_at_failure, bar)
         return failures
@@ -125,52 +125,53 @@ def decode_into(file: Path, shape: tuple[int, int, int, int], items: Iterable[It
 def _decode_in_pool(file: Path, shape: tuple[int, int, int, int],
                     chunks: Iterator[tuple[int, list[Item]]], workers: int,
                     stop_at_failure: bool, bar) -> list[Failure]:
-    """Chunks run in a spawn pool; results are collected in submission (slot) order, so the
-    first failure returned is the first in slot order, as in a serial decode."""
+    """The remaining chunks on ``workers`` loky processes (joblib's reusable pool); results
+    are collected in submission (slot) order, so the first failure returned is the first in
+    slot order, as in a serial decode. After a failure that stops the decode no chunk is
+    submitted, and the few already submitted are let finish (cancelling running tasks is
+    where process pools race)."""
+    from joblib import Parallel, delayed
+
     channels, size = shape[1], shape[2]
     failures: list[Failure] = []
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=_open_worker_output, initargs=(str(file), shape))
-    pending: deque[tuple[int, Future]] = deque()
-    try:
-        exhausted = False
-        while pending or not exhausted:
-            while not exhausted and len(pending) < workers * CHUNKS_AHEAD_PER_WORKER:
-                next_chunk = next(chunks, None)
-                if next_chunk is None:
-                    exhausted = True
-                    break
-                start, chunk = next_chunk
-                pending.append((len(chunk), pool.submit(
-                    _decode_chunk_in_worker, start, chunk, channels, size, stop_at_failure)))
-            if not pending:
-                break
-            length, future = pending.popleft()
-            failures += future.result()
-            bar.update(length)
-            if failures and stop_at_failure:
-                break
-    finally:
-        # Wait for running chunks: nothing may write into the file once this returns.
-        pool.shutdown(wait=True, cancel_futures=True)
+    stopped = False
+
+    def tasks():
+        for start, chunk in chunks:
+            if stopped:
+                return
+            yield delayed(_decode_chunk_to_file)(str(file), start, chunk, channels, size,
+                                                 stop_at_failure)
+
+    parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator", batch_size=1,
+                        pre_dispatch=f"{CHUNKS_AHEAD_PER_WORKER} * n_jobs", max_nbytes=None,
+                        idle_worker_timeout=IDLE_WORKER_TIMEOUT_S)
+    for length, chunk_failures in parallel(tasks()):
+        failures += chunk_failures
+        bar.update(length)
+        stopped = stopped or bool(failures and stop_at_failure)
     return failures
 
 
-def decode_chunk(out: np.ndarray, start: int, chunk: list[Item], channels: int, size: int,
+def decode_chunk(descriptor: int, start: int, chunk: list[Item], channels: int, size: int,
                  stop_at_failure: bool) -> list[Failure]:
-    """Decode ``chunk`` into rows ``start ...`` of ``out`` (uint8 (N, C, S, S)); the failures."""
+    """Decode ``chunk`` into rows ``start ...`` of the raw file open as ``descriptor`` (each row
+    C*S*S bytes, written with ``os.pwrite``). Returns the failures."""
     failures: list[Failure] = []
+    row_bytes = channels * size * size
     for offset, item in enumerate(chunk):
         try:
             if isinstance(item, Path):
-                out[start + offset] = decode.decode_image(item, channels, size)
+                pixels = decode.decode_image(item, channels, size)
             else:
-                out[start + offset] = decode.resize_array(item, channels, size)
+                pixels = decode.resize_array(item, channels, size)
         except DataError as err:
             name = str(item) if isinstance(item, Path) else f"item {start + offset}"
             failures.append((start + offset, name, str(getattr(err, "reason", err))))
             if stop_at_failure:
                 break
+            continue
+        os.pwrite(descriptor, np.ascontiguousarray(pixels).data, (start + offset) * row_bytes)
     return failures
 
 
@@ -187,16 +188,12 @@ def _chunks(items: Iterable[Item], step: int) -> Iterator[tuple[int, list[Item]]
         yield start, chunk
 
 
-# Worker side: each worker maps the output file once.
-_worker_output: np.ndarray | None = None
-
-
-def _open_worker_output(file: str, shape: tuple[int, int, int, int]) -> None:
-    global _worker_output
-    _worker_output = np.memmap(file, dtype=np.uint8, mode="r+", shape=shape)
-
-
-def _decode_chunk_in_worker(start: int, chunk: list[Item], channels: int, size: int,
-                            stop_at_failure: bool) -> list[Failure]:
-    assert _worker_output is not None
-    return decode_chunk(_worker_output, start, chunk, channels, size, stop_at_failure)
+def _decode_chunk_to_file(file: str, start: int, chunk: list[Item], channels: int, size: int,
+                          stop_at_failure: bool) -> tuple[int, list[Failure]]:
+    """A pool task: decode ``chunk`` into rows ``start ...`` of ``file``; (items, failures)."""
+    descriptor = os.open(file, os.O_WRONLY)
+    try:
+        return len(chunk), decode_chunk(descriptor, start, chunk, channels, size,
+                                        stop_at_failure)
+    finally:
+        os.close(descriptor)
