@@ -86,6 +86,19 @@ def _cmd_datasets_describe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_datasets_convert_isic(args: argparse.Namespace) -> int:
+    from raysweep.data.isic import convert_isic, parse_train_counts
+
+    counts = parse_train_counts(args.train_per_class) if args.train_per_class else None
+    if not args.seed.isdigit():
+        raise RaysweepError(f"--seed: {args.seed!r} is not a non-negative integer")
+    written = convert_isic(Path(args.ground_truth), Path(args.images), Path(args.out),
+                           split=args.split, train_per_class=counts, seed=int(args.seed),
+                           labels=args.labels, overwrite=args.force)
+    print(written.summary())
+    return EXIT_OK
+
+
 def _cmd_augment_preview(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -254,6 +267,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "per-split, per-class image counts (the paper's Table 1)", datasets_sub)
     describe.add_argument("target", metavar="SPEC_OR_SOURCE",
                           help="a spec YAML, an .npz, a manifest .csv, an image folder or 'digits'")
+
+    convert = add("convert-isic", _cmd_datasets_convert_isic,
+                  "ISIC 2019 one-hot ground truth CSV to a manifest path,label[,split]",
+                  datasets_sub)
+    convert.add_argument("ground_truth", metavar="GROUND_TRUTH.csv",
+                         help="e.g. ISIC_2019_Training_GroundTruth.csv")
+    convert.add_argument("--images", required=True, metavar="DIR",
+                         help="folder of the images (<image>.jpg), e.g. ISIC_2019_Training_Input")
+    convert.add_argument("--out", required=True, metavar="MANIFEST.csv",
+                         help="manifest to write (paths relative to its folder)")
+    convert.add_argument("--split", default=None, metavar="SPLIT",
+                         help="one split for every row: train, val or test")
+    convert.add_argument("--train-per-class", default=None, metavar="CODE=N,...",
+                         help="draw N training images per class (rest: test); 'paper' = the "
+                              "counts of the paper's Table 1")
+    convert.add_argument("--seed", default="0", help="seed of --train-per-class (default 0)")
+    convert.add_argument("--labels", default="names", metavar="names|codes",
+                         help="labels as Table 1 names (default) or the column codes")
+    convert.add_argument("--force", action="store_true", help="replace an existing manifest")
 
     augment = sub.add_parser("augment", help="inspect augmentation pipelines")
     augment_sub = augment.add_subparsers(dest="augment_command", required=True, metavar="COMMAND")

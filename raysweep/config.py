@@ -441,8 +441,8 @@ class SourceSpec(Spec):
 
     - ``folder``: ``path`` is a directory with one sub-folder per class.
     - ``manifest``: ``path`` is a CSV with columns ``path,label[,split]``; image paths are
-      relative to ``root`` (default: the manifest's directory). The layout of ISIC, UFES-20 and
-      DermNet downloads.
+      relative to ``root`` (default: the manifest's directory) and must lie inside it unless
+      ``allow_outside_root``. The layout of ISIC, UFES-20 and DermNet downloads.
     - ``medmnist``: ``name`` (e.g. ``breastmnist``) read as ``<root>/<name>.npz`` (root defaults
       to ``~/.medmnist``, where the ``medmnist`` package downloads), or ``path`` to an ``.npz``.
     - ``digits``: scikit-learn's bundled 8x8 handwritten digits (offline demo set).
@@ -451,6 +451,8 @@ class SourceSpec(Spec):
     kind: SourceKind = spec_field(doc="reader: folder | manifest | medmnist | digits")
     path: str | None = spec_field(None, doc="directory, manifest CSV or .npz file")
     root: str | None = spec_field(None, doc="manifest image root / medmnist download root")
+    allow_outside_root: bool = spec_field(
+        False, doc="manifest: accept image paths outside its folder (or root): ../, absolute")
     name: str | None = spec_field(None, doc="medmnist dataset flag, e.g. breastmnist")
     split: str | None = spec_field(None, doc="use only this split of a source that has splits")
     classes: tuple[str, ...] | None = spec_field(
