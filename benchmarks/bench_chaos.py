@@ -80,35 +80,39 @@ def chaos_spec(storage: Path, seeds: int) -> dict[str, Any]:
     return spec
 
 
-def watched(experiment: Path, moment: str) -> Path | None:
-    """A file showing that ``moment`` is happening now in ``experiment``, else None."""
+def watched(experiment: Path, moment: str, since: float) -> Path | None:
+    """A file showing that ``moment`` is happening now in ``experiment`` (created after
+    ``since``: a temporary file left by an earlier kill does not count), else None."""
+    def fresh(paths) -> Path | None:
+        for path in paths:
+            try:
+                if path.stat().st_mtime >= since:
+                    return path
+            except FileNotFoundError:  # renamed into place meanwhile
+                continue
+        return None
+
     if moment == "row write":
-        return next(iter((experiment / "rows").rglob("*.tmp")), None) \
-            if (experiment / "rows").is_dir() else None
+        return fresh((experiment / "rows").rglob("*.tmp"))
     if moment == "checkpoint save":
-        found = next(iter((experiment / "checkpoints").glob("*.tmp")), None) \
-            if (experiment / "checkpoints").is_dir() else None
-        if found is None and (experiment / "pretrain").is_dir():
-            fresh = time.time() - 0.5
-            found = next((p for p in (experiment / "pretrain").glob("*/train/checkpoint_*")
-                          if p.stat().st_mtime > fresh), None)
-        return found
+        return (fresh((experiment / "checkpoints").glob("*.tmp"))
+                or fresh((experiment / "pretrain").glob("*/train/checkpoint_*")))
     if moment == "consolidation":
-        return next(iter(experiment.glob(".results.*.tmp")), None)
+        return fresh(experiment.glob(".results.*.tmp"))
     return None
 
 
 def run_once(command: list[str], env: dict[str, str], experiment: Path,
              moment: str | None, rng: random.Random, timeout_s: float) -> dict[str, Any]:
     """One ``raysweep run``; killed at ``moment`` (None: left to finish)."""
-    started = time.monotonic()
+    started, since = time.monotonic(), time.time()
     process = subprocess.Popen(command, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = started + (rng.uniform(8, 90) if moment == "random" else timeout_s)
     seen = None
     while process.poll() is None:
         if moment is not None and moment != "random":
-            seen = watched(experiment, moment)
+            seen = watched(experiment, moment, since)
             if seen is not None:
                 break
         if time.monotonic() > deadline:
