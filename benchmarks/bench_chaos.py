@@ -10,7 +10,8 @@ pre-training. Two storage directories:
    and the Ray it started) SIGKILLed each time, ``--kills`` times, then run to the end. The
    moment of each kill cycles through: while a result row is being written, while a checkpoint
    is being saved (a fine-tuning checkpoint, or a pre-training checkpoint appearing in Ray
-   Train's storage), while ``results.parquet`` is being consolidated, and at a random time.
+   Train's storage), and at a random time; the last two kills hit the consolidation of
+   ``results.parquet`` (which only happens once every row exists).
    A row or checkpoint write is caught in flight by watching for its temporary file; to widen
    that window (to tens of milliseconds) every process of *both* arms delays each rename of a
    temporary file by ``--write-delay`` seconds (a ``sitecustomize`` on ``PYTHONPATH``, so that
@@ -51,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Columns that legitimately differ between an interrupted and an uninterrupted run.
 VOLATILE = {"run_id", "finished_at", "resumed_from_epoch", "time_train_s", "time_eval_s",
             "time_total_s", "git_commit", "packages"}
-KILL_MOMENTS = ("row write", "checkpoint save", "consolidation", "random")
+KILL_MOMENTS = ("random", "row write", "checkpoint save")
 
 SITECUSTOMIZE = '''
 import os
@@ -189,7 +190,8 @@ def main() -> None:
     command, experiment = arms["chaos"]
     runs = []
     for index in range(args.kills):
-        moment = KILL_MOMENTS[index % len(KILL_MOMENTS)]
+        moment = ("consolidation" if index >= args.kills - 2
+                  else KILL_MOMENTS[index % len(KILL_MOMENTS)])
         result = run_once(command, env, experiment, moment, rng, args.timeout)
         runs.append(result)
         print(f"run {index + 1}: {moment}: {'killed' if result['killed'] else 'finished'} after "
