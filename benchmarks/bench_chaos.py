@@ -49,9 +49,10 @@ from raysweep.artefacts import atomic_write_json
 from raysweep.sweep.demo import demo_spec_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Columns that legitimately differ between an interrupted and an uninterrupted run.
+#: Columns that legitimately differ between an interrupted and an uninterrupted run (and
+#: ``spec_hash``: the two arms' specs differ in their storage folder).
 VOLATILE = {"run_id", "finished_at", "resumed_from_epoch", "time_train_s", "time_eval_s",
-            "time_total_s", "git_commit", "packages"}
+            "time_total_s", "git_commit", "packages", "spec_hash"}
 KILL_MOMENTS = ("random", "row write", "checkpoint save")
 
 SITECUSTOMIZE = '''
