@@ -174,6 +174,9 @@ def build_tuner(spec: ExperimentSpec):
     """The ``ray.tune.Tuner`` of the evaluate stage (restored when its state exists)."""
     from ray import tune
 
+    from raysweep.console import tune_verbosity
+    from raysweep.sweep.progress import StageProgress
+
     plan = make_plan(spec)
     trials = eval_trials(spec)
     trainable = tune.with_resources(tune.with_parameters(evaluation_trainable, spec=spec),
@@ -197,5 +200,6 @@ def build_tuner(spec: ExperimentSpec):
                                     trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
         run_config=tune.RunConfig(name=name, storage_path=storage,
                                   failure_config=tune.FailureConfig(max_failures=2),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  callbacks=[StageProgress("evaluate")], verbose=tune_verbosity()),
     )
