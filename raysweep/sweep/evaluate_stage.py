@@ -1,6 +1,6 @@
 """The evaluate stage as a Ray Tune grid of plain function trainables.
 
-Three layers (DESIGN.md principle 3): :func:`evaluate_trial_rows` is plain Python that a test can
+Three layers (docs/design.md principle 3): :func:`evaluate_trial_rows` is plain Python that a test can
 call directly (one trial's rows); :func:`evaluation_trainable` is the Tune function trainable
 around it (the only ``ray.tune`` calls); :func:`build_tuner` builds the ``Tuner``.
 

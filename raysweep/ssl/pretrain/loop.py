@@ -5,7 +5,7 @@
 process group they start themselves. Its only contact with Ray is the ``hooks`` object
 (:mod:`raysweep.ssl.pretrain.hooks`, Ray calls marked ``# RAY``).
 
-The protocol (PROTOCOL.md "Further pre-training", section 3.7 of the paper):
+The protocol (docs/protocol.md "Further pre-training", section 3.7 of the paper):
 
 1. a fresh, randomly initialised projector (SSL methods) or linear head (``supervised``);
 2. ``frozen_epochs`` (paper: 1) with the encoder frozen: only the projector trains, with Adam at
@@ -222,7 +222,7 @@ def make_optimizer(spec: PretrainSpec, params: list[nn.Parameter], phase: str,
 
 def make_scheduler(spec: PretrainSpec, optimizer: torch.optim.Optimizer, lr_max: float,
                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """fastai's 1cycle (PROTOCOL.md defaults) or cosine from lr_max to ``lr_min``."""
+    """fastai's 1cycle (docs/protocol.md defaults) or cosine from lr_max to ``lr_min``."""
     if spec.schedule == "cosine":
         for group in optimizer.param_groups:
             group["lr"] = lr_max
