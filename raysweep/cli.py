@@ -230,17 +230,20 @@ def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     # A second Ctrl-C while Ray shuts down ends the process at once.
-    signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))
-    print("interrupted: stopping Ray ...", file=sys.stderr, flush=True)
-    from raysweep.sweep.interrupt import kept_lines, stop_ray
+    previous = signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))
+    try:
+        print("interrupted: stopping Ray ...", file=sys.stderr, flush=True)
+        from raysweep.sweep.interrupt import kept_lines, stop_ray
 
-    stop_ray()
-    spec = _spec_of(args)
-    if spec is not None:
-        print(f"kept in {spec.directory}:", file=sys.stderr)
-        for line in kept_lines(spec):
-            print(f"  {line}", file=sys.stderr)
-    print(f"resume with: {shlex.join(['raysweep', *argv])}", file=sys.stderr, flush=True)
+        stop_ray()
+        spec = _spec_of(args)
+        if spec is not None:
+            print(f"kept in {spec.directory}:", file=sys.stderr)
+            for line in kept_lines(spec):
+                print(f"  {line}", file=sys.stderr)
+        print(f"resume with: {shlex.join(['raysweep', *argv])}", file=sys.stderr, flush=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return EXIT_INTERRUPTED
 
 

@@ -17,8 +17,8 @@ import logging
 import os
 import sys
 
-__all__ = ["NORMAL", "QUIET", "VERBOSE", "detail", "format_duration", "ray_log_level", "say",
-           "set_verbosity", "tune_verbosity", "verbosity"]
+__all__ = ["NORMAL", "QUIET", "VERBOSE", "detail", "format_duration", "plural", "ray_log_level",
+           "say", "set_verbosity", "tune_verbosity", "verbosity"]
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 
@@ -94,6 +94,11 @@ def ray_log_level() -> str:
     ``--verbose`` and WARNING otherwise (its per-epoch INFO lines would drown the progress)."""
     return os.environ.get("RAYSWEEP_RAY_LOG_LEVEL") or ("INFO" if verbosity() >= VERBOSE
                                                         else "WARNING")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def format_duration(seconds: float) -> str:

@@ -46,3 +46,36 @@ def test_a_run_command_sets_verbosity_and_tune_settings_for_its_duration(monkeyp
     # Afterwards the process is as it was.
     assert console.verbosity() == console.NORMAL
     assert "TUNE_DISABLE_SIGINT_HANDLER" not in os.environ
+
+
+def test_ctrl_c_stops_ray_and_says_what_is_kept_and_how_to_resume(tmp_path, monkeypatch,
+                                                                   capsys) -> None:
+    import signal
+
+    import yaml
+
+    from raysweep.sweep import interrupt
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "exp", "storage": str(tmp_path / "runs"),
+                                    "evaluate": {"data": {"sources": [{"kind": "digits"}]},
+                                                 "seeds": 3, "protocols": ["finetune"],
+                                                 "encoders": [{"name": "rand"}]}}))
+    stopped = []
+    monkeypatch.setattr(interrupt, "stop_ray", lambda: stopped.append(True))
+
+    def ctrl_c(args) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_run", ctrl_c)
+    handler = signal.getsignal(signal.SIGINT)
+    assert cli.main(["run", str(spec), "--quiet"]) == cli.EXIT_INTERRUPTED
+    assert stopped == [True]
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert capsys.readouterr().err.splitlines() == [
+        "interrupted: stopping Ray ...",
+        f"kept in {tmp_path / 'runs' / 'exp'}:",
+        "  evaluate: 0 of 3 result rows kept (one per finished seed; they are not computed "
+        "again)",
+        f"resume with: raysweep run {spec} --quiet",
+    ]

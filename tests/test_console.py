@@ -47,3 +47,7 @@ def test_tune_and_ray_levels_follow_the_verbosity(monkeypatch) -> None:
 def test_unknown_verbosity_is_refused() -> None:
     with pytest.raises(ValueError, match="verbosity"):
         console.set_verbosity(5)
+
+
+def test_plural() -> None:
+    assert [console.plural(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]

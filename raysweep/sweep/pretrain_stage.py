@@ -65,7 +65,7 @@ def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -
             max_parallel=plan.pretrain_concurrency))
     if results:
         reused = sum(result.skipped for result in results.values())
-        console.say(f"pretrain: {len(results)} runs done in "
+        console.say(f"pretrain: {console.plural(len(results), 'run')} done in "
                     f"{console.format_duration(time.monotonic() - started)} "
                     f"({len(results) - reused} trained, {reused} finished before)")
     return [results[r.name] for r in spec.pretrain if r.name in results]

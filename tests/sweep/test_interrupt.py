@@ -105,6 +105,20 @@ def test_kept_lines_read_the_experiment_directory(tmp_path: Path) -> None:
     ]
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies left to a non-reaping init do
+    not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            return True
+    return False
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_sigint_during_pretraining_stops_the_run_within_seconds(tmp_path: Path) -> None:
@@ -131,6 +145,11 @@ def test_sigint_during_pretraining_stops_the_run_within_seconds(tmp_path: Path) 
         driver.send_signal(signal.SIGINT)
         driver.wait(timeout=60)
         took = time.monotonic() - interrupted
+        # The local Ray it started (raylet, GCS, workers: its process group) is gone too.
+        deadline = time.monotonic() + 30
+        while _group_alive(driver.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left_behind = _group_alive(driver.pid)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
@@ -138,6 +157,7 @@ def test_sigint_during_pretraining_stops_the_run_within_seconds(tmp_path: Path) 
     reader.join(timeout=5)
     err = "".join(lines)
     assert driver.returncode == 130, err[-3000:]
+    assert not left_behind, "Ray processes of the interrupted run are still running"
     # Within seconds, not after the 400 epochs (~2 s each here), on a busy 2-core machine too.
     assert took < 20, f"took {took:.1f} s"
     epoch_lines = [line for line in lines if line.startswith("pretrain long: epoch")]

@@ -197,8 +197,9 @@ def run_pretrain(
     with EpochProgress(spec.name, run_dir / METRICS_FILE, total_epochs) as progress:
         resumed = (f", resuming after epoch {progress.resumed_after}"
                    if progress.resumed_after else "")
-        console.say(f"pretrain {spec.name}: {total_epochs} epochs on {spec.num_workers} "
-                    f"{'GPU' if gpu else 'CPU'} worker(s){resumed}")
+        workers = console.plural(spec.num_workers, "GPU worker" if gpu else "CPU worker")
+        console.say(f"pretrain {spec.name}: {console.plural(total_epochs, 'epoch')} on "
+                    f"{workers}{resumed}")
         result = trainer.fit()  # RAY: raises once max_failures is exhausted
     if result.checkpoint is None:
         raise RuntimeError(f"pretrain {spec.name}: Ray Train finished without a checkpoint")
