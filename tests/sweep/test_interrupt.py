@@ -54,12 +54,21 @@ def test_run_concurrently_raises_the_first_failure_in_order() -> None:
 
 
 def test_ctrl_c_interrupts_the_wait_at_once() -> None:
-    """A ThreadPoolExecutor would wait here until the (endless) call returned."""
-    never = threading.Event()
+    """A ThreadPoolExecutor would wait here until the 20 s call returned."""
+    # Python's own Ctrl-C handler (an earlier test may have left Ray's or Tune's installed).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    released = threading.Event()
+    safety = threading.Timer(20, released.set)  # never hang the test run
+    safety.start()
     threading.Timer(0.3, _thread.interrupt_main).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run_concurrently({"fit": never.wait}, max_parallel=1)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_concurrently({"fit": released.wait}, max_parallel=1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        safety.cancel()
+        released.set()
     assert time.monotonic() - started < 3
 
 
