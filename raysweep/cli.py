@@ -11,11 +11,15 @@ the files it names are checked before anything is written or trained
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import shlex
+import signal
 import sys
 import traceback
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from raysweep import __version__
@@ -27,6 +31,10 @@ MAX_PREVIEW_IMAGES = 64
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+
+#: Commands that run experiment stages: they take --quiet / --verbose, and Ctrl-C stops Ray.
+RUN_COMMANDS = ("run", "demo", "pretrain", "evaluate", "search")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -147,7 +155,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from raysweep.sweep.experiment import stored_state
 
         spec = api.load(args.spec)
-        print(api.plan(spec).describe(verbose=args.verbose))
+        print(api.plan(spec).describe(verbose=args.verbosity == 2))
         api.check(args.spec)  # the files' problems, after the plan they concern
         print(stored_state(spec))
         return EXIT_OK
@@ -210,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
             parent: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:
         command = parent.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(handler=handler)
+        if name in RUN_COMMANDS and parent is sub:
+            _add_verbosity_flags(command)
         return command
 
     demo = add("demo", _cmd_demo, "run the embedded demo study on the bundled digits (offline)")
@@ -227,10 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", metavar="SPEC")
     run.add_argument("--dry-run", action="store_true",
                      help="print the plan (stages, trials, resources), check the spec's files, "
-                          "run nothing")
-    run.add_argument("--verbose", action="store_true",
-                     help="with --dry-run: every run's resolved fields that differ from the "
-                          "defaults")
+                          "run nothing (with --verbose: every run's resolved fields that differ "
+                          "from the defaults)")
 
     pretrain = add("pretrain", _cmd_pretrain, "run the pretrain stage of a spec (Ray Train)")
     pretrain.add_argument("spec", metavar="SPEC")
@@ -306,12 +314,95 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_verbosity_flags(command: argparse.ArgumentParser) -> None:
+    group = command.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0,
+                       help="print only the final result lines, warnings and errors")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=2,
+                       help="also print loss terms, learning rates, Ray Tune's status table "
+                            "and Ray Train's INFO logs")
+    command.set_defaults(verbosity=1)
+
+
+def _spec_of(args: argparse.Namespace):
+    """The experiment a run-like command works on (None when it cannot be told)."""
+    try:
+        if args.command == "demo":
+            from raysweep.sweep.demo import demo_spec
+
+            return demo_spec(smoke=args.smoke, storage=args.storage)
+        from raysweep.api import load
+
+        return load(args.spec)
+    except Exception:
+        return None
+
+
+def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Ctrl-C during a run: stop Ray now, then say what is kept and how to resume."""
+    if getattr(args, "command", None) not in RUN_COMMANDS:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    # A second Ctrl-C while Ray shuts down ends the process at once.
+    previous = signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))
+    try:
+        print("interrupted: stopping Ray ...", file=sys.stderr, flush=True)
+        from raysweep.sweep.interrupt import kept_lines, stop_ray
+
+        stop_ray()
+        spec = _spec_of(args)
+        if spec is not None:
+            print(f"kept in {spec.directory}:", file=sys.stderr)
+            for line in kept_lines(spec):
+                print(f"  {line}", file=sys.stderr)
+        print(f"resume with: {shlex.join(['raysweep', *argv])}", file=sys.stderr, flush=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _run_environment(args: argparse.Namespace) -> Iterator[None]:
+    """Console verbosity, and Ray Tune's output and Ctrl-C settings (environment variables
+    Tune reads when a Tuner starts), for the duration of a run-like command."""
+    if getattr(args, "command", None) not in RUN_COMMANDS:
+        yield
+        return
+    from raysweep.console import set_verbosity, verbosity
+
+    previous = verbosity()
+    set_verbosity(args.verbosity)
+    settings = {
+        # Ctrl-C raises KeyboardInterrupt in Tuner.fit() at once (Tune's own handler would end
+        # the stage "gracefully" and let the run carry on to a report of partial results).
+        "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    }
+    if args.verbosity < 2:
+        # Ray Tune's new output engine prints its header box even at verbose=0; the classic
+        # one is silent there (raysweep prints one line per finished trial instead).
+        settings["RAY_AIR_NEW_OUTPUT"] = "0"
+    saved = {key: os.environ.get(key) for key in settings}
+    for key, value in settings.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        set_verbosity(previous)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raysweep`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with _run_environment(args):
+            return args.handler(args)
     except RaysweepError as err:
         if args.debug:
             traceback.print_exception(err, file=sys.stderr)
@@ -322,8 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_FAILED
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
+        return _interrupted(args, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Typed, frozen, validated specs: the single source of every default (DESIGN.md principle 4).
+"""Typed, frozen, validated specs: the single source of every default (docs/design.md principle 4).
 
 A spec file is YAML (read with ``yaml.safe_load``) describing an :class:`ExperimentSpec`: named
 datasets, a ``pretrain`` stage, an ``evaluate`` stage, optional ``search`` and ``report``
-sections. Every default below is the paper's (PROTOCOL.md) unless marked otherwise.
+sections. Every default below is the paper's (docs/protocol.md) unless marked otherwise.
 
 Validation is strict: an unknown key, a wrong type or an out-of-range value raises
 :class:`~raysweep.errors.SpecError` with one line naming the file and the key path, and for an
@@ -570,7 +570,7 @@ Trainable = Literal["encoder", "last_block"]
 @dataclass(frozen=True)
 class PretrainSpec(Spec):
     """One pre-training run (Ray Train ``TorchTrainer``), from scratch or *further* from given
-    weights (PROTOCOL.md "Further pre-training"): a fresh projector; ``frozen_epochs`` with the
+    weights (docs/protocol.md "Further pre-training"): a fresh projector; ``frozen_epochs`` with the
     encoder frozen (Adam, ``frozen_lr``); then ``epochs`` of 1cycle training of the ``trainable``
     part (``encoder`` = the paper's SSL, ``last_block`` = SSL_p)."""
 
@@ -642,7 +642,7 @@ Protocol = Literal["finetune", "probe"]
 
 @dataclass(frozen=True)
 class EvaluationSpec(Spec):
-    """The fine-tuning / linear-probe protocol (PROTOCOL.md "Fine-tuning", fastai defaults)."""
+    """The fine-tuning / linear-probe protocol (docs/protocol.md "Fine-tuning", fastai defaults)."""
 
     head_epochs: int = spec_field(1, checks=(_non_negative,), doc="head-only epochs")
     head_lr: float = spec_field(1e-3, checks=(_positive,), doc="Adam lr of the head-only epoch")
@@ -713,7 +713,7 @@ def _duplicate_names(names: list[str], path: tuple[str, ...]) -> list[_FieldErro
 
 @dataclass(frozen=True)
 class EvaluateStage(Spec):
-    """The ``evaluate`` stage: every encoder condition x protocol x seed (PROTOCOL.md: 35)."""
+    """The ``evaluate`` stage: every encoder condition x protocol x seed (docs/protocol.md: 35)."""
 
     data: DatasetSpec = spec_field(doc="labelled train/test data")
     encoders: tuple[EncoderCondition, ...] = spec_field(checks=(_non_empty,), doc="conditions")

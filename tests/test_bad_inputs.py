@@ -413,7 +413,7 @@ CASES: list[Case] = [
     data_case("medmnist-name", "MedMNIST flag not downloaded",
               lambda tmp: changed(tmp, ("evaluate.data", {"sources": [
                   {"kind": "medmnist", "name": "breastmnist"}]})),
-              "put breastmnist.npz in", command="dry"),
+              "download it with: mkdir -p", command="dry"),
     data_case("one-class", "evaluation data with a single class",
               lambda tmp: changed(tmp, ("evaluate.data", {"sources": [{
                   "kind": "folder", "path": image_folder(tmp, "one", {"cat": 6})}],

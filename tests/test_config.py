@@ -1,5 +1,5 @@
 """Spec validation: unknown keys, wrong types and out-of-range values are one-line errors that
-name the file and the key path (DESIGN.md principle 4)."""
+name the file and the key path (docs/design.md principle 4)."""
 
 from __future__ import annotations
 

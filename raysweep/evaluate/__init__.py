@@ -1,4 +1,4 @@
-"""The evaluation protocol (PROTOCOL.md "Fine-tuning"): fine-tuning and linear probes of an
+"""The evaluation protocol (docs/protocol.md "Fine-tuning"): fine-tuning and linear probes of an
 encoder over many seeds, with fastai's LR finder and 1cycle, TTA, and per-run metrics rows.
 
 - :func:`finetune`: one seed, whole encoder trained after a head-only epoch.

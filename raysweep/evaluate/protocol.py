@@ -1,4 +1,4 @@
-"""One fine-tuning or linear-probe run of the paper's protocol (PROTOCOL.md "Fine-tuning";
+"""One fine-tuning or linear-probe run of the paper's protocol (docs/protocol.md "Fine-tuning";
 section 3.4, appendix A.1; the authors' fastai code), for one seed.
 
 1. A new linear head (``raysweep.models.LinearHead``, initialised from the seed's ``head``
@@ -133,7 +133,8 @@ def make_row(*, protocol: str, seed: int, settings: EvaluationSpec, metrics: dic
              lr_max: float, finder: LRFinderResult | None, bn_in_head_epoch: str,
              time_train_s: float, time_eval_s: float, time_total_s: float,
              batched_heads: int) -> dict[str, Any]:
-    """One results row (team brief "Results rows"); the sweep adds the condition's keys."""
+    """One results row (docs/design.md "The results table"); the sweep adds the condition's
+    keys."""
     return {
         "protocol": protocol,
         "seed": int(seed),

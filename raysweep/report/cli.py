@@ -1,4 +1,4 @@
-"""``raysweep report`` arguments, for the lead's ``raysweep/cli.py`` to delegate to.
+"""``raysweep report`` arguments as a parser of their own (:func:`cli_main` runs it standalone).
 
     raysweep report EXPERIMENT_DIR [--out DIR]
     raysweep report --from-stats TABLE.csv [--comparisons COMPARISONS.csv] [--out OUT.csv]

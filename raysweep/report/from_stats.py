@@ -1,6 +1,6 @@
 """Significance tests from published means and standard deviations (``raysweep report
 --from-stats TABLE.csv``), reproducing the authors' computation:
-``scipy.stats.ttest_ind_from_stats(..., equal_var=False)`` (PROTOCOL.md, paper appendix A.3).
+``scipy.stats.ttest_ind_from_stats(..., equal_var=False)`` (docs/protocol.md, paper appendix A.3).
 
 Input CSV, one row per model (and metric)::
 

@@ -1,6 +1,6 @@
 """Reading an experiment directory for the report.
 
-Layout (DESIGN.md): ``<dir>/results.parquet`` (required, one row per (condition, seed));
+Layout (docs/design.md): ``<dir>/results.parquet`` (required, one row per (condition, seed));
 optional ``<dir>/pretrain/<hash>/metrics.jsonl`` (+ ``meta.json`` with the run's ``name``) for
 pre-training loss curves; optional ``<dir>/search/<name>/history.csv`` or ``trials.csv``
 (columns ``trial``, ``value``, params...; ``meta.json`` may say ``"direction": "minimize"``)

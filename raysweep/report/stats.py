@@ -79,7 +79,7 @@ def mannwhitney(a: Array, b: Array, alternative: str = "two-sided") -> TestResul
     return TestResult(float(res.statistic), float(res.pvalue))
 
 
-#: The registry of pairwise tests (DESIGN.md principle 7); keys are the names used in settings.
+#: The registry of pairwise tests (docs/design.md principle 7); keys are the names used in settings.
 TESTS: dict[str, PairwiseTest] = {
     "welch": PairwiseTest("welch", "Welch's t-test", False, welch),
     "paired_t": PairwiseTest("paired_t", "paired t-test", True, paired_t),

@@ -1,8 +1,8 @@
 """The evaluate stage as a Ray Tune grid of plain function trainables.
 
-Three layers (docs/design.md, "Three layers for Ray"): :func:`evaluate_trial_rows` is plain Python
-that a test can call directly (one trial's rows); :func:`evaluation_trainable` is the Tune function
-trainable around it (the only ``ray.tune`` calls); :func:`build_tuner` builds the ``Tuner``.
+Three layers (docs/design.md principle 3): :func:`evaluate_trial_rows` is plain Python that a test can
+call directly (one trial's rows); :func:`evaluation_trainable` is the Tune function trainable
+around it (the only ``ray.tune`` calls); :func:`build_tuner` builds the ``Tuner``.
 
 Exactly once, and never stale: every row is identified by a hash of everything that determines
 it (:mod:`raysweep.sweep.identity`) and written atomically to the :class:`ResultsStore` under
@@ -233,6 +233,9 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
     (Tune refuses an empty grid)."""
     from ray import tune
 
+    from raysweep.console import tune_verbosity
+    from raysweep.sweep.progress import StageProgress
+
     plan = make_plan(spec)
     if trials is None:
         trials = identify_trials(spec)
@@ -259,7 +262,8 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
         run_config=tune.RunConfig(
             name=f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
             storage_path=str(spec.directory / TUNE_DIR),
-            failure_config=tune.FailureConfig(max_failures=2)),
+            failure_config=tune.FailureConfig(max_failures=2),
+            callbacks=[StageProgress("evaluate")], verbose=tune_verbosity()),
     )
 
 

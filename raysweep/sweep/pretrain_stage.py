@@ -10,10 +10,13 @@ by the pre-training driver itself.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import functools
+import time
 from pathlib import Path
 
+from raysweep import console
 from raysweep.config import ExperimentSpec, PretrainSpec
+from raysweep.sweep.interrupt import run_concurrently
 from raysweep.sweep.plan import make_plan
 
 
@@ -57,14 +60,19 @@ def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -
 
             raise SpecError(f"{spec.name}: no pretrain run named {sorted(unknown)[0]!r}")
     results = {}
+    started = time.monotonic()
     for wave in plan.pretrain_waves:
         runs = [r for r in wave if wanted is None or r.name in wanted]
         if not runs:
             continue
-        workers = max(1, min(plan.pretrain_concurrency, len(runs)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pretrain") as pool:
-            futures = {run.name: pool.submit(run_pretrain, resolved_run(spec, run),
-                                             storage_dir=spec.directory) for run in runs}
-            for name, future in futures.items():
-                results[name] = future.result()
+        # Daemon threads, so that Ctrl-C stops the stage at once (raysweep.sweep.interrupt).
+        results.update(run_concurrently(
+            {run.name: functools.partial(run_pretrain, resolved_run(spec, run),
+                                         storage_dir=spec.directory) for run in runs},
+            max_parallel=plan.pretrain_concurrency))
+    if results:
+        reused = sum(result.skipped for result in results.values())
+        console.say(f"pretrain: {console.plural(len(results), 'run')} done in "
+                    f"{console.format_duration(time.monotonic() - started)} "
+                    f"({len(results) - reused} trained, {reused} finished before)")
     return [results[r.name] for r in spec.pretrain if r.name in results]

@@ -62,7 +62,7 @@ def test_unknown_alternative_is_an_error(samples) -> None:
 
 
 def test_from_stats_reproduces_the_protocol_test_vector() -> None:
-    """PROTOCOL.md: 0.69112 +- 0.011 vs 0.65701 +- 0.021, n = 35 each, one-sided."""
+    """docs/protocol.md: 0.69112 +- 0.011 vs 0.65701 +- 0.021, n = 35 each, one-sided."""
     res = stats.welch_from_stats(0.69112, 0.011, 35, 0.65701, 0.021, 35, "greater")
     assert f"{res.pvalue:.4e}" == "1.0986e-11"
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from raysweep import console
 from raysweep.artefacts import (
     atomic_torch_save,
     atomic_write_json,
@@ -35,6 +36,7 @@ from raysweep.config import PretrainSpec, to_dict
 from raysweep.errors import DataProblems, SpecError
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.loop import FaultInjection, ray_train_loop
+from raysweep.ssl.pretrain.progress import EpochProgress
 from raysweep.ssl.pretrain.run_dir import (
     ENCODER_FILE,
     META_FILE,
@@ -146,6 +148,7 @@ def run_pretrain(
     """
     run_dir = run_directory(spec, storage_dir)
     if is_finished(run_dir):
+        console.say(f"pretrain {spec.name}: finished before, reusing {run_dir / ENCODER_FILE}")
         return _result(run_dir, skipped=True)
 
     from ray.train import (  # RAY
@@ -166,6 +169,7 @@ def run_pretrain(
         "spec": to_jsonable(to_dict(spec)),
         "metrics_path": str(run_dir / METRICS_FILE),
         "fault": to_jsonable(_fault) if _fault else None,
+        "log_level": console.ray_log_level(),
     }
     trainer = TorchTrainer(  # RAY: one worker group, DDP over num_workers ranks
         ray_train_loop,
@@ -181,23 +185,32 @@ def run_pretrain(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
             # Per-epoch "checkpoint created" INFO lines would drown the progress output.
-            logging_config=LoggingConfig(
-                log_level=os.environ.get("RAYSWEEP_RAY_LOG_LEVEL", "WARNING")),
+            logging_config=LoggingConfig(log_level=console.ray_log_level()),
         ),
     )
     started = time.time()
-    try:
-        result = trainer.fit()  # RAY: raises once max_failures is exhausted
-    except Exception as err:  # the worker's own error, in one line (raysweep --debug: all)
-        from raysweep.sweep.failures import train_failure
+    total_epochs = (spec.frozen_epochs if spec.further else 0) + spec.epochs
+    with EpochProgress(spec.name, run_dir / METRICS_FILE, total_epochs) as progress:
+        resumed = (f", resuming after epoch {progress.resumed_after}"
+                   if progress.resumed_after else "")
+        workers = console.plural(spec.num_workers, "GPU worker" if gpu else "CPU worker")
+        console.say(f"pretrain {spec.name}: {console.plural(total_epochs, 'epoch')} on "
+                    f"{workers}{resumed}")
+        try:
+            result = trainer.fit()  # RAY: raises once max_failures is exhausted
+        except Exception as err:  # the worker's own error, in one line (raysweep --debug: all)
+            from raysweep.sweep.failures import train_failure
 
-        raise train_failure(err, spec.name, run_dir / RAY_RUN_NAME) from err
+            raise train_failure(err, spec.name, run_dir / RAY_RUN_NAME) from err
     if result.checkpoint is None:
         raise RuntimeError(f"pretrain {spec.name}: Ray Train finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
-        return write_artefacts(spec, run_dir, Path(directory), {
+        written = write_artefacts(spec, run_dir, Path(directory), {
             "use_gpu": bool(gpu), "num_workers": spec.num_workers,
             "fit_time_s": time.time() - started,
             "ray_run_dir": str(run_dir / RAY_RUN_NAME),
             "torch_version": torch.__version__,
         })
+    console.say(f"pretrain {spec.name}: done in {console.format_duration(time.time() - started)}"
+                f", encoder: {written.encoder_path}")
+    return written

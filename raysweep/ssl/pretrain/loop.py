@@ -5,7 +5,7 @@
 process group they start themselves. Its only contact with Ray is the ``hooks`` object
 (:mod:`raysweep.ssl.pretrain.hooks`, Ray calls marked ``# RAY``).
 
-The protocol (PROTOCOL.md "Further pre-training", section 3.7 of the paper):
+The protocol (docs/protocol.md "Further pre-training", section 3.7 of the paper):
 
 1. a fresh, randomly initialised projector (SSL methods) or linear head (``supervised``);
 2. ``frozen_epochs`` (paper: 1) with the encoder frozen: only the projector trains, with Adam at
@@ -223,7 +223,7 @@ def make_optimizer(spec: PretrainSpec, params: list[nn.Parameter], phase: str,
 
 def make_scheduler(spec: PretrainSpec, optimizer: torch.optim.Optimizer, lr_max: float,
                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """fastai's 1cycle (PROTOCOL.md defaults) or cosine from lr_max to ``lr_min``."""
+    """fastai's 1cycle (docs/protocol.md defaults) or cosine from lr_max to ``lr_min``."""
     if spec.schedule == "cosine":
         for group in optimizer.param_groups:
             group["lr"] = lr_max
@@ -556,10 +556,24 @@ def _proxy_metrics(spec: PretrainSpec, net: PretrainNet, device: torch.device,
     return {f"proxy_{spec.proxy}_acc": score}
 
 
+def _match_report_log_level(level: str) -> None:
+    """Ray Train 2.60 logs every ``ray.train.report`` at INFO ("Reporting training result
+    ...", the whole metrics dict) through a logger named after its file path
+    (``ray/train/v2/_internal/execution/context.py``: ``logging.getLogger(__file__)``), so the
+    RunConfig's log level, which filters ``ray.train.*`` loggers only, misses it. Give that
+    logger the run's level (the driver prints its own line per epoch)."""
+    import logging
+
+    from ray.train.v2._internal.execution import context  # RAY
+
+    logging.getLogger(context.__file__).setLevel(level)
+
+
 def ray_train_loop(config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of the driver's ``TorchTrainer``: rebuild the spec, run."""
     from raysweep.ssl.pretrain.hooks import RayTrainHooks
 
+    _match_report_log_level(config.get("log_level", "WARNING"))
     spec = from_dict(PretrainSpec, config["spec"])
     fault = FaultInjection(**config["fault"]) if config.get("fault") else None
     pretrain_worker(spec, RayTrainHooks(), metrics_path=config.get("metrics_path"), fault=fault)
