@@ -19,6 +19,7 @@ import signal
 import sys
 import traceback
 import typing
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -395,11 +396,22 @@ def _run_environment(args: argparse.Namespace) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the console: ``warning: <message>`` on one line, without
+    the source line Python's default display adds (``--debug`` keeps the default)."""
+    stream = file if file is not None else sys.stderr
+    with contextlib.suppress(OSError, ValueError):
+        print(f"warning: {' '.join(str(message).split())}", file=stream)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raysweep`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown = warnings.showwarning
+    if not args.debug:
+        warnings.showwarning = _one_line_warning
     try:
         with _run_environment(args):
             return args.handler(args)
@@ -414,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return _interrupted(args, argv)
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

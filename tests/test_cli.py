@@ -157,3 +157,27 @@ def test_report_honours_correction_and_alpha_for_an_experiment(tmp_path: Path, c
     default = default[(default["metric"] == "accuracy") & (default["test"] == "welch")]
     assert (default["p_adjusted"] >= default["p_value"]).all()
     assert (default["p_adjusted"] > default["p_value"]).any()  # Holm, the default, adjusts
+
+
+def test_warnings_reach_the_console_as_one_line(tmp_path: Path, capsys, monkeypatch):
+    import warnings
+
+    from raysweep import cli
+
+    def warn(args):
+        warnings.warn("skipped 2 corrupt image(s) in x.csv:\n a.png, b.png", UserWarning,
+                      stacklevel=1)
+        return cli.EXIT_OK
+
+    parser = cli.build_parser()
+    parser.set_defaults(handler=warn)  # every sub-command now just warns
+    for action in parser._subparsers._group_actions:
+        for sub in action.choices.values():
+            sub.set_defaults(handler=warn)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    previous = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.main(["validate", str(tmp_path / "x.yaml")]) == 0
+    assert capsys.readouterr().err == "warning: skipped 2 corrupt image(s) in x.csv: a.png, b.png\n"
+    assert warnings.showwarning is previous  # restored for the caller
