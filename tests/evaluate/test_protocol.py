@@ -134,3 +134,40 @@ def test_finetune_resumed_from_an_epoch_checkpoint_equals_the_uninterrupted_run(
     resumed = finetune(encoder, *breast, settings=settings, seed=5, class_names=CLASSES,
                        augment=augment, resume=state)
     assert without_timings(resumed) == without_timings(whole)
+
+
+def test_validation_curve_records_every_epoch_and_changes_nothing_else(breast, encoder,
+                                                                      augment) -> None:
+    """With ``val`` the row gains ``val_curve``: one record per 1cycle epoch; the rest of the
+    row equals a run without it. Validating on the test split without TTA, the last record
+    equals the row's own test metrics (the same model, the same plain forward pass)."""
+    settings = TINY.replace(epochs=3, tta_views=0)
+    plain = finetune(encoder, *breast, settings=settings, seed=2, class_names=CLASSES,
+                     augment=augment)
+    curved = finetune(encoder, *breast, settings=settings, seed=2, class_names=CLASSES,
+                      augment=augment, val=breast[1])
+    curve = json.loads(curved.pop("val_curve"))
+    assert "val_curve" not in plain
+    assert without_timings(curved) == without_timings(plain)
+    assert [r["epoch"] for r in curve] == [1, 2, 3]
+    assert set(curve[0]) == {"epoch", "loss", "accuracy", "f1_weighted", "f1_macro",
+                             "balanced_accuracy"}
+    for key in ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy"):
+        assert curve[-1][key] == pytest.approx(plain[key], abs=1e-12), key
+    assert all(r["loss"] > 0 for r in curve) and curve[0] != curve[1]
+
+
+def test_validation_curve_survives_a_resume(breast, encoder, augment, tmp_path: Path) -> None:
+    settings = TINY.replace(epochs=3)
+    states: list[dict] = []
+    whole = finetune(encoder, *breast, settings=settings, seed=5, class_names=CLASSES,
+                     augment=augment, on_epoch=states.append, val=breast[1])
+    torch.save(states[1], tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert [r["epoch"] for r in state["val_curve"]] == [1, 2]
+    resumed = finetune(encoder, *breast, settings=settings, seed=5, class_names=CLASSES,
+                       augment=augment, resume=state, val=breast[1])
+    assert without_timings(resumed) == without_timings(whole)
+    with pytest.raises(DataError, match="val split"):
+        finetune(encoder, *breast, settings=settings, seed=5, class_names=CLASSES,
+                 augment=augment, val=(breast[1][0][:0], breast[1][1][:0]))
