@@ -22,8 +22,10 @@ CORRECTIONS = ("holm", "fdr_bh", "bonferroni", "none")
 TEST_NAMES = ("welch", "paired_t", "wilcoxon", "mannwhitney")
 
 
-#: The family of every comparison across families (``family_1`` != ``family_2``).
-CROSS_FAMILY = "across families"
+def cross_family(family_by: Sequence[str]) -> str:
+    """The family label of every comparison across families (``family_1`` != ``family_2``):
+    ``across protocols`` with the default ``family_by``, else ``across families``."""
+    return "across protocols" if tuple(family_by) == ("protocol",) else "across families"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Comparison:
     Across families: ``model_1``'s runs of family ``family_1`` against ``model_2``'s runs of
     family ``family_2`` (with the default ``family_by``, e.g. a frozen SimCLR encoder's probe
     against a supervised baseline's fine-tuning); such comparisons form a family of their own
-    (:data:`CROSS_FAMILY`) for the correction."""
+    (:func:`cross_family`) for the correction."""
 
     model_1: str
     model_2: str

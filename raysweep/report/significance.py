@@ -21,8 +21,8 @@ Choices (the paper is silent on all but the first):
   bootstrap resamples seed indices; otherwise both treat the runs as independent (Cohen's d,
   ``TTestIndPower``; each condition resampled on its own). Cohen's d is reported either way.
 - A comparison across families (``family_1`` / ``family_2``: e.g. a probe against a
-  fine-tuning) pairs runs by seed in the same way; all of them form one family of their own,
-  :data:`~raysweep.report.settings.CROSS_FAMILY`, for the correction.
+  fine-tuning) pairs runs by seed in the same way; all of them form one family of their own
+  for the correction (``across protocols``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import pandas as pd
 
 from raysweep.errors import DataError, SpecError
 from raysweep.report import stats
-from raysweep.report.settings import CROSS_FAMILY, Comparison, ReportSettings
+from raysweep.report.settings import Comparison, ReportSettings, cross_family
 
 CONDITION = "condition"
 SEED = "seed"
@@ -130,7 +130,8 @@ def is_paired_design(a: np.ndarray, b: np.ndarray, pairs: tuple[np.ndarray, np.n
 
 def pairwise_tests(results: pd.DataFrame, settings: ReportSettings) -> pd.DataFrame:
     """Run every planned comparison in every family, for each metric and test; then every
-    declared comparison across families (family :data:`CROSS_FAMILY`).
+    declared comparison across families (family :func:`~raysweep.report.settings.cross_family`:
+    ``across protocols``).
 
     Returns a long DataFrame with columns ``family``, the ``family_by`` columns (empty for
     comparisons across families), ``family_1``, ``family_2`` (the families the two sides come
@@ -164,7 +165,8 @@ def pairwise_tests(results: pd.DataFrame, settings: ReportSettings) -> pd.DataFr
     empty_key = dict.fromkeys(settings.family_by)
     for metric, comp in itertools.product(settings.metrics, across):
         rows += _compare(frames[comp.family_1], frames[comp.family_2], comp, metric,
-                         CROSS_FAMILY, empty_key, comp.family_1, comp.family_2, settings)
+                         cross_family(settings.family_by), empty_key, comp.family_1,
+                         comp.family_2, settings)
     columns = [
         "family", *settings.family_by, "family_1", "family_2", "metric", "model_1", "model_2",
         "alternative", "null", "n_1", "n_2", "mean_1", "mean_2", "diff", "design", "ci_low",

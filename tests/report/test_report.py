@@ -217,10 +217,10 @@ def test_logistic_protocol_representations_and_cross_protocol_comparison(tmp_pat
     names = {p.name for p in paths.figures}
     assert {"embedding-sl.png", "embedding-ssl.png", "embedding-ssl-i-ssl-p.png"} <= names
     # the comparison across protocols: its own table, each side named with its protocol
-    cross = paths.tables["tests-across-families"]["md"].read_text(encoding="utf-8")
+    cross = paths.tables["tests-across-protocols"]["md"].read_text(encoding="utf-8")
     assert "SSL (logistic)" in cross and "SL (finetune)" in cross and "paired (n=6)" in cross
     tests = pd.read_csv(paths.significance_csv)
-    assert set(tests.family) == {"finetune", "probe", "logistic", "across families"}
+    assert set(tests.family) == {"finetune", "probe", "logistic", "across protocols"}
 
     bad = make_experiment(tmp_path / "bad", optional_parts=False)
     (bad / "representations.json").write_text(json.dumps({"conditions": [{"condition": "SL"}]}))
