@@ -102,6 +102,10 @@ class Plan:
                              f"{', '.join(protocols)}; {len(trials)} trials")
                 if verbose:
                     lines.extend(_field_lines(condition_fields(spec, cond), "      "))
+            if spec.evaluate.representations is not None:
+                lines.append(f"  representation analysis of each encoder: "
+                             f"{len(spec.evaluate.encoders)} conditions, once each (not per "
+                             "seed)")
             if verbose:
                 stage_fields = [(k, v) for k, v in non_default_fields(spec.evaluate)
                                 if not k.startswith(("encoders", "settings."))]
