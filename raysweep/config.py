@@ -672,7 +672,8 @@ class LogisticSpec(Spec):
 
 @dataclass(frozen=True)
 class EvaluationSpec(Spec):
-    """The fine-tuning / linear-probe protocol (PROTOCOL.md "Fine-tuning", fastai defaults)."""
+    """The fine-tuning / linear-probe protocol (PROTOCOL.md "Fine-tuning", fastai defaults),
+    fine-tuning's optional validation curves, and the ``logistic`` protocol's settings."""
 
     head_epochs: int = spec_field(1, checks=(_non_negative,), doc="head-only epochs")
     head_lr: float = spec_field(1e-3, checks=(_positive,), doc="Adam lr of the head-only epoch")

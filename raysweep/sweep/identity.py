@@ -101,23 +101,25 @@ class _Identities:
         run_dir = pretrain_run_dir(self.spec, run, save_digests=self.save_digests)
         return file_sha256(run_dir / ENCODER_FILE) if is_finished(run_dir) else None
 
-    def condition(self, name: str, protocol: str = "probe") -> dict[str, Any] | None:
-        """The identity of everything the rows of a condition under ``protocol`` share (None
-        while its encoder's digest is unknown); ``settings`` are :func:`protocol_settings`."""
+    def shared(self, name: str) -> dict[str, Any] | None:
+        """What every row of a condition shares: its name, encoder and data (None while its
+        encoder's digest is unknown)."""
         if name not in self._conditions:
             assert self.spec.evaluate is not None
             cond = next(c for c in self.spec.evaluate.encoders if c.name == name)
             digest = self.encoder_digest(cond)
-            if digest is None:
-                self._conditions[name] = None
-            else:
-                self._conditions[name] = {
-                    "version": ROW_IDENTITY_VERSION,
-                    "condition": cond.name,
-                    "encoder": {"arch": cond.encoder.name, "weights_sha256": digest},
-                    "data": self.data_fingerprint(cond),
-                }
-        shared = self._conditions[name]
+            self._conditions[name] = None if digest is None else {
+                "version": ROW_IDENTITY_VERSION,
+                "condition": cond.name,
+                "encoder": {"arch": cond.encoder.name, "weights_sha256": digest},
+                "data": self.data_fingerprint(cond),
+            }
+        return self._conditions[name]
+
+    def condition(self, name: str, protocol: str) -> dict[str, Any] | None:
+        """The identity every row of a condition under ``protocol`` shares: :meth:`shared`
+        and the :func:`protocol_settings` of the condition's settings."""
+        shared = self.shared(name)
         if shared is None:
             return None
         assert self.spec.evaluate is not None
@@ -136,9 +138,9 @@ def condition_identities(spec: ExperimentSpec, *,
     identities = _Identities(spec, save_digests=save_digests)
     result = {}
     for cond in spec.evaluate.encoders:
-        identity = identities.condition(cond.name)
-        result[cond.name] = None if identity is None else {
-            k: identity[k] for k in ("condition", "encoder", "data")}
+        shared = identities.shared(cond.name)
+        result[cond.name] = None if shared is None else {
+            k: shared[k] for k in ("condition", "encoder", "data")}
     return result
 
 
