@@ -937,6 +937,27 @@ class ExperimentSpec(Spec):
                                                   f"{_closest(target, names)}"))
         if not problems:
             problems.extend(self._cycle_problems())
+        problems.extend(self._cross_protocol_problems())
+        return problems
+
+    def _cross_protocol_problems(self) -> list[_FieldError]:
+        """A comparison across protocols whose condition is not evaluated under its
+        protocol (conditions the spec does not evaluate are left to the report)."""
+        if self.evaluate is None:
+            return []
+        protocols = {c.name: c.protocols or self.evaluate.protocols
+                     for c in self.evaluate.encoders}
+        problems = []
+        for index, comp in enumerate(self.report.comparisons):
+            if not comp.across_protocols:
+                continue
+            for side, model, protocol in ((1, comp.model_1, comp.protocol_1),
+                                          (2, comp.model_2, comp.protocol_2)):
+                if model in protocols and protocol not in protocols[model]:
+                    problems.append(_FieldError(
+                        ("report", "comparisons", f"[{index}]", f"protocol_{side}"),
+                        f"condition {model!r} is not evaluated with {protocol!r} (its "
+                        f"protocols: {', '.join(protocols[model])})"))
         return problems
 
     def _cycle_problems(self) -> list[_FieldError]:

@@ -269,3 +269,16 @@ def test_cross_protocol_comparisons_in_the_spec() -> None:
         SpecComparison(model_1="a", model_2="a", protocol_1="probe", protocol_2="probe")
     with pytest.raises(SpecError, match="family_by"):
         ReportSpec(family_by=("protocol", "initial"), comparisons=spec.comparisons)
+    # a side whose condition is not evaluated under its protocol, named in one line
+    from raysweep.config import spec_from_data
+
+    data = {"name": "x", "evaluate": {
+        "data": {"sources": [{"kind": "digits"}], "image_size": 16},
+        "encoders": [{"name": "simclr-100", "encoder": {"name": "small_resnet"}},
+                     {"name": "supervised-baseline-100", "encoder": {"name": "small_resnet"},
+                      "protocols": ["finetune"]}]},
+        "report": {"comparisons": [{"model_1": "supervised-baseline-100", "protocol_1": "probe",
+                                    "model_2": "simclr-100", "protocol_2": "finetune"}]}}
+    with pytest.raises(SpecError, match=r"comparisons\[0\]\.protocol_1: condition "
+                                        "'supervised-baseline-100' is not evaluated with"):
+        spec_from_data(data)
