@@ -223,11 +223,17 @@ def _significance_section(tests: pd.DataFrame, settings: ReportSettings) -> Sect
         f"(independent; TTestIndPower) at alpha = {settings.alpha} detects the observed "
         "effect size."
     )]
-    flagged = tests[tests["flagged"]].drop_duplicates(["family", "metric", "model_1", "model_2"])
+    flagged = tests[tests["flagged"]].drop_duplicates(
+        ["family", "metric", "model_1", "model_2", "family_1", "family_2"])
     if flagged.empty:
         blocks.append(Text("No comparison is flagged after correction."))
     else:
-        items = "; ".join(f"{r.model_1} vs {r.model_2} ({r.family}, {metric_label(r.metric)})"
+        def sides(r) -> str:
+            if r.family_1 == r.family_2:
+                return f"{r.model_1} vs {r.model_2}"
+            return f"{r.model_1} ({r.family_1}) vs {r.model_2} ({r.family_2})"
+
+        items = "; ".join(f"{sides(r)} ({r.family}, {metric_label(r.metric)})"
                           for r in flagged.itertuples())
         blocks.append(Text(f"Flagged after correction: {items}."))
     if tests.empty:

@@ -221,6 +221,7 @@ def test_logistic_protocol_representations_and_cross_protocol_comparison(tmp_pat
     assert "SSL (logistic)" in cross and "SL (finetune)" in cross and "paired (n=6)" in cross
     tests = pd.read_csv(paths.significance_csv)
     assert set(tests.family) == {"finetune", "probe", "logistic", "across protocols"}
+    assert "SSL (logistic) vs SL (finetune) (across protocols, Accuracy)" in markdown
 
     bad = make_experiment(tmp_path / "bad", optional_parts=False)
     (bad / "representations.json").write_text(json.dumps({"conditions": [{"condition": "SL"}]}))
