@@ -637,12 +637,45 @@ class PretrainSpec(Spec):
         return problems
 
 
-Protocol = Literal["finetune", "probe"]
+Protocol = Literal["finetune", "probe", "logistic"]
+
+#: Metrics the logistic protocol may choose its regularisation by (``log_loss``: the lowest).
+LogisticSelection = Literal["accuracy", "f1_weighted", "f1_macro", "balanced_accuracy",
+                            "log_loss"]
+
+
+@dataclass(frozen=True)
+class LogisticSpec(Spec):
+    """The ``logistic`` protocol (SimCLR's linear evaluation, Chen et al. 2020, appendix B.5;
+    VISSL's): standardised frozen features, an L2-regularised multinomial logistic regression
+    (scikit-learn, L-BFGS), its inverse regularisation C chosen on a stratified validation share
+    of the labelled training data among ``c_num`` log-spaced values in [c_min, c_max], then
+    refit on all the labelled training data (``raysweep.evaluate.logistic``)."""
+
+    c_min: float = spec_field(1e-5, checks=(_positive,), doc="smallest C (strongest L2)")
+    c_max: float = spec_field(1e3, checks=(_positive,), doc="largest C")
+    c_num: int = spec_field(17, checks=(_between(1, 1000),),
+                            doc="log-spaced C values (1: c_min only, no selection)")
+    val_fraction: float = spec_field(0.2, checks=(_unit_interval_open,),
+                                     doc="training-label share held out to choose C")
+    select_by: LogisticSelection = spec_field("accuracy", doc="validation metric choosing C")
+    class_weight: Literal["none", "balanced"] = spec_field(
+        "none", doc="balanced: loss weights inversely proportional to class frequency")
+    max_iter: int = spec_field(1000, checks=(_positive,), doc="L-BFGS iterations per fit")
+    tol: float = spec_field(1e-4, checks=(_positive,), doc="L-BFGS tolerance")
+
+    def problems(self) -> list[_FieldError]:
+        if self.c_max < self.c_min:
+            return [_FieldError(("c_max",), "must not be below c_min")]
+        if self.c_num == 1 and self.c_max != self.c_min:
+            return [_FieldError(("c_num",), "1 value: set c_max equal to c_min (that C)")]
+        return []
 
 
 @dataclass(frozen=True)
 class EvaluationSpec(Spec):
-    """The fine-tuning / linear-probe protocol (docs/protocol.md "Fine-tuning", fastai defaults)."""
+    """The fine-tuning / linear-probe protocol (docs/protocol.md "Fine-tuning", fastai defaults),
+    fine-tuning's optional validation curves, and the ``logistic`` protocol's settings."""
 
     head_epochs: int = spec_field(1, checks=(_non_negative,), doc="head-only epochs")
     head_lr: float = spec_field(1e-3, checks=(_positive,), doc="Adam lr of the head-only epoch")
@@ -669,6 +702,10 @@ class EvaluationSpec(Spec):
         "head", doc="head: only the head init varies with the seed (paper)")
     batched_probes: bool = spec_field(True, doc="probe K seeds in one pass")
     device: str = spec_field("auto", doc="auto | cpu | cuda")
+    validation_curves: bool = spec_field(
+        False, doc="fine-tuning: metrics on the data's val split after every epoch")
+    logistic: LogisticSpec = spec_field(default_factory=LogisticSpec,
+                                        doc="the logistic protocol's settings")
 
     def problems(self) -> list[_FieldError]:
         problems = []
@@ -712,17 +749,36 @@ def _duplicate_names(names: list[str], path: tuple[str, ...]) -> list[_FieldErro
 
 
 @dataclass(frozen=True)
+class RepresentationSpec(Spec):
+    """Representation analysis of every evaluated encoder, once per encoder and labelled data
+    (``raysweep.evaluate.representation``): kNN accuracy, a linear-separability score and the
+    silhouette coefficient of its frozen features on the test set, PCA and t-SNE embeddings of
+    up to ``max_points`` test images (Jiang, thesis section 7.1)."""
+
+    knn_k: int = spec_field(20, checks=(_positive,), doc="neighbours of the kNN classifier")
+    separability_folds: int = spec_field(5, checks=(_between(2, 100),),
+                                         doc="cross-validation folds of the separability score")
+    max_points: int = spec_field(2000, checks=(_between(10, 100_000),),
+                                 doc="test images embedded in 2-D (a stratified subset)")
+    tsne_pca_dims: int = spec_field(50, checks=(_positive,), doc="PCA dimensions before t-SNE")
+    perplexity: float = spec_field(30.0, checks=(_positive,), doc="t-SNE perplexity")
+    seed: int = spec_field(0, checks=(_non_negative,), doc="subset, folds and t-SNE seed")
+
+
+@dataclass(frozen=True)
 class EvaluateStage(Spec):
     """The ``evaluate`` stage: every encoder condition x protocol x seed (docs/protocol.md: 35)."""
 
     data: DatasetSpec = spec_field(doc="labelled train/test data")
     encoders: tuple[EncoderCondition, ...] = spec_field(checks=(_non_empty,), doc="conditions")
     protocols: tuple[Protocol, ...] = spec_field(("finetune", "probe"), checks=(_non_empty,),
-                                                 doc="finetune and/or probe")
+                                                 doc="finetune, probe and/or logistic")
     seeds: int = spec_field(35, checks=(_between(1, MAX_SEEDS),),
                             doc="seed indices first_seed .. +seeds-1")
     first_seed: int = spec_field(0, checks=(_between(0, MAX_FIRST_SEED),), doc="first seed index")
     settings: EvaluationSpec = spec_field(default_factory=EvaluationSpec, doc="protocol")
+    representations: RepresentationSpec | None = spec_field(
+        None, doc="representation analysis per encoder ({} = defaults; null = none)")
 
     def problems(self) -> list[_FieldError]:
         return _duplicate_names([c.name for c in self.encoders], ("encoders",))
@@ -780,12 +836,34 @@ class SearchSpec(Spec):
 
 @dataclass(frozen=True)
 class Comparison(Spec):
-    """A declared pairwise test: null "model_1 <= model_2" (``greater``) or "=" (two-sided)."""
+    """A declared pairwise test: null "model_1 <= model_2" (``greater``) or "=" (two-sided).
+
+    Within one protocol (``protocol``, or every protocol holding both conditions), or across
+    protocols: ``protocol_1`` for ``model_1`` against ``protocol_2`` for ``model_2`` (e.g. a
+    frozen SimCLR backbone's probe against a supervised baseline's fine-tuning), paired by seed
+    where both have the seed."""
 
     model_1: str = spec_field(doc="condition name")
     model_2: str = spec_field(doc="condition name")
     alternative: Literal["greater", "two-sided"] = spec_field("greater", doc="H1")
     protocol: Protocol | None = spec_field(None, doc="null = every protocol")
+    protocol_1: Protocol | None = spec_field(None, doc="model_1's protocol (with protocol_2)")
+    protocol_2: Protocol | None = spec_field(None, doc="model_2's protocol (with protocol_1)")
+
+    @property
+    def across_protocols(self) -> bool:
+        return self.protocol_1 is not None
+
+    def problems(self) -> list[_FieldError]:
+        if (self.protocol_1 is None) != (self.protocol_2 is None):
+            missing = "protocol_2" if self.protocol_2 is None else "protocol_1"
+            return [_FieldError((missing,), "give protocol_1 and protocol_2 together")]
+        if self.protocol_1 is not None and self.protocol is not None:
+            return [_FieldError(("protocol",), "give protocol, or protocol_1 and protocol_2, "
+                                               "not both")]
+        if self.model_1 == self.model_2 and self.protocol_1 == self.protocol_2:
+            return [_FieldError(("model_2",), f"compares {self.model_1!r} with itself")]
+        return []
 
 
 @dataclass(frozen=True)
@@ -810,9 +888,16 @@ class ReportSpec(Spec):
     power: float = spec_field(0.8, checks=(_unit_interval_open,), doc="power for seeds needed")
 
     def problems(self) -> list[_FieldError]:
+        problems = []
         if self.primary_test not in self.tests:
-            return [_FieldError(("primary_test",), f"must be one of tests {list(self.tests)}")]
-        return []
+            problems.append(_FieldError(("primary_test",),
+                                        f"must be one of tests {list(self.tests)}"))
+        if tuple(self.family_by) != ("protocol",):
+            problems.extend(
+                _FieldError(("comparisons", f"[{index}]", "protocol_1"),
+                            "comparisons across protocols need family_by: [protocol]")
+                for index, comp in enumerate(self.comparisons) if comp.across_protocols)
+        return problems
 
 
 @dataclass(frozen=True)
@@ -854,6 +939,27 @@ class ExperimentSpec(Spec):
                                                   f"{_closest(target, names)}"))
         if not problems:
             problems.extend(self._cycle_problems())
+        problems.extend(self._cross_protocol_problems())
+        return problems
+
+    def _cross_protocol_problems(self) -> list[_FieldError]:
+        """A comparison across protocols whose condition is not evaluated under its
+        protocol (conditions the spec does not evaluate are left to the report)."""
+        if self.evaluate is None:
+            return []
+        protocols = {c.name: c.protocols or self.evaluate.protocols
+                     for c in self.evaluate.encoders}
+        problems = []
+        for index, comp in enumerate(self.report.comparisons):
+            if not comp.across_protocols:
+                continue
+            for side, model, protocol in ((1, comp.model_1, comp.protocol_1),
+                                          (2, comp.model_2, comp.protocol_2)):
+                if model in protocols and protocol not in protocols[model]:
+                    problems.append(_FieldError(
+                        ("report", "comparisons", f"[{index}]", f"protocol_{side}"),
+                        f"condition {model!r} is not evaluated with {protocol!r} (its "
+                        f"protocols: {', '.join(protocols[model])})"))
         return problems
 
     def _cycle_problems(self) -> list[_FieldError]:

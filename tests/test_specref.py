@@ -56,7 +56,7 @@ def test_rows_show_type_default_range_and_doc() -> None:
     assert rows["| `evaluate.settings.strength`"].split(" | ")[3] == "in [0.0, 2.0]"
     assert rows["| `report.correction`"].split(" | ")[1:4] == [
         "`str`", "`holm`", "one of holm, fdr_bh, bonferroni, none"]
-    assert "one of finetune, probe; not empty" in rows["| `evaluate.encoders[].protocols`"]
+    assert "one of finetune, probe, logistic; not empty" in rows["| `evaluate.encoders[].protocols`"]
     assert "barlow_twins, simclr, simclr_medical, supervised, supervised_upright" in rows[
         "| `pretrain[].augmentation`"]
 

@@ -78,6 +78,16 @@ def condition_labels(spec: ExperimentSpec) -> dict[str, dict[str, str]]:
                         **condition_keys(spec, cond)} for cond in spec.evaluate.encoders}
 
 
+def condition_encoder(spec: ExperimentSpec, cond: EncoderCondition):
+    """A new instance of the encoder a condition evaluates, with its initial weights. A random
+    encoder is the same for every seed and protocol (only the head varies: the paper): its
+    initialisation is seeded by the condition's name."""
+    from raysweep.models import build_encoder
+
+    return build_encoder(cond.encoder.name, resolved_weights(spec, cond.encoder.weights),
+                         generator=torch_generator(0, "encoder_init", cond.name))
+
+
 def checkpoint_path(spec: ExperimentSpec, ref: RowRef) -> Path:
     """Where the fine-tuning run of row ``ref`` keeps its newest epoch checkpoint."""
     return spec.directory / CHECKPOINT_DIR / f"{ref.row_id}.pt"
@@ -126,8 +136,7 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
     (they are computed here). Fine-tuning runs checkpoint every ``checkpoint_interval_s``
     (default :data:`CHECKPOINT_INTERVAL_S`) and continue from their checkpoint."""
     from raysweep.data import load_dataset
-    from raysweep.evaluate import finetune, probe
-    from raysweep.models import build_encoder
+    from raysweep.evaluate import finetune, logistic_probe, probe
 
     assert spec.evaluate is not None
     if not trial.row_ids:
@@ -145,34 +154,43 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
         settings = condition_settings(spec.evaluate.settings, cond)
         dataset = load_dataset(cond.data or spec.evaluate.data, progress=progress)
         train, test = dataset.labelled("train"), dataset.labelled("test")
-        weights = resolved_weights(spec, cond.encoder.weights)
-
-        def fresh_encoder():
-            # A random encoder is the same for every seed: only the head varies (paper).
-            return build_encoder(cond.encoder.name, weights,
-                                 generator=torch_generator(0, "encoder_init", cond.name))
 
         common = {"condition": cond.name, "spec_hash": stable_hash(spec),
                   **_provenance_columns()}
-        if trial.protocol == "probe":
+        if trial.protocol in ("probe", "logistic"):
             by_seed = {ref.key.seed: ref for ref in todo}
-            for row in probe(fresh_encoder(), train, test, settings=settings,
-                             seeds=list(by_seed), class_names=dataset.classes, device=device):
+            run = probe if trial.protocol == "probe" else logistic_probe
+            for row in run(condition_encoder(spec, cond), train, test, settings=settings,
+                           seeds=list(by_seed), class_names=dataset.classes, device=device):
                 _store_row(store, row, common, by_seed[int(row["seed"])])
         else:
             interval = CHECKPOINT_INTERVAL_S if checkpoint_interval_s is None \
                 else checkpoint_interval_s
+            val = validation_split(dataset, cond.name) if settings.validation_curves else None
             for ref in todo:  # each row is stored as soon as its seed is done
                 path = checkpoint_path(spec, ref)
                 resume = load_checkpoint(path)
-                row = finetune(fresh_encoder(), train, test, settings=settings,
+                row = finetune(condition_encoder(spec, cond), train, test, settings=settings,
                                seed=ref.key.seed, class_names=dataset.classes, device=device,
                                progress=progress, on_epoch=_epoch_saver(path, interval),
-                               resume=resume)
+                               resume=resume, val=val)
                 row["resumed_from_epoch"] = int(resume["epoch"]) if resume else 0
                 _store_row(store, row, common, ref)
                 path.unlink(missing_ok=True)
     return [store.read(ref) for ref in refs]
+
+
+def validation_split(dataset, condition: str):
+    """The labelled ``val`` split that validation curves are recorded on, or a
+    :class:`RaysweepError` saying how to get one."""
+    from raysweep.errors import DataError
+
+    try:
+        return dataset.labelled("val")
+    except DataError as err:
+        raise DataError(f"condition {condition}: validation_curves needs a labelled val split "
+                        f"(set the data's val_fraction, or use a source with its own val "
+                        f"split): {err}") from None
 
 
 def _provenance_columns() -> dict[str, str]:

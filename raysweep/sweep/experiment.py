@@ -112,10 +112,12 @@ class EvaluateOutcome:
 
 def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
     """Compute the evaluate stage's missing rows with a fresh Tuner (the caller holds the
-    lock); say how many stored rows no longer match the spec."""
+    lock), then the missing representation analyses; say how many stored rows no longer match
+    the spec."""
     from raysweep.sweep.evaluate_stage import build_tuner, remove_old_tune_state
     from raysweep.sweep.failures import evaluation_failure
     from raysweep.sweep.identity import identify_trials, planned_refs
+    from raysweep.sweep.representation_stage import run_representation_stage
 
     if spec.evaluate is None:
         return EvaluateOutcome((), 0)
@@ -132,6 +134,7 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
         results = build_tuner(spec, trials).fit()
         if (failure := evaluation_failure(results)) is not None:
             raise failure  # one line: the trial's error, its name and log (--debug: all)
+    run_representation_stage(spec)  # once per encoder; writes representations.json
     return EvaluateOutcome(refs, len(before.missing) - len(store.status(refs).missing))
 
 

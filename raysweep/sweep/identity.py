@@ -4,7 +4,8 @@ A row's identity covers
 
 - the condition's name (it seeds the random-init encoder) and the protocol;
 - the protocol's settings (the stage's :class:`~raysweep.config.EvaluationSpec` with the
-  condition's overrides), except the purely operational :data:`NOT_IN_ROW_IDENTITY`;
+  condition's overrides), except the purely operational :data:`NOT_IN_ROW_IDENTITY` and the
+  settings of other protocols (:func:`protocol_settings`);
 - the labelled data by content (:func:`raysweep.data.fingerprint.dataset_fingerprint`: the
   file digests, labels, splits and label subset; never the paths);
 - the encoder: its architecture and the SHA-256 of its initial weights' bytes (a
@@ -27,7 +28,7 @@ import dataclasses
 from typing import Any
 
 from raysweep.artefacts import file_sha256, stable_hash, to_jsonable
-from raysweep.config import EncoderCondition, ExperimentSpec
+from raysweep.config import EncoderCondition, EvaluationSpec, ExperimentSpec
 from raysweep.sweep.plan import EvalTrial, condition_settings, eval_trials
 from raysweep.sweep.results import RowKey, RowRef
 
@@ -37,6 +38,30 @@ ROW_IDENTITY_VERSION = 1
 #: EvaluationSpec fields that do not change a row: where it runs, and whether probe seeds share
 #: one pass (batched probes are bit-identical to single runs).
 NOT_IN_ROW_IDENTITY = frozenset({"device", "batched_probes"})
+
+#: EvaluationSpec fields that concern one protocol only (field -> protocol). They are left out
+#: of the settings every row of a condition shares, so changing them recomputes that protocol's
+#: rows only (and adding them left every earlier row valid); see :func:`protocol_settings`.
+PROTOCOL_ONLY_SETTINGS = {"validation_curves": "finetune", "logistic": "logistic"}
+
+
+def protocol_settings(settings: EvaluationSpec, protocol: str) -> dict[str, Any]:
+    """The settings in the identity of ``protocol``'s rows.
+
+    - ``finetune`` / ``probe``: every EvaluationSpec field but :data:`NOT_IN_ROW_IDENTITY` and
+      :data:`PROTOCOL_ONLY_SETTINGS`; fine-tuning adds ``validation_curves`` only when it is on
+      (a row with per-epoch validation metrics holds more than one without).
+    - ``logistic``: its own ``logistic`` settings only: it uses none of the fastai protocol's
+      (epochs, learning rates, augmentation, TTA, seed scope), so changing those keeps its rows.
+    """
+    full = to_jsonable(settings)
+    if protocol == "logistic":
+        return {"logistic": full["logistic"]}
+    shared = {k: v for k, v in full.items()
+              if k not in NOT_IN_ROW_IDENTITY and k not in PROTOCOL_ONLY_SETTINGS}
+    if protocol == "finetune" and settings.validation_curves:
+        shared["validation_curves"] = True
+    return shared
 
 
 class _Identities:
@@ -76,26 +101,47 @@ class _Identities:
         run_dir = pretrain_run_dir(self.spec, run, save_digests=self.save_digests)
         return file_sha256(run_dir / ENCODER_FILE) if is_finished(run_dir) else None
 
-    def condition(self, name: str) -> dict[str, Any] | None:
-        """The identity of everything a condition's rows share (None while its encoder's
-        digest is unknown)."""
+    def shared(self, name: str) -> dict[str, Any] | None:
+        """What every row of a condition shares: its name, encoder and data (None while its
+        encoder's digest is unknown)."""
         if name not in self._conditions:
             assert self.spec.evaluate is not None
             cond = next(c for c in self.spec.evaluate.encoders if c.name == name)
             digest = self.encoder_digest(cond)
-            if digest is None:
-                self._conditions[name] = None
-            else:
-                settings = to_jsonable(condition_settings(self.spec.evaluate.settings, cond))
-                self._conditions[name] = {
-                    "version": ROW_IDENTITY_VERSION,
-                    "condition": cond.name,
-                    "encoder": {"arch": cond.encoder.name, "weights_sha256": digest},
-                    "data": self.data_fingerprint(cond),
-                    "settings": {k: v for k, v in settings.items()
-                                 if k not in NOT_IN_ROW_IDENTITY},
-                }
+            self._conditions[name] = None if digest is None else {
+                "version": ROW_IDENTITY_VERSION,
+                "condition": cond.name,
+                "encoder": {"arch": cond.encoder.name, "weights_sha256": digest},
+                "data": self.data_fingerprint(cond),
+            }
         return self._conditions[name]
+
+    def condition(self, name: str, protocol: str) -> dict[str, Any] | None:
+        """The identity every row of a condition under ``protocol`` shares: :meth:`shared`
+        and the :func:`protocol_settings` of the condition's settings."""
+        shared = self.shared(name)
+        if shared is None:
+            return None
+        assert self.spec.evaluate is not None
+        cond = next(c for c in self.spec.evaluate.encoders if c.name == name)
+        settings = condition_settings(self.spec.evaluate.settings, cond)
+        return {**shared, "settings": protocol_settings(settings, protocol)}
+
+
+def condition_identities(spec: ExperimentSpec, *,
+                         save_digests: bool = True) -> dict[str, dict[str, Any] | None]:
+    """Per evaluated condition, its encoder (architecture and weight digest) and its data's
+    fingerprint (None while the encoder does not exist yet): what artefacts computed once per
+    encoder, such as its representation analysis, are identified by."""
+    if spec.evaluate is None:
+        return {}
+    identities = _Identities(spec, save_digests=save_digests)
+    result = {}
+    for cond in spec.evaluate.encoders:
+        shared = identities.shared(cond.name)
+        result[cond.name] = None if shared is None else {
+            k: shared[k] for k in ("condition", "encoder", "data")}
+    return result
 
 
 def row_id(condition_identity: dict[str, Any], protocol: str, seed: int) -> str:
@@ -115,7 +161,7 @@ def identify_trials(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None =
     identities = _Identities(spec, save_digests=save_digests)
     identified = []
     for trial in trials:
-        shared = identities.condition(trial.condition)
+        shared = identities.condition(trial.condition, trial.protocol)
         ids = tuple(None if shared is None else row_id(shared, trial.protocol, seed)
                     for seed in trial.seeds)
         identified.append(dataclasses.replace(trial, row_ids=ids))

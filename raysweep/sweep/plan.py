@@ -3,8 +3,9 @@
 The plan is pure (it starts nothing), so ``raysweep run --dry-run`` prints it and tests check
 it. Pre-training runs are ordered in *waves*: a run whose initial weights are another run's
 output (``pretrain:NAME``, e.g. further pre-training of the demo's own SL encoder) waits for it.
-Evaluation trials are one per (condition, protocol, seed), except batched linear probes, which
-are one trial per condition covering all its seeds (they share the encoder's forward pass).
+Evaluation trials are one per (condition, protocol, seed), except batched linear probes and the
+logistic protocol, which are one trial per condition covering all its seeds (they share the
+encoder's forward pass, or its features).
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ class Plan:
                              f"{', '.join(protocols)}; {len(trials)} trials")
                 if verbose:
                     lines.extend(_field_lines(condition_fields(spec, cond), "      "))
+            if spec.evaluate.representations is not None:
+                lines.append(f"  representation analysis of each encoder: "
+                             f"{len(spec.evaluate.encoders)} conditions, once each (not per "
+                             "seed)")
             if verbose:
                 stage_fields = [(k, v) for k, v in non_default_fields(spec.evaluate)
                                 if not k.startswith(("encoders", "settings."))]
@@ -171,7 +176,8 @@ def eval_trials(spec: ExperimentSpec) -> tuple[EvalTrial, ...]:
     for cond in stage.encoders:
         settings = condition_settings(stage.settings, cond)
         for protocol in cond.protocols or stage.protocols:
-            if protocol == "probe" and settings.batched_probes:
+            # batched probes share the encoder pass, logistic rows its features: one trial
+            if protocol == "logistic" or (protocol == "probe" and settings.batched_probes):
                 trials.append(EvalTrial(cond.name, protocol, seeds))
             else:
                 trials.extend(EvalTrial(cond.name, protocol, (seed,)) for seed in seeds)

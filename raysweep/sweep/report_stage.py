@@ -9,13 +9,15 @@ def report_settings(spec: ReportSpec):
     """:class:`raysweep.report.ReportSettings` with the values of ``spec``.
 
     A comparison declared for one protocol is tested in that protocol's family only; one without
-    a protocol in every family holding both conditions.
+    a protocol in every family holding both conditions; one with ``protocol_1`` and
+    ``protocol_2`` across those two families (``family_by`` is then ``[protocol]``).
     """
     from raysweep.report import Comparison, ReportSettings
 
     return ReportSettings(
         metrics=spec.metrics,
-        comparisons=tuple(Comparison(c.model_1, c.model_2, c.alternative, family=c.protocol)
+        comparisons=tuple(Comparison(c.model_1, c.model_2, c.alternative, family=c.protocol,
+                                     family_1=c.protocol_1, family_2=c.protocol_2)
                           for c in spec.comparisons),
         family_by=spec.family_by,
         correction=spec.correction,
