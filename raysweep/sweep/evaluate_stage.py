@@ -233,7 +233,10 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
     (Tune refuses an empty grid)."""
     from ray import tune
 
+    from raysweep.preflight import check_resources
+
     plan = make_plan(spec)
+    check_resources(plan.unreachable_evaluate)  # GPUs the cluster can never offer
     if trials is None:
         trials = identify_trials(spec)
         pending = sorted({t.condition for t in trials if None in t.row_ids})

@@ -163,11 +163,14 @@ def write_experiment_report(spec: ExperimentSpec) -> Path | None:
 
 def run_experiment(spec: ExperimentSpec) -> RunSummary:
     """Run every stage of ``spec`` that is not finished yet."""
+    from raysweep.preflight import check_resources
+    from raysweep.sweep.plan import make_plan
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
 
     started = time.perf_counter()
     with holding(spec):
         ensure_ray()
+        check_resources(make_plan(spec).unreachable)  # before any stage starts
         pretrained = run_pretrain_stage(spec)
         outcome = run_evaluate_stage(spec)
         table = consolidate_results(spec, outcome.refs)
