@@ -168,9 +168,12 @@ def run_experiment(spec: ExperimentSpec) -> RunSummary:
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
 
     started = time.perf_counter()
+    ensure_ray()
+    plan = make_plan(spec)
+    check_resources(plan.unreachable)  # GPUs the cluster can never offer: before any write
     with holding(spec):
-        ensure_ray()
-        check_resources(make_plan(spec).unreachable)  # before any stage starts
+        for note in plan.notes:  # e.g. requests that wait for the autoscaler's GPU nodes
+            print(f"raysweep: {note}", flush=True)
         pretrained = run_pretrain_stage(spec)
         outcome = run_evaluate_stage(spec)
         table = consolidate_results(spec, outcome.refs)

@@ -134,7 +134,9 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     from raysweep.ssl.pretrain.driver import RAY_RUN_NAME
 
     train = run_dir / RAY_RUN_NAME
-    return sorted(train.glob("checkpoint_*")) if train.is_dir() else []
+    if not train.is_dir():
+        return []
+    return sorted(p for p in train.glob("checkpoint_[0-9]*") if p.is_dir())
 
 
 def _epochs_logged(run_dir: Path) -> int:

@@ -243,3 +243,32 @@ def test_pretrain_preflight_waits_for_autoscaled_gpus_and_refuses_impossible_one
         with pytest.raises(SpecError, match="pretrain P: training on GPUs needs 1 whole GPUs"):
             preflight(run, True, cluster)
     preflight(run, False, ClusterResources(cpus=8, gpus=0))  # CPUs: nothing to check
+
+
+# ------------------------------------------------------------------ refused before running
+
+
+@pytest.mark.ray
+def test_gpus_the_cluster_can_never_have_are_refused_before_anything_is_written(
+        ray_session, tmp_path: Path, monkeypatch):
+    from raysweep import api
+    from raysweep.errors import Problems
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/ray_bootstrap_config.yaml
+    monkeypatch.delenv(resources.AUTOSCALER_CONFIG_ENV, raising=False)
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    assert ray_session.cluster_resources().get("GPU", 0) == 0
+    data = {"name": "exp", "storage": str(tmp_path / "runs"),
+            "pretrain": [{"name": "P", "data": DIGITS, "encoder": {"name": "small_resnet"},
+                          "use_gpu": True}],
+            "evaluate": {"data": DIGITS, "seeds": 1, "protocols": ["finetune"], "encoders": [
+                {"name": "R", "encoder": {"name": "small_resnet"}}]},
+            "resources": {"gpus_per_trial": 0.5}}
+    with pytest.raises(Problems) as run_error:
+        api.run(data)
+    assert [line.split(" (")[0] for line in run_error.value.problems] == [
+        "pretrain run P asks for 1 whole GPU(s)", "evaluation trials ask for 0.5 GPU each"]
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(Problems, match="pretrain run P asks for 1 whole GPU"):
+        api.pretrain(data)
+    assert not (tmp_path / "runs" / "exp" / "pretrain").exists()  # no run was started

@@ -57,6 +57,7 @@ def experiment(tmp_path: Path, monkeypatch) -> Path:
     (a_dir / META_FILE).write_text(json.dumps({"status": "finished", "epochs_trained": 3}))
     b_dir = pretrain_run_dir(spec, spec.pretrain[1], save_digests=False)
     (b_dir / "train" / "checkpoint_000001").mkdir(parents=True)
+    (b_dir / "train" / "checkpoint_manager_snapshot.json").write_text("{}")  # Ray Train's
     (b_dir / METRICS_FILE).write_text('{"epoch": 0}\n{"epoch": 1}\n')
     store = ResultsStore(spec.directory)
     refs = {(r.key.condition, r.key.seed): r

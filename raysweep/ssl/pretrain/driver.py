@@ -156,6 +156,7 @@ def run_pretrain(
     use_gpu: bool | None = None,
     callbacks: list[Any] | None = None,
     _fault: FaultInjection | None = None,
+    _views: Any = None,
 ) -> PretrainResult:
     """Pre-train ``spec`` on the connected Ray cluster (``ray.init`` first, or Ray starts a
     local one) and return its artefacts; a finished run is returned without training.
@@ -169,6 +170,8 @@ def run_pretrain(
         callbacks: extra ``RunConfig.callbacks`` (e.g. Tune's ``TuneReportCallback`` when a
             Tune trial drives this run).
         _fault: test-only worker-kill injection.
+        _views: test-only replacement of the spec's augmentation on every worker (a picklable
+            callable, see :func:`~raysweep.ssl.pretrain.loop.pretrain_worker`'s ``transform``).
     """
     run_dir = run_directory(spec, storage_dir)
     if is_finished(run_dir):
@@ -194,6 +197,7 @@ def run_pretrain(
         "spec": to_jsonable(to_dict(spec)),
         "metrics_path": str(run_dir / METRICS_FILE),
         "fault": to_jsonable(_fault) if _fault else None,
+        "transform": _views,
     }
     trainer = TorchTrainer(  # RAY: one worker group, DDP over num_workers ranks
         ray_train_loop,
