@@ -34,8 +34,13 @@ def test_raysweep_is_installed_from_the_synced_checkout():
     install = [c for c in config["setup_commands"] if "pip install" in c]
     assert len(install) == 1 and checkout in install[0] and "/shared" not in install[0]
     assert ".git" in config["rsync_exclude"]
-    # shared storage is mounted where the setup commands and specs expect it
+    # shared storage is mounted, and linked where the shipped specs keep storage and data
     assert any("mount" in c and "/shared" in c for c in config["initialization_commands"])
+    links = " ".join(c for c in config["setup_commands"] if "ln -s" in c)
+    assert "raysweep_runs" in links and "data" in links
+    for name in ("cluster_smoke", "paper_isic"):
+        spec = yaml.safe_load((REPO / "search_spaces" / f"{name}.yaml").read_text())
+        assert spec["storage"] == "~/raysweep_runs", name
 
 
 def test_every_node_starts_with_token_auth_and_a_loopback_dashboard():
