@@ -1,7 +1,8 @@
 """Ray nodes of their own for the launch tests (the ``local_cluster`` fixture of conftest.py):
 ``ray start --block`` processes on loopback, with token authentication, free ports and a private
-temporary folder, so that they never meet another Ray instance on the machine. Each node is
-stopped by SIGTERM to its own ``ray start``, which stops the node's processes."""
+temporary folder, so that they never meet another Ray instance on the machine. A node is
+stopped by killing its own ``ray start`` process group; what remains of the cluster (workers
+end with their raylet) is found by its folder in the processes' command lines."""
 
 from __future__ import annotations
 
@@ -74,32 +75,46 @@ class RayNode:
         self._log_handle = log.open("wb")
         self.process = subprocess.Popen(args, env=env, stdout=self._log_handle,
                                         stderr=subprocess.STDOUT, start_new_session=True)
-        self._terminated = False
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def terminate(self) -> None:
-        """Ask our ``ray start`` to stop its node (SIGTERM, once); :meth:`stop` waits."""
-        if self.alive() and not self._terminated:
-            self.process.send_signal(signal.SIGTERM)
-            self._terminated = True
-
     def stop(self) -> None:
-        """SIGTERM our ``ray start`` (it stops its node's processes), SIGKILL it if it hangs;
-        its process group is ours alone (``start_new_session``)."""
-        if self.alive():
-            self.terminate()
-            try:
-                self.process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
-        try:  # anything of this node's session still there (it shares the group)
+        """Kill our ``ray start`` and its node's processes (its process group, ours alone by
+        ``start_new_session``); the node's workers, in sessions of their own, end with their
+        raylet (:meth:`LocalCluster.stop` makes sure)."""
+        try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        self.process.wait(timeout=60)
         self._log_handle.close()
+
+
+def processes_naming(folder: Path) -> list[int]:
+    """Pids of live processes whose command line names ``folder`` (a Ray temp dir of ours)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(folder).encode() in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_processes_naming(folder: Path, wait_s: float = 30) -> None:
+    """Wait for the processes naming ``folder`` to end, killing those that remain."""
+    deadline = time.monotonic() + wait_s
+    while (pids := processes_naming(folder)) and time.monotonic() < deadline:
+        time.sleep(1)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class LocalCluster:
@@ -148,11 +163,10 @@ class LocalCluster:
         pytest.fail(f"the Ray cluster did not reach {count} nodes: {last[-2000:]}")
 
     def stop(self) -> None:
-        """Stop every node, all at once (each ``ray start`` takes its time to shut down)."""
+        """Stop every node and every process started under the cluster's folder."""
         for node in self.nodes:
-            node.terminate()
-        for node in reversed(self.nodes):
             node.stop()
+        kill_processes_naming(self.root)
 
 
 def run_in_group(args: list[str], env: dict[str, str], timeout: float = 300,

@@ -6,7 +6,6 @@ no token in any output or artefact."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -15,7 +14,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from launch_helpers import REPO, free_port, ray_env, run_in_group, write_token
+from launch_helpers import (
+    REPO,
+    free_port,
+    kill_processes_naming,
+    processes_naming,
+    ray_env,
+    run_in_group,
+    write_token,
+)
 
 SUBMIT = REPO / "launch" / "submit.sh"
 LOCAL = REPO / "launch" / "local_multi_gpu.sh"
@@ -65,20 +72,6 @@ def test_submit_refuses_without_token_auth_and_never_prints_the_token(tmp_path: 
 
 
 # ---------------------------------------------------------------------- the whole study
-
-
-def ray_processes_of(folder: Path) -> list[int]:
-    """Pids of live processes whose command line names ``folder`` (our Ray's temp dir)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(folder).encode() in cmdline:
-                pids.append(int(entry.name))
-    return pids
 
 
 def files_of(root: Path) -> dict[str, int]:
@@ -170,13 +163,9 @@ def test_submitted_smoke_study_then_resubmission_adds_no_row(local_cluster, tmp_
         assert token not in local.stdout + local.stderr
         assert files_of(experiment / "rows") == rows_before
         deadline = time.monotonic() + 60
-        while ray_processes_of(temp_dir) and time.monotonic() < deadline:
+        while processes_naming(temp_dir) and time.monotonic() < deadline:
             time.sleep(1)
-        assert ray_processes_of(temp_dir) == []
+        assert processes_naming(temp_dir) == []  # the script stopped its head
     finally:
-        for pid in ray_processes_of(temp_dir):  # only if the script failed to stop its head
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
+        kill_processes_naming(temp_dir, wait_s=0)  # only if it did not
     json.loads((experiment / "provenance.json").read_text())  # still a whole file
