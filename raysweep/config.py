@@ -630,6 +630,13 @@ class PretrainSpec(Spec):
                 ("batch_size",), f"{self.batch_size} must be a multiple of num_workers x "
                                  f"grad_accum_steps = {ranks} ({self.num_workers} x "
                                  f"{self.grad_accum_steps})"))
+        gpus = self.resources_per_worker.get("GPU")
+        if gpus is not None and (gpus < 0 or gpus != int(gpus)):
+            problems.append(_FieldError(("resources_per_worker", "GPU"), f"must be a whole number "
+                                        f"of GPUs (DDP ranks never share one), got {gpus!r}"))
+        elif gpus is not None and self.use_gpu is not None and bool(gpus) != self.use_gpu:
+            problems.append(_FieldError(("resources_per_worker", "GPU"), f"is {gpus:g} but "
+                                        f"use_gpu is {str(self.use_gpu).lower()}"))
         if self.method == "supervised" and not any(s.labelled for s in self.data.sources):
             problems.append(_FieldError(("data", "sources"), "a supervised run needs a labelled "
                                                              "source (every source has "

@@ -25,8 +25,8 @@ from pathlib import Path
 from raysweep.config import DatasetSpec, ExperimentSpec, PretrainSpec, SourceSpec
 from raysweep.errors import Problems, RaysweepError
 
-__all__ = ["check", "directory_problem", "output_file_problem", "pretrain_data_problems",
-           "spec_file_problems"]
+__all__ = ["check", "check_resources", "directory_problem", "output_file_problem",
+           "pretrain_data_problems", "pretrain_gpu_problem", "spec_file_problems"]
 
 
 # ------------------------------------------------------------------------------- outputs
@@ -195,6 +195,30 @@ def _weights_problem(arch: str, weights: str) -> str | None:
     except RaysweepError as err:
         return str(err)
     return None
+
+
+# ------------------------------------------------------------------------------- cluster
+
+
+def pretrain_gpu_problem(run: PretrainSpec, cluster) -> str | None:
+    """Why ``run``, trained on GPUs, can never get them on ``cluster`` (a
+    :class:`~raysweep.sweep.resources.ClusterResources`), or None: when the cluster has them
+    now, or its autoscaler can add GPU nodes (Ray Train then waits for them)."""
+    from raysweep.sweep.resources import gpu_wait, gpus_per_worker, unreachable_gpus_reason
+
+    each = gpus_per_worker(run)
+    needed = run.num_workers * each
+    if gpu_wait(needed, cluster) != "never":
+        return None
+    return (f"pretrain {run.name}: training on GPUs needs {needed} whole GPUs "
+            f"({run.num_workers} workers x {each}) but {unreachable_gpus_reason(needed, cluster)}")
+
+
+def check_resources(problems: tuple[str, ...] | list[str]) -> None:
+    """Raise :class:`Problems` when a plan asks for what its cluster can never offer
+    (``Plan.unreachable_pretrain`` / ``unreachable_evaluate``)."""
+    if problems:
+        raise Problems(list(problems))
 
 
 # ---------------------------------------------------------------------------------- all

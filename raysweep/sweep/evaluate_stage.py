@@ -252,9 +252,11 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
     from ray import tune
 
     from raysweep.console import tune_verbosity
+    from raysweep.preflight import check_resources
     from raysweep.sweep.progress import StageProgress
 
     plan = make_plan(spec)
+    check_resources(plan.unreachable_evaluate)  # GPUs the cluster can never offer
     if trials is None:
         trials = identify_trials(spec)
         pending = sorted({t.condition for t in trials if None in t.row_ids})

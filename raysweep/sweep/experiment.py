@@ -187,11 +187,17 @@ def write_experiment_report(spec: ExperimentSpec) -> Path | None:
 
 def run_experiment(spec: ExperimentSpec) -> RunSummary:
     """Run every stage of ``spec`` that is not finished yet."""
+    from raysweep.preflight import check_resources
+    from raysweep.sweep.plan import make_plan
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
 
     started = time.perf_counter()
+    ensure_ray()
+    plan = make_plan(spec)
+    check_resources(plan.unreachable)  # GPUs the cluster can never offer: before any write
     with holding(spec):
-        ensure_ray()
+        for note in plan.notes:  # e.g. requests that wait for the autoscaler's GPU nodes
+            print(f"raysweep: {note}", flush=True)
         pretrained = run_pretrain_stage(spec)
         outcome = run_evaluate_stage(spec)
         table = consolidate_results(spec, outcome.refs)

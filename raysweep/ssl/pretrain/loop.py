@@ -576,4 +576,5 @@ def ray_train_loop(config: dict[str, Any]) -> None:
     _match_report_log_level(config.get("log_level", "WARNING"))
     spec = from_dict(PretrainSpec, config["spec"])
     fault = FaultInjection(**config["fault"]) if config.get("fault") else None
-    pretrain_worker(spec, RayTrainHooks(), metrics_path=config.get("metrics_path"), fault=fault)
+    pretrain_worker(spec, RayTrainHooks(), metrics_path=config.get("metrics_path"), fault=fault,
+                    transform=config.get("transform"))
