@@ -35,7 +35,12 @@ __all__ = ["check", "check_resources", "directory_problem", "output_file_problem
 def directory_problem(path: str | os.PathLike[str], what: str) -> str | None:
     """Why directory ``path`` cannot be created or written (None when it can): it is a file,
     an ancestor is a file, or the nearest existing ancestor refuses a new entry."""
-    path = Path(os.path.expanduser(path))
+    from raysweep.storage import StoragePath, storage_path
+
+    located = storage_path(path)
+    if isinstance(located, StoragePath):
+        return _object_store_problem(located, what)
+    path = located
     if path.exists() and not path.is_dir():
         return f"{what} {path} is a file, not a directory"
     probe = path
@@ -50,6 +55,22 @@ def directory_problem(path: str | os.PathLike[str], what: str) -> str | None:
     except OSError as err:
         return (f"{what} {path} is not writable (no folder can be made in {probe}: "
                 f"{err.strerror or err})")
+    return None
+
+
+def _object_store_problem(path, what: str) -> str | None:
+    """Why object-store folder ``path`` cannot be written: writes and deletes a probe object."""
+    import uuid
+
+    probe = path / f".raysweep-probe-{uuid.uuid4().hex}"
+    try:
+        if path.is_file():
+            return f"{what} {path} is an object, not a folder"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except Exception as err:  # noqa: BLE001 - pyarrow and the store raise many kinds
+        return (f"{what} {path} is not writable ({type(err).__name__}: "
+                f"{' '.join(str(err).split())[:200]})")
     return None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from raysweep.config import (
     EncoderCondition,
@@ -82,7 +83,11 @@ class Plan:
         under every pretrain run and evaluated condition, its resolved fields that differ from
         the defaults (``raysweep run --dry-run --verbose``)."""
         spec = self.spec
-        lines = [f"experiment {spec.name!r} -> {spec.directory}",
+        # A storage URI is shown as written (file://, s3://, ...), a folder as the path.
+        where = (f"{spec.storage.rstrip('/')}/{spec.name}"
+                 if isinstance(spec.directory, Path) and "://" in spec.storage
+                 else spec.directory)
+        lines = [f"experiment {spec.name!r} -> {where}",
                  f"cluster: {self.cluster.describe()}"]
         n_pre = sum(len(w) for w in self.pretrain_waves)
         lines.append(f"stage pretrain: {n_pre} Ray Train runs in {len(self.pretrain_waves)} "

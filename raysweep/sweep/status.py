@@ -29,6 +29,7 @@ from pathlib import Path
 
 from raysweep.config import ExperimentSpec, load_spec
 from raysweep.errors import RaysweepError
+from raysweep.storage import storage_path
 from raysweep.sweep.lock import LOCK_FILE, Holder, is_stale, read_holder
 from raysweep.sweep.results import ResultsStore, RowKey, RowRef, RowStatus
 
@@ -125,7 +126,10 @@ def _recorded_spec(directory: Path) -> ExperimentSpec:
         raise RaysweepError(f"{directory}: no {SPEC_FILE} here: not an experiment directory, "
                             "or no run of it has started yet")
     spec = load_spec(directory / SPEC_FILE)
-    if spec.directory.resolve() != directory.resolve():  # copied or mounted elsewhere
+    here = spec.directory
+    moved = (here.resolve() != directory.resolve() if isinstance(here, Path)
+             and isinstance(directory, Path) else str(here) != str(directory))
+    if moved:  # copied or mounted elsewhere
         spec = spec.replace(storage=str(directory.parent), name=directory.name)
     return spec
 
@@ -222,9 +226,12 @@ def _results_rows(store: ResultsStore) -> int | None:
     if not store.parquet_path.is_file():
         return None
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return int(pq.ParquetFile(store.parquet_path).metadata.num_rows)
+        path = store.parquet_path
+        source = path if isinstance(path, Path) else pa.BufferReader(path.read_bytes())
+        return int(pq.ParquetFile(source).metadata.num_rows)
     except (OSError, ValueError):
         return None
 
@@ -232,7 +239,7 @@ def _results_rows(store: ResultsStore) -> int | None:
 def experiment_status(directory: str | os.PathLike[str]) -> ExperimentStatus:
     """The status of the experiment in ``directory`` (see the module docstring); raises
     :class:`RaysweepError` when it is no experiment directory."""
-    directory = Path(os.path.expanduser(os.fspath(directory)))
+    directory = storage_path(directory)
     spec = _recorded_spec(directory)
     holder = read_holder(directory / LOCK_FILE)
     unidentified = None

@@ -45,6 +45,7 @@ from raysweep.ssl.pretrain.run_dir import (
     run_directory,
     weights_digest,
 )
+from raysweep.storage import AnyPath, ray_storage
 
 if TYPE_CHECKING:
     from raysweep.sweep.resources import ClusterResources
@@ -60,10 +61,10 @@ RAY_RUN_NAME = "train"
 class PretrainResult:
     """The artefacts of a finished run (``skipped``: it had finished before this call)."""
 
-    encoder_path: Path
-    metrics_path: Path
-    meta_path: Path
-    run_dir: Path
+    encoder_path: AnyPath
+    metrics_path: AnyPath
+    meta_path: AnyPath
+    run_dir: AnyPath
     skipped: bool = False
 
     @property
@@ -72,7 +73,7 @@ class PretrainResult:
         return f"file:{self.encoder_path}"
 
 
-def _result(run_dir: Path, skipped: bool) -> PretrainResult:
+def _result(run_dir: AnyPath, skipped: bool) -> PretrainResult:
     return PretrainResult(run_dir / ENCODER_FILE, run_dir / METRICS_FILE, run_dir / META_FILE,
                           run_dir, skipped)
 
@@ -121,7 +122,7 @@ def preflight(spec: PretrainSpec, gpu: bool, cluster: ClusterResources | None = 
               f"{cluster.gpus:g} now and its autoscaler adds GPU nodes", flush=True)
 
 
-def write_artefacts(spec: PretrainSpec, run_dir: Path, checkpoint_dir: Path,
+def write_artefacts(spec: PretrainSpec, run_dir: AnyPath, checkpoint_dir: Path,
                     extra: dict[str, Any]) -> PretrainResult:
     """``encoder.pt``, ``metrics.jsonl``, then ``meta.json`` (the finished marker) from the
     final checkpoint's state."""
@@ -212,7 +213,7 @@ def run_pretrain(
             resources_per_worker=dict(spec.resources_per_worker) or None),
         run_config=RunConfig(
             name=RAY_RUN_NAME,
-            storage_path=str(run_dir),
+            **ray_storage(run_dir),
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
