@@ -910,7 +910,10 @@ class ReportSpec(Spec):
 class ResourcesSpec(Spec):
     """How trials are packed onto the cluster (``raysweep.sweep.resources``)."""
 
-    cpus_per_trial: float = spec_field(1.0, checks=(_positive,), doc="CPUs per Tune trial")
+    cpus_per_trial: float | None = spec_field(
+        None, checks=(_positive,),
+        doc="CPUs per single-process Tune trial; unset (auto): a GPU node's CPUs per GPU times "
+            "the trial's GPU share (at least 1), so that every GPU is filled; 1 without GPUs")
     gpus_per_trial: float | None = spec_field(
         None, checks=(_between(0.0, 1.0),), doc="fraction of a GPU per single-process trial")
     max_concurrent_trials: int | None = spec_field(None, checks=(_positive,), doc="cap")

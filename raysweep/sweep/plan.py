@@ -109,8 +109,9 @@ class Plan:
             lines.append(
                 f"stage evaluate: {len(self.eval_trials)} Tune trials, {self.n_rows} result rows "
                 f"({len(spec.evaluate.encoders)} encoders, {spec.evaluate.seeds} seeds); each "
-                f"trial {self.eval_resources.cpu:g} CPU, {self.eval_resources.gpu:g} GPU "
-                f"({self.eval_resources.basis}); up to {self.eval_concurrency} at once")
+                f"trial {self.eval_resources.cpu:g} CPU ({self.eval_resources.cpu_basis}), "
+                f"{self.eval_resources.gpu:g} GPU ({self.eval_resources.basis}); up to "
+                f"{self.eval_concurrency} at once")
             for cond in spec.evaluate.encoders:
                 trials = [t for t in self.eval_trials if t.condition == cond.name]
                 protocols = sorted({t.protocol for t in trials})

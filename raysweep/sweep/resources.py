@@ -287,6 +287,7 @@ class TrialResources:
     cpu: float
     gpu: float
     basis: str = field(default="", compare=False)
+    cpu_basis: str = field(default="", compare=False)
 
     def as_ray(self) -> dict[str, float]:
         """The mapping ``tune.with_resources`` takes."""
@@ -294,17 +295,50 @@ class TrialResources:
 
 
 def evaluation_trial_resources(spec: ResourcesSpec, cluster: ClusterResources) -> TrialResources:
-    """CPU and GPU share of one single-process evaluation trial: ``gpus_per_trial`` as given
-    (0 = CPU only), else (``auto``) :data:`DEFAULT_GPU_FRACTION` when the cluster has or can
-    add GPUs, else none."""
-    cpu = min(spec.cpus_per_trial, max(cluster.max_cpus, 1.0))
+    """CPU and GPU share of one single-process evaluation trial.
+
+    GPU: ``gpus_per_trial`` as given (0 = CPU only), else (``auto``)
+    :data:`DEFAULT_GPU_FRACTION` when the cluster has or can add GPUs, else none. CPU:
+    ``cpus_per_trial`` as given, else (``auto``) the GPU share of a GPU node's CPUs
+    (:func:`auto_cpus_per_trial`), so that the CPUs of a node never run out before its GPUs
+    are full."""
     if spec.gpus_per_trial is not None:
-        return TrialResources(cpu=cpu, gpu=spec.gpus_per_trial,
-                              basis="resources.gpus_per_trial in the spec")
-    if cluster.max_gpus <= 0:
-        return TrialResources(cpu=cpu, gpu=0.0, basis="auto: the cluster has no GPU and "
-                                                      "cannot add any")
-    return TrialResources(cpu=cpu, gpu=DEFAULT_GPU_FRACTION, basis=f"auto: {_gpu_reason(cluster)}")
+        gpu, basis = spec.gpus_per_trial, "resources.gpus_per_trial in the spec"
+    elif cluster.max_gpus <= 0:
+        gpu, basis = 0.0, "auto: the cluster has no GPU and cannot add any"
+    else:
+        gpu, basis = DEFAULT_GPU_FRACTION, f"auto: {_gpu_reason(cluster)}"
+    if spec.cpus_per_trial is not None:
+        wanted, cpu_basis = spec.cpus_per_trial, "resources.cpus_per_trial in the spec"
+    else:
+        wanted = auto_cpus_per_trial(gpu, cluster)
+        per_gpu = cpus_per_gpu(cluster) if gpu > 0 else None
+        cpu_basis = (f"auto: {per_gpu:g} CPUs per GPU x {gpu:g} GPU" if per_gpu
+                     else "auto: one per CPU-only trial")
+    return TrialResources(cpu=min(wanted, max(cluster.max_cpus, 1.0)), gpu=gpu, basis=basis,
+                          cpu_basis=cpu_basis)
+
+
+def cpus_per_gpu(cluster: ClusterResources) -> float | None:
+    """CPUs that come with one GPU on this cluster's GPU nodes: the smallest ratio among the
+    autoscaler's GPU node types when known, else the current cluster's CPUs over its GPUs;
+    None without GPUs."""
+    view = cluster.autoscaler
+    ratios = [t.cpus / t.gpus for t in view.node_types if t.gpus > 0 and t.max_count > 0] \
+        if view else []
+    if cluster.gpus > 0:
+        ratios.append(cluster.cpus / cluster.gpus)
+    return min(ratios) if ratios else None
+
+
+def auto_cpus_per_trial(gpu: float, cluster: ClusterResources) -> float:
+    """CPUs of a trial that holds ``gpu`` of a GPU: that share of a GPU node's CPUs, rounded
+    down, at least 1 (16 CPUs and 4 GPUs at 0.25 GPU a trial: 1 CPU, 16 trials fill the
+    node); 1 for a CPU-only trial."""
+    per_gpu = cpus_per_gpu(cluster) if gpu > 0 else None
+    if not per_gpu:
+        return 1.0
+    return float(max(1, math.floor(per_gpu * gpu + 1e-9)))
 
 
 def _gpu_reason(cluster: ClusterResources) -> str:

@@ -272,3 +272,41 @@ def test_gpus_the_cluster_can_never_have_are_refused_before_anything_is_written(
     with pytest.raises(Problems, match="pretrain run P asks for 1 whole GPU"):
         api.pretrain(data)
     assert not (tmp_path / "runs" / "exp" / "pretrain").exists()  # no run was started
+
+
+# ------------------------------------------------------------------------ CPUs per trial
+
+
+def _auto_cpu_spec(gpus_per_trial=None):
+    spec = experiment(gpus_per_trial=gpus_per_trial)
+    return spec.replace(resources=spec.resources.replace(cpus_per_trial=None))
+
+
+def test_auto_cpus_follow_the_gpu_nodes_shape_so_every_gpu_fills():
+    # 16 CPUs and 4 GPUs, 0.25 GPU a trial: 16 GPU slots, so 16 / 16 = 1 CPU each.
+    plan = make_plan(_auto_cpu_spec(0.25), ClusterResources(cpus=16, gpus=4))
+    assert plan.eval_resources == TrialResources(cpu=1, gpu=0.25)
+    assert plan.eval_concurrency == 8  # capped by the 8 trials of the spec
+    assert "1 CPU (auto: 4 CPUs per GPU x 0.25 GPU)" in plan.describe()
+    # An explicit 4 CPUs a trial leaves three quarters of the GPUs idle: the spec is obeyed.
+    four = experiment(gpus_per_trial=0.25)
+    four = four.replace(resources=four.resources.replace(cpus_per_trial=4))
+    assert max_concurrent_trials(make_plan(four, ClusterResources(16, 4)).eval_resources,
+                                 ClusterResources(16, 4)) == 4
+    # The shipped cluster file's GPU workers: 32 CPUs, 4 GPUs -> 8 per GPU, 2 per trial.
+    plan = make_plan(_auto_cpu_spec(0.25),
+                     ClusterResources(cpus=8, gpus=0, autoscaler=GPU_AUTOSCALER))
+    assert plan.eval_resources.cpu == 2
+
+
+@pytest.mark.parametrize(("cpus", "gpus", "share", "expected"), [
+    (16, 4, 0.25, 1), (16, 4, 0.5, 2), (64, 8, 0.125, 1), (96, 8, 0.5, 6), (2, 4, 0.25, 1),
+    (16, 0, 0.0, 1)])
+def test_auto_cpus_per_trial_arithmetic(cpus, gpus, share, expected):
+    slots_by_gpu = math.floor(gpus / share) if share else None
+    trial = TrialResources(cpu=resources.auto_cpus_per_trial(share, ClusterResources(cpus, gpus)),
+                           gpu=share)
+    assert trial.cpu == expected
+    if slots_by_gpu and cpus >= slots_by_gpu:
+        # CPUs never run out before the GPUs are full.
+        assert max_concurrent_trials(trial, ClusterResources(cpus, gpus)) == slots_by_gpu
