@@ -7,7 +7,9 @@ pre-training. Two storage directories:
 
 1. **reference**: ``raysweep run SPEC`` once, uninterrupted;
 2. **chaos**: ``raysweep run SPEC`` started again and again, its whole process group (the driver
-   and the Ray it started) SIGKILLed each time, ``--kills`` times, then run to the end. The
+   and the Ray it started) SIGKILLed each time, and then every process of that run still alive
+   (Ray's workers run in process groups of their own; they are found by an environment
+   variable the run passes down), ``--kills`` times, then run to the end. The
    moment of each kill cycles through: while a result row is being written, while a checkpoint
    is being saved (a fine-tuning checkpoint, or a pre-training checkpoint appearing in Ray
    Train's storage), and at a random time; the last two kills hit the consolidation of
@@ -104,10 +106,38 @@ def watched(experiment: Path, moment: str, since: float) -> Path | None:
     return None
 
 
+#: Environment variable marking every process of one ``raysweep run`` (driver, Ray, workers).
+RUN_TAG = "RAYSWEEP_CHAOS_RUN"
+
+
+def kill_tagged(tag: str, timeout_s: float = 30.0) -> None:
+    """SIGKILL every process whose environment carries ``RUN_TAG=tag`` and wait until they are
+    gone, so that no worker of a killed run still writes while the next run starts."""
+    marker = f"{RUN_TAG}={tag}".encode()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if marker in environ.read_bytes().split(b"\0"):
+                    pid = int(environ.parent.name)
+                    state = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    if state != "Z":
+                        alive.append(pid)
+                        os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+        if not alive:
+            return
+        time.sleep(0.1)
+
+
 def run_once(command: list[str], env: dict[str, str], experiment: Path,
              moment: str | None, rng: random.Random, timeout_s: float) -> dict[str, Any]:
     """One ``raysweep run``; killed at ``moment`` (None: left to finish)."""
     started, since = time.monotonic(), time.time()
+    tag = f"{os.getpid()}-{started}"
+    env = {**env, RUN_TAG: tag}  # inherited by the driver, the Ray it starts and its workers
     process = subprocess.Popen(command, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = started + (rng.uniform(8, 90) if moment == "random" else timeout_s)
@@ -126,6 +156,7 @@ def run_once(command: list[str], env: dict[str, str], experiment: Path,
     if killed:
         os.killpg(process.pid, signal.SIGKILL)
     stderr = process.communicate()[1]
+    kill_tagged(tag)  # Ray's workers live in process groups of their own
     return {"moment": moment, "killed": killed, "returncode": process.returncode,
             "seen": str(seen.relative_to(experiment)) if seen else None,
             "seconds": time.monotonic() - started,
