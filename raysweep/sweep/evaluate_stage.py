@@ -69,13 +69,18 @@ def condition_keys(spec: ExperimentSpec, cond: EncoderCondition) -> dict[str, st
     return {**(run.keys if run is not None else {}), **cond.keys}
 
 
-def condition_labels(spec: ExperimentSpec) -> dict[str, dict[str, str]]:
-    """Per condition, the columns that only name it (its keys, encoder name and weight source):
+def condition_labels(spec: ExperimentSpec) -> dict[str, dict[str, object]]:
+    """Per condition, the columns that only name it (its keys, encoder name and weight source,
+    and in a label-budget study its ``n_labels`` and ``arm``: :mod:`raysweep.sweep.budgets`):
     set from the current spec when the results table is consolidated, never part of a row's
     identity."""
+    from raysweep.sweep.budgets import budget_columns
+
     assert spec.evaluate is not None
+    budgets = budget_columns(spec)
     return {cond.name: {"encoder": cond.encoder.name, "encoder_source": cond.encoder.weights,
-                        **condition_keys(spec, cond)} for cond in spec.evaluate.encoders}
+                        **condition_keys(spec, cond), **budgets[cond.name]}
+            for cond in spec.evaluate.encoders}
 
 
 def condition_encoder(spec: ExperimentSpec, cond: EncoderCondition):
@@ -137,6 +142,7 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
     (default :data:`CHECKPOINT_INTERVAL_S`) and continue from their checkpoint."""
     from raysweep.data import load_dataset
     from raysweep.evaluate import finetune, logistic_probe, probe
+    from raysweep.evaluate.external import load_externals
 
     assert spec.evaluate is not None
     if not trial.row_ids:
@@ -154,6 +160,8 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
         settings = condition_settings(spec.evaluate.settings, cond)
         dataset = load_dataset(cond.data or spec.evaluate.data, progress=progress)
         train, test = dataset.labelled("train"), dataset.labelled("test")
+        externals = load_externals(spec.evaluate.test_sets, cond.data or spec.evaluate.data,
+                                   dataset.classes, progress=progress)
 
         common = {"condition": cond.name, "spec_hash": stable_hash(spec),
                   **_provenance_columns()}
@@ -161,7 +169,8 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
             by_seed = {ref.key.seed: ref for ref in todo}
             run = probe if trial.protocol == "probe" else logistic_probe
             for row in run(condition_encoder(spec, cond), train, test, settings=settings,
-                           seeds=list(by_seed), class_names=dataset.classes, device=device):
+                           seeds=list(by_seed), class_names=dataset.classes, device=device,
+                           test_sets=externals):
                 _store_row(store, row, common, by_seed[int(row["seed"])])
         else:
             interval = CHECKPOINT_INTERVAL_S if checkpoint_interval_s is None \
@@ -173,7 +182,7 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
                 row = finetune(condition_encoder(spec, cond), train, test, settings=settings,
                                seed=ref.key.seed, class_names=dataset.classes, device=device,
                                progress=progress, on_epoch=_epoch_saver(path, interval),
-                               resume=resume, val=val)
+                               resume=resume, val=val, test_sets=externals)
                 row["resumed_from_epoch"] = int(resume["epoch"]) if resume else 0
                 _store_row(store, row, common, ref)
                 path.unlink(missing_ok=True)

@@ -8,6 +8,10 @@ A row's identity covers
   settings of other protocols (:func:`protocol_settings`);
 - the labelled data by content (:func:`raysweep.data.fingerprint.dataset_fingerprint`: the
   file digests, labels, splits and label subset; never the paths);
+- the external test sets, when the stage has any: each one's name, content fingerprint and
+  ``label_map`` (a stored row holds the metrics of every test set of its training run, so its
+  identity covers them all; a stage without test sets adds nothing, so its rows keep the
+  identity they had before test sets existed);
 - the encoder: its architecture and the SHA-256 of its initial weights' bytes (a
   ``pretrain:NAME`` run's ``encoder.pt``, a ``file:``, torchvision or torch.hub file; never a
   path), or ``random``;
@@ -28,7 +32,7 @@ import dataclasses
 from typing import Any
 
 from raysweep.artefacts import file_sha256, stable_hash, to_jsonable
-from raysweep.config import EncoderCondition, EvaluationSpec, ExperimentSpec
+from raysweep.config import DatasetSpec, EncoderCondition, EvaluationSpec, ExperimentSpec
 from raysweep.sweep.plan import EvalTrial, condition_settings, eval_trials
 from raysweep.sweep.results import RowKey, RowRef
 
@@ -44,21 +48,29 @@ NOT_IN_ROW_IDENTITY = frozenset({"device", "batched_probes"})
 #: rows only (and adding them left every earlier row valid); see :func:`protocol_settings`.
 PROTOCOL_ONLY_SETTINGS = {"validation_curves": "finetune", "logistic": "logistic"}
 
+#: EvaluationSpec fields added after rows were first stored (the thesis' downstream optimisers
+#: and schedules): each enters the fine-tuning and probe rows' identity only when it differs
+#: from its default, so every row stored before the field existed keeps its identity.
+ONLY_WHEN_SET = ("optimizer", "schedule", "milestones", "gamma")
+
 
 def protocol_settings(settings: EvaluationSpec, protocol: str) -> dict[str, Any]:
     """The settings in the identity of ``protocol``'s rows.
 
     - ``finetune`` / ``probe``: every EvaluationSpec field but :data:`NOT_IN_ROW_IDENTITY` and
-      :data:`PROTOCOL_ONLY_SETTINGS`; fine-tuning adds ``validation_curves`` only when it is on
-      (a row with per-epoch validation metrics holds more than one without).
+      :data:`PROTOCOL_ONLY_SETTINGS`, and the :data:`ONLY_WHEN_SET` fields that differ from
+      their defaults; fine-tuning adds ``validation_curves`` only when it is on (a row with
+      per-epoch validation metrics holds more than one without).
     - ``logistic``: its own ``logistic`` settings only: it uses none of the fastai protocol's
       (epochs, learning rates, augmentation, TTA, seed scope), so changing those keeps its rows.
     """
     full = to_jsonable(settings)
     if protocol == "logistic":
         return {"logistic": full["logistic"]}
+    defaults = to_jsonable(EvaluationSpec())
     shared = {k: v for k, v in full.items()
-              if k not in NOT_IN_ROW_IDENTITY and k not in PROTOCOL_ONLY_SETTINGS}
+              if k not in NOT_IN_ROW_IDENTITY and k not in PROTOCOL_ONLY_SETTINGS
+              and (k not in ONLY_WHEN_SET or v != defaults[k])}
     if protocol == "finetune" and settings.validation_curves:
         shared["validation_curves"] = True
     return shared
@@ -74,15 +86,27 @@ class _Identities:
         self._fingerprints: dict[str, str] = {}
         self._conditions: dict[str, dict[str, Any] | None] = {}
 
-    def data_fingerprint(self, cond: EncoderCondition) -> str:
+    def fingerprint(self, data: DatasetSpec) -> str:
         from raysweep.data.fingerprint import dataset_fingerprint
 
-        assert self.spec.evaluate is not None
-        data = cond.data or self.spec.evaluate.data
         key = stable_hash(data)
         if key not in self._fingerprints:
             self._fingerprints[key] = dataset_fingerprint(data, save_digests=self.save_digests)
         return self._fingerprints[key]
+
+    def data_fingerprint(self, cond: EncoderCondition) -> str:
+        assert self.spec.evaluate is not None
+        return self.fingerprint(cond.data or self.spec.evaluate.data)
+
+    def test_sets(self, cond: EncoderCondition) -> list[dict[str, Any]]:
+        """Each external test set of the stage as the condition scores it: name, content
+        fingerprint (at the condition's image size) and label map."""
+        from raysweep.evaluate.external import external_data
+
+        assert self.spec.evaluate is not None
+        data = cond.data or self.spec.evaluate.data
+        return [{"name": t.name, "data": self.fingerprint(external_data(t, data)),
+                 "label_map": dict(t.label_map)} for t in self.spec.evaluate.test_sets]
 
     def encoder_digest(self, cond: EncoderCondition) -> str | None:
         """``random``, the SHA-256 of the weights file, or None when that file does not exist
@@ -114,6 +138,8 @@ class _Identities:
                 "encoder": {"arch": cond.encoder.name, "weights_sha256": digest},
                 "data": self.data_fingerprint(cond),
             }
+            if digest is not None and self.spec.evaluate.test_sets:
+                self._conditions[name]["test_sets"] = self.test_sets(cond)
         return self._conditions[name]
 
     def condition(self, name: str, protocol: str) -> dict[str, Any] | None:

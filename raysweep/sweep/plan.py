@@ -5,7 +5,11 @@ it. Pre-training runs are ordered in *waves*: a run whose initial weights are an
 output (``pretrain:NAME``, e.g. further pre-training of the demo's own SL encoder) waits for it.
 Evaluation trials are one per (condition, protocol, seed), except batched linear probes and the
 logistic protocol, which are one trial per condition covering all its seeds (they share the
-encoder's forward pass, or its features).
+encoder's forward pass, or its features). A condition may have fewer seeds than the stage
+(``EncoderCondition.seeds``: the paper's 5-run random baseline). Every trial scores its trained
+heads on every test set (the data's test split and the stage's external ``test_sets``), so test
+sets add no trial; the plan lists them, and each condition's label budget
+(:mod:`raysweep.sweep.budgets`).
 """
 
 from __future__ import annotations
@@ -98,10 +102,14 @@ class Plan:
             for cond in spec.evaluate.encoders:
                 trials = [t for t in self.eval_trials if t.condition == cond.name]
                 protocols = sorted({t.protocol for t in trials})
+                seeds = (f"; {cond.seeds} seeds" if cond.seeds is not None
+                         and cond.seeds != spec.evaluate.seeds else "")
                 lines.append(f"  {cond.name}: {cond.encoder.name}:{cond.encoder.weights}; "
-                             f"{', '.join(protocols)}; {len(trials)} trials")
+                             f"{', '.join(protocols)}; {len(trials)} trials{seeds}")
                 if verbose:
                     lines.extend(_field_lines(condition_fields(spec, cond), "      "))
+            lines.extend(_test_set_lines(spec))
+            lines.extend(_budget_lines(spec))
             if spec.evaluate.representations is not None:
                 lines.append(f"  representation analysis of each encoder: "
                              f"{len(spec.evaluate.encoders)} conditions, once each (not per "
@@ -120,6 +128,38 @@ class Plan:
                      f"{spec.report.correction} correction at alpha {spec.report.alpha}")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
+
+
+def _test_set_lines(spec: ExperimentSpec) -> list[str]:
+    """The test sets every trained head is scored on (only when there are external ones)."""
+    assert spec.evaluate is not None
+    if not spec.evaluate.test_sets:
+        return []
+    from raysweep.sweep.budgets import describe_test_sets
+
+    sets = describe_test_sets(spec)
+    return ([f"  test sets: {len(sets)}, every trained model scored on each (results: one "
+             "row per condition, protocol, seed and test set)"]
+            + [f"    {line}" for line in sets])
+
+
+def _budget_lines(spec: ExperimentSpec) -> list[str]:
+    """The label budgets of the conditions (only when some condition keeps fewer than all
+    training labels): each budget once, with its count when the data can be listed."""
+    from raysweep.sweep.budgets import label_budgets
+
+    if all(b.rule == "all training labels" for b in label_budgets(spec, count=False)):
+        return []
+    groups: dict[tuple, list[str]] = {}
+    for budget in label_budgets(spec):
+        key = (budget.rule, budget.used, budget.available, budget.problem is not None)
+        groups.setdefault(key, []).append(budget.condition)
+    lines = ["  label budgets (labelled training images kept, before oversampling):"]
+    for (rule, used, available, unknown), names in groups.items():
+        text = (f"{rule} (counted once the data can be listed)" if unknown
+                else f"{rule}: {used:,} of {available:,}")
+        lines.append(f"    {text}: {', '.join(names)}")
+    return lines
 
 
 def condition_fields(spec: ExperimentSpec, cond: EncoderCondition) -> list[tuple[str, object]]:
@@ -171,9 +211,9 @@ def eval_trials(spec: ExperimentSpec) -> tuple[EvalTrial, ...]:
     stage = spec.evaluate
     if stage is None:
         return ()
-    seeds = tuple(range(stage.first_seed, stage.first_seed + stage.seeds))
     trials = []
     for cond in stage.encoders:
+        seeds = stage.condition_seeds(cond)
         settings = condition_settings(stage.settings, cond)
         for protocol in cond.protocols or stage.protocols:
             # batched probes share the encoder pass, logistic rows its features: one trial

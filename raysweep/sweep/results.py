@@ -12,6 +12,14 @@ disk (nothing is deleted) but are left out of :meth:`ResultsStore.consolidate`, 
 current spec's rows into ``results.parquet`` and ``results.csv`` (both written atomically),
 sorted by key, with the condition's labels (its keys, encoder name and weight source) taken from
 the current spec.
+
+External test sets: a training run is scored on every test set at once, and its stored row
+holds them all (the in-distribution metrics as always, the external ones in its ``test_sets``
+list; the row's identity covers every test set: :mod:`raysweep.sweep.identity`). The table
+expands such a row into one row per test set (:func:`expand_test_sets`), with a ``test_set``
+column (``test`` for the data's own test split), so the table has one row per (condition,
+protocol, seed, test set) while the training ran once. Rows of an experiment without external
+test sets are unchanged and get no ``test_set`` column.
 """
 
 from __future__ import annotations
@@ -26,9 +34,28 @@ from typing import Any
 import pandas as pd
 
 from raysweep.artefacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from raysweep.config import IN_DISTRIBUTION
 
 #: The columns that identify a row within an experiment.
 KEY_COLUMNS = ("condition", "protocol", "seed")
+
+#: The column naming the test set of a table row, present when an experiment has external test
+#: sets; the stored row key its external metrics are listed under; the in-distribution name.
+TEST_SET_COLUMN = "test_set"
+TEST_SETS_KEY = "test_sets"
+
+
+def expand_test_sets(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One table row per test set of a stored row: the row itself (``test_set`` ``test``),
+    then, for each entry of its ``test_sets`` list, the row with that entry's metrics (and
+    inference time) in place of the in-distribution ones. A row without external test sets is
+    returned as it is."""
+    external = row.get(TEST_SETS_KEY)
+    if not isinstance(external, list):
+        return [dict(row)]
+    shared = {k: v for k, v in row.items() if k != TEST_SETS_KEY}
+    return ([{**shared, TEST_SET_COLUMN: IN_DISTRIBUTION}]
+            + [{**shared, **entry} for entry in external])
 
 
 @dataclass(frozen=True)
@@ -147,14 +174,15 @@ class ResultsStore:
 
     def table(self, refs: Iterable[RowRef],
               labels: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
-        """The stored rows of ``refs`` as a DataFrame sorted by key, with ``labels[condition]``
-        (column -> value) set on every row of that condition (empty with key columns when no
-        row is stored)."""
+        """The stored rows of ``refs`` as a DataFrame sorted by key (one row per test set:
+        :func:`expand_test_sets`), with ``labels[condition]`` (column -> value) set on every
+        row of that condition (empty with key columns when no row is stored)."""
         rows = self.rows(refs)
         if not rows:
             return pd.DataFrame(columns=list(KEY_COLUMNS))
         labels = labels or {}
-        frame = pd.DataFrame([{**row, **labels.get(str(row["condition"]), {})} for row in rows])
+        frame = pd.DataFrame([{**expanded, **labels.get(str(row["condition"]), {})}
+                              for row in rows for expanded in expand_test_sets(row)])
         return frame.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
 
     def consolidate(self, refs: Iterable[RowRef],
