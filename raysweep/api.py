@@ -125,20 +125,21 @@ def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None
 
     from raysweep.errors import OutputError
     from raysweep.preflight import directory_problem
-    from raysweep.report import ReportSettings, write_report
-    from raysweep.sweep.report_stage import report_settings
+    from raysweep.report import ReportSettings
+    from raysweep.storage import storage_path
+    from raysweep.sweep.report_stage import report_settings, write_report_at
 
-    directory = Path(experiment_dir)
+    directory = storage_path(experiment_dir)
     stored = directory / "experiment.yaml"
     experiment = load(spec) if spec is not None else (load(stored) if stored.is_file() else None)
     settings = report_settings(experiment.report) if experiment is not None else ReportSettings()
     changes = {k: v for k, v in (("correction", correction), ("alpha", alpha)) if v is not None}
     settings = dataclasses.replace(settings, **changes) if changes else settings
-    out = Path(out_dir) if out_dir is not None else directory / "report"
+    out = storage_path(out_dir) if out_dir is not None else directory / "report"
     problem = directory_problem(out, "report directory") if directory.is_dir() else None
     if problem:
         raise OutputError(problem)
-    return write_report(directory, out_dir=out_dir, settings=settings, spec=experiment)
+    return write_report_at(directory, out_dir=out, settings=settings, spec=experiment)
 
 
 def report_from_stats(table_csv: str | os.PathLike[str], *, comparisons: str | None = None,

@@ -27,6 +27,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from raysweep.storage import StoragePath
+
 #: Packages whose versions are recorded in every artefact.
 RECORDED_PACKAGES = (
     "raysweep", "torch", "torchvision", "ray", "kornia", "optuna", "numpy", "pandas",
@@ -109,20 +111,25 @@ def remove_stale_temporaries(root: str | os.PathLike[str], *, older_than_s: floa
     return removed
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+def atomic_write_bytes(path: Any, data: bytes) -> Any:
+    """Write ``data`` to a local path (:func:`atomic_open`) or an object-store path (one
+    request); returns the path."""
+    if isinstance(path, StoragePath):
+        path.write_bytes(data)
+        return path
     with atomic_open(path, "wb") as handle:
         handle.write(data)
     return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    with atomic_open(path, "w") as handle:
-        handle.write(text)
-    return Path(path)
+def atomic_write_text(path: Any, text: str) -> Any:
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, paths, tuples and numpy scalars to plain JSON types (recursively)."""
+    if isinstance(obj, StoragePath):  # an object-store path: its URI
+        return str(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
@@ -136,15 +143,21 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+def atomic_write_json(path: Any, obj: Any) -> Any:
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` through a temporary file (the result loads with ``weights_only=True``
-    as long as ``obj`` holds only tensors and plain containers/scalars)."""
+def atomic_torch_save(obj: Any, path: Any) -> Any:
+    """``torch.save`` through a temporary file, or in one request to an object store (the
+    result loads with ``weights_only=True`` as long as ``obj`` holds only tensors and plain
+    containers/scalars)."""
     import torch
 
+    if isinstance(path, StoragePath):
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        path.write_bytes(buffer.getvalue())
+        return path
     with atomic_open(path, "wb") as handle:
         torch.save(obj, handle)
     return Path(path)
@@ -154,14 +167,21 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 hex digest of a file's bytes (remembered while its size and mtime stay)."""
-    resolved = os.path.realpath(path)
-    stat = os.stat(resolved)
-    key = (resolved, stat.st_size, stat.st_mtime_ns)
+def file_sha256(path: Any) -> str:
+    """The SHA-256 hex digest of a file's (or an object's) bytes, remembered while its size and
+    modification time stay."""
+    if isinstance(path, StoragePath):
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        opener = path.open_input
+    else:
+        resolved = os.path.realpath(path)
+        stat = os.stat(resolved)
+        key = (resolved, stat.st_size, stat.st_mtime_ns)
+        opener = lambda: open(resolved, "rb")  # noqa: E731 - one-line opener
     if key not in _FILE_DIGESTS:
         digest = hashlib.sha256()
-        with open(resolved, "rb") as handle:
+        with opener() as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         _FILE_DIGESTS[key] = digest.hexdigest()

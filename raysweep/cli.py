@@ -165,6 +165,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from raysweep.sweep.status import experiment_status
+
+    print(experiment_status(args.experiment_dir).describe())
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from raysweep import api
 
@@ -240,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print the plan (stages, trials, resources), check the spec's files, "
                           "run nothing (with --verbose: every run's resolved fields that differ "
                           "from the defaults)")
+
+    status = add("status", _cmd_status,
+                 "what of an experiment is finished, running and missing, from its storage "
+                 "alone (read-only: safe while a job runs)")
+    status.add_argument("experiment_dir", metavar="EXPERIMENT_DIR")
 
     pretrain = add("pretrain", _cmd_pretrain, "run the pretrain stage of a spec (Ray Train)")
     pretrain.add_argument("spec", metavar="SPEC")

@@ -25,7 +25,6 @@ import dataclasses
 import difflib
 import itertools
 import math
-import os
 import re
 import string
 import types
@@ -645,6 +644,13 @@ class PretrainSpec(Spec):
                 ("batch_size",), f"{self.batch_size} must be a multiple of num_workers x "
                                  f"grad_accum_steps = {ranks} ({self.num_workers} x "
                                  f"{self.grad_accum_steps})"))
+        gpus = self.resources_per_worker.get("GPU")
+        if gpus is not None and (gpus < 0 or gpus != int(gpus)):
+            problems.append(_FieldError(("resources_per_worker", "GPU"), f"must be a whole number "
+                                        f"of GPUs (DDP ranks never share one), got {gpus!r}"))
+        elif gpus is not None and self.use_gpu is not None and bool(gpus) != self.use_gpu:
+            problems.append(_FieldError(("resources_per_worker", "GPU"), f"is {gpus:g} but "
+                                        f"use_gpu is {str(self.use_gpu).lower()}"))
         if self.method == "supervised" and not any(s.labelled for s in self.data.sources):
             problems.append(_FieldError(("data", "sources"), "a supervised run needs a labelled "
                                                              "source (every source has "
@@ -1009,7 +1015,9 @@ class ExperimentSpec(Spec):
     """A whole study: pretrain runs, the evaluate grid, searches and the report."""
 
     name: str = spec_field(checks=(_name,), doc="experiment name (its directory)")
-    storage: str = spec_field("~/raysweep_runs", doc="storage root (shared for multi-node)")
+    storage: str = spec_field("~/raysweep_runs",
+                              doc="storage root: a folder (shared for multi-node) or a URI "
+                                  "(file://, s3://, gs://)")
     pretrain: tuple[PretrainSpec, ...] = spec_field((), doc="pre-training runs")
     evaluate: EvaluateStage | None = spec_field(None, doc="evaluation grid")
     search: tuple[SearchSpec, ...] = spec_field((), doc="searches")
@@ -1087,9 +1095,13 @@ class ExperimentSpec(Spec):
         return None if target is None else next(r for r in self.pretrain if r.name == target)
 
     @property
-    def directory(self) -> Path:
-        """``<storage>/<name>``: where every artefact of this experiment lives."""
-        return Path(os.path.expanduser(self.storage)) / self.name
+    def directory(self) -> Any:
+        """``<storage>/<name>``: where every artefact of this experiment lives: a local
+        :class:`~pathlib.Path`, or a :class:`raysweep.storage.StoragePath` when ``storage`` is an
+        object-store URI (``s3://``, ``gs://``, ...)."""
+        from raysweep.storage import storage_path
+
+        return storage_path(self.storage) / self.name
 
 
 # --------------------------------------------------------------------------------------------
@@ -1364,13 +1376,16 @@ def _decode_spec_bytes(file: Path, raw: bytes) -> str:
                         "save the spec as UTF-8") from None
 
 
-def load_spec(path: str | os.PathLike[str]) -> ExperimentSpec:
-    """Read, expand and validate an experiment spec file.
+def load_spec(path: Any) -> ExperimentSpec:
+    """Read, expand and validate an experiment spec file (a local path, or an object-store
+    path such as an experiment's stored ``experiment.yaml``).
 
     Raises :class:`SpecProblems` (a :class:`SpecError`) with one line ``FILE: key.path:
     reason`` per problem.
     """
-    file = Path(path)
+    from raysweep.storage import StoragePath
+
+    file = path if isinstance(path, StoragePath) else Path(path)
     try:
         raw = file.read_bytes()
     except FileNotFoundError:

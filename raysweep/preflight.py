@@ -26,8 +26,8 @@ from pathlib import Path
 from raysweep.config import DatasetSpec, ExperimentSpec, PretrainSpec, SourceSpec
 from raysweep.errors import Problems, RaysweepError
 
-__all__ = ["check", "directory_problem", "output_file_problem", "pretrain_data_problems",
-           "spec_file_problems"]
+__all__ = ["check", "check_resources", "directory_problem", "output_file_problem",
+           "pretrain_data_problems", "pretrain_gpu_problem", "spec_file_problems"]
 
 
 # ------------------------------------------------------------------------------- outputs
@@ -36,7 +36,12 @@ __all__ = ["check", "directory_problem", "output_file_problem", "pretrain_data_p
 def directory_problem(path: str | os.PathLike[str], what: str) -> str | None:
     """Why directory ``path`` cannot be created or written (None when it can): it is a file,
     an ancestor is a file, or the nearest existing ancestor refuses a new entry."""
-    path = Path(os.path.expanduser(path))
+    from raysweep.storage import StoragePath, storage_path
+
+    located = storage_path(path)
+    if isinstance(located, StoragePath):
+        return _object_store_problem(located, what)
+    path = located
     if path.exists() and not path.is_dir():
         return f"{what} {path} is a file, not a directory"
     probe = path
@@ -51,6 +56,22 @@ def directory_problem(path: str | os.PathLike[str], what: str) -> str | None:
     except OSError as err:
         return (f"{what} {path} is not writable (no folder can be made in {probe}: "
                 f"{err.strerror or err})")
+    return None
+
+
+def _object_store_problem(path, what: str) -> str | None:
+    """Why object-store folder ``path`` cannot be written: writes and deletes a probe object."""
+    import uuid
+
+    probe = path / f".raysweep-probe-{uuid.uuid4().hex}"
+    try:
+        if path.is_file():
+            return f"{what} {path} is an object, not a folder"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except Exception as err:  # noqa: BLE001 - pyarrow and the store raise many kinds
+        return (f"{what} {path} is not writable ({type(err).__name__}: "
+                f"{' '.join(str(err).split())[:200]})")
     return None
 
 
@@ -223,6 +244,30 @@ def _weights_problem(arch: str, weights: str) -> str | None:
     except RaysweepError as err:
         return str(err)
     return None
+
+
+# ------------------------------------------------------------------------------- cluster
+
+
+def pretrain_gpu_problem(run: PretrainSpec, cluster) -> str | None:
+    """Why ``run``, trained on GPUs, can never get them on ``cluster`` (a
+    :class:`~raysweep.sweep.resources.ClusterResources`), or None: when the cluster has them
+    now, or its autoscaler can add GPU nodes (Ray Train then waits for them)."""
+    from raysweep.sweep.resources import gpu_wait, gpus_per_worker, unreachable_gpus_reason
+
+    each = gpus_per_worker(run)
+    needed = run.num_workers * each
+    if gpu_wait(needed, cluster) != "never":
+        return None
+    return (f"pretrain {run.name}: training on GPUs needs {needed} whole GPUs "
+            f"({run.num_workers} workers x {each}) but {unreachable_gpus_reason(needed, cluster)}")
+
+
+def check_resources(problems: tuple[str, ...] | list[str]) -> None:
+    """Raise :class:`Problems` when a plan asks for what its cluster can never offer
+    (``Plan.unreachable_pretrain`` / ``unreachable_evaluate``)."""
+    if problems:
+        raise Problems(list(problems))
 
 
 # ---------------------------------------------------------------------------------- all

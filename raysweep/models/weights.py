@@ -16,7 +16,8 @@ A weights spec is a string:
     dl.fbaipublicfiles.com/vicreg/resnet50.pth.
 ``file:PATH``
     a plain state dict, a DDP (``module.``-prefixed) one, a ``torch.compile`` (``_orig_mod.``)
-    one, or a raysweep checkpoint (a dict whose ``encoder`` entry is the state dict).
+    one, or a raysweep checkpoint (a dict whose ``encoder`` entry is the state dict); ``PATH``
+    is a local path or an object-store URI (``s3://...``, :mod:`raysweep.storage`).
 
 Both hub models are published under the same file name ``resnet50.pth``, so torch.hub would cache
 them at the same path; raysweep therefore looks for them under distinct names,
@@ -46,6 +47,7 @@ from torch import nn
 from torchvision.models import get_model_weights
 
 from raysweep.errors import WeightsError
+from raysweep.storage import AnyPath, storage_path, torch_load
 
 __all__ = [
     "HUB_MODELS",
@@ -89,7 +91,7 @@ def hub_checkpoint_path(filename: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def _read(path: Path, spec: str, url: str | None = None) -> object:
+def _read(path: AnyPath, spec: str, url: str | None = None) -> object:
     if not path.is_file():
         where = f"download {url} and place it at {path}" if url else f"{path} does not exist"
         raise WeightsError(
@@ -101,7 +103,7 @@ def _read(path: Path, spec: str, url: str | None = None) -> object:
     try:
         with warnings.catch_warnings():  # torch's note on the pickle protocol is not ours
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch_load(path)
     except pickle.UnpicklingError as exc:
         raise WeightsError(
             f"weights {spec!r}: cannot read {path}: refused by the safe loader, which reads "
@@ -209,7 +211,7 @@ def _hub(name: str) -> Callable[[str, str, str], StateDict]:
 def _file(argument: str, arch: str, spec: str) -> StateDict:
     if not argument:
         raise WeightsError(f"weights {spec!r}: give a path, as in 'file:/path/to/encoder.pt'")
-    return extract_state_dict(_read(Path(argument).expanduser(), spec), spec)
+    return extract_state_dict(_read(storage_path(argument), spec), spec)
 
 
 #: Weight-source registry: kind (the part before ``:``) -> resolver(argument, arch, spec).
@@ -233,7 +235,7 @@ def resolve_weights(spec: str, arch: str) -> StateDict | None:
     return WEIGHT_SOURCES[kind](argument, arch, spec)
 
 
-def weights_file(spec: str, arch: str) -> Path | None:
+def weights_file(spec: str, arch: str) -> AnyPath | None:
     """The file that weights ``spec`` are read from for ``arch`` (None for ``random``), whether
     or not it exists: what identifies the weights by content (its bytes' digest)."""
     kind, _, argument = spec.partition(":")
@@ -244,7 +246,7 @@ def weights_file(spec: str, arch: str) -> Path | None:
     if kind in HUB_MODELS:
         return hub_checkpoint_path(HUB_MODELS[kind][1])
     if kind == "file" and argument:
-        return Path(argument).expanduser()
+        return storage_path(argument)
     resolve_weights(spec, arch)  # raises the one-line error of an unknown or malformed spec
     return None
 

@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import uuid
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from raysweep.artefacts import atomic_torch_save, provenance, stable_hash
 from raysweep.config import EncoderCondition, ExperimentSpec
 from raysweep.errors import RaysweepError
 from raysweep.seeding import torch_generator
+from raysweep.storage import AnyPath, ray_storage, remove_tree, torch_load
 from raysweep.sweep.identity import identify_trials, planned_refs, trial_refs
 from raysweep.sweep.plan import EvalTrial, condition_settings, make_plan
 from raysweep.sweep.results import ResultsStore, RowRef
@@ -93,21 +92,19 @@ def condition_encoder(spec: ExperimentSpec, cond: EncoderCondition):
                          generator=torch_generator(0, "encoder_init", cond.name))
 
 
-def checkpoint_path(spec: ExperimentSpec, ref: RowRef) -> Path:
+def checkpoint_path(spec: ExperimentSpec, ref: RowRef) -> AnyPath:
     """Where the fine-tuning run of row ``ref`` keeps its newest epoch checkpoint."""
     return spec.directory / CHECKPOINT_DIR / f"{ref.row_id}.pt"
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
+def load_checkpoint(path: AnyPath) -> dict[str, Any] | None:
     """A fine-tuning checkpoint (tensors and plain values only: ``weights_only=True``), or None
     when there is none or it cannot be read (it is then removed, with a warning: the run
     starts from its first epoch, to the same row)."""
-    import torch
-
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)
         if not isinstance(state, dict) or "epoch" not in state:
             raise ValueError("not a fine-tuning checkpoint")
         return state
@@ -119,7 +116,7 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _epoch_saver(path: Path, interval_s: float) -> Callable[[dict[str, Any]], None]:
+def _epoch_saver(path: AnyPath, interval_s: float) -> Callable[[dict[str, Any]], None]:
     last = time.monotonic()
 
     def save(state: dict[str, Any]) -> None:
@@ -250,7 +247,7 @@ def remove_old_tune_state(spec: ExperimentSpec) -> None:
     root = spec.directory / TUNE_DIR
     if root.is_dir():
         for path in root.glob("evaluate-*"):
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
 
 
 def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = None):
@@ -261,9 +258,11 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
     from ray import tune
 
     from raysweep.console import tune_verbosity
+    from raysweep.preflight import check_resources
     from raysweep.sweep.progress import StageProgress
 
     plan = make_plan(spec)
+    check_resources(plan.unreachable_evaluate)  # GPUs the cluster can never offer
     if trials is None:
         trials = identify_trials(spec)
         pending = sorted({t.condition for t in trials if None in t.row_ids})
@@ -288,7 +287,7 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
                                     trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
         run_config=tune.RunConfig(
             name=f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-            storage_path=str(spec.directory / TUNE_DIR),
+            **ray_storage(spec.directory / TUNE_DIR),
             failure_config=tune.FailureConfig(max_failures=2),
             callbacks=[StageProgress("evaluate")], verbose=tune_verbosity()),
     )

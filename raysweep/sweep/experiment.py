@@ -25,6 +25,7 @@ from raysweep.artefacts import (
     remove_stale_temporaries,
 )
 from raysweep.config import ExperimentSpec, dump_spec
+from raysweep.storage import AnyPath
 from raysweep.sweep.lock import ExperimentLock
 from raysweep.sweep.results import ResultsStore, RowRef
 
@@ -33,9 +34,9 @@ from raysweep.sweep.results import ResultsStore, RowRef
 class RunSummary:
     """What ``raysweep run`` / ``raysweep demo`` print at the end."""
 
-    experiment_dir: Path
-    results: Path
-    report: Path | None
+    experiment_dir: AnyPath
+    results: AnyPath
+    report: AnyPath | None
     n_rows: int
     n_new_rows: int
     n_pretrain_runs: int
@@ -97,7 +98,8 @@ def holding(spec: ExperimentSpec) -> Iterator[None]:
     """Hold the experiment's lock (one runner at a time; :class:`ExperimentLocked` otherwise),
     clean up after killed writers, and record the spec, for the duration of a run."""
     with ExperimentLock(spec.directory):
-        remove_stale_temporaries(spec.directory)
+        if isinstance(spec.directory, Path):  # an object store has no half-written files
+            remove_stale_temporaries(spec.directory)
         record_experiment(spec)
         yield
 
@@ -174,24 +176,28 @@ def stored_state(spec: ExperimentSpec) -> str:
     return "\n".join(lines)
 
 
-def write_experiment_report(spec: ExperimentSpec) -> Path | None:
+def write_experiment_report(spec: ExperimentSpec) -> AnyPath | None:
     """The report stage: ``report.html`` from ``results.parquet`` (None when no rows)."""
-    from raysweep.report import write_report
-    from raysweep.sweep.report_stage import report_settings
+    from raysweep.sweep.report_stage import report_settings, write_report_at
 
     if not ResultsStore(spec.directory).parquet_path.is_file():
         return None
-    paths = write_report(spec.directory, settings=report_settings(spec.report))
-    return Path(paths.html)
+    return write_report_at(spec.directory, settings=report_settings(spec.report)).html
 
 
 def run_experiment(spec: ExperimentSpec) -> RunSummary:
     """Run every stage of ``spec`` that is not finished yet."""
+    from raysweep.preflight import check_resources
+    from raysweep.sweep.plan import make_plan
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
 
     started = time.perf_counter()
+    ensure_ray()
+    plan = make_plan(spec)
+    check_resources(plan.unreachable)  # GPUs the cluster can never offer: before any write
     with holding(spec):
-        ensure_ray()
+        for note in plan.notes:  # e.g. requests that wait for the autoscaler's GPU nodes
+            print(f"raysweep: {note}", flush=True)
         pretrained = run_pretrain_stage(spec)
         outcome = run_evaluate_stage(spec)
         table = consolidate_results(spec, outcome.refs)

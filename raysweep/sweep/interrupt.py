@@ -91,7 +91,7 @@ def kept_lines(spec: ExperimentSpec) -> list[str]:
     """What the experiment directory holds after an interruption, one line per item."""
     from raysweep.ssl.pretrain.run_dir import is_finished
     from raysweep.sweep.pretrain_stage import pretrain_run_dir
-    from raysweep.sweep.results import ResultsStore, RowKey
+    from raysweep.sweep.results import ResultsStore
 
     lines = []
     for run in spec.pretrain:
@@ -107,11 +107,10 @@ def kept_lines(spec: ExperimentSpec) -> list[str]:
             lines.append(f"pretrain {run.name}: checkpoint after epoch {done}/{total} kept, "
                          "training continues from it")
     if spec.evaluate is not None:
-        from raysweep.sweep.plan import eval_trials
+        from raysweep.sweep.evaluate_stage import stage_refs
 
-        keys = [RowKey(trial.condition, trial.protocol, seed)
-                for trial in eval_trials(spec) for seed in trial.seeds]
-        written = len(keys) - len(ResultsStore(spec.directory).missing(keys))
-        lines.append(f"evaluate: {written} of {len(keys)} result rows kept (one per finished "
-                     "seed; they are not computed again)")
+        status = ResultsStore(spec.directory).status(stage_refs(spec))
+        total = len(status.done) + len(status.missing)
+        lines.append(f"evaluate: {len(status.done)} of {total} result rows kept (one per "
+                     "finished seed; they are not computed again)")
     return lines

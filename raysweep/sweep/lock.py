@@ -14,6 +14,13 @@ and a random token. While the holder runs, a daemon thread touches the file ever
 A takeover is itself guarded by a short-lived ``.raysweep.lock.takeover`` file, and removes the
 lock only if it still holds the stale holder's token, so two runners that both find the lock
 stale cannot both win. Nothing here is unpickled: the lock is JSON, read with ``json.loads``.
+
+In an object store (``storage: s3://...``) there is no exclusive create: the lock is an object
+written, then read back after :data:`SETTLE_S` seconds (the stores raysweep supports read their
+own writes), and the runner whose token is found holds it; two runners starting within the same
+fraction of a second on different machines could still both be told they won, which is why a
+cluster should start its runs through one job queue (``ray job submit``). The heartbeat rewrites
+the object.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from raysweep.errors import RaysweepError
+from raysweep.storage import AnyPath, StoragePath, storage_path
 
 LOCK_FILE = ".raysweep.lock"
 #: Seconds between two heartbeats of the holder.
@@ -38,6 +46,8 @@ HEARTBEAT_S = 10.0
 #: A lock whose heartbeat is older than this is stale (6 missed heartbeats; generous for NFS
 #: attribute caching and clock skew between nodes).
 STALE_AFTER_S = float(os.environ.get("RAYSWEEP_LOCK_STALE_S", "60"))
+#: Seconds an object-store lock is left to settle before it is read back.
+SETTLE_S = 1.0
 
 
 class ExperimentLocked(RaysweepError):
@@ -70,16 +80,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def read_holder(path: Path) -> Holder | None:
+def read_holder(path: AnyPath) -> Holder | None:
     """The holder recorded in the lock file ``path`` (None when there is no lock file). An
     unreadable or empty file (a runner killed while creating it) is a holder of unknown
     identity whose heartbeat is the file's mtime."""
     try:
-        stat = path.stat()
+        mtime = path.stat().st_mtime
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    age = max(0.0, time.time() - stat.st_mtime)
+    age = max(0.0, time.time() - mtime)
     try:
         data: Any = json.loads(text)
         if not isinstance(data, dict):
@@ -99,8 +109,16 @@ def is_stale(holder: Holder, *, stale_after_s: float = STALE_AFTER_S) -> bool:
     return holder.host == socket.gethostname() and holder.pid > 0 and not _pid_alive(holder.pid)
 
 
-def _create_exclusive(path: Path, payload: dict[str, Any]) -> bool:
-    """Create ``path`` with ``payload`` as JSON iff it does not exist; True when created."""
+def _create_exclusive(path: AnyPath, payload: dict[str, Any]) -> bool:
+    """Create ``path`` with ``payload`` as JSON iff it does not exist; True when created (in
+    an object store: written, settled and read back with our token)."""
+    if isinstance(path, StoragePath):
+        if path.exists():
+            return False
+        path.write_text(json.dumps(payload))
+        time.sleep(SETTLE_S)
+        holder = read_holder(path)
+        return holder is not None and holder.token == payload["token"]
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -112,6 +130,16 @@ def _create_exclusive(path: Path, payload: dict[str, Any]) -> bool:
     return True
 
 
+def _touch(path: AnyPath, payload: dict[str, Any]) -> None:
+    """One heartbeat: a new mtime (an object is rewritten)."""
+    if isinstance(path, StoragePath):
+        holder = read_holder(path)
+        if holder is not None and holder.token == payload["token"]:
+            path.write_text(json.dumps(payload))
+    else:
+        os.utime(path)
+
+
 class ExperimentLock:
     """The lease of one experiment directory (a context manager).
 
@@ -121,7 +149,7 @@ class ExperimentLock:
 
     def __init__(self, directory: str | os.PathLike[str], *, command: str | None = None,
                  heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S):
-        self.directory = Path(directory)
+        self.directory = storage_path(directory)
         self.path = self.directory / LOCK_FILE
         self.command = command or " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200]
         self.heartbeat_s = heartbeat_s
@@ -140,7 +168,7 @@ class ExperimentLock:
                    "token": self.token}
         for _ in range(5):
             if _create_exclusive(self.path, payload):
-                self._start_heartbeat()
+                self._start_heartbeat(payload)
                 return self
             holder = read_holder(self.path)
             if holder is None:
@@ -175,11 +203,11 @@ class ExperimentLock:
 
     # -- holding -----------------------------------------------------------------------------
 
-    def _start_heartbeat(self) -> None:
+    def _start_heartbeat(self, payload: dict[str, Any]) -> None:
         def beat() -> None:
             while not self._stop.wait(self.heartbeat_s):
-                with contextlib.suppress(OSError):
-                    os.utime(self.path)
+                with contextlib.suppress(Exception):  # a missed beat is retried next time
+                    _touch(self.path, payload)
 
         self._thread = threading.Thread(target=beat, name="raysweep-lock-heartbeat",
                                         daemon=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from raysweep.config import (
     EncoderCondition,
@@ -33,8 +34,10 @@ from raysweep.sweep.resources import (
     TrialResources,
     concurrent_pretrain_runs,
     evaluation_trial_resources,
+    gpu_wait,
     max_concurrent_trials,
     pretrain_resources,
+    unreachable_gpus_reason,
 )
 
 
@@ -66,6 +69,14 @@ class Plan:
     eval_resources: TrialResources
     eval_concurrency: int
     notes: tuple[str, ...] = field(default=())
+    #: Requests the cluster can never meet (GPUs it has not and cannot add), one line each,
+    #: of the pretrain stage and of the evaluate stage.
+    unreachable_pretrain: dict[str, str] = field(default_factory=dict)  # by run name
+    unreachable_evaluate: tuple[str, ...] = field(default=())
+
+    @property
+    def unreachable(self) -> tuple[str, ...]:
+        return tuple(self.unreachable_pretrain.values()) + self.unreachable_evaluate
 
     @property
     def n_rows(self) -> int:
@@ -76,15 +87,20 @@ class Plan:
         under every pretrain run and evaluated condition, its resolved fields that differ from
         the defaults (``raysweep run --dry-run --verbose``)."""
         spec = self.spec
-        lines = [f"experiment {spec.name!r} -> {spec.directory}",
-                 f"cluster: {self.cluster.cpus:g} CPUs, {self.cluster.gpus:g} GPUs"]
+        # A storage URI is shown as written (file://, s3://, ...), a folder as the path.
+        where = (f"{spec.storage.rstrip('/')}/{spec.name}"
+                 if isinstance(spec.directory, Path) and "://" in spec.storage
+                 else spec.directory)
+        lines = [f"experiment {spec.name!r} -> {where}",
+                 f"cluster: {self.cluster.describe()}"]
         n_pre = sum(len(w) for w in self.pretrain_waves)
         lines.append(f"stage pretrain: {n_pre} Ray Train runs in {len(self.pretrain_waves)} "
                      f"wave(s), up to {self.pretrain_concurrency} at once")
         for index, wave in enumerate(self.pretrain_waves, 1):
             for run in wave:
                 res = self.pretrain_resources[run.name]
-                device = f"{res.num_workers} GPU" if res.use_gpu else "no GPU"
+                device = (f"{res.gpus_per_worker} whole GPU each" if res.use_gpu
+                          else "no GPU") + f" ({res.basis})"
                 lines.append(f"  wave {index}: {run.name}: {run.method}, "
                              f"{'further' if run.further else 'scratch'} from "
                              f"{run.encoder.name}:{run.encoder.weights}, trainable "
@@ -97,8 +113,8 @@ class Plan:
             lines.append(
                 f"stage evaluate: {len(self.eval_trials)} Tune trials, {self.n_rows} result rows "
                 f"({len(spec.evaluate.encoders)} encoders, {spec.evaluate.seeds} seeds); each "
-                f"trial {self.eval_resources.cpu:g} CPU, {self.eval_resources.gpu:g} GPU; "
-                f"up to {self.eval_concurrency} at once")
+                f"trial {self.eval_resources.cpu:g} CPU, {self.eval_resources.gpu:g} GPU "
+                f"({self.eval_resources.basis}); up to {self.eval_concurrency} at once")
             for cond in spec.evaluate.encoders:
                 trials = [t for t in self.eval_trials if t.condition == cond.name]
                 protocols = sorted({t.protocol for t in trials})
@@ -127,6 +143,7 @@ class Plan:
         lines.append(f"stage report: metrics {', '.join(spec.report.metrics)}, "
                      f"{spec.report.correction} correction at alpha {spec.report.alpha}")
         lines.extend(f"note: {note}" for note in self.notes)
+        lines.extend(f"cannot run on this cluster: {line}" for line in self.unreachable)
         return "\n".join(lines)
 
 
@@ -224,25 +241,52 @@ def eval_trials(spec: ExperimentSpec) -> tuple[EvalTrial, ...]:
     return tuple(trials)
 
 
+def _waits(what: str, cluster: ClusterResources) -> str:
+    return (f"{what} and the cluster has {cluster.gpus:g} GPUs now: waiting for the autoscaler "
+            "to add GPU nodes")
+
+
 def make_plan(spec: ExperimentSpec, cluster: ClusterResources | None = None) -> Plan:
+    """The plan of ``spec`` on ``cluster`` (default: :meth:`ClusterResources.detect`)."""
     cluster = cluster or ClusterResources.detect()
     waves = pretrain_waves(spec.pretrain)
     pre_res = {run.name: pretrain_resources(run, cluster) for run in spec.pretrain}
-    notes = []
+    notes: list[str] = []
+    unreachable_pretrain: dict[str, str] = {}
+    waiting = []
     for name, res in pre_res.items():
-        if res.use_gpu and res.num_workers > cluster.gpus:
-            notes.append(f"pretrain run {name} asks for {res.num_workers} GPU workers but the "
-                         f"cluster has {cluster.gpus:g} GPUs: it waits for an autoscaler")
+        wait = gpu_wait(res.total_gpus, cluster)
+        if wait == "autoscaler":
+            waiting.append(res.total_gpus)
+        elif wait == "never":
+            unreachable_pretrain[name] = (
+                f"pretrain run {name} asks for {res.total_gpus} whole GPU(s) ({res.basis}) "
+                f"but {unreachable_gpus_reason(res.total_gpus, cluster)}")
+    if waiting:
+        notes.append(_waits(f"{len(waiting)} pretrain run(s) ask for whole GPUs (up to "
+                            f"{max(waiting)} per run)", cluster))
+    trials = eval_trials(spec)
     trial_res = evaluation_trial_resources(spec.resources, cluster)
+    unreachable_evaluate = []
+    wait = gpu_wait(trial_res.gpu, cluster) if trials else None
+    if wait == "autoscaler":
+        notes.append(_waits(f"evaluation trials ask for {trial_res.gpu:g} GPU each", cluster))
+    elif wait == "never":
+        unreachable_evaluate.append(
+            f"evaluation trials ask for {trial_res.gpu:g} GPU each ({trial_res.basis}) but "
+            f"{unreachable_gpus_reason(trial_res.gpu, cluster)}")
     return Plan(
         spec=spec,
         cluster=cluster,
         pretrain_waves=waves,
         pretrain_resources=pre_res,
         pretrain_concurrency=concurrent_pretrain_runs(list(pre_res.values()), cluster),
-        eval_trials=eval_trials(spec),
+        eval_trials=trials,
         eval_resources=trial_res,
         eval_concurrency=max_concurrent_trials(trial_res, cluster,
-                                               spec.resources.max_concurrent_trials),
+                                               spec.resources.max_concurrent_trials,
+                                               n_trials=len(trials) or None),
         notes=tuple(notes),
+        unreachable_pretrain=unreachable_pretrain,
+        unreachable_evaluate=tuple(unreachable_evaluate),
     )

@@ -49,6 +49,7 @@ def pretrain_encoder_path(spec: ExperimentSpec, run: PretrainSpec, *,
 
 def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -> list:
     """Run (or skip, when finished) every pretrain run; return their results in spec order."""
+    from raysweep.preflight import check_resources
     from raysweep.ssl.pretrain import run_pretrain
 
     plan = make_plan(spec)
@@ -59,6 +60,8 @@ def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -
             from raysweep.errors import SpecError
 
             raise SpecError(f"{spec.name}: no pretrain run named {sorted(unknown)[0]!r}")
+    check_resources([line for name, line in plan.unreachable_pretrain.items()
+                     if wanted is None or name in wanted])  # GPUs the cluster can never offer
     results = {}
     started = time.monotonic()
     for wave in plan.pretrain_waves:

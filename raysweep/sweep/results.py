@@ -28,13 +28,13 @@ import io
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from raysweep.artefacts import atomic_write_bytes, atomic_write_json, atomic_write_text
 from raysweep.config import IN_DISTRIBUTION
+from raysweep.storage import AnyPath, storage_path
 
 #: The columns that identify a row within an experiment.
 KEY_COLUMNS = ("condition", "protocol", "seed")
@@ -109,16 +109,16 @@ class RowStatus:
 class ResultsStore:
     """Rows of one experiment, under ``<experiment_dir>/rows``."""
 
-    def __init__(self, experiment_dir: str | Path):
-        self.experiment_dir = Path(experiment_dir)
+    def __init__(self, experiment_dir: str | AnyPath):
+        self.experiment_dir = storage_path(experiment_dir)
         self.rows_dir = self.experiment_dir / "rows"
         self.parquet_path = self.experiment_dir / "results.parquet"
         self.csv_path = self.experiment_dir / "results.csv"
 
-    def _key_dir(self, key: RowKey) -> Path:
+    def _key_dir(self, key: RowKey) -> AnyPath:
         return self.rows_dir / key.condition / key.protocol
 
-    def row_path(self, ref: RowRef) -> Path:
+    def row_path(self, ref: RowRef) -> AnyPath:
         if ref.row_id is None:
             raise ValueError(f"row {ref.key} has no identity yet")
         return self._key_dir(ref.key) / f"seed-{ref.key.seed:04d}-{ref.row_id}.json"
@@ -134,7 +134,7 @@ class ResultsStore:
             return False
         return isinstance(row, dict) and row.get("row_id") == ref.row_id
 
-    def stored_for(self, key: RowKey) -> list[Path]:
+    def stored_for(self, key: RowKey) -> list[AnyPath]:
         """Every stored row file of ``key``, whatever its identity (a pre-identity
         ``seed-0007.json`` included)."""
         directory = self._key_dir(key)
@@ -157,7 +157,7 @@ class ResultsStore:
                 new.append(ref)
         return RowStatus(tuple(done), tuple(stale), tuple(new), tuple(pending))
 
-    def write(self, row: Mapping[str, Any]) -> Path:
+    def write(self, row: Mapping[str, Any]) -> AnyPath:
         """Write one row atomically (replacing an earlier write of the same row). The row
         carries its key columns and its ``row_id``."""
         if not row.get("row_id"):

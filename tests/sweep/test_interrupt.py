@@ -87,6 +87,7 @@ def experiment(storage: Path) -> dict:
 
 
 def test_kept_lines_read_the_experiment_directory(tmp_path: Path) -> None:
+    from raysweep.sweep.evaluate_stage import stage_refs
     from raysweep.sweep.pretrain_stage import pretrain_run_dir
     from raysweep.sweep.results import ResultsStore
 
@@ -103,9 +104,10 @@ def test_kept_lines_read_the_experiment_directory(tmp_path: Path) -> None:
         if complete:
             (checkpoints / f"checkpoint_{epoch:06d}" / "state.pt").write_bytes(b"x")
     assert latest_checkpoint_epoch(checkpoints.parent) == 3  # epochs 0, 1, 2 are covered
+    refs = {ref.key.seed: ref for ref in stage_refs(spec)}
     for seed in (0, 2):
         ResultsStore(spec.directory).write({"condition": "done", "protocol": "finetune",
-                                            "seed": seed})
+                                            "seed": seed, "row_id": refs[seed].row_id})
     assert kept_lines(spec) == [
         "pretrain done: finished (encoder.pt kept)",
         "pretrain half: checkpoint after epoch 3/6 kept, training continues from it",

@@ -48,11 +48,13 @@ def test_paper_isic_plan_matches_the_paper():
     assert "random-160: resnet50:random; finetune; 5 trials; 5 seeds" in text
 
 
-def test_cpu_only_cluster_requests_no_gpu():
-    spec = load_spec(SEARCH_SPACES / "paper_isic.yaml")
+def test_cpu_only_cluster_requests_no_gpu_under_auto():
+    spec = load_spec(SEARCH_SPACES / "paper_isic.yaml").replace(
+        **{"resources.gpus_per_trial": None})
     plan = make_plan(spec, ClusterResources(cpus=2, gpus=0))
     assert plan.eval_resources.gpu == 0
     assert all(not r.use_gpu for r in plan.pretrain_resources.values())
+    assert not plan.unreachable
 
 
 @pytest.mark.parametrize(("trial", "cluster", "cap", "expected"), [

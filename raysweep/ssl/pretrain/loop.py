@@ -72,6 +72,7 @@ from raysweep.ssl.losses import barlow_twins_terms, l21_norm, nt_xent_loss
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.hooks import WorkerHooks
 from raysweep.ssl.pretrain.sharding import epoch_order, local_batch, steps_per_epoch
+from raysweep.storage import storage_path
 
 __all__ = [
     "LR_FINDER_END",
@@ -420,7 +421,7 @@ def pretrain_worker(
                             f"one batch of {spec.batch_size}")
         _run(spec, hooks, device, rank, world, data, steps,
              transform if transform is not None else build_transform(spec),
-             Path(metrics_path) if metrics_path else None, fault)
+             storage_path(metrics_path) if metrics_path else None, fault)
 
 
 def _run(spec: PretrainSpec, hooks: WorkerHooks, device: torch.device, rank: int, world: int,
@@ -576,4 +577,5 @@ def ray_train_loop(config: dict[str, Any]) -> None:
     _match_report_log_level(config.get("log_level", "WARNING"))
     spec = from_dict(PretrainSpec, config["spec"])
     fault = FaultInjection(**config["fault"]) if config.get("fault") else None
-    pretrain_worker(spec, RayTrainHooks(), metrics_path=config.get("metrics_path"), fault=fault)
+    pretrain_worker(spec, RayTrainHooks(), metrics_path=config.get("metrics_path"), fault=fault,
+                    transform=config.get("transform"))

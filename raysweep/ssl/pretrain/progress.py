@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from raysweep import console
+from raysweep.storage import storage_path
 
 __all__ = ["EpochProgress", "epoch_line"]
 
@@ -71,7 +72,7 @@ class EpochProgress:
     def __init__(self, run: str, metrics_path: str | Path, total_epochs: int, *,
                  interval_s: float = 1.0) -> None:
         self.run = run
-        self.path = Path(metrics_path)
+        self.path = storage_path(metrics_path)
         self.total_epochs = total_epochs
         self.interval_s = interval_s
         self.lines: list[str] = []  # what was printed, for callers and tests

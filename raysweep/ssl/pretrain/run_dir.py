@@ -32,12 +32,11 @@ every finished run again:
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 from raysweep.artefacts import file_sha256, stable_hash, to_jsonable
 from raysweep.config import PretrainSpec
+from raysweep.storage import AnyPath, storage_path
 
 __all__ = [
     "ENCODER_FILE",
@@ -92,14 +91,14 @@ def result_hash(spec: PretrainSpec, *, save_digests: bool = True) -> str:
     return stable_hash(fields)
 
 
-def run_directory(spec: PretrainSpec, storage_dir: str | os.PathLike[str], *,
-                  save_digests: bool = True) -> Path:
-    """``<storage_dir>/pretrain/<spec.name>-<result_hash(spec)>``."""
-    root = Path(os.path.expanduser(os.fspath(storage_dir)))
+def run_directory(spec: PretrainSpec, storage_dir: Any, *, save_digests: bool = True) -> AnyPath:
+    """``<storage_dir>/pretrain/<spec.name>-<result_hash(spec)>`` (a local folder or an
+    object-store path, :func:`raysweep.storage.storage_path`)."""
+    root = storage_path(storage_dir)
     return root / "pretrain" / f"{spec.name}-{result_hash(spec, save_digests=save_digests)}"
 
 
-def is_finished(run_dir: Path) -> bool:
+def is_finished(run_dir: AnyPath) -> bool:
     """True when ``meta.json`` says ``finished`` and the encoder and metrics files exist."""
     meta = run_dir / META_FILE
     if not (meta.is_file() and (run_dir / ENCODER_FILE).is_file()
