@@ -1,9 +1,11 @@
-"""The experiment's results: one row per (condition, protocol, seed) of the *current* spec.
+"""The experiment's results: one row per (condition, protocol, seed, test set) of the *current*
+spec.
 
-Each finished run writes its row as one JSON file, atomically, at a path made of its key and
-its identity (:mod:`raysweep.sweep.identity`: a hash of everything that determines the row)::
+Each finished run writes its rows as JSON files, atomically, at paths made of their key and
+their identity (:mod:`raysweep.sweep.identity`: a hash of everything that determines the row)::
 
-    <experiment>/rows/<condition>/<protocol>/seed-0007-<row_id>.json
+    <experiment>/rows/<condition>/<protocol>/seed-0007-<row_id>.json             (test split)
+    <experiment>/rows/<condition>/<protocol>/<test set>/seed-0007-<row_id>.json  (external)
 
 so a row either exists whole or not at all, a second write of the same row replaces the first
 instead of adding a duplicate, and a row computed under other settings, data or encoder weights
@@ -13,13 +15,10 @@ current spec's rows into ``results.parquet`` and ``results.csv`` (both written a
 sorted by key, with the condition's labels (its keys, encoder name and weight source) taken from
 the current spec.
 
-External test sets: a training run is scored on every test set at once, and its stored row
-holds them all (the in-distribution metrics as always, the external ones in its ``test_sets``
-list; the row's identity covers every test set: :mod:`raysweep.sweep.identity`). The table
-expands such a row into one row per test set (:func:`expand_test_sets`), with a ``test_set``
-column (``test`` for the data's own test split), so the table has one row per (condition,
-protocol, seed, test set) while the training ran once. Rows of an experiment without external
-test sets are unchanged and get no ``test_set`` column.
+External test sets (``evaluate.test_sets``): one training run is scored on every test set, and
+each test set gets a row of its own (its key's ``test_set``; the data's own test split is
+``test``, whose rows are stored where they were before test sets existed). The table then has a
+``test_set`` column; a table of an experiment without external test sets has none.
 """
 
 from __future__ import annotations
@@ -40,36 +39,27 @@ from raysweep.storage import AnyPath, storage_path
 KEY_COLUMNS = ("condition", "protocol", "seed")
 
 #: The column naming the test set of a table row, present when an experiment has external test
-#: sets; the stored row key its external metrics are listed under; the in-distribution name.
+#: sets.
 TEST_SET_COLUMN = "test_set"
-TEST_SETS_KEY = "test_sets"
-
-
-def expand_test_sets(row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One table row per test set of a stored row: the row itself (``test_set`` ``test``),
-    then, for each entry of its ``test_sets`` list, the row with that entry's metrics (and
-    inference time) in place of the in-distribution ones. A row without external test sets is
-    returned as it is."""
-    external = row.get(TEST_SETS_KEY)
-    if not isinstance(external, list):
-        return [dict(row)]
-    shared = {k: v for k, v in row.items() if k != TEST_SETS_KEY}
-    return ([{**shared, TEST_SET_COLUMN: IN_DISTRIBUTION}]
-            + [{**shared, **entry} for entry in external])
 
 
 @dataclass(frozen=True)
 class RowKey:
+    """What a row is of: a condition, a protocol, a seed and the test set it is scored on
+    (``test``, the data's own test split, unless an external test set)."""
+
     condition: str
     protocol: str
     seed: int
+    test_set: str = IN_DISTRIBUTION
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> RowKey:
         missing = [c for c in KEY_COLUMNS if c not in row]
         if missing:
             raise KeyError(f"result row lacks key column(s) {missing}")
-        return cls(str(row["condition"]), str(row["protocol"]), int(row["seed"]))
+        return cls(str(row["condition"]), str(row["protocol"]), int(row["seed"]),
+                   str(row.get(TEST_SET_COLUMN, IN_DISTRIBUTION)))
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,8 @@ class ResultsStore:
         self.csv_path = self.experiment_dir / "results.csv"
 
     def _key_dir(self, key: RowKey) -> AnyPath:
-        return self.rows_dir / key.condition / key.protocol
+        directory = self.rows_dir / key.condition / key.protocol
+        return directory if key.test_set == IN_DISTRIBUTION else directory / key.test_set
 
     def row_path(self, ref: RowRef) -> AnyPath:
         if ref.row_id is None:
@@ -174,15 +165,19 @@ class ResultsStore:
 
     def table(self, refs: Iterable[RowRef],
               labels: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
-        """The stored rows of ``refs`` as a DataFrame sorted by key (one row per test set:
-        :func:`expand_test_sets`), with ``labels[condition]`` (column -> value) set on every
-        row of that condition (empty with key columns when no row is stored)."""
-        rows = self.rows(refs)
-        if not rows:
+        """The stored rows of ``refs`` as a DataFrame sorted by key (within a seed, the test
+        sets in the order of ``refs``), with ``labels[condition]`` (column -> value) set on
+        every row of that condition, and a ``test_set`` column when some ref is of an external
+        test set (empty with key columns when no row is stored)."""
+        refs = list(refs)
+        stored = [(ref, self.read(ref)) for ref in refs if self.has(ref)]
+        if not stored:
             return pd.DataFrame(columns=list(KEY_COLUMNS))
         labels = labels or {}
-        frame = pd.DataFrame([{**expanded, **labels.get(str(row["condition"]), {})}
-                              for row in rows for expanded in expand_test_sets(row)])
+        external = any(ref.key.test_set != IN_DISTRIBUTION for ref in refs)
+        frame = pd.DataFrame([
+            {**row, **({TEST_SET_COLUMN: ref.key.test_set} if external else {}),
+             **labels.get(str(row["condition"]), {})} for ref, row in stored])
         return frame.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
 
     def consolidate(self, refs: Iterable[RowRef],

@@ -16,6 +16,7 @@ from raysweep.config import spec_from_data
 from raysweep.sweep.budgets import label_arms, label_budgets
 from raysweep.sweep.demo import demo_spec_dict
 from raysweep.sweep.evaluate_stage import condition_labels, evaluate_trial_rows
+from raysweep.sweep.experiment import stored_state
 from raysweep.sweep.identity import ROW_IDENTITY_VERSION, identify_trials, planned_refs
 from raysweep.sweep.plan import eval_trials, make_plan
 from raysweep.sweep.resources import ClusterResources
@@ -31,8 +32,10 @@ def _private_cache(tmp_path: Path, monkeypatch):
 
 
 def ids(data: dict) -> dict[str, str]:
+    """``condition/protocol/seed`` (``/test set`` for an external one) -> row identity."""
     spec = spec_from_data(data)
-    return {f"{r.key.condition}/{r.key.protocol}/{r.key.seed}": r.row_id
+    return {"/".join([r.key.condition, r.key.protocol, str(r.key.seed)]
+                     + ([r.key.test_set] if r.key.test_set != "test" else [])): r.row_id
             for r in planned_refs(identify_trials(spec, save_digests=False)) if r.row_id}
 
 
@@ -135,20 +138,30 @@ def test_a_downstream_optimiser_changes_the_rows_it_trains_only(change, protocol
     assert len(changed) == 8
 
 
-def test_external_test_sets_enter_the_identity_by_content_and_label_map():
+def test_external_test_sets_enter_their_own_rows_identity_only():
     def with_sets(*test_sets) -> dict[str, str]:
         data = json.loads(json.dumps(PINNED_SPEC))
         data["evaluate"]["test_sets"] = list(test_sets)
         return ids(data)
 
+    def of(rows: dict[str, str], test_set: str) -> dict[str, str]:
+        return {k: v for k, v in rows.items() if k.endswith("/" + test_set)}
+
     six_seven = {"name": "ext", "sources": [{"kind": "digits", "classes": ["6", "7"]}]}
-    first = with_sets(six_seven)
-    assert not set(first.values()) & set(PINNED_IDS.values())  # every row holds more now
-    renamed_map = {**six_seven, "label_map": {"6": None}}
-    assert not set(with_sets(renamed_map).values()) & set(first.values())
-    other_images = {**six_seven, "sources": [{"kind": "digits", "classes": ["5", "6"]}]}
-    assert not set(with_sets(other_images).values()) & set(first.values())
-    assert with_sets(six_seven) == first  # and the identity is stable
+    five = {"name": "five", "sources": [{"kind": "digits", "classes": ["5"]}]}
+    first = with_sets(six_seven, five)
+    # the test split's rows keep their identity; each external set adds one row per key
+    assert {k: v for k, v in first.items() if k.count("/") == 2} == PINNED_IDS
+    assert len(of(first, "ext")) == len(of(first, "five")) == len(PINNED_IDS)
+    assert len(set(first.values())) == 3 * len(PINNED_IDS)
+    # a change to one test set (its label map, its images) changes that set's rows only
+    for changed in ({**six_seven, "label_map": {"6": None}},
+                    {**six_seven, "sources": [{"kind": "digits", "classes": ["5", "6"]}]}):
+        rows = with_sets(changed, five)
+        assert {k for k in rows if rows[k] != first[k]} == set(of(first, "ext"))
+    # removing one keeps the other's rows; the identity is stable
+    assert with_sets(five) == {k: v for k, v in first.items() if not k.endswith("/ext")}
+    assert with_sets(six_seven, five) == first
 
 
 # --------------------------------------------------------------- external test sets, one run
@@ -181,7 +194,7 @@ def test_two_external_test_sets_give_one_row_each_from_one_training_run(tmp_path
     real = raysweep.evaluate.finetune
 
     def counting(*args, **kwargs):
-        calls.append(kwargs["seed"])
+        calls.append((kwargs["seed"], tuple(kwargs["test_sets"])))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(raysweep.evaluate, "finetune", counting)
@@ -189,13 +202,18 @@ def test_two_external_test_sets_give_one_row_each_from_one_training_run(tmp_path
     trials = identify_trials(spec)
     for trial in trials:
         evaluate_trial_rows(spec, trial)
-    assert sorted(calls) == [0, 1]  # fine-tuned once per seed, whatever the test sets
-    table = ResultsStore(spec.directory).consolidate(planned_refs(trials),
-                                                     condition_labels(spec))
+    # fine-tuned once per seed, scored on every test set
+    assert sorted(calls) == [(0, ("again", "partial")), (1, ("again", "partial"))]
+    refs = planned_refs(trials)
+    assert [(r.key.seed, r.key.test_set) for r in refs] == [
+        (seed, t) for seed in (0, 1) for t in ("test", "again", "partial")]
+    table = ResultsStore(spec.directory).consolidate(refs, condition_labels(spec))
     assert len(table) == 2 * 3
     assert list(table["test_set"]) == ["test", "again", "partial"] * 2
     for seed, rows in table.groupby("seed"):
-        assert rows["run_id"].nunique() == 1 and rows["row_id"].nunique() == 1
+        # one row per test set, each its own identity, all of one training run
+        assert rows["row_id"].nunique() == 3 and rows["run_id"].nunique() == 1
+        assert set(rows["training_id"]) == set(rows[rows.test_set == "test"]["row_id"])
         assert rows["lr_max"].nunique() == 1 and rows["time_train_s"].nunique() == 1
         test, again, partial = (rows[rows.test_set == t].iloc[0]
                                 for t in ("test", "again", "partial"))
@@ -213,6 +231,30 @@ def test_two_external_test_sets_give_one_row_each_from_one_training_run(tmp_path
         matrix = np.array(json.loads(partial["confusion_matrix"]))
         assert matrix[2].sum() == 0 and matrix.sum() == weights.sum()
         assert partial["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+
+    # A change to one test set (here its label map, naming class 6 as itself: the same
+    # numbers, another identity) makes its rows stale and leaves the others done; the rerun
+    # trains again and writes that set's rows only.
+    data = _external_spec(tmp_path)
+    data["evaluate"]["test_sets"][1]["label_map"] = {"8": None, "6": "6"}
+    changed = spec_from_data(data)
+    assert stored_state(changed) == "rows: 4 done, 2 stale, 0 new (6 in all)"
+    calls.clear()
+    for trial in identify_trials(changed):
+        evaluate_trial_rows(changed, trial)
+    assert sorted(calls) == [(0, ("partial",)), (1, ("partial",))]
+    again = ResultsStore(changed.directory).consolidate(planned_refs(identify_trials(changed)),
+                                                        condition_labels(changed))
+    kept = again.test_set != "partial"
+    assert again[kept].equals(table[kept])  # the same rows, not rewritten (same run_id)
+    assert not set(again[~kept].run_id) & set(table[~kept].run_id)
+    assert list(again[~kept].training_id) == list(table[~kept].training_id)
+    for column in ("accuracy", "f1_macro", "auc_ovr", "confusion_matrix"):
+        assert list(again[~kept][column]) == list(table[~kept][column])
+    # one more test set: its rows are new, the others done
+    data["evaluate"]["test_sets"].append({"name": "more", "sources": [
+        {"kind": "digits", "classes": ["7"], "split": "test"}]})
+    assert stored_state(spec_from_data(data)) == "rows: 6 done, 0 stale, 2 new (8 in all)"
 
 
 def test_a_class_the_training_data_lacks_must_be_mapped(tmp_path: Path):
