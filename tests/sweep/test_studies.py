@@ -314,8 +314,15 @@ def _chaves_data(manifest: Path, storage: Path) -> dict:
     return data
 
 
-def test_the_label_fraction_spec_plans_148_1480_and_14805_labels(tmp_path: Path):
-    manifest = _isic_like_manifest(tmp_path / "isic")
+@pytest.fixture(scope="module")
+def isic_manifest(tmp_path_factory) -> Path:
+    """An ISIC 2019-sized manifest (14,805 training images), made once for the module."""
+    return _isic_like_manifest(tmp_path_factory.mktemp("isic"))
+
+
+def test_the_label_fraction_spec_plans_148_1480_and_14805_labels(tmp_path: Path,
+                                                                  isic_manifest: Path):
+    manifest = isic_manifest
     spec = spec_from_data(_chaves_data(manifest, tmp_path / "runs"))
     budgets = {b.condition: (b.used, b.available) for b in label_budgets(spec)}
     for method in ("supervised", "simclr", "barlow_twins"):
@@ -349,3 +356,62 @@ def test_a_condition_may_have_fewer_seeds_paired_with_the_first_ones():
     assert plan.n_rows == 3 * 2 + 3 * 1
     assert "b: small_resnet:random; finetune, logistic, probe; 3 trials; 1 seeds" in \
         plan.describe()
+
+
+# ------------------------------------------------------------------- the Chaves spec's dry run
+
+def _external_manifest(path: Path, labels: list[str], split: str | None = None) -> None:
+    """A small manifest of one tiny PNG per label (``split`` column when given)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png = _tiny_png()
+    lines = ["path,label" + (",split" if split else "")]
+    for index, label in enumerate(labels):
+        (path.parent / f"{path.stem}-{index}.png").write_bytes(png)
+        lines.append(f"{path.stem}-{index}.png,{label}" + (f",{split}" if split else ""))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_the_chaves_dry_run_prints_its_test_sets_and_label_budgets(tmp_path: Path, capsys,
+                                                                   monkeypatch,
+                                                                   isic_manifest: Path):
+    """``raysweep run --dry-run search_spaces/chaves_isic2019.yaml`` as shipped, its data
+    under a home of synthetic manifests of the study's sizes."""
+    from raysweep.cli import main
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("TORCH_HOME", str(home / ".cache" / "torch"))
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "isic2019_melanoma").symlink_to(isic_manifest.parent)
+    derm7pt = ["melanoma", "nevus", "seborrheic_keratosis", "lentigo", "dermatofibroma",
+               "vascular_lesion", "melanosis", "basal_cell_carcinoma", "miscellaneous"]
+    _external_manifest(home / "data" / "derm7pt" / "dermoscopic.csv", derm7pt, split="test")
+    _external_manifest(home / "data" / "derm7pt" / "clinical.csv", derm7pt, split="test")
+    _external_manifest(home / "data" / "isic2020" / "manifest.csv", ["benign", "malignant"])
+    _external_manifest(home / "data" / "pad_ufes_20" / "manifest.csv",
+                       ["MEL", "NEV", "SEK", "ACK", "BCC", "SCC"])
+    spec = Path(__file__).resolve().parents[2] / "search_spaces" / "chaves_isic2019.yaml"
+    code = main(["run", str(spec), "--dry-run"])
+    captured = capsys.readouterr()
+    out = captured.out
+    # 9 conditions x 10 seeds, each fine-tuned once and scored on 5 test sets
+    assert "stage evaluate: 90 Tune trials, 450 result rows (9 encoders, 10 seeds, 5 test " \
+           "sets)" in out
+    assert "  test sets: 5, every trained model scored on each" in out
+    for line in ("    test (the evaluation data's test split)",
+                 "    derm7pt_dermoscopic: ~/data/derm7pt/dermoscopic.csv; labels melanoma -> "
+                 "melanoma, nevus -> benign",
+                 "    derm7pt_clinical: ~/data/derm7pt/clinical.csv",
+                 "    isic2020: ~/data/isic2020/manifest.csv; labels malignant -> melanoma",
+                 "    pad_ufes_20: ~/data/pad_ufes_20/manifest.csv; labels MEL -> melanoma"):
+        assert line in out, line
+    assert "    all training labels: 14,805 of 14,805: supervised-100pct, simclr-100pct, " \
+           "barlow_twins-100pct" in out
+    assert "    10% of the training labels, rounded down: 1,480 of 14,805: supervised-10pct, " \
+           "simclr-10pct, barlow_twins-10pct" in out
+    assert "    1% of the training labels, rounded down: 148 of 14,805: supervised-1pct, " \
+           "simclr-1pct, barlow_twins-1pct" in out
+    # the ImageNet weights are not there: the one problem, after the plan
+    assert code == 2
+    assert captured.err.count("error: ") == 1 and "resnet50-0676ba61.pth" in captured.err
+    assert not (home / "raysweep_runs").exists()
