@@ -3,8 +3,9 @@
 Weighted-average F1 weights each class's F1 by its frequency in the test set (sklearn's
 ``average="weighted"``), as the paper defines it.
 
-An external test set may hold only some of the training classes (docs/protocol.md "External
-test sets"); its metrics are then taken over the classes present (``over_present_classes``):
+An external test set may hold only some of the training classes
+(docs/protocol.md "External test sets"); its metrics are then taken over the classes present
+(``over_present_classes``):
 
 - ``accuracy`` and ``f1_weighted`` are unchanged by it: a class absent from the test labels has
   weight 0 in the weighted F1 (predictions *of* an absent class still count as errors, through
