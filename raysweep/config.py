@@ -487,7 +487,9 @@ class DatasetSpec(Spec):
     Splits: a source's own split (MedMNIST's, a manifest's ``split`` column) is used when it has
     one; otherwise a stratified split by ``split_seed`` with ``test_fraction`` / ``val_fraction``.
     ``label_fraction`` / ``label_count`` then keep a stratified subset of the train split's
-    labels (the thesis' 100 / 250 / 1000 labels). The split seed is separate from training seeds.
+    labels (the thesis' 100 / 250 / 1000 labels; Chaves et al.'s 1 / 10 / 100 %), or
+    ``label_per_class`` a class-balanced one (the thesis' 25 per class, section 5.2). The split
+    seed is separate from training seeds.
     """
 
     sources: tuple[SourceSpec, ...] = spec_field(checks=(_non_empty,), doc="sources to unite")
@@ -502,6 +504,13 @@ class DatasetSpec(Spec):
                                        doc="stratified share of training labels kept")
     label_count: int | None = spec_field(None, checks=(_positive,),
                                          doc="exact number of training labels kept (stratified)")
+    label_rounding: Literal["nearest", "down"] = spec_field(
+        "nearest", doc="label_fraction x labels: nearest (halves up) or down (Chaves: 10% of "
+                       "14,805 = 1,480)")
+    label_per_class: int | None = spec_field(
+        None, checks=(_positive,),
+        doc="class-balanced subset: this many training labels of each class (all of a "
+            "smaller class; the thesis' 25 per class)")
     cache_dir: str | None = spec_field(None, doc="decode cache (default ~/.cache/raysweep)")
 
     def problems(self) -> list[_FieldError]:
@@ -509,6 +518,11 @@ class DatasetSpec(Spec):
         if self.label_count is not None and self.label_fraction != 1.0:
             problems.append(_FieldError(("label_count",),
                                         "give label_count or label_fraction, not both"))
+        if self.label_per_class is not None and (self.label_count is not None
+                                                 or self.label_fraction != 1.0):
+            problems.append(_FieldError(("label_per_class",),
+                                        "give label_per_class, label_count or label_fraction, "
+                                        "not two of them"))
         if self.test_fraction + self.val_fraction >= 1:
             problems.append(_FieldError(("val_fraction",),
                                         "test_fraction + val_fraction must be < 1"))
@@ -521,7 +535,8 @@ class DatasetSpec(Spec):
 
 #: Augmentation pipelines of ``raysweep.augment`` (named here so that specs validate without
 #: importing kornia). Two-view pipelines are for SSL; single-view ones for fine-tuning and TTA.
-TWO_VIEW_PIPELINES = ("barlow_twins", "simclr", "simclr_medical")
+TWO_VIEW_PIPELINES = ("barlow_twins", "simclr", "simclr_medical", "simclr_short",
+                      "simclr_grey")
 AUGMENTATION_PIPELINES = TWO_VIEW_PIPELINES + ("supervised", "supervised_upright")
 
 
@@ -678,10 +693,34 @@ class LogisticSpec(Spec):
         return []
 
 
+#: Downstream optimisers: fastai's Adam (``AdamW``, betas (0.9, 0.99), eps 1e-5, the paper's
+#: code), or torch's ``Adam`` / ``AdamW`` with torch's defaults (the thesis' Table 3.2).
+DownstreamOptimizer = Literal["fastai_adam", "adam", "adamw"]
+#: Downstream learning-rate schedules: fastai's 1cycle (the paper), ``MultiStepLR`` (the thesis'
+#: frozen backbone) or a constant rate (the thesis' unfrozen backbone).
+DownstreamSchedule = Literal["onecycle", "multistep", "constant"]
+
+
+def _ascending_fractions(value: Any) -> str | None:
+    if value is None:
+        return None
+    if any(not 0 < v <= 1 for v in value):
+        return f"every milestone must be a fraction in (0, 1], got {list(value)}"
+    if list(value) != sorted(value):
+        return f"milestones must ascend, got {list(value)}"
+    return None
+
+
 @dataclass(frozen=True)
 class EvaluationSpec(Spec):
     """The fine-tuning / linear-probe protocol (docs/protocol.md "Fine-tuning", fastai defaults),
-    fine-tuning's optional validation curves, and the ``logistic`` protocol's settings."""
+    fine-tuning's optional validation curves, and the ``logistic`` protocol's settings.
+
+    The optimiser and schedule default to the paper's (fastai's Adam, 1cycle at the LR finder's
+    lr_max); ``optimizer`` / ``schedule`` select the thesis' downstream setups instead
+    (docs/protocol.md "Downstream optimisers"): torch's AdamW with ``MultiStepLR`` for a frozen
+    backbone, torch's Adam at a constant rate for an unfrozen one. Under ``multistep`` and
+    ``constant`` the rate is ``lr_max`` (or the LR finder's when null)."""
 
     head_epochs: int = spec_field(1, checks=(_non_negative,), doc="head-only epochs")
     head_lr: float = spec_field(1e-3, checks=(_positive,), doc="Adam lr of the head-only epoch")
@@ -700,6 +739,15 @@ class EvaluationSpec(Spec):
     max_momentum: float = spec_field(0.95, checks=(_between(0.0, 1.0),), doc="Adam beta1 max")
     base_momentum: float = spec_field(0.85, checks=(_between(0.0, 1.0),), doc="Adam beta1 min")
     weight_decay: float = spec_field(0.0, checks=(_non_negative,), doc="(code: 0)")
+    optimizer: DownstreamOptimizer = spec_field(
+        "fastai_adam", doc="fastai_adam (the paper's code) | adam | adamw (torch defaults; "
+                           "the thesis' Table 3.2)")
+    schedule: DownstreamSchedule = spec_field(
+        "onecycle", doc="onecycle (fastai) | multistep (x gamma at milestones) | constant")
+    milestones: tuple[float, ...] = spec_field(
+        (0.6, 0.8), checks=(_non_empty, _ascending_fractions),
+        doc="multistep: fractions of `epochs` at which the lr is multiplied by gamma")
+    gamma: float = spec_field(0.1, checks=(_positive,), doc="multistep: lr factor per milestone")
     augmentation: str = spec_field("supervised", checks=(_augmentation,),
                                    doc="training and TTA pipeline (supervised_upright: no flips)")
     strength: float = spec_field(1.0, checks=(_between(0.0, 2.0),), doc="augmentation strength")
@@ -722,6 +770,12 @@ class EvaluationSpec(Spec):
         return problems
 
 
+#: At most this many seeds per condition (the paper's 35; more is a typo such as ``1e23``).
+MAX_SEEDS = 10_000
+#: Seed indices stay below 2**31 (they are mixed into 64-bit generator seeds).
+MAX_FIRST_SEED = 2**31 - 1 - MAX_SEEDS
+
+
 @dataclass(frozen=True)
 class EncoderCondition(Spec):
     """One encoder evaluated in the ``evaluate`` stage: a readable ``name`` (the condition), the
@@ -736,17 +790,14 @@ class EncoderCondition(Spec):
     overrides: Mapping[str, Any] = spec_field(default_factory=dict,
                                               doc="EvaluationSpec fields changed for this one")
     data: DatasetSpec | None = spec_field(None, doc="null = the stage's data (e.g. a label budget)")
+    seeds: int | None = spec_field(
+        None, checks=(_between(1, MAX_SEEDS),),
+        doc="null = the stage's seeds; fewer for a costly baseline (the paper's Table 5: 5)")
 
     def problems(self) -> list[_FieldError]:
         _, problems = _collect(EvaluationSpec, _apply_overrides(to_dict(EvaluationSpec()),
                                                                 self.overrides))
         return [err.under("overrides") for err in problems]
-
-
-#: At most this many seeds per condition (the paper's 35; more is a typo such as ``1e23``).
-MAX_SEEDS = 10_000
-#: Seed indices stay below 2**31 (they are mixed into 64-bit generator seeds).
-MAX_FIRST_SEED = 2**31 - 1 - MAX_SEEDS
 
 
 def _duplicate_names(names: list[str], path: tuple[str, ...]) -> list[_FieldError]:
@@ -771,9 +822,43 @@ class RepresentationSpec(Spec):
     seed: int = spec_field(0, checks=(_non_negative,), doc="subset, folds and t-SNE seed")
 
 
+#: The name of the in-distribution test set (the evaluation data's own test split) in the
+#: results table's ``test_set`` column; an external test set may not take it.
+IN_DISTRIBUTION = "test"
+
+
+@dataclass(frozen=True)
+class ExternalTestSet(Spec):
+    """An external (out-of-distribution) test set (docs/protocol.md "External test sets"; Chaves
+    et al.: Derm7pt, ISIC 2020 and PAD-UFES-20 after training on ISIC 2019). Every trained model
+    is scored on all of its labelled images as well (every split of its sources; a source's
+    ``split`` keeps one), with the same TTA; the extra test sets cost inference only.
+
+    Its classes are matched to the training classes by name: ``label_map`` renames a class
+    (``nevus: benign``) or leaves its images out (``null``: a diagnosis with no training class);
+    a class it does not name must be a training class. It may hold only some of the training
+    classes: its metrics are then over the classes present."""
+
+    name: str = spec_field(checks=(_name,), doc="test set name (the results' test_set column)")
+    sources: tuple[SourceSpec, ...] = spec_field(checks=(_non_empty,), doc="its images")
+    label_map: Mapping[str, str | None] = spec_field(
+        default_factory=dict, doc="its class -> a training class (null: leave those images out)")
+
+    def problems(self) -> list[_FieldError]:
+        problems = []
+        if self.name == IN_DISTRIBUTION:
+            problems.append(_FieldError(("name",), f"{IN_DISTRIBUTION!r} names the evaluation "
+                                                   "data's own test split; choose another name"))
+        problems.extend(_FieldError(("sources", f"[{index}]", "labelled"),
+                                    "a test set's images need their labels")
+                        for index, source in enumerate(self.sources) if not source.labelled)
+        return problems
+
+
 @dataclass(frozen=True)
 class EvaluateStage(Spec):
-    """The ``evaluate`` stage: every encoder condition x protocol x seed (docs/protocol.md: 35)."""
+    """The ``evaluate`` stage: every encoder condition x protocol x seed (docs/protocol.md: 35),
+    each scored on the data's test split and on every external test set (``test_sets``)."""
 
     data: DatasetSpec = spec_field(doc="labelled train/test data")
     encoders: tuple[EncoderCondition, ...] = spec_field(checks=(_non_empty,), doc="conditions")
@@ -785,9 +870,18 @@ class EvaluateStage(Spec):
     settings: EvaluationSpec = spec_field(default_factory=EvaluationSpec, doc="protocol")
     representations: RepresentationSpec | None = spec_field(
         None, doc="representation analysis per encoder ({} = defaults; null = none)")
+    test_sets: tuple[ExternalTestSet, ...] = spec_field(
+        (), doc="external test sets every trained model is also scored on")
 
     def problems(self) -> list[_FieldError]:
-        return _duplicate_names([c.name for c in self.encoders], ("encoders",))
+        return (_duplicate_names([c.name for c in self.encoders], ("encoders",))
+                + _duplicate_names([t.name for t in self.test_sets], ("test_sets",)))
+
+    def condition_seeds(self, condition: EncoderCondition) -> tuple[int, ...]:
+        """The seed indices of ``condition``: its own number of seeds, else the stage's, from
+        ``first_seed`` (so a condition with fewer seeds pairs with the others on its seeds)."""
+        count = condition.seeds if condition.seeds is not None else self.seeds
+        return tuple(range(self.first_seed, self.first_seed + count))
 
 
 @dataclass(frozen=True)
@@ -1017,7 +1111,7 @@ class ExperimentSpec(Spec):
 # Grids: `pretrain: {base: {...}, product: {axis: {label: {dotted.key: value}}}, extra: [...]}`
 # --------------------------------------------------------------------------------------------
 
-_GRID_KEYS = ["base", "product", "name", "extra"]
+_GRID_KEYS = ["base", "product", "name", "exclude", "extra"]
 
 
 def _template_problem(template: Any, axes: list[str]) -> str | None:
@@ -1061,24 +1155,71 @@ def merge_run(base: Mapping[str, Any], run: Mapping[str, Any],
     return merged
 
 
-def expand_product(section: Any, path: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Expand a ``{base, product, name, extra}`` grid into a list of plain run mappings.
+
+
+def _fill_axes(value: Any, labels: Mapping[str, str], path: tuple[str, ...]) -> Any:
+    """``value`` with every ``{axis}`` in its strings (nested mappings and lists included)
+    replaced by the combination's label of that axis (``pretrain:simclr-{dataset}``); ``{{``
+    and ``}}`` stand for literal braces. A string without braces is returned as it is."""
+    if isinstance(value, Mapping):
+        return {k: _fill_axes(v, labels, path + (str(k),)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_axes(v, labels, path + (f"[{i}]",)) for i, v in enumerate(value)]
+    if isinstance(value, str) and ("{" in value or "}" in value):
+        reason = _template_problem(value, list(labels))
+        if reason:
+            raise _FieldError(path, reason.replace("a name template", "a value in a grid"))
+        return value.format(**labels)
+    return value
+
+
+def _exclusions(section: Mapping[str, Any], axes: list[tuple[str, list[tuple[Any, Any]]]],
+                path: tuple[str, ...]) -> list[dict[str, str]]:
+    """The ``exclude:`` entries of a grid, each ``{axis: label}``, checked against the axes."""
+    exclude = section.get("exclude", [])
+    if not isinstance(exclude, list):
+        raise _FieldError(path + ("exclude",), "expected a list of {axis: label} mappings")
+    labels = {axis: [str(label) for label, _ in options] for axis, options in axes}
+    entries = []
+    for index, entry in enumerate(exclude):
+        where = path + ("exclude", f"[{index}]")
+        if not isinstance(entry, Mapping) or not entry:
+            raise _FieldError(where, f"expected a mapping {{axis: label}}, got {_describe(entry)}")
+        for axis, label in entry.items():
+            if axis not in labels:
+                raise _FieldError(where + (str(axis),),
+                                  f"unknown axis{_closest(str(axis), list(labels))}")
+            if str(label) not in labels[axis]:
+                raise _FieldError(where + (str(axis),),
+                                  f"unknown label {label!r}{_closest(str(label), labels[axis])}")
+        entries.append({str(axis): str(label) for axis, label in entry.items()})
+    return entries
+
+
+def expand_product(section: Any, path: tuple[str, ...], *,
+                   named: bool = True) -> list[dict[str, Any]]:
+    """Expand a ``{base, product, name, exclude, extra}`` grid into a list of plain mappings.
 
     ``product`` maps each axis (``initial``, ``further_data``, ...) to ``{label: overrides}``;
     every combination applies its overrides (dotted keys) to ``base``, is named by joining the
     labels with ``-`` (or by the ``name`` template, e.g. ``"{initial}-{further_data}"``: only
     ``{axis}`` fields), and records ``keys: {axis: label}`` so the results table can group by
-    axis. ``extra`` lists further runs, each laid over ``base`` too (:func:`merge_run`): a run
-    states only how it differs. A list is returned as is.
+    axis. A combination's strings may name the axes too (``encoder.weights:
+    "pretrain:simclr-{dataset}"``: the weights of the combination's own dataset). ``exclude``
+    lists partial combinations (``{model: frozen, labels: all}``) left out of the product.
+    ``extra`` lists further runs, each laid over ``base`` too (:func:`merge_run`): a run states
+    only how it differs. A list is returned as is. ``named=False`` (report comparisons) adds
+    neither ``name`` nor ``keys``.
     """
     if isinstance(section, list):
         return section
     if not isinstance(section, Mapping):
         raise _FieldError(path, f"expected a list or a {{base, product}} grid, got {_describe(section)}")
-    unknown = set(section) - set(_GRID_KEYS)
+    valid = [k for k in _GRID_KEYS if named or k != "name"]
+    unknown = set(section) - set(valid)
     if unknown:
         key = sorted(map(str, unknown))[0]
-        raise _FieldError(path + (key,), f"unknown key{_closest(key, _GRID_KEYS)}")
+        raise _FieldError(path + (key,), f"unknown key{_closest(key, valid)}")
     base = section.get("base", {})
     product = section.get("product", {})
     if not isinstance(base, Mapping):
@@ -1096,9 +1237,13 @@ def expand_product(section: Any, path: tuple[str, ...]) -> list[dict[str, Any]]:
         reason = _template_problem(template, [axis for axis, _ in axes])
         if reason:
             raise _FieldError(path + ("name",), reason)
+    excluded = _exclusions(section, axes, path)
     runs = []
     for combo in itertools.product(*(options for _, options in axes)):
         labels = {axis: str(label) for (axis, _), (label, _) in zip(axes, combo, strict=True)}
+        if any(all(labels[axis] == label for axis, label in entry.items())
+               for entry in excluded):
+            continue
         overrides: dict[str, Any] = {}
         for (axis, _), (label, changes) in zip(axes, combo, strict=True):
             if changes is None:
@@ -1106,9 +1251,10 @@ def expand_product(section: Any, path: tuple[str, ...]) -> list[dict[str, Any]]:
             if not isinstance(changes, Mapping):
                 raise _FieldError(path + ("product", axis, str(label)), "expected a mapping")
             overrides.update(changes)
-        run = _apply_overrides(base, overrides, path + ("base",))
-        run["name"] = template.format(**labels) if template else "-".join(labels.values())
-        run["keys"] = {**dict(run.get("keys", {})), **labels}
+        run = _fill_axes(_apply_overrides(base, overrides, path + ("base",)), labels, path)
+        if named:
+            run["name"] = template.format(**labels) if template else "-".join(labels.values())
+            run["keys"] = {**dict(run.get("keys", {})), **labels}
         runs.append(run)
     extra = section.get("extra", [])
     if not isinstance(extra, list):
@@ -1119,6 +1265,23 @@ def expand_product(section: Any, path: tuple[str, ...]) -> list[dict[str, Any]]:
                               f"expected a mapping (a run), got {_describe(run)}")
         runs.append(merge_run(base, run, path + ("extra", f"[{index}]")))
     return runs
+
+
+def expand_comparisons(section: Any, path: tuple[str, ...]) -> list[Any]:
+    """``report.comparisons``: a list whose items are comparisons or grids (a mapping with a
+    ``product``, expanded in place by :func:`expand_product`, e.g. one comparison per dataset
+    and label budget), or a single grid."""
+    if isinstance(section, Mapping):
+        return expand_product(section, path, named=False)
+    if not isinstance(section, list):
+        return section
+    expanded: list[Any] = []
+    for index, item in enumerate(section):
+        if isinstance(item, Mapping) and "product" in item:
+            expanded.extend(expand_product(item, path + (f"[{index}]",), named=False))
+        else:
+            expanded.append(item)
+    return expanded
 
 
 def _expand_grids(data: dict[str, Any]) -> list[_FieldError]:
@@ -1137,6 +1300,15 @@ def _expand_grids(data: dict[str, Any]) -> list[_FieldError]:
         except _FieldError as err:
             problems.append(err)
         data["evaluate"] = evaluate
+    report = data.get("report")
+    if isinstance(report, Mapping) and "comparisons" in report:
+        report = dict(report)
+        try:
+            report["comparisons"] = expand_comparisons(report["comparisons"],
+                                                       ("report", "comparisons"))
+        except _FieldError as err:
+            problems.append(err)
+        data["report"] = report
     return problems
 
 

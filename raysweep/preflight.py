@@ -3,8 +3,9 @@
 :func:`spec_file_problems` lists, one line each, every problem that the spec's files reveal:
 data sources that cannot be listed, evaluation data with fewer than two classes in its train
 or test split, pre-training data smaller than one batch (or, for a supervised run, without
-labelled training images), weight files that are missing, unreadable or hold NaN/inf, and a
-storage root or decode cache that cannot be written. :func:`check` raises them all at once as
+labelled training images), external test sets whose sources cannot be listed or whose classes
+do not map onto the training classes, weight files that are missing, unreadable or hold NaN/inf,
+and a storage root or decode cache that cannot be written. :func:`check` raises them all at once as
 :class:`~raysweep.errors.Problems`; ``raysweep validate``, ``raysweep run --dry-run`` and the
 start of ``run`` / ``pretrain`` / ``evaluate`` / ``search`` call it.
 
@@ -192,6 +193,33 @@ def pretrain_data_problems(run: PretrainSpec) -> list[str]:
             for use in _pretrain_uses(run, "pretrain") for key, reason in checker.problems(use)]
 
 
+def _test_set_problems(spec: ExperimentSpec, checker: _DataChecker) -> list[tuple[str, str]]:
+    """(key path, reason) of every external test set whose sources cannot be listed or whose
+    classes do not map onto the evaluation data's training classes."""
+    if spec.evaluate is None or not spec.evaluate.test_sets:
+        return []
+    from raysweep.evaluate.external import external_data, external_labels
+
+    problems = []
+    training = checker.index(spec.evaluate.data)
+    for index, test_set in enumerate(spec.evaluate.test_sets):
+        key = f"evaluate.test_sets[{index}]"
+        failed = [(f"{key}.sources[{i}]", reason) for i, source in enumerate(test_set.sources)
+                  if (reason := checker.source_error(source)) is not None]
+        if failed:
+            problems.extend(failed)
+            continue
+        found = checker.index(external_data(test_set, spec.evaluate.data))
+        if isinstance(found, str):
+            problems.append((key, found))
+        elif not isinstance(training, str):  # the training data's own problem is named above
+            try:
+                external_labels(test_set, found, training.classes)
+            except RaysweepError as err:
+                problems.append((f"{key}.label_map", str(err)))
+    return problems
+
+
 # ------------------------------------------------------------------------------- weights
 
 
@@ -272,6 +300,8 @@ def spec_file_problems(spec: ExperimentSpec, source: str = "<spec>") -> list[str
     for use in _uses(spec):
         for key, reason in checker.problems(use):
             add(key, reason)
+    for key, reason in _test_set_problems(spec, checker):
+        add(key, reason)
     checked: set[tuple[str, str]] = set()
     for key, arch, weights in _weight_uses(spec):
         if weights == "random" or weights.startswith("pretrain:") or (arch, weights) in checked:

@@ -75,7 +75,7 @@ def test_run_dry_run_prints_the_plan_and_every_missing_file(tmp_path: Path, caps
     captured = capsys.readouterr()
     out = captured.out
     assert "stage pretrain: 8 Ray Train runs" in out
-    assert "stage evaluate: 465 Tune trials, 805 result rows" in out
+    assert "stage evaluate: 373 Tune trials, 645 result rows" in out
     assert "SSL-I-SSL_p" in out and "random-160" in out
     # every problem at once, one line each: three manifests, one folder, two hub files
     errors = captured.err.splitlines()

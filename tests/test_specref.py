@@ -57,7 +57,8 @@ def test_rows_show_type_default_range_and_doc() -> None:
     assert rows["| `report.correction`"].split(" | ")[1:4] == [
         "`str`", "`holm`", "one of holm, fdr_bh, bonferroni, none"]
     assert "one of finetune, probe, logistic; not empty" in rows["| `evaluate.encoders[].protocols`"]
-    assert "barlow_twins, simclr, simclr_medical, supervised, supervised_upright" in rows[
+    assert ("barlow_twins, simclr, simclr_medical, simclr_short, simclr_grey, supervised, "
+            "supervised_upright") in rows[
         "| `pretrain[].augmentation`"]
 
 

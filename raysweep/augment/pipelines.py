@@ -25,6 +25,12 @@ grayscale p 0.2, Gaussian blur 9 x 9, sigma (0.1, 2.0), always. Both views from 
 histogram equalisation of the luma with p 0.5, then sharpness with a factor from U(1, 10)
 (kornia's ``RandomSharpness``, the thesis' 1/13 [1 1 1; 1 5 1; 1 1 1] smoothing kernel).
 
+``simclr_short`` (thesis tau_short, section 4.1): tau_nat without the horizontal flip and the
+random grayscale: crop, colour jitter, blur.
+
+``simclr_grey`` (thesis tau_grey, section 6.1.1): tau_nov without the colour distortion, for
+greyscale scans: flip, crop, grayscale p 0.2, blur, luma equalisation p 0.5, sharpness.
+
 ``supervised`` (fine-tuning and TTA, docs/protocol.md): random resized crop scale (0.7, 1), ratio
 (0.75, 1.33); rotation by an angle from U(0, 45) degrees (every image); horizontal and vertical
 flips, p 0.5 each (skin images have no canonical orientation; fastai's ``flip_vert``).
@@ -246,20 +252,31 @@ def _barlow_twins_view(
     return b.build(f"barlow_twins/view{view}")
 
 
-def _simclr(image_size: int, strength: float, center_dropout: bool, medical: bool) -> Pipeline:
+#: The SimCLR sequences of the thesis: (flip and grayscale, jitter magnitudes or None for no
+#: colour distortion, luma equalisation and sharpness).
+_SIMCLR_VARIANTS: dict[str, tuple[bool, tuple[float, float, float, float] | None, bool]] = {
+    "simclr": (True, (0.5, 0.5, 0.5, 0.1), False),          # tau_nat, section 3.2.1
+    "simclr_medical": (True, (0.2, 0.2, 0.2, 0.04), True),  # tau_nov, section 4.2.1
+    "simclr_short": (False, (0.5, 0.5, 0.5, 0.1), False),   # tau_short, section 4.1
+    "simclr_grey": (True, None, True),                      # tau_grey, section 6.1.1
+}
+
+
+def _simclr(name: str, image_size: int, strength: float, center_dropout: bool) -> Pipeline:
+    flip_and_grey, jitter, contrast = _SIMCLR_VARIANTS[name]
     b = _Builder(image_size, strength, center_dropout)
-    b.flip()
+    if flip_and_grey:
+        b.flip()
     b.crop(0.08)
-    if medical:
-        b.jitter(0.2, 0.2, 0.2, 0.04)
-    else:
-        b.jitter(0.5, 0.5, 0.5, 0.1)
-    b.grayscale(0.2)
+    if jitter is not None:
+        b.jitter(*jitter)
+    if flip_and_grey:
+        b.grayscale(0.2)
     b.blur(1.0, (0.1, 2.0), kernel=9)
-    if medical:
+    if contrast:
         b.luma_equalize(0.5)
         b.sharpness(10.0)
-    return b.build("simclr_medical" if medical else "simclr")
+    return b.build(name)
 
 
 def _supervised(image_size: int, strength: float, center_dropout: bool,
@@ -284,21 +301,23 @@ def _check_args(name: str, names: tuple[str, ...], image_size: int, strength: fl
 def build_pipeline(
     name: str, *, image_size: int, strength: float = 1.0, center_dropout: bool = False
 ) -> Pipeline:
-    """A single-view pipeline: ``supervised``, ``simclr``, ``simclr_medical``, or one
-    Barlow Twins view as ``barlow_twins/view1`` / ``barlow_twins/view2``. See the module doc."""
+    """A single-view pipeline: ``supervised``, ``supervised_upright``, a SimCLR sequence
+    (``simclr``, ``simclr_medical``, ``simclr_short``, ``simclr_grey``), or one Barlow Twins
+    view as ``barlow_twins/view1`` / ``barlow_twins/view2``. See the module doc."""
     if name in ("barlow_twins/view1", "barlow_twins/view2"):
         _check_args("barlow_twins", PIPELINES, image_size, strength)
         return _barlow_twins_view(int(name[-1]), image_size, strength, center_dropout)
     _check_args(name, SINGLE_VIEW, image_size, strength)
     if name in ("supervised", "supervised_upright"):
         return _supervised(image_size, strength, center_dropout, flips=name == "supervised")
-    return _simclr(image_size, strength, center_dropout, medical=name == "simclr_medical")
+    return _simclr(name, image_size, strength, center_dropout)
 
 
 def build_views(
     name: str, *, image_size: int, strength: float = 1.0, center_dropout: bool = False
 ) -> TwoViews:
-    """Two-view SSL augmentation: ``barlow_twins`` (asymmetric), ``simclr``, ``simclr_medical``."""
+    """Two-view SSL augmentation: ``barlow_twins`` (asymmetric), or two views of one SimCLR
+    sequence (``simclr``, ``simclr_medical``, ``simclr_short``, ``simclr_grey``)."""
     _check_args(name, VIEWS, image_size, strength)
     if name == "barlow_twins":
         first = _barlow_twins_view(1, image_size, strength, center_dropout)

@@ -299,7 +299,9 @@ def _assemble(spec: DatasetSpec, parts: list[tuple[SourceListing, np.ndarray]],
                         f"{len(train)} labelled training images")
     train_classes = [classes[c] for c in labels_all[train]]
     subset = stratified_subset(train, train_classes, fraction=spec.label_fraction,
-                               count=spec.label_count, seed=spec.split_seed, purpose="labels")
+                               count=spec.label_count, per_class=spec.label_per_class,
+                               rounding=spec.label_rounding, seed=spec.split_seed,
+                               purpose="labels")
     return ImageDataset(
         name=name, images=images, labels=labels_all, classes=classes,
         source_index=np.concatenate(source_index), watermark=np.concatenate(watermark),

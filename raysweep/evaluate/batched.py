@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,9 +36,12 @@ from raysweep.evaluate.metrics import classification_metrics
 from raysweep.evaluate.protocol import (
     ADAM_BETAS,
     ADAM_EPS,
+    TEST_SETS,
     default_augment,
     encoder_output_dim,
+    external_metrics,
     make_row,
+    prepare_test_sets,
     training_batches,
 )
 from raysweep.evaluate.streams import SeedStreams
@@ -92,22 +95,29 @@ def _per_head_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def probe_batched(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,
                   seeds: Sequence[int], class_names: Sequence[str],
                   augment: Augment | None = None, device: Any = "cpu",
-                  return_probabilities: bool = False) -> Any:
-    """Linear probes for ``seeds`` in one pass; rows equal ``probe_single`` per seed.
+                  return_probabilities: bool = False,
+                  test_sets: Mapping[str, Any] | None = None) -> Any:
+    """Linear probes for ``seeds`` in one pass; rows equal ``probe_single`` per seed (external
+    ``test_sets`` included: every head is scored on each with the shared TTA views).
 
     With ``return_probabilities`` the result is ``(rows, probabilities float (K, N_test, C))``.
 
-    Requires ``settings.seed_scope == "head"`` and ``weight_decay == 0`` (callers fall back to
-    separate runs otherwise: see :func:`raysweep.evaluate.probe`).
+    Requires ``settings.seed_scope == "head"``, ``weight_decay == 0`` and the paper's optimiser
+    and 1cycle (callers fall back to separate runs otherwise: see
+    :func:`raysweep.evaluate.probe`).
     """
     if settings.seed_scope != "head":
         raise ValueError("batched probes need seed_scope 'head' (shared data streams)")
     if settings.weight_decay != 0:
         raise ValueError("batched probes support weight_decay 0 only")
+    if settings.optimizer != "fastai_adam" or settings.schedule != "onecycle":
+        raise ValueError("batched probes support the fastai_adam optimiser and the onecycle "
+                         "schedule only")
     seeds = [int(s) for s in seeds]
     start = time.perf_counter()
     dev = resolve_device(device)
     pair = prepare_pair(train, test, class_names, dev)
+    external = prepare_test_sets(test_sets, pair.class_names, pair.image_size, dev)
     augment = augment or default_augment(settings, pair.image_size)
     shared = SeedStreams(seeds[0], settings.seed_scope)  # every non-head stream is shared
     encoder = copy.deepcopy(encoder).to(dev).eval()
@@ -203,4 +213,13 @@ def probe_batched(encoder: nn.Module, train: Split, test: Split, *, settings: Ev
             bn_in_head_epoch="frozen", time_train_s=(trained - start) / num_heads,
             time_eval_s=(end - trained) / num_heads, time_total_s=(end - start) / num_heads,
             batched_heads=num_heads))
+    for name, (images, external_labels) in external.items():
+        began = time.perf_counter()
+        external_probs = tta_probabilities(
+            lambda x: heads(features(x)), images, augment=augment, views=settings.tta_views,
+            generator=shared.tta(name), batch_size=settings.batch_size).cpu()
+        seconds = (time.perf_counter() - began) / num_heads
+        for k, row in enumerate(rows):
+            row.setdefault(TEST_SETS, []).append(external_metrics(
+                name, external_labels, external_probs[k], pair.class_names, seconds))
     return (rows, probs.cpu()) if return_probabilities else rows

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
@@ -12,6 +12,7 @@ from raysweep.errors import RaysweepError
 from raysweep.evaluate.batched import probe_batched
 from raysweep.evaluate.inputs import Split
 from raysweep.evaluate.logistic import logistic_probe
+from raysweep.evaluate.optimizers import uses_fastai_defaults
 from raysweep.evaluate.protocol import finetune, probe_single
 from raysweep.evaluate.tta import Augment
 
@@ -20,13 +21,16 @@ __all__ = ["evaluate_condition", "probe"]
 
 def probe(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,
           seeds: Sequence[int], class_names: Sequence[str], augment: Augment | None = None,
-          device: Any = "cpu") -> list[dict[str, Any]]:
-    """Linear probes of ``encoder`` for each seed; one row per seed, in ``seeds`` order.
+          device: Any = "cpu", test_sets: Mapping[str, Split] | None = None
+          ) -> list[dict[str, Any]]:
+    """Linear probes of ``encoder`` for each seed; one row per seed, in ``seeds`` order, each
+    scored on the external ``test_sets`` too.
 
     Batched (one shared encoder pass, :mod:`raysweep.evaluate.batched`) when
     ``settings.batched_probes``; separate runs when it is off, and also when the batched path
     cannot reproduce separate runs: ``seed_scope: all`` (each seed has its own batches and
-    augmentations, so nothing can be shared) or a non-zero weight decay.
+    augmentations, so nothing can be shared), a non-zero weight decay, or an optimiser or
+    schedule other than the paper's (fastai's Adam and 1cycle).
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -34,20 +38,24 @@ def probe(encoder: nn.Module, train: Split, test: Split, *, settings: Evaluation
     if len(set(seeds)) != len(seeds):
         raise RaysweepError(f"probe: duplicate seeds in {seeds}")
     if (settings.batched_probes and settings.seed_scope == "head"
-            and settings.weight_decay == 0):
+            and settings.weight_decay == 0 and uses_fastai_defaults(settings)):
         return probe_batched(encoder, train, test, settings=settings, seeds=seeds,
-                             class_names=class_names, augment=augment, device=device)
+                             class_names=class_names, augment=augment, device=device,
+                             test_sets=test_sets)
     return [probe_single(encoder, train, test, settings=settings, seed=seed,
-                         class_names=class_names, augment=augment, device=device)
+                         class_names=class_names, augment=augment, device=device,
+                         test_sets=test_sets)
             for seed in seeds]
 
 
 def evaluate_condition(encoder: nn.Module, dataset_pair: tuple[Split, Split], *,
                        settings: EvaluationSpec, protocols: Sequence[str], seeds: Sequence[int],
                        class_names: Sequence[str], augment: Augment | None = None,
-                       device: Any = "cpu", progress: bool = False) -> list[dict[str, Any]]:
+                       device: Any = "cpu", progress: bool = False,
+                       test_sets: Mapping[str, Split] | None = None) -> list[dict[str, Any]]:
     """Every protocol x seed of one encoder condition: fine-tuning seed by seed, probes batched,
-    the logistic protocol from one feature pass.
+    the logistic protocol from one feature pass; every trained head also scored on the
+    external ``test_sets`` (the rows' ``test_sets`` lists).
 
     ``dataset_pair`` is ``(train, test)``. Rows come out per protocol, in seed order; the
     encoder itself is never changed.
@@ -58,13 +66,14 @@ def evaluate_condition(encoder: nn.Module, dataset_pair: tuple[Split, Split], *,
         if protocol == "finetune":
             rows += [finetune(encoder, train, test, settings=settings, seed=seed,
                               class_names=class_names, augment=augment, device=device,
-                              progress=progress) for seed in seeds]
+                              progress=progress, test_sets=test_sets) for seed in seeds]
         elif protocol == "probe":
             rows += probe(encoder, train, test, settings=settings, seeds=seeds,
-                          class_names=class_names, augment=augment, device=device)
+                          class_names=class_names, augment=augment, device=device,
+                          test_sets=test_sets)
         elif protocol == "logistic":
             rows += logistic_probe(encoder, train, test, settings=settings, seeds=seeds,
-                                   class_names=class_names, device=device)
+                                   class_names=class_names, device=device, test_sets=test_sets)
         else:
             raise RaysweepError(f"unknown protocol {protocol!r}; use 'finetune', 'probe' or "
                                 "'logistic'")

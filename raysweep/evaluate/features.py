@@ -9,8 +9,8 @@ every seed (``raysweep.evaluate.logistic``) and every representation metric
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from torch import nn
 
 from raysweep.data import to_float_rgb
 from raysweep.evaluate.inputs import Split, prepare_pair, resolve_device
-from raysweep.evaluate.protocol import encoder_output_dim
+from raysweep.evaluate.protocol import encoder_output_dim, prepare_test_sets
 
 __all__ = ["FEATURE_BATCH", "LabelledFeatures", "encode", "labelled_features"]
 
@@ -30,13 +30,15 @@ FEATURE_BATCH = 256
 
 @dataclass(frozen=True)
 class LabelledFeatures:
-    """Features float64 (N, D) and labels int64 (N,) of the labelled train and test splits."""
+    """Features float64 (N, D) and labels int64 (N,) of the labelled train and test splits, and
+    of every external test set (``external``: name -> (features, labels))."""
 
     train_x: np.ndarray
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
     class_names: tuple[str, ...]
+    external: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -54,15 +56,20 @@ def encode(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = FEATUR
 
 
 def labelled_features(encoder: nn.Module, train: Split, test: Split, *,
-                      class_names: Sequence[str], device: Any = "cpu") -> LabelledFeatures:
+                      class_names: Sequence[str], device: Any = "cpu",
+                      test_sets: Mapping[str, Split] | None = None) -> LabelledFeatures:
     """Frozen features of the labelled ``train`` and ``test`` splits (checked like every
-    protocol's inputs: :func:`raysweep.evaluate.inputs.prepare_pair`). A copy of ``encoder``
-    runs in eval mode (BatchNorm uses its running statistics); the caller's is unchanged."""
+    protocol's inputs: :func:`raysweep.evaluate.inputs.prepare_pair`) and of the external
+    ``test_sets``. A copy of ``encoder`` runs in eval mode (BatchNorm uses its running
+    statistics); the caller's is unchanged."""
     dev = resolve_device(device)
     pair = prepare_pair(train, test, class_names, dev)
+    external = prepare_test_sets(test_sets, pair.class_names, pair.image_size, dev)
     encoder = copy.deepcopy(encoder).to(dev).eval()
     encoder_output_dim(encoder, pair.train_images[:2])
     return LabelledFeatures(
         train_x=encode(encoder, pair.train_images), train_y=pair.train_labels.cpu().numpy(),
         test_x=encode(encoder, pair.test_images), test_y=pair.test_labels.cpu().numpy(),
-        class_names=pair.class_names)
+        class_names=pair.class_names,
+        external={name: (encode(encoder, images), labels.cpu().numpy())
+                  for name, (images, labels) in external.items()})

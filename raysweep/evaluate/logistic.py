@@ -27,7 +27,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,7 @@ from raysweep.errors import DataError, RaysweepError
 from raysweep.evaluate.features import LabelledFeatures, labelled_features
 from raysweep.evaluate.inputs import Split
 from raysweep.evaluate.metrics import classification_metrics
-from raysweep.evaluate.protocol import lr_finder_json
+from raysweep.evaluate.protocol import TEST_SETS, external_metrics, lr_finder_json
 from raysweep.seeding import numpy_rng
 
 __all__ = ["c_grid", "fit_logistic", "logistic_probe", "logistic_rows", "validation_split"]
@@ -139,12 +139,15 @@ def logistic_rows(features: LabelledFeatures, spec: LogisticSpec, seeds: Sequenc
     metrics of :func:`classification_metrics` and ``logistic_c``, ``logistic_val_score``,
     ``logistic_val_scores`` (JSON, one per C), ``logistic_val_size``, ``logistic_n_iter`` and
     ``logistic_converged`` of the final fit. ``feature_seconds`` (the shared feature pass) is
-    divided among the seeds' timings.
+    divided among the seeds' timings. With external test sets (``features.external``) the
+    final fit is scored on each too: the row's ``test_sets`` list
+    (:func:`raysweep.evaluate.protocol.external_metrics`).
     """
     seeds = [int(s) for s in seeds]
     grid = c_grid(spec)
     num_classes = features.num_classes
-    finals: dict[float, tuple[np.ndarray, int, bool]] = {}  # C -> test probs, n_iter, converged
+    # C -> test probs, n_iter, converged, and {test set: (probs, seconds)}
+    finals: dict[float, tuple[np.ndarray, int, bool, dict[str, tuple[np.ndarray, float]]]] = {}
     rows = []
     for seed in seeds:
         start = time.perf_counter()
@@ -170,9 +173,14 @@ def logistic_rows(features: LabelledFeatures, spec: LogisticSpec, seeds: Sequenc
         trained = time.perf_counter()
         if c not in finals:  # seeds choosing the same C share the final fit
             model = fit_logistic(features.train_x, features.train_y, c, spec)
+            external = {}
+            for name, (x, _) in features.external.items():
+                began = time.perf_counter()
+                external[name] = (class_probabilities(model, x, num_classes),
+                                  time.perf_counter() - began)
             finals[c] = (class_probabilities(model, features.test_x, num_classes),
-                         *_converged(model, spec))
-        probs, n_iter, converged = finals[c]
+                         *_converged(model, spec), external)
+        probs, n_iter, converged, external = finals[c]
         metrics = classification_metrics(features.test_y, probs, features.class_names)
         end = time.perf_counter()
         share = feature_seconds / len(seeds)
@@ -191,20 +199,28 @@ def logistic_rows(features: LabelledFeatures, spec: LogisticSpec, seeds: Sequenc
             "logistic_class_weight": spec.class_weight,
             "logistic_n_iter": n_iter, "logistic_converged": converged,
         })
+        if features.external:
+            rows[-1][TEST_SETS] = [
+                external_metrics(name, features.external[name][1], external_probs,
+                                 features.class_names, seconds)
+                for name, (external_probs, seconds) in external.items()]
     return rows
 
 
 def logistic_probe(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,
                    seeds: Sequence[int], class_names: Sequence[str],
-                   device: Any = "cpu") -> list[dict[str, Any]]:
+                   device: Any = "cpu", test_sets: Mapping[str, Split] | None = None
+                   ) -> list[dict[str, Any]]:
     """The ``logistic`` protocol for ``seeds``: features of ``encoder`` once (eval mode), then
-    :func:`logistic_rows` with ``settings.logistic``. One row per seed, in ``seeds`` order."""
+    :func:`logistic_rows` with ``settings.logistic``. One row per seed, in ``seeds`` order, each
+    scored on the external ``test_sets`` too."""
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise RaysweepError("logistic: no seeds given")
     if len(set(seeds)) != len(seeds):
         raise RaysweepError(f"logistic: duplicate seeds in {seeds}")
     start = time.perf_counter()
-    features = labelled_features(encoder, train, test, class_names=class_names, device=device)
+    features = labelled_features(encoder, train, test, class_names=class_names, device=device,
+                                 test_sets=test_sets)
     return logistic_rows(features, settings.logistic, seeds,
                          feature_seconds=time.perf_counter() - start)

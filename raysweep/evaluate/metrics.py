@@ -2,12 +2,28 @@
 
 Weighted-average F1 weights each class's F1 by its frequency in the test set (sklearn's
 ``average="weighted"``), as the paper defines it.
+
+An external test set may hold only some of the training classes
+(docs/protocol.md "External test sets"); its metrics are then taken over the classes present
+(``over_present_classes``):
+
+- ``accuracy`` and ``f1_weighted`` are unchanged by it: a class absent from the test labels has
+  weight 0 in the weighted F1 (predictions *of* an absent class still count as errors, through
+  the recall of the true classes);
+- ``f1_macro`` is the mean F1 of the classes present; ``balanced_accuracy`` the mean recall of
+  the classes present (sklearn's, which ignores absent classes by construction);
+- ``auc_ovr`` is the mean one-vs-rest AUC of the classes present (each class's probability
+  against the rest; with every class present it equals sklearn's ``multi_class="ovr"`` macro
+  AUC); a binary task uses the positive class's probability as usual, and with a single class
+  present AUC is undefined (NaN);
+- the per-class columns keep every training class; an absent class has ``support/<class>`` 0.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,14 +52,27 @@ def _auc_ovr(labels: np.ndarray, probs: np.ndarray) -> float:
         return math.nan
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray,
-                           class_names: Sequence[str]) -> dict[str, float | int | str]:
+def _auc_present(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean one-vs-rest AUC over the classes present in ``labels`` (the positive class's AUC
+    for a binary task); NaN with fewer than two classes present."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        return math.nan
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(labels == 1, probs[:, 1]))
+    return float(np.mean([roc_auc_score(labels == c, probs[:, c]) for c in present]))
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
+                           *, over_present_classes: bool = False) -> dict[str, float | int | str]:
     """Metrics of predictions ``argmax(probs)`` against ``labels``.
 
     Args:
         labels: int (N,) true classes.
         probs: float (N, C) class probabilities (rows sum to 1).
         class_names: C names, used in the per-class keys.
+        over_present_classes: macro F1 and AUC over the classes present in ``labels`` (an
+            external test set holding some of the classes; see the module docstring).
 
     Returns ``accuracy``, ``f1_weighted``, ``f1_macro``, ``balanced_accuracy``, ``auc_ovr``,
     ``precision/<class>``, ``recall/<class>``, ``f1/<class>``, ``support/<class>`` and
@@ -55,14 +84,20 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray,
     classes = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=classes, zero_division=0)
+    scored = sorted(set(labels.tolist())) if over_present_classes else classes
+    with warnings.catch_warnings():
+        if over_present_classes:  # a prediction of a class the set lacks: expected there
+            warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(labels, predictions))
     row: dict[str, float | int | str] = {
         "accuracy": float(accuracy_score(labels, predictions)),
         "f1_weighted": float(f1_score(labels, predictions, labels=classes, average="weighted",
                                       zero_division=0)),
-        "f1_macro": float(f1_score(labels, predictions, labels=classes, average="macro",
+        "f1_macro": float(f1_score(labels, predictions, labels=scored, average="macro",
                                    zero_division=0)),
-        "balanced_accuracy": float(balanced_accuracy_score(labels, predictions)),
-        "auc_ovr": _auc_ovr(labels, probs),
+        "balanced_accuracy": balanced,
+        "auc_ovr": (_auc_present(labels, probs) if over_present_classes
+                    else _auc_ovr(labels, probs)),
     }
     for index, name in enumerate(class_names):
         row[f"precision/{name}"] = float(precision[index])

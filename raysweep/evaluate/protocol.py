@@ -16,7 +16,8 @@ section 3.4, appendix A.1; the authors' fastai code), for one seed.
 
 Optimiser: fastai's Adam = ``torch.optim.AdamW`` with ``eps=1e-5``, ``betas=(0.9, 0.99)``
 (beta1 cycled 0.95 -> 0.85 -> 0.95 by the 1cycle schedule; fastai's decoupled weight decay,
-0 in the paper's code). Training batches: ``batch_size`` (64), reshuffled each epoch from the
+0 in the paper's code); ``settings.optimizer`` / ``settings.schedule`` choose the thesis'
+instead (:mod:`raysweep.evaluate.optimizers`). Training batches: ``batch_size`` (64), reshuffled each epoch from the
 ``data_order`` stream, incomplete last batch dropped (fastai), augmented with the ``supervised``
 pipeline from the ``train_aug`` stream; the LR finder draws its batches from its own stream.
 
@@ -25,6 +26,11 @@ its features are a fixed function of the (augmented) image. (The authors' fastai
 would leave BatchNorm trainable; that would make the "probe" train part of the encoder and
 would forbid sharing one encoder pass between seeds.) Probe rows record
 ``bn_in_head_epoch = frozen`` accordingly.
+
+External test sets (``test_sets``): after step 6 the same trained model is scored on each, with
+the same TTA (views from the run's ``tta`` stream of that test set's name), so the in-distribution
+row is the same with or without them; their metrics go to the row's ``test_sets`` list
+(:func:`external_metrics`).
 """
 
 from __future__ import annotations
@@ -53,15 +59,23 @@ from raysweep.evaluate.inputs import (
     steps_per_epoch,
 )
 from raysweep.evaluate.metrics import classification_metrics
+from raysweep.evaluate.optimizers import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    make_optimizer,
+    make_schedule,
+)
 from raysweep.evaluate.streams import SeedStreams
 from raysweep.evaluate.tta import Augment, tta_probabilities
 from raysweep.models import LinearHead
-from raysweep.optim import LRFinderResult, fastai_one_cycle, lr_range_test
+from raysweep.optim import LRFinderResult, lr_range_test
 
-__all__ = ["finetune", "probe_single", "default_augment", "encoder_output_dim"]
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "TEST_SETS", "default_augment", "encoder_output_dim",
+           "external_metrics", "finetune", "probe_single"]
 
-ADAM_BETAS = (0.9, 0.99)  # fastai Adam defaults
-ADAM_EPS = 1e-5
+#: The row key holding the metrics of every external test set (a list of dicts, each with its
+#: ``test_set`` name); :mod:`raysweep.sweep.results` expands it into one table row each.
+TEST_SETS = "test_sets"
 
 
 def default_augment(settings: EvaluationSpec, image_size: int) -> Augment:
@@ -107,11 +121,6 @@ def _set_bn_train(module: nn.Module, train: bool) -> None:
             m.train(train)
 
 
-def _adam(params: Sequence[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS,
-                             weight_decay=weight_decay)
-
-
 def training_batches(pair: LabelledPair, batch_size: int, order: torch.Generator,
                      aug_generator: torch.Generator, augment: Augment
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -136,7 +145,7 @@ def make_row(*, protocol: str, seed: int, settings: EvaluationSpec, metrics: dic
              batched_heads: int) -> dict[str, Any]:
     """One results row (docs/design.md "The results table"); the sweep adds the condition's
     keys."""
-    return {
+    row = {
         "protocol": protocol,
         "seed": int(seed),
         **metrics,
@@ -153,6 +162,37 @@ def make_row(*, protocol: str, seed: int, settings: EvaluationSpec, metrics: dic
         "time_eval_s": float(time_eval_s),
         "time_total_s": float(time_total_s),
     }
+    if settings.optimizer != "fastai_adam" or settings.schedule != "onecycle":
+        row["optimizer"], row["schedule"] = settings.optimizer, settings.schedule
+    return row
+
+
+def external_metrics(name: str, labels: torch.Tensor | Any, probs: torch.Tensor | Any,
+                     class_names: Sequence[str], seconds: float) -> dict[str, Any]:
+    """One entry of a row's ``test_sets`` list: the metrics of an external test set, over the
+    classes it holds (:func:`raysweep.evaluate.metrics.classification_metrics` with
+    ``over_present_classes``), and its inference time."""
+    labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+    probs = probs.cpu().numpy() if isinstance(probs, torch.Tensor) else probs
+    return {"test_set": name,
+            **classification_metrics(labels, probs, class_names, over_present_classes=True),
+            "time_eval_s": float(seconds)}
+
+
+def prepare_test_sets(test_sets: Mapping[str, Split] | None, class_names: Sequence[str],
+                      image_size: int, device: torch.device
+                      ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Checked external test sets on ``device`` (images of the training images' size)."""
+    prepared = {}
+    for name, split in (test_sets or {}).items():
+        images, labels = prepare_split(split, f"test set {name}", class_names, device)
+        if images.shape[-1] != image_size or images.shape[-2] != image_size:
+            from raysweep.errors import DataError
+
+            raise DataError(f"test set {name}: images are {tuple(images.shape[2:])} but the "
+                            f"training images are {(image_size, image_size)}")
+        prepared[name] = (images, labels)
+    return prepared
 
 
 #: Metrics of every epoch's validation record (besides ``epoch`` and ``loss``).
@@ -186,11 +226,12 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
          protocol: str, return_probabilities: bool = False,
          resume: Mapping[str, Any] | None = None,
          on_epoch: Callable[[dict[str, Any]], None] | None = None,
-         val: Split | None = None) -> Any:
+         val: Split | None = None, test_sets: Mapping[str, Split] | None = None) -> Any:
     start = time.perf_counter()
     dev = resolve_device(device)
     pair = prepare_pair(train, test, class_names, dev)
     val_pair = None if val is None else prepare_split(val, "val", pair.class_names, dev)
+    external = prepare_test_sets(test_sets, pair.class_names, pair.image_size, dev)
     augment = augment or default_augment(settings, pair.image_size)
     streams = SeedStreams(seed, settings.seed_scope)
     encoder = copy.deepcopy(encoder).to(dev)  # the caller's encoder stays as it was
@@ -226,7 +267,7 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
         for p in _bn_parameters(encoder):
             p.requires_grad_(True)
         trainable += _bn_parameters(encoder)
-    optimizer = _adam(trainable, settings.head_lr, settings.weight_decay)
+    optimizer = make_optimizer(trainable, settings.head_lr, settings)
     order, aug_generator = streams.data_order(), streams.train_aug()
     batches = training_batches(pair, settings.batch_size, order, aug_generator, augment)
     epochs_bar = tqdm(total=settings.head_epochs + settings.epochs, disable=not progress,
@@ -241,7 +282,7 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
         for p in encoder.parameters():
             p.requires_grad_(True)
         encoder.train()
-        optimizer = _adam(list(model.parameters()), settings.head_lr, settings.weight_decay)
+        optimizer = make_optimizer(list(model.parameters()), settings.head_lr, settings)
 
     # --- 4: LR finder ---------------------------------------------------------------------
     finder: LRFinderResult | None = None
@@ -270,12 +311,8 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
     else:
         lr_max = settings.lr_max
 
-    # --- 5: 1cycle ----------------------------------------------------------------------
-    scheduler = fastai_one_cycle(
-        optimizer, max_lr=lr_max, total_steps=settings.epochs * steps,
-        pct_start=settings.pct_start, div=settings.div_factor,
-        div_final=settings.final_div_factor, max_momentum=settings.max_momentum,
-        base_momentum=settings.base_momentum)
+    # --- 5: 1cycle (or the chosen schedule) ----------------------------------------------
+    scheduler = make_schedule(optimizer, settings, lr_max, steps)
     first_epoch = 0
     val_curve: list[dict[str, float]] = []
     if resume is not None:
@@ -323,6 +360,16 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
                    time_total_s=end - start, batched_heads=1)
     if val_pair is not None:
         row["val_curve"] = json.dumps(val_curve)
+    if external:
+        entries = []
+        for name, (images, labels) in external.items():
+            began = time.perf_counter()
+            external_probs = tta_probabilities(
+                forward, images, augment=augment, views=settings.tta_views,
+                generator=streams.tta(name), batch_size=settings.batch_size)
+            entries.append(external_metrics(name, labels, external_probs, pair.class_names,
+                                            time.perf_counter() - began))
+        row[TEST_SETS] = entries
     return (row, probs.cpu()) if return_probabilities else row
 
 
@@ -331,7 +378,8 @@ def finetune(encoder: nn.Module, train: Split, test: Split, *, settings: Evaluat
              device: Any = "cpu", progress: bool = False,
              on_epoch: Callable[[dict[str, Any]], None] | None = None,
              resume: Mapping[str, Any] | None = None,
-             val: Split | None = None) -> dict[str, Any]:
+             val: Split | None = None,
+             test_sets: Mapping[str, Split] | None = None) -> dict[str, Any]:
     """Fine-tune a copy of ``encoder`` with a new head and return the results row.
 
     Args:
@@ -354,22 +402,28 @@ def finetune(encoder: nn.Module, train: Split, test: Split, *, settings: Evaluat
             recorded, and the row gets them as ``val_curve`` (a JSON list of
             ``{"epoch", "loss", "accuracy", ...}``). They change nothing of the run: the other
             columns equal a run without ``val``.
+        test_sets: external test sets ``{name: (images, labels)}`` (labels index
+            ``class_names``; a set may hold only some classes): the trained model is scored
+            on each too, and the row gets their metrics as ``test_sets``, a list of
+            ``{"test_set": name, <metrics>, "time_eval_s"}`` (:func:`external_metrics`). They
+            change nothing else of the row.
 
     Bit-reproducible on CPU from ``(settings, seed)``.
     """
     return _run(encoder, train, test, settings=settings, seed=seed, class_names=class_names,
                 augment=augment, device=device, progress=progress, protocol="finetune",
-                on_epoch=on_epoch, resume=resume, val=val)
+                on_epoch=on_epoch, resume=resume, val=val, test_sets=test_sets)
 
 
 def probe_single(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,
                  seed: int, class_names: Sequence[str], augment: Augment | None = None,
                  device: Any = "cpu", progress: bool = False,
-                 return_probabilities: bool = False) -> Any:
+                 return_probabilities: bool = False,
+                 test_sets: Mapping[str, Split] | None = None) -> Any:
     """A linear probe of one seed (the encoder frozen throughout): the reference that batched
     probes must equal. Arguments as :func:`finetune`; with ``return_probabilities`` the result
     is ``(row, probabilities float (N_test, C))``, the TTA-averaged test probabilities."""
     return _run(encoder, train, test, settings=settings, seed=seed, class_names=class_names,
                 augment=augment, device=device, progress=progress, protocol="probe",
-                return_probabilities=return_probabilities)
+                return_probabilities=return_probabilities, test_sets=test_sets)
 

@@ -51,5 +51,9 @@ class SeedStreams:
         return (torch_generator(self.data_seed, "lr_finder", "data_order"),
                 torch_generator(self.data_seed, "lr_finder", "train_aug"))
 
-    def tta(self) -> torch.Generator:
-        return torch_generator(self.data_seed, "tta")
+    def tta(self, test_set: str | None = None) -> torch.Generator:
+        """The TTA views of the test split, or (``test_set``) of that external test set: a
+        stream of its own, so adding a test set changes no other set's views."""
+        if test_set is None:
+            return torch_generator(self.data_seed, "tta")
+        return torch_generator(self.data_seed, "tta", "test_set", test_set)

@@ -4,6 +4,14 @@
 Computation lives in :mod:`~raysweep.report.summary`, :mod:`~raysweep.report.significance`
 and :mod:`~raysweep.report.stats` (pure functions over the results table); this module only
 assembles their outputs into a :class:`~raysweep.report.document.Document`.
+
+External test sets (a ``test_set`` column): every table and test of the report is made per test
+set, on that test set's rows only (so seeds still pair within a test set, and each test set's
+families are corrected on their own), titled and named after it; a section sets the test sets
+side by side (in- vs out-of-distribution). Validation curves and LR-finder plots describe the
+training runs, which every test set shares: they come from the in-distribution rows. A
+label-budget study (``n_labels`` and ``arm`` columns) gets a section of performance against the
+label budget, with 95% confidence bands.
 """
 
 from __future__ import annotations
@@ -28,8 +36,18 @@ from raysweep.report.inputs import (
 from raysweep.report.render import render_html, render_markdown
 from raysweep.report.settings import ReportSettings
 from raysweep.report.significance import iter_families, pairwise_tests
-from raysweep.report.summary import condition_keys, per_class_f1, protocol_table, summary_table
+from raysweep.report.summary import (
+    TEST_SET,
+    across_test_sets,
+    budget_table,
+    condition_keys,
+    per_class_f1,
+    protocol_table,
+    summary_table,
+)
 from raysweep.report.tables import (
+    budget_display,
+    distribution_display,
     fmt_mean_std,
     fmt_number,
     latex_table,
@@ -41,6 +59,48 @@ from raysweep.report.tables import (
     summary_display,
     tests_display,
 )
+
+#: The in-distribution test set's name in the ``test_set`` column (the data's test split).
+IN_DISTRIBUTION = "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """The rows of one test set (``name`` None when the table has no ``test_set`` column):
+    what names its tables (``slug`` suffix) and titles (``title`` suffix)."""
+
+    name: str | None
+    frame: pd.DataFrame
+
+    @property
+    def slug(self) -> str:
+        return "" if self.name is None else f"-{slugify(self.name)}"
+
+    @property
+    def title(self) -> str:
+        return "" if self.name is None else f" — test set {self.name}"
+
+
+def split_test_sets(results: pd.DataFrame) -> list[Part]:
+    """The rows of each test set, in order of appearance (the whole table when it has no
+    ``test_set`` column)."""
+    if TEST_SET not in results.columns:
+        return [Part(None, results)]
+    return [Part(str(name), frame.reset_index(drop=True))
+            for name, frame in results.groupby(TEST_SET, sort=False)]
+
+
+def in_distribution(parts: list[Part]) -> Part:
+    """The in-distribution part (the data's own test split)."""
+    return next((p for p in parts if p.name in (None, IN_DISTRIBUTION)), parts[0])
+
+
+def _merged(sections: list[Section]) -> list[Section]:
+    """Sections of the same title (one per test set) joined into one, in order."""
+    merged: dict[str, list] = {}
+    for section in sections:
+        merged.setdefault(section.title, []).extend(section.blocks)
+    return [Section(title, tuple(blocks)) for title, blocks in merged.items()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,22 +150,40 @@ def write_report(
     record["generated_from"] = str(experiment_dir / "results.parquet")
     record["report_settings"] = dataclasses.asdict(settings)
 
-    tests = pairwise_tests(results, settings)
+    parts = split_test_sets(results)
+    trained = in_distribution(parts).frame
+    fig_dir = out / "figures"
+    per_part, all_tests = [], []
+    for index, part in enumerate(parts):
+        tests = pairwise_tests(part.frame, settings)
+        if part.name is not None:
+            tests.insert(0, TEST_SET, part.name)
+        all_tests.append(tests)
+        per_part += [
+            _summary_section(part.frame, settings, part),
+            *_protocol_section(part.frame, settings, part),
+            *_per_class_section(part.frame, settings, part),
+            _significance_section(tests, settings, part, explain=index == 0),
+        ]
+    tests = pd.concat(all_tests, ignore_index=True) if len(all_tests) > 1 else all_tests[0]
     sections = [
-        _summary_section(results, settings),
-        *_protocol_section(results, settings),
-        *_per_class_section(results, settings),
-        _significance_section(tests, settings),
-        *_validation_section(results, settings, out / "figures", dpi),
-        *_representation_section(representations, out / "figures", dpi),
-        _figures_section(results, settings, curves, histories, out / "figures", dpi),
+        *_merged(per_part),
+        *_distribution_section(results, settings, fig_dir, dpi),
+        *_budget_section(results, settings, fig_dir, dpi),
+        *_validation_section(trained, settings, fig_dir, dpi),
+        *_representation_section(representations, fig_dir, dpi),
+        _figures_section(parts, settings, curves, histories, fig_dir, dpi),
     ]
     conditions = list(pd.unique(results["condition"]))
+    runs = len(trained)
+    on_sets = (f" (each scored on {len(parts)} test sets: "
+               f"{', '.join(str(p.name) for p in parts)})" if len(parts) > 1 else "")
     doc = Document(
         title=f"raysweep report: {experiment_dir.resolve().name}",
         intro=(
-            f"{len(results)} runs of {len(conditions)} conditions "
-            f"({', '.join(map(str, conditions))}), metrics {', '.join(settings.metrics)}.",
+            f"{runs} runs of {len(conditions)} conditions "
+            f"({', '.join(map(str, conditions))}){on_sets}, metrics "
+            f"{', '.join(settings.metrics)}.",
             "Means and standard deviations are over the runs (seeds) of each condition; "
             "standard deviations are sample standard deviations (ddof = 1), as in the paper.",
         ),
@@ -144,7 +222,7 @@ def _rows_of_family(frame: pd.DataFrame, key: dict) -> pd.DataFrame:
     return frame[mask].reset_index(drop=True)
 
 
-def _summary_section(results: pd.DataFrame, settings: ReportSettings) -> Section:
+def _summary_section(results: pd.DataFrame, settings: ReportSettings, tag: Part) -> Section:
     summary = summary_table(results, settings.metrics, settings.family_by)
     keys = condition_keys(results)
     blocks = []
@@ -152,8 +230,8 @@ def _summary_section(results: pd.DataFrame, settings: ReportSettings) -> Section
         part = _rows_of_family(summary, key)
         metrics = " and ".join(metric_label(m) for m in settings.metrics)
         blocks.append(Table(
-            slug=f"summary-{slugify(label)}",
-            title=f"{metrics} per condition — {label}",
+            slug=f"summary-{slugify(label)}{tag.slug}",
+            title=f"{metrics} per condition — {label}{tag.title}",
             caption=f"Mean ± std over runs (n per condition), family {label} "
                     "(the paper's Tables 4 and 6).",
             data=part, display=summary_display(part, settings.metrics, keys),
@@ -161,7 +239,8 @@ def _summary_section(results: pd.DataFrame, settings: ReportSettings) -> Section
     return Section("Summary per condition", tuple(blocks))
 
 
-def _protocol_section(results: pd.DataFrame, settings: ReportSettings) -> list[Section]:
+def _protocol_section(results: pd.DataFrame, settings: ReportSettings,
+                      tag: Part) -> list[Section]:
     if "protocol" not in results.columns or results["protocol"].nunique() < 2:
         return []
     protocols = [str(p) for p in pd.unique(results["protocol"])]
@@ -169,8 +248,8 @@ def _protocol_section(results: pd.DataFrame, settings: ReportSettings) -> list[S
     for metric in settings.metrics:
         table = protocol_table(results, metric)
         blocks.append(Table(
-            slug=f"protocols-{slugify(metric)}",
-            title=f"{metric_label(metric)}: {' vs '.join(protocols)}",
+            slug=f"protocols-{slugify(metric)}{tag.slug}",
+            title=f"{metric_label(metric)}: {' vs '.join(protocols)}{tag.title}",
             caption=f"{metric_label(metric)} mean ± std (n) of each condition under each "
                     "protocol side by side (the paper's Tables 7 and 8).",
             data=table, display=protocol_display(table, protocols),
@@ -178,7 +257,8 @@ def _protocol_section(results: pd.DataFrame, settings: ReportSettings) -> list[S
     return [Section("Protocols side by side", tuple(blocks))]
 
 
-def _per_class_section(results: pd.DataFrame, settings: ReportSettings) -> list[Section]:
+def _per_class_section(results: pd.DataFrame, settings: ReportSettings,
+                       tag: Part) -> list[Section]:
     per_class = per_class_f1(results, settings.family_by)
     if per_class.empty:
         return []
@@ -186,8 +266,8 @@ def _per_class_section(results: pd.DataFrame, settings: ReportSettings) -> list[
     for label, key, _ in iter_families(results, settings.family_by):
         part = _rows_of_family(per_class, key)
         blocks.append(Table(
-            slug=f"per-class-f1-{slugify(label)}",
-            title=f"Per-class F1 — {label}",
+            slug=f"per-class-f1-{slugify(label)}{tag.slug}",
+            title=f"Per-class F1 — {label}{tag.title}",
             caption="Mean F1 per class over runs, one column per condition, and the mean "
                     "test support (the slides' classification report).",
             data=part, display=per_class_display(part),
@@ -195,14 +275,15 @@ def _per_class_section(results: pd.DataFrame, settings: ReportSettings) -> list[
     return [Section("Per-class F1", tuple(blocks))]
 
 
-def _significance_section(tests: pd.DataFrame, settings: ReportSettings) -> Section:
+def _significance_section(tests: pd.DataFrame, settings: ReportSettings, tag: Part,
+                          explain: bool = True) -> Section:
     labels = {name: t.label for name, t in stats.TESTS.items()}
     primary = labels[settings.primary_test]
     correction = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg", "bonferroni": "Bonferroni",
                   "none": "no"}[settings.correction]
     how = "the declared comparisons" if settings.comparisons else \
         "every pair of conditions (two-sided)"
-    blocks: list[Text | Table] = [Text(
+    blocks: list[Text | Table] = [] if not explain else [Text(
         f"Tests: {', '.join(labels[t] for t in settings.tests)}. Within each family "
         f"({', '.join(settings.family_by) or 'all runs'}) {how} are tested for each metric. "
         "Null 'Model 1 ≤ Model 2' is the one-sided test of H1: Model 1 > Model 2; "
@@ -222,11 +303,14 @@ def _significance_section(tests: pd.DataFrame, settings: ReportSettings) -> Sect
         f"paired t-test (paired design; statsmodels TTestPower) or a two-sample t-test "
         f"(independent; TTestIndPower) at alpha = {settings.alpha} detects the observed "
         "effect size."
+        + (" With external test sets every test set has its own tables and families: the "
+           "runs of one test set are tested and corrected together." if tag.name else "")
     )]
     flagged = tests[tests["flagged"]].drop_duplicates(
         ["family", "metric", "model_1", "model_2", "family_1", "family_2"])
+    where = f" ({tag.title.removeprefix(' — ')})" if tag.name else ""
     if flagged.empty:
-        blocks.append(Text("No comparison is flagged after correction."))
+        blocks.append(Text(f"No comparison is flagged after correction{where}."))
     else:
         def sides(r) -> str:
             if r.family_1 == r.family_2:
@@ -235,13 +319,13 @@ def _significance_section(tests: pd.DataFrame, settings: ReportSettings) -> Sect
 
         items = "; ".join(f"{sides(r)} ({r.family}, {metric_label(r.metric)})"
                           for r in flagged.itertuples())
-        blocks.append(Text(f"Flagged after correction: {items}."))
+        blocks.append(Text(f"Flagged after correction{where}: {items}."))
     if tests.empty:
         blocks.append(Text("No comparison could be made (fewer than two conditions)."))
     for family, part in tests.groupby("family", sort=False):
         blocks.append(Table(
-            slug=f"tests-{slugify(str(family))}",
-            title=f"Pairwise tests — {family}",
+            slug=f"tests-{slugify(str(family))}{tag.slug}",
+            title=f"Pairwise tests — {family}{tag.title}",
             caption=f"Family {family}: {part[['model_1', 'model_2']].drop_duplicates().shape[0]}"
                     f" comparisons (the paper's Tables 13 and 14).",
             data=part.reset_index(drop=True),
@@ -330,10 +414,9 @@ def _representation_section(entries: list[dict], fig_dir: Path, dpi: int) -> lis
 
 
 def _figures_section(
-    results: pd.DataFrame, settings: ReportSettings, curves: pd.DataFrame,
+    parts: list[Part], settings: ReportSettings, curves: pd.DataFrame,
     histories: list[SearchHistory], fig_dir: Path, dpi: int,
 ) -> Section:
-    families = [(label, frame) for label, _, frame in iter_families(results, settings.family_by)]
     blocks: list[Figure] = []
 
     def add(fig: object, slug: str, title: str, caption: str) -> None:
@@ -342,20 +425,26 @@ def _figures_section(
         path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)
         blocks.append(Figure(slug, title, caption, path))
 
-    for metric in settings.metrics:
-        add(plots.box_strip(results, metric, families), f"box-{slugify(metric)}",
-            f"{metric_label(metric)} per condition",
-            "Box plot (quartiles, whiskers to 1.5 IQR) with every run as a point.")
-    per_class = per_class_f1(results, settings.family_by)
-    if not per_class.empty:
-        for label, key, _ in iter_families(results, settings.family_by):
-            mask = pd.Series(True, index=per_class.index)
-            for column, value in key.items():
-                mask &= per_class[column] == value
-            add(plots.per_class_bars(per_class[mask], f"Per-class F1 — {label}"),
-                f"per-class-f1-{slugify(label)}", f"Per-class F1 — {label}",
-                "Mean F1 per class; error bars one standard deviation over runs.")
-    for label, frame in families:
+    for part in parts:
+        results = part.frame
+        families = [(label, frame)
+                    for label, _, frame in iter_families(results, settings.family_by)]
+        for metric in settings.metrics:
+            add(plots.box_strip(results, metric, families), f"box-{slugify(metric)}{part.slug}",
+                f"{metric_label(metric)} per condition{part.title}",
+                "Box plot (quartiles, whiskers to 1.5 IQR) with every run as a point.")
+        per_class = per_class_f1(results, settings.family_by)
+        if not per_class.empty:
+            for label, key, _ in iter_families(results, settings.family_by):
+                mask = pd.Series(True, index=per_class.index)
+                for column, value in key.items():
+                    mask &= per_class[column] == value
+                add(plots.per_class_bars(per_class[mask], f"Per-class F1 — {label}{part.title}"),
+                    f"per-class-f1-{slugify(label)}{part.slug}",
+                    f"Per-class F1 — {label}{part.title}",
+                    "Mean F1 per class; error bars one standard deviation over runs.")
+    trained = in_distribution(parts).frame  # the training runs, shared by every test set
+    for label, _, frame in iter_families(trained, settings.family_by):
         add(plots.lr_finder_curves(frame, f"LR finder — {label}"),
             f"lr-finder-{slugify(label)}", f"LR-finder curves — {label}",
             "Loss against learning rate for every run; dotted lines mark the suggested lr_max.")
@@ -371,3 +460,60 @@ def _figures_section(
             f"Objective per trial ({direction}) and the best so far.")
     return Section("Figures", tuple(blocks))
 
+
+def _distribution_section(results: pd.DataFrame, settings: ReportSettings, fig_dir: Path,
+                          dpi: int) -> list[Section]:
+    """In- vs out-of-distribution: every condition's metrics on every test set side by side,
+    as a table and a figure per metric (Chaves et al.'s out-of-distribution evaluation)."""
+    if TEST_SET not in results.columns or results[TEST_SET].nunique() < 2:
+        return []
+    test_sets = [str(t) for t in pd.unique(results[TEST_SET])]
+    blocks: list[Text | Table | Figure] = [Text(
+        f"Every trained head is scored on {len(test_sets)} test sets: the data's own test "
+        f"split ({IN_DISTRIBUTION}, in distribution) and {', '.join(test_sets[1:])} (out of "
+        "distribution); the training runs are the same, so a condition's runs on different "
+        "test sets are paired by seed. An external test set may hold only some of the "
+        "training classes: its macro F1, balanced accuracy and AUC are over the classes it "
+        "holds.")]
+    for metric in settings.metrics:
+        table = across_test_sets(results, metric)
+        slug = f"test-sets-{slugify(metric)}"
+        blocks.append(Table(
+            slug=slug, title=f"{metric_label(metric)} on every test set",
+            caption=f"{metric_label(metric)} mean ± std (n) of each condition and protocol on "
+                    "each test set.",
+            data=table, display=distribution_display(table, test_sets)))
+        fig = plots.distribution_profile(table, metric,
+                                         f"{metric_label(metric)}: in vs out of distribution")
+        if fig is not None:
+            path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)
+            blocks.append(Figure(slug, f"{metric_label(metric)}: in vs out of distribution",
+                                 "Mean per test set (the in-distribution test split first); "
+                                 "error bars one standard deviation over runs.", path))
+    return [Section("In and out of distribution", tuple(blocks))]
+
+
+def _budget_section(results: pd.DataFrame, settings: ReportSettings, fig_dir: Path,
+                    dpi: int) -> list[Section]:
+    """Performance against the label budget per arm, with 95% confidence bands (a study whose
+    conditions differ in their label budget: ``n_labels`` and ``arm`` columns)."""
+    blocks: list[Text | Table | Figure] = []
+    for metric in settings.metrics:
+        table = budget_table(results, metric)
+        if table.empty:
+            continue
+        slug = f"label-budgets-{slugify(metric)}"
+        blocks.append(Table(
+            slug=slug, title=f"{metric_label(metric)} against the label budget",
+            caption="Mean ± std over runs of each arm at each label budget (labelled training "
+                    "images, before oversampling), and the 95% confidence interval of the "
+                    "mean (Student's t).",
+            data=table, display=budget_display(table)))
+        fig = plots.budget_curves(table, metric,
+                                  f"{metric_label(metric)} against the label budget")
+        if fig is not None:
+            path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)
+            blocks.append(Figure(slug, f"{metric_label(metric)} against the label budget",
+                                 "Mean over runs per arm; the band is the 95% confidence "
+                                 "interval of the mean.", path))
+    return [Section("Label budgets", tuple(blocks))] if blocks else []

@@ -236,3 +236,66 @@ def embedding_scatter(entry: dict, title: str) -> Figure:
 
 def _max_conditions(families: Sequence[tuple[str, pd.DataFrame]]) -> int:
     return max((frame["condition"].nunique() for _, frame in families), default=1)
+
+
+def distribution_profile(table: pd.DataFrame, metric: str, title: str) -> Figure | None:
+    """In- vs out-of-distribution performance: one panel per protocol, the test sets along x
+    (the in-distribution ``test`` first), one line per condition through its means, error bars
+    one standard deviation over runs. ``table`` is a :func:`raysweep.report.summary.
+    across_test_sets` table; None when it holds a single test set."""
+    test_sets = [c[:-len("_mean")] for c in table.columns if c.endswith("_mean")]
+    if len(test_sets) < 2 or table.empty:
+        return None
+    protocols = list(pd.unique(table["protocol"]))
+    fig = new_figure(max(4.5, 1.3 * len(test_sets) + 2.0) * len(protocols), 3.6)
+    axes = fig.subplots(1, len(protocols), squeeze=False)[0]
+    x = np.arange(len(test_sets))
+    for ax, protocol in zip(axes, protocols, strict=True):
+        part = table[table["protocol"] == protocol]
+        for i, row in enumerate(part.itertuples(index=False)):
+            values = row._asdict()
+            means = np.array([values[f"{t}_mean"] for t in test_sets], dtype=float)
+            stds = np.nan_to_num(np.array([values[f"{t}_std"] for t in test_sets], dtype=float))
+            ax.errorbar(x + (i - (len(part) - 1) / 2) * 0.04, means, yerr=stds, marker="o",
+                        ms=4, lw=1, capsize=2, color=f"C{i % 10}", label=str(values["condition"]))
+        ax.set_xticks(x, test_sets, rotation=30, ha="right")
+        ax.set_ylabel(metric_label(metric))
+        ax.set_title(f"{protocol}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def budget_curves(table: pd.DataFrame, metric: str, title: str) -> Figure | None:
+    """Performance against the label budget: one panel per (test set, protocol), the number
+    of labelled training images along a log x axis, one line per arm through its means with a
+    band of the 95% confidence interval of the mean. ``table`` is a
+    :func:`raysweep.report.summary.budget_table`; None when it is empty."""
+    if table.empty:
+        return None
+    panels = list(table[["test_set", "protocol"]].drop_duplicates().itertuples(index=False))
+    arms = list(pd.unique(table["arm"]))
+    fig = new_figure(4.4 * min(3, len(panels)), 3.4 * math.ceil(len(panels) / 3))
+    axes = fig.subplots(math.ceil(len(panels) / 3), min(3, len(panels)), squeeze=False).ravel()
+    for ax, (test_set, protocol) in zip(axes, panels, strict=False):
+        part = table[(table["test_set"] == test_set) & (table["protocol"] == protocol)]
+        for arm in arms:
+            line = part[part["arm"] == arm].sort_values("n_labels")
+            if line.empty:
+                continue
+            colour = f"C{arms.index(arm) % 10}"
+            ax.plot(line["n_labels"], line["mean"], marker="o", ms=4, lw=1.2, color=colour,
+                    label=str(arm))
+            ax.fill_between(line["n_labels"], line["ci_low"].fillna(line["mean"]),
+                            line["ci_high"].fillna(line["mean"]), color=colour, alpha=0.2, lw=0)
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled training images")
+        ax.set_ylabel(metric_label(metric))
+        ax.set_title(f"{protocol} — {test_set}" if len(panels) > 1 else str(protocol))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig

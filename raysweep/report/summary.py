@@ -4,6 +4,10 @@
   Tables 4 and 6, one per protocol).
 - :func:`protocol_table`: probe vs fine-tune side by side for one metric (Tables 7 and 8).
 - :func:`per_class_f1`: mean per-class F1 per condition (the slides' classification report).
+- :func:`across_test_sets`: each condition's metric on every test set side by side (in- vs
+  out-of-distribution, Chaves et al.).
+- :func:`budget_table`: each arm's metric against its label budget, with a 95% confidence
+  interval of the mean (the thesis' 100 / 250 / 1000 labels, Chaves et al.'s 1 / 10 / 100 %).
 
 Standard deviations are sample standard deviations (ddof=1), as pandas and the paper report.
 Conditions keep their order of first appearance in the results table.
@@ -112,3 +116,70 @@ def per_class_f1(
         agg["class"] = name
         frames.append(agg.reset_index())
     return pd.concat(frames, ignore_index=True)[columns]
+
+
+#: The columns of the results table that a label-budget study carries
+#: (``raysweep.sweep.budgets``): the labelled training images used, and the condition's arm.
+BUDGET_COLUMNS = ("n_labels", "arm")
+TEST_SET = "test_set"
+
+
+def across_test_sets(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per (protocol, condition) in order of appearance; columns ``<test set>_mean``,
+    ``<test set>_std``, ``<test set>_n`` for each test set (the ``test_set`` column's values,
+    in order of appearance: the in-distribution ``test`` first)."""
+    keys = _group_keys(results, ("protocol", TEST_SET))
+    if metric not in results.columns:
+        raise DataError(f"results table has no metric column {metric!r}")
+    test_sets = [str(t) for t in pd.unique(results[TEST_SET])]
+    agg = results.groupby(keys, sort=False)[metric].agg(["mean", "std", "count"])
+    agg.columns = ["mean", "std", "n"]
+    wide = agg.unstack(TEST_SET)
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([["mean", "std", "n"], test_sets]))
+    wide.columns = [f"{t}_{stat}" for stat, t in wide.columns]
+    wide = wide[[f"{t}_{stat}" for t in test_sets for stat in ("mean", "std", "n")]]
+    order = results[["protocol", "condition"]].drop_duplicates()
+    wide = wide.reindex(pd.MultiIndex.from_frame(order))
+    return wide.reset_index()
+
+
+def mean_ci(values: pd.Series, level: float = 0.95) -> tuple[float, float]:
+    """The ``level`` confidence interval of the mean of ``values`` (Student's t; NaN for fewer
+    than two values)."""
+    from scipy import stats as sps
+
+    values = values.dropna().to_numpy(float)
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    half = sps.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / len(values) ** 0.5
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def budget_table(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per (test set, protocol, arm, label budget): ``n_labels``, ``mean``, ``std``,
+    ``n`` (runs) and the 95% confidence interval of the mean (``ci_low``, ``ci_high``),
+    sorted by label budget within each arm. Empty when the table has no label budgets."""
+    columns = [TEST_SET, "protocol", "arm", "n_labels", "mean", "std", "n", "ci_low",
+               "ci_high"]
+    if not all(c in results.columns for c in BUDGET_COLUMNS) or metric not in results.columns:
+        return pd.DataFrame(columns=columns)
+    frame = results.dropna(subset=["n_labels"]).copy()
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    if TEST_SET not in frame.columns:
+        frame[TEST_SET] = "test"
+    rows = []
+    keys = [TEST_SET, "protocol", "arm", "n_labels"]
+    for key, part in frame.groupby(keys, sort=False):
+        low, high = mean_ci(part[metric])
+        rows.append({**dict(zip(keys, key, strict=True)), "mean": part[metric].mean(),
+                     "std": part[metric].std(), "n": int(part[metric].notna().sum()),
+                     "ci_low": low, "ci_high": high})
+    table = pd.DataFrame(rows, columns=columns)
+    table["n_labels"] = table["n_labels"].astype(int)
+    order = {key: i for i, key in enumerate(
+        table[[TEST_SET, "protocol", "arm"]].drop_duplicates().itertuples(index=False))}
+    table["_order"] = [order[tuple(r)] for r in
+                       table[[TEST_SET, "protocol", "arm"]].itertuples(index=False)]
+    return (table.sort_values(["_order", "n_labels"], kind="stable")
+            .drop(columns="_order").reset_index(drop=True))

@@ -225,3 +225,30 @@ def latex_table(display: pd.DataFrame, caption: str, label: str) -> str:
         "\\end{table}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def distribution_display(table: pd.DataFrame, test_sets: Sequence[str]) -> pd.DataFrame:
+    """Protocol, condition, then ``mean ± std (n)`` on each test set."""
+    out = pd.DataFrame({"Protocol": table["protocol"].astype(str),
+                        "Condition": table["condition"].astype(str)})
+    for t in test_sets:
+        out[str(t)] = [
+            fmt_mean_std(m, s) + ("" if _missing(n) else f" (n={int(n)})")
+            for m, s, n in zip(table[f"{t}_mean"], table[f"{t}_std"], table[f"{t}_n"],
+                               strict=True)
+        ]
+    return out
+
+
+def budget_display(table: pd.DataFrame) -> pd.DataFrame:
+    """Test set, protocol, arm, labels, ``mean ± std`` (n) and the 95% CI of the mean."""
+    return pd.DataFrame({
+        "Test set": table["test_set"].astype(str),
+        "Protocol": table["protocol"].astype(str),
+        "Arm": table["arm"].astype(str),
+        "Labels": [f"{int(n):,}" for n in table["n_labels"]],
+        "Mean ± std (n)": [fmt_mean_std(m, s) + f" (n={int(n)})" for m, s, n in
+                           zip(table["mean"], table["std"], table["n"], strict=True)],
+        "95% CI of the mean": [f"[{fmt_number(a)}, {fmt_number(b)}]"
+                               for a, b in zip(table["ci_low"], table["ci_high"], strict=True)],
+    })

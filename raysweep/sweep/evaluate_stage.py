@@ -13,6 +13,12 @@ directory, which others may be able to write). A fine-tuning run that is interru
 from its newest epoch checkpoint, a plain tensor file ``<experiment>/checkpoints/<row_id>.pt``
 written atomically (at most every :data:`CHECKPOINT_INTERVAL_S`) and read with
 ``torch.load(..., weights_only=True)``; it is deleted once the row exists.
+
+External test sets: each training run (a seed's fine-tuning, a condition's probes) is scored on
+the data's test split and on every external test set whose row is missing, and writes one row
+per test set (:func:`split_by_test_set`), each carrying the ``training_id`` of the run (the
+identity of its test-split row). A run whose rows all exist is not repeated; one with some
+rows missing (a test set added or changed) is repeated and writes only those.
 """
 
 from __future__ import annotations
@@ -26,13 +32,13 @@ from collections.abc import Callable
 from typing import Any
 
 from raysweep.artefacts import atomic_torch_save, provenance, stable_hash
-from raysweep.config import EncoderCondition, ExperimentSpec
+from raysweep.config import IN_DISTRIBUTION, EncoderCondition, ExperimentSpec
 from raysweep.errors import RaysweepError
 from raysweep.seeding import torch_generator
 from raysweep.storage import AnyPath, ray_storage, remove_tree, torch_load
 from raysweep.sweep.identity import identify_trials, planned_refs, trial_refs
 from raysweep.sweep.plan import EvalTrial, condition_settings, make_plan
-from raysweep.sweep.results import ResultsStore, RowRef
+from raysweep.sweep.results import TEST_SET_COLUMN, ResultsStore, RowKey, RowRef
 
 #: Metrics a trial reports to Tune (means over its seeds).
 REPORTED_METRICS = ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy")
@@ -68,13 +74,18 @@ def condition_keys(spec: ExperimentSpec, cond: EncoderCondition) -> dict[str, st
     return {**(run.keys if run is not None else {}), **cond.keys}
 
 
-def condition_labels(spec: ExperimentSpec) -> dict[str, dict[str, str]]:
-    """Per condition, the columns that only name it (its keys, encoder name and weight source):
+def condition_labels(spec: ExperimentSpec) -> dict[str, dict[str, object]]:
+    """Per condition, the columns that only name it (its keys, encoder name and weight source,
+    and in a label-budget study its ``n_labels`` and ``arm``: :mod:`raysweep.sweep.budgets`):
     set from the current spec when the results table is consolidated, never part of a row's
     identity."""
+    from raysweep.sweep.budgets import budget_columns
+
     assert spec.evaluate is not None
+    budgets = budget_columns(spec)
     return {cond.name: {"encoder": cond.encoder.name, "encoder_source": cond.encoder.weights,
-                        **condition_keys(spec, cond)} for cond in spec.evaluate.encoders}
+                        **condition_keys(spec, cond), **budgets[cond.name]}
+            for cond in spec.evaluate.encoders}
 
 
 def condition_encoder(spec: ExperimentSpec, cond: EncoderCondition):
@@ -127,13 +138,15 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
                         progress: bool = False,
                         checkpoint_interval_s: float | None = None) -> list[dict[str, Any]]:
     """Run one trial's missing rows, writing each as soon as it exists; return all rows of the
-    trial (stored before and new), in seed order.
+    trial (stored before and new), in :meth:`EvalTrial.row_keys` order (per seed, the test
+    split, then each external test set).
 
     ``trial`` may come identified (its ``row_ids`` set, as the stage hands it to Tune) or not
     (they are computed here). Fine-tuning runs checkpoint every ``checkpoint_interval_s``
     (default :data:`CHECKPOINT_INTERVAL_S`) and continue from their checkpoint."""
     from raysweep.data import load_dataset
     from raysweep.evaluate import finetune, logistic_probe, probe
+    from raysweep.evaluate.external import load_externals
 
     assert spec.evaluate is not None
     if not trial.row_ids:
@@ -145,36 +158,69 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
                             f"{condition_by_name(spec, trial.condition).encoder.weights} does "
                             "not exist yet (run the pretrain stage first)")
     store = ResultsStore(spec.directory)
-    todo = [ref for ref in refs if not store.has(ref)]
+    todo = {ref.key: ref for ref in refs if not store.has(ref)}
     if todo:
         cond = condition_by_name(spec, trial.condition)
         settings = condition_settings(spec.evaluate.settings, cond)
         dataset = load_dataset(cond.data or spec.evaluate.data, progress=progress)
         train, test = dataset.labelled("train"), dataset.labelled("test")
+        needed = {key.test_set for key in todo}
+        externals = load_externals([t for t in spec.evaluate.test_sets if t.name in needed],
+                                   cond.data or spec.evaluate.data, dataset.classes,
+                                   progress=progress)
+        training = {ref.key.seed: ref for ref in refs if ref.key.test_set == IN_DISTRIBUTION}
+        seeds = sorted({key.seed for key in todo})
 
         common = {"condition": cond.name, "spec_hash": stable_hash(spec),
                   **_provenance_columns()}
+
+        def store_run(row: dict[str, Any]) -> None:
+            """Store the rows of one training run that are missing."""
+            seed = int(row["seed"])
+            run = {**common, "run_id": uuid.uuid4().hex}
+            if trial.test_sets:
+                run["training_id"] = training[seed].row_id
+            for test_set, part in split_by_test_set(row).items():
+                ref = todo.get(RowKey(trial.condition, trial.protocol, seed, test_set))
+                if ref is not None:
+                    _store_row(store, part, run, ref)
+
         if trial.protocol in ("probe", "logistic"):
-            by_seed = {ref.key.seed: ref for ref in todo}
             run = probe if trial.protocol == "probe" else logistic_probe
             for row in run(condition_encoder(spec, cond), train, test, settings=settings,
-                           seeds=list(by_seed), class_names=dataset.classes, device=device):
-                _store_row(store, row, common, by_seed[int(row["seed"])])
+                           seeds=seeds, class_names=dataset.classes, device=device,
+                           test_sets=externals):
+                store_run(row)
         else:
             interval = CHECKPOINT_INTERVAL_S if checkpoint_interval_s is None \
                 else checkpoint_interval_s
             val = validation_split(dataset, cond.name) if settings.validation_curves else None
-            for ref in todo:  # each row is stored as soon as its seed is done
-                path = checkpoint_path(spec, ref)
+            for seed in seeds:  # each seed's rows are stored as soon as it is done
+                path = checkpoint_path(spec, training[seed])
                 resume = load_checkpoint(path)
                 row = finetune(condition_encoder(spec, cond), train, test, settings=settings,
-                               seed=ref.key.seed, class_names=dataset.classes, device=device,
+                               seed=seed, class_names=dataset.classes, device=device,
                                progress=progress, on_epoch=_epoch_saver(path, interval),
-                               resume=resume, val=val)
+                               resume=resume, val=val, test_sets=externals)
                 row["resumed_from_epoch"] = int(resume["epoch"]) if resume else 0
-                _store_row(store, row, common, ref)
+                store_run(row)
                 path.unlink(missing_ok=True)
     return [store.read(ref) for ref in refs]
+
+
+def split_by_test_set(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The rows of one training run, by test set: ``test`` (the protocol's row without its
+    ``test_sets`` list), then each entry of that list (the run's columns with the entry's
+    metrics and inference time in place of the test split's; every entry has the same metric
+    columns: :func:`raysweep.evaluate.metrics.classification_metrics`)."""
+    from raysweep.evaluate.protocol import TEST_SETS
+
+    external = row.get(TEST_SETS, [])
+    own = {k: v for k, v in row.items() if k != TEST_SETS}
+    parts = {IN_DISTRIBUTION: own}
+    for entry in external:
+        parts[str(entry[TEST_SET_COLUMN])] = {**own, **entry}
+    return parts
 
 
 def validation_split(dataset, condition: str):
@@ -198,13 +244,16 @@ def _provenance_columns() -> dict[str, str]:
 def _store_row(store: ResultsStore, row: dict[str, Any], common: dict[str, Any],
                ref: RowRef) -> None:
     full = {**row, **common, "protocol": ref.key.protocol, "seed": ref.key.seed,
-            "row_id": ref.row_id, "run_id": uuid.uuid4().hex,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "row_id": ref.row_id, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if ref.key.test_set != IN_DISTRIBUTION:
+        full[TEST_SET_COLUMN] = ref.key.test_set
     store.write(full)
 
 
 def trial_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Means over a trial's seeds of :data:`REPORTED_METRICS` (what Tune shows)."""
+    """Means over a trial's seeds of :data:`REPORTED_METRICS` on the data's test split (what
+    Tune shows)."""
+    rows = [r for r in rows if r.get(TEST_SET_COLUMN, IN_DISTRIBUTION) == IN_DISTRIBUTION]
     summary: dict[str, float] = {"seeds": float(len(rows))}
     for metric in REPORTED_METRICS:
         values = [float(r[metric]) for r in rows if metric in r]
@@ -267,7 +316,7 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
         trainable,
         param_space={"trial": tune.grid_search([
             {"condition": t.condition, "protocol": t.protocol, "seeds": list(t.seeds),
-             "row_ids": list(t.row_ids)} for t in todo])},
+             "row_ids": list(t.row_ids), "test_sets": list(t.test_sets)} for t in todo])},
         # Reused actors keep torch imported and the decoded data mapped between trials.
         tune_config=tune.TuneConfig(max_concurrent_trials=plan.eval_concurrency,
                                     reuse_actors=True,

@@ -152,10 +152,10 @@ def stored_state(spec: ExperimentSpec) -> str:
     """What ``raysweep run --dry-run`` adds to the plan: how many pre-training runs have
     finished, and how many of the spec's rows are done, stale or new. Writes nothing."""
     from raysweep.ssl.pretrain.run_dir import is_finished
-    from raysweep.sweep.identity import identify_trials, planned_refs
+    from raysweep.sweep.identity import identify_trials, planned_refs, unidentified_refs
     from raysweep.sweep.plan import eval_trials
     from raysweep.sweep.pretrain_stage import pretrain_run_dir
-    from raysweep.sweep.results import RowKey, RowStatus
+    from raysweep.sweep.results import RowStatus
 
     lines = []
     if spec.pretrain:
@@ -170,8 +170,7 @@ def stored_state(spec: ExperimentSpec) -> str:
             refs = planned_refs(identify_trials(spec, save_digests=False))
             status = store.status(refs)
         else:  # nothing stored: no need to fingerprint the data
-            status = RowStatus(new=tuple(RowRef(RowKey(t.condition, t.protocol, seed), None)
-                                         for t in eval_trials(spec) for seed in t.seeds))
+            status = RowStatus(new=tuple(unidentified_refs(eval_trials(spec))))
         lines.append(status.describe())
     return "\n".join(lines)
 

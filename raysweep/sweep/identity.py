@@ -8,6 +8,10 @@ A row's identity covers
   settings of other protocols (:func:`protocol_settings`);
 - the labelled data by content (:func:`raysweep.data.fingerprint.dataset_fingerprint`: the
   file digests, labels, splits and label subset; never the paths);
+- for a row of an external test set (:func:`external_row_id`), that test set: its name, content
+  fingerprint (at the evaluation data's image size) and ``label_map``. A row of the data's own
+  test split covers no external test set, so it keeps the identity it had before test sets
+  existed, and adding, changing or removing one test set changes only that test set's rows;
 - the encoder: its architecture and the SHA-256 of its initial weights' bytes (a
   ``pretrain:NAME`` run's ``encoder.pt``, a ``file:``, torchvision or torch.hub file; never a
   path), or ``random``;
@@ -19,7 +23,10 @@ part of it: renaming them relabels the results table without recomputing anythin
 
 A row is stored under its identity (:mod:`raysweep.sweep.results`), so after a spec change the
 rows of the old spec are simply not found: exactly the affected rows are recomputed, the others
-are reused, and nothing of the old spec reaches ``results.parquet`` or the report.
+are reused, and nothing of the old spec reaches ``results.parquet`` or the report. The rows of
+one (condition, protocol, seed) share their training run; when only some of them are missing
+(a test set added or changed), the run is repeated (trained models are not kept), scored on
+the test sets whose rows are missing only, and only those rows are written.
 """
 
 from __future__ import annotations
@@ -28,9 +35,15 @@ import dataclasses
 from typing import Any
 
 from raysweep.artefacts import file_sha256, stable_hash, to_jsonable
-from raysweep.config import EncoderCondition, EvaluationSpec, ExperimentSpec
+from raysweep.config import (
+    IN_DISTRIBUTION,
+    DatasetSpec,
+    EncoderCondition,
+    EvaluationSpec,
+    ExperimentSpec,
+)
 from raysweep.sweep.plan import EvalTrial, condition_settings, eval_trials
-from raysweep.sweep.results import RowKey, RowRef
+from raysweep.sweep.results import RowRef
 
 #: Bump when the evaluation code changes the numbers a row holds (old rows become stale).
 ROW_IDENTITY_VERSION = 1
@@ -44,21 +57,29 @@ NOT_IN_ROW_IDENTITY = frozenset({"device", "batched_probes"})
 #: rows only (and adding them left every earlier row valid); see :func:`protocol_settings`.
 PROTOCOL_ONLY_SETTINGS = {"validation_curves": "finetune", "logistic": "logistic"}
 
+#: EvaluationSpec fields added after rows were first stored (the thesis' downstream optimisers
+#: and schedules): each enters the fine-tuning and probe rows' identity only when it differs
+#: from its default, so every row stored before the field existed keeps its identity.
+ONLY_WHEN_SET = ("optimizer", "schedule", "milestones", "gamma")
+
 
 def protocol_settings(settings: EvaluationSpec, protocol: str) -> dict[str, Any]:
     """The settings in the identity of ``protocol``'s rows.
 
     - ``finetune`` / ``probe``: every EvaluationSpec field but :data:`NOT_IN_ROW_IDENTITY` and
-      :data:`PROTOCOL_ONLY_SETTINGS`; fine-tuning adds ``validation_curves`` only when it is on
-      (a row with per-epoch validation metrics holds more than one without).
+      :data:`PROTOCOL_ONLY_SETTINGS`, and the :data:`ONLY_WHEN_SET` fields that differ from
+      their defaults; fine-tuning adds ``validation_curves`` only when it is on (a row with
+      per-epoch validation metrics holds more than one without).
     - ``logistic``: its own ``logistic`` settings only: it uses none of the fastai protocol's
       (epochs, learning rates, augmentation, TTA, seed scope), so changing those keeps its rows.
     """
     full = to_jsonable(settings)
     if protocol == "logistic":
         return {"logistic": full["logistic"]}
+    defaults = to_jsonable(EvaluationSpec())
     shared = {k: v for k, v in full.items()
-              if k not in NOT_IN_ROW_IDENTITY and k not in PROTOCOL_ONLY_SETTINGS}
+              if k not in NOT_IN_ROW_IDENTITY and k not in PROTOCOL_ONLY_SETTINGS
+              and (k not in ONLY_WHEN_SET or v != defaults[k])}
     if protocol == "finetune" and settings.validation_curves:
         shared["validation_curves"] = True
     return shared
@@ -74,15 +95,27 @@ class _Identities:
         self._fingerprints: dict[str, str] = {}
         self._conditions: dict[str, dict[str, Any] | None] = {}
 
-    def data_fingerprint(self, cond: EncoderCondition) -> str:
+    def fingerprint(self, data: DatasetSpec) -> str:
         from raysweep.data.fingerprint import dataset_fingerprint
 
-        assert self.spec.evaluate is not None
-        data = cond.data or self.spec.evaluate.data
         key = stable_hash(data)
         if key not in self._fingerprints:
             self._fingerprints[key] = dataset_fingerprint(data, save_digests=self.save_digests)
         return self._fingerprints[key]
+
+    def data_fingerprint(self, cond: EncoderCondition) -> str:
+        assert self.spec.evaluate is not None
+        return self.fingerprint(cond.data or self.spec.evaluate.data)
+
+    def test_sets(self, cond: EncoderCondition) -> dict[str, dict[str, Any]]:
+        """Each external test set of the stage as the condition scores it (name -> its name,
+        content fingerprint at the condition's image size, and label map)."""
+        from raysweep.evaluate.external import external_data
+
+        assert self.spec.evaluate is not None
+        data = cond.data or self.spec.evaluate.data
+        return {t.name: {"name": t.name, "data": self.fingerprint(external_data(t, data)),
+                         "label_map": dict(t.label_map)} for t in self.spec.evaluate.test_sets}
 
     def encoder_digest(self, cond: EncoderCondition) -> str | None:
         """``random``, the SHA-256 of the weights file, or None when that file does not exist
@@ -145,37 +178,65 @@ def condition_identities(spec: ExperimentSpec, *,
 
 
 def row_id(condition_identity: dict[str, Any], protocol: str, seed: int) -> str:
-    """A 16-hex-digit identity of one row."""
+    """A 16-hex-digit identity of one row of the data's own test split (and of the training
+    run every test set's row of the same seed shares)."""
     return stable_hash({**condition_identity, "protocol": protocol, "seed": int(seed)},
                        length=16)
+
+
+def external_row_id(condition_identity: dict[str, Any], protocol: str, seed: int,
+                    test_set: dict[str, Any]) -> str:
+    """A 16-hex-digit identity of one row of an external test set (``test_set``: its name,
+    content fingerprint and label map)."""
+    return stable_hash({**condition_identity, "protocol": protocol, "seed": int(seed),
+                        "test_set": test_set}, length=16)
 
 
 def identify_trials(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = None, *,
                     save_digests: bool = True) -> tuple[EvalTrial, ...]:
     """``trials`` (default: every trial of the spec's evaluate stage) with the identity of each
-    of their rows (``row_ids``, None while a row's encoder does not exist yet).
+    of their rows (``row_ids`` in :meth:`EvalTrial.row_keys` order, None while a row's encoder
+    does not exist yet).
 
     ``save_digests=False`` writes nothing (dry runs): data file digests are not remembered.
     """
     trials = eval_trials(spec) if trials is None else trials
     identities = _Identities(spec, save_digests=save_digests)
+    test_sets: dict[str, dict[str, dict[str, Any]]] = {}
     identified = []
     for trial in trials:
         shared = identities.condition(trial.condition, trial.protocol)
-        ids = tuple(None if shared is None else row_id(shared, trial.protocol, seed)
-                    for seed in trial.seeds)
-        identified.append(dataclasses.replace(trial, row_ids=ids))
+        ids: list[str | None] = []
+        for key in trial.row_keys():
+            if shared is None:
+                ids.append(None)
+            elif key.test_set == IN_DISTRIBUTION:
+                ids.append(row_id(shared, trial.protocol, key.seed))
+            else:
+                if trial.condition not in test_sets:
+                    assert spec.evaluate is not None
+                    cond = next(c for c in spec.evaluate.encoders if c.name == trial.condition)
+                    test_sets[trial.condition] = identities.test_sets(cond)
+                ids.append(external_row_id(shared, trial.protocol, key.seed,
+                                           test_sets[trial.condition][key.test_set]))
+        identified.append(dataclasses.replace(trial, row_ids=tuple(ids)))
     return tuple(identified)
 
 
 def trial_refs(trial: EvalTrial) -> list[RowRef]:
-    """The rows of an identified trial."""
-    if len(trial.row_ids) != len(trial.seeds):
+    """The rows of an identified trial, in :meth:`EvalTrial.row_keys` order."""
+    keys = trial.row_keys()
+    if len(trial.row_ids) != len(keys):
         raise ValueError(f"trial {trial.trial_name} has not been identified")
-    return [RowRef(RowKey(trial.condition, trial.protocol, seed), row)
-            for seed, row in zip(trial.seeds, trial.row_ids, strict=True)]
+    return [RowRef(key, row) for key, row in zip(keys, trial.row_ids, strict=True)]
 
 
 def planned_refs(trials: tuple[EvalTrial, ...]) -> list[RowRef]:
     """Every row of identified ``trials``, in plan order."""
     return [ref for trial in trials for ref in trial_refs(trial)]
+
+
+def unidentified_refs(trials: tuple[EvalTrial, ...]) -> list[RowRef]:
+    """Every row of ``trials`` with its identity unknown (a dry run before anything is stored,
+    a status without the data), in plan order."""
+    return [RowRef(key, None) for trial in trials for key in trial.row_keys()]

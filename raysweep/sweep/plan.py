@@ -5,7 +5,11 @@ it. Pre-training runs are ordered in *waves*: a run whose initial weights are an
 output (``pretrain:NAME``, e.g. further pre-training of the demo's own SL encoder) waits for it.
 Evaluation trials are one per (condition, protocol, seed), except batched linear probes and the
 logistic protocol, which are one trial per condition covering all its seeds (they share the
-encoder's forward pass, or its features).
+encoder's forward pass, or its features). A condition may have fewer seeds than the stage
+(``EncoderCondition.seeds``: the paper's 5-run random baseline). Every trial scores its trained
+heads on every test set (the data's test split and the stage's external ``test_sets``), so test
+sets add no trial, only rows: one per (condition, protocol, seed, test set). The plan lists
+them, and each condition's label budget (:mod:`raysweep.sweep.budgets`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raysweep.config import (
+    IN_DISTRIBUTION,
     EncoderCondition,
     EvaluationSpec,
     ExperimentSpec,
@@ -35,17 +40,26 @@ from raysweep.sweep.resources import (
     pretrain_resources,
     unreachable_gpus_reason,
 )
+from raysweep.sweep.results import RowKey
 
 
 @dataclass(frozen=True)
 class EvalTrial:
-    """One Tune trial of the evaluate stage: a condition, a protocol and its seeds, and, once
-    identified (:func:`raysweep.sweep.identity.identify_trials`), each seed's row identity."""
+    """One Tune trial of the evaluate stage: a condition, a protocol and its seeds, the external
+    test sets its trained heads are scored on besides the data's test split, and, once
+    identified (:func:`raysweep.sweep.identity.identify_trials`), the identity of each of its
+    rows, in :meth:`row_keys` order."""
 
     condition: str
     protocol: str
     seeds: tuple[int, ...]
     row_ids: tuple[str | None, ...] = ()
+    test_sets: tuple[str, ...] = ()
+
+    def row_keys(self) -> list[RowKey]:
+        """The trial's rows: per seed, the data's test split, then each external test set."""
+        return [RowKey(self.condition, self.protocol, seed, test_set)
+                for seed in self.seeds for test_set in (IN_DISTRIBUTION, *self.test_sets)]
 
     @property
     def trial_name(self) -> str:
@@ -76,7 +90,7 @@ class Plan:
 
     @property
     def n_rows(self) -> int:
-        return sum(len(t.seeds) for t in self.eval_trials)
+        return sum(len(t.row_keys()) for t in self.eval_trials)
 
     def describe(self, verbose: bool = False) -> str:
         """The human-readable plan printed by ``raysweep run --dry-run``; ``verbose`` adds,
@@ -108,17 +122,22 @@ class Plan:
         if spec.evaluate is not None:
             lines.append(
                 f"stage evaluate: {len(self.eval_trials)} Tune trials, {self.n_rows} result rows "
-                f"({len(spec.evaluate.encoders)} encoders, {spec.evaluate.seeds} seeds); each "
+                f"({len(spec.evaluate.encoders)} encoders, {spec.evaluate.seeds} seeds"
+                f"{_per_test_set(spec)}); each "
                 f"trial {self.eval_resources.cpu:g} CPU ({self.eval_resources.cpu_basis}), "
                 f"{self.eval_resources.gpu:g} GPU ({self.eval_resources.basis}); up to "
                 f"{self.eval_concurrency} at once")
             for cond in spec.evaluate.encoders:
                 trials = [t for t in self.eval_trials if t.condition == cond.name]
                 protocols = sorted({t.protocol for t in trials})
+                seeds = (f"; {cond.seeds} seeds" if cond.seeds is not None
+                         and cond.seeds != spec.evaluate.seeds else "")
                 lines.append(f"  {cond.name}: {cond.encoder.name}:{cond.encoder.weights}; "
-                             f"{', '.join(protocols)}; {len(trials)} trials")
+                             f"{', '.join(protocols)}; {len(trials)} trials{seeds}")
                 if verbose:
                     lines.extend(_field_lines(condition_fields(spec, cond), "      "))
+            lines.extend(_test_set_lines(spec))
+            lines.extend(_budget_lines(spec))
             if spec.evaluate.representations is not None:
                 lines.append(f"  representation analysis of each encoder: "
                              f"{len(spec.evaluate.encoders)} conditions, once each (not per "
@@ -138,6 +157,44 @@ class Plan:
         lines.extend(f"note: {note}" for note in self.notes)
         lines.extend(f"cannot run on this cluster: {line}" for line in self.unreachable)
         return "\n".join(lines)
+
+
+def _per_test_set(spec: ExperimentSpec) -> str:
+    assert spec.evaluate is not None
+    n_sets = 1 + len(spec.evaluate.test_sets)
+    return f", {n_sets} test sets" if n_sets > 1 else ""
+
+
+def _test_set_lines(spec: ExperimentSpec) -> list[str]:
+    """The test sets every trained head is scored on (only when there are external ones)."""
+    assert spec.evaluate is not None
+    if not spec.evaluate.test_sets:
+        return []
+    from raysweep.sweep.budgets import describe_test_sets
+
+    sets = describe_test_sets(spec)
+    return ([f"  test sets: {len(sets)}, every trained model scored on each (results: one "
+             "row per condition, protocol, seed and test set)"]
+            + [f"    {line}" for line in sets])
+
+
+def _budget_lines(spec: ExperimentSpec) -> list[str]:
+    """The label budgets of the conditions (only when some condition keeps fewer than all
+    training labels): each budget once, with its count when the data can be listed."""
+    from raysweep.sweep.budgets import label_budgets
+
+    if all(b.rule == "all training labels" for b in label_budgets(spec, count=False)):
+        return []
+    groups: dict[tuple, list[str]] = {}
+    for budget in label_budgets(spec):
+        key = (budget.rule, budget.used, budget.available, budget.problem is not None)
+        groups.setdefault(key, []).append(budget.condition)
+    lines = ["  label budgets (labelled training images kept, before oversampling):"]
+    for (rule, used, available, unknown), names in groups.items():
+        text = (f"{rule} (counted once the data can be listed)" if unknown
+                else f"{rule}: {used:,} of {available:,}")
+        lines.append(f"    {text}: {', '.join(names)}")
+    return lines
 
 
 def condition_fields(spec: ExperimentSpec, cond: EncoderCondition) -> list[tuple[str, object]]:
@@ -189,16 +246,18 @@ def eval_trials(spec: ExperimentSpec) -> tuple[EvalTrial, ...]:
     stage = spec.evaluate
     if stage is None:
         return ()
-    seeds = tuple(range(stage.first_seed, stage.first_seed + stage.seeds))
     trials = []
+    external = tuple(t.name for t in stage.test_sets)
     for cond in stage.encoders:
+        seeds = stage.condition_seeds(cond)
         settings = condition_settings(stage.settings, cond)
         for protocol in cond.protocols or stage.protocols:
             # batched probes share the encoder pass, logistic rows its features: one trial
             if protocol == "logistic" or (protocol == "probe" and settings.batched_probes):
-                trials.append(EvalTrial(cond.name, protocol, seeds))
+                trials.append(EvalTrial(cond.name, protocol, seeds, test_sets=external))
             else:
-                trials.extend(EvalTrial(cond.name, protocol, (seed,)) for seed in seeds)
+                trials.extend(EvalTrial(cond.name, protocol, (seed,), test_sets=external)
+                              for seed in seeds)
     return tuple(trials)
 
 

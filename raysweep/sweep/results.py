@@ -1,9 +1,11 @@
-"""The experiment's results: one row per (condition, protocol, seed) of the *current* spec.
+"""The experiment's results: one row per (condition, protocol, seed, test set) of the *current*
+spec.
 
-Each finished run writes its row as one JSON file, atomically, at a path made of its key and
-its identity (:mod:`raysweep.sweep.identity`: a hash of everything that determines the row)::
+Each finished run writes its rows as JSON files, atomically, at paths made of their key and
+their identity (:mod:`raysweep.sweep.identity`: a hash of everything that determines the row)::
 
-    <experiment>/rows/<condition>/<protocol>/seed-0007-<row_id>.json
+    <experiment>/rows/<condition>/<protocol>/seed-0007-<row_id>.json             (test split)
+    <experiment>/rows/<condition>/<protocol>/<test set>/seed-0007-<row_id>.json  (external)
 
 so a row either exists whole or not at all, a second write of the same row replaces the first
 instead of adding a duplicate, and a row computed under other settings, data or encoder weights
@@ -12,6 +14,11 @@ disk (nothing is deleted) but are left out of :meth:`ResultsStore.consolidate`, 
 current spec's rows into ``results.parquet`` and ``results.csv`` (both written atomically),
 sorted by key, with the condition's labels (its keys, encoder name and weight source) taken from
 the current spec.
+
+External test sets (``evaluate.test_sets``): one training run is scored on every test set, and
+each test set gets a row of its own (its key's ``test_set``; the data's own test split is
+``test``, whose rows are stored where they were before test sets existed). The table then has a
+``test_set`` column; a table of an experiment without external test sets has none.
 """
 
 from __future__ import annotations
@@ -25,24 +32,34 @@ from typing import Any
 import pandas as pd
 
 from raysweep.artefacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from raysweep.config import IN_DISTRIBUTION
 from raysweep.storage import AnyPath, storage_path
 
 #: The columns that identify a row within an experiment.
 KEY_COLUMNS = ("condition", "protocol", "seed")
 
+#: The column naming the test set of a table row, present when an experiment has external test
+#: sets.
+TEST_SET_COLUMN = "test_set"
+
 
 @dataclass(frozen=True)
 class RowKey:
+    """What a row is of: a condition, a protocol, a seed and the test set it is scored on
+    (``test``, the data's own test split, unless an external test set)."""
+
     condition: str
     protocol: str
     seed: int
+    test_set: str = IN_DISTRIBUTION
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> RowKey:
         missing = [c for c in KEY_COLUMNS if c not in row]
         if missing:
             raise KeyError(f"result row lacks key column(s) {missing}")
-        return cls(str(row["condition"]), str(row["protocol"]), int(row["seed"]))
+        return cls(str(row["condition"]), str(row["protocol"]), int(row["seed"]),
+                   str(row.get(TEST_SET_COLUMN, IN_DISTRIBUTION)))
 
 
 @dataclass(frozen=True)
@@ -89,7 +106,8 @@ class ResultsStore:
         self.csv_path = self.experiment_dir / "results.csv"
 
     def _key_dir(self, key: RowKey) -> AnyPath:
-        return self.rows_dir / key.condition / key.protocol
+        directory = self.rows_dir / key.condition / key.protocol
+        return directory if key.test_set == IN_DISTRIBUTION else directory / key.test_set
 
     def row_path(self, ref: RowRef) -> AnyPath:
         if ref.row_id is None:
@@ -147,14 +165,19 @@ class ResultsStore:
 
     def table(self, refs: Iterable[RowRef],
               labels: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
-        """The stored rows of ``refs`` as a DataFrame sorted by key, with ``labels[condition]``
-        (column -> value) set on every row of that condition (empty with key columns when no
-        row is stored)."""
-        rows = self.rows(refs)
-        if not rows:
+        """The stored rows of ``refs`` as a DataFrame sorted by key (within a seed, the test
+        sets in the order of ``refs``), with ``labels[condition]`` (column -> value) set on
+        every row of that condition, and a ``test_set`` column when some ref is of an external
+        test set (empty with key columns when no row is stored)."""
+        refs = list(refs)
+        stored = [(ref, self.read(ref)) for ref in refs if self.has(ref)]
+        if not stored:
             return pd.DataFrame(columns=list(KEY_COLUMNS))
         labels = labels or {}
-        frame = pd.DataFrame([{**row, **labels.get(str(row["condition"]), {})} for row in rows])
+        external = any(ref.key.test_set != IN_DISTRIBUTION for ref in refs)
+        frame = pd.DataFrame([
+            {**row, **({TEST_SET_COLUMN: ref.key.test_set} if external else {}),
+             **labels.get(str(row["condition"]), {})} for ref, row in stored])
         return frame.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
 
     def consolidate(self, refs: Iterable[RowRef],

@@ -31,7 +31,7 @@ from raysweep.config import ExperimentSpec, load_spec
 from raysweep.errors import RaysweepError
 from raysweep.storage import storage_path
 from raysweep.sweep.lock import LOCK_FILE, Holder, is_stale, read_holder
-from raysweep.sweep.results import ResultsStore, RowKey, RowRef, RowStatus
+from raysweep.sweep.results import ResultsStore, RowStatus
 
 __all__ = ["ExperimentStatus", "PretrainRunState", "experiment_status"]
 
@@ -196,7 +196,7 @@ def _pretrain_states(spec: ExperimentSpec, identified: bool) -> tuple[PretrainRu
 
 
 def _row_status(spec: ExperimentSpec, identified: bool) -> RowStatus | None:
-    from raysweep.sweep.identity import identify_trials, planned_refs
+    from raysweep.sweep.identity import identify_trials, planned_refs, unidentified_refs
     from raysweep.sweep.plan import eval_trials
 
     if spec.evaluate is None:
@@ -206,10 +206,8 @@ def _row_status(spec: ExperimentSpec, identified: bool) -> RowStatus | None:
         return store.status(planned_refs(identify_trials(spec, save_digests=False)))
     # Identities unknown: a key with any stored row counts as done.
     done, new = [], []
-    for trial in eval_trials(spec):
-        for seed in trial.seeds:
-            ref = RowRef(RowKey(trial.condition, trial.protocol, seed), None)
-            (done if store.stored_for(ref.key) else new).append(ref)
+    for ref in unidentified_refs(eval_trials(spec)):
+        (done if store.stored_for(ref.key) else new).append(ref)
     return RowStatus(done=tuple(done), new=tuple(new))
 
 

@@ -62,9 +62,17 @@ def test_barlow_twins_op_frequencies_within_binomial_bounds(images: torch.Tensor
             _assert_binomial(fired[op], p, f"view {view} {op}")
 
 
-@pytest.mark.parametrize("name", ["simclr", "simclr_medical", "supervised"])
+@pytest.mark.parametrize("name", ["simclr", "simclr_medical", "simclr_short", "simclr_grey",
+                                  "supervised"])
 def test_single_view_op_frequencies(images: torch.Tensor, name: str) -> None:
     expected = {
+        # the thesis' tau_short (section 4.1): tau_nat without the flip and the grayscale
+        "simclr_short": {"RandomResizedCrop": 1.0, "ColorJitter": 0.8,
+                         "RandomGaussianBlur": 1.0},
+        # the thesis' tau_grey (section 6.1.1): tau_nov without the colour distortion
+        "simclr_grey": {"RandomHorizontalFlip": 0.5, "RandomResizedCrop": 1.0,
+                        "RandomGrayscale": 0.2, "RandomGaussianBlur": 1.0,
+                        "RandomLumaEqualize": 0.5, "RandomSharpness": 1.0},
         "simclr": {"RandomHorizontalFlip": 0.5, "RandomResizedCrop": 1.0, "ColorJitter": 0.8,
                    "RandomGrayscale": 0.2, "RandomGaussianBlur": 1.0},
         "simclr_medical": {"RandomHorizontalFlip": 0.5, "RandomResizedCrop": 1.0,
@@ -133,7 +141,7 @@ STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
 @pytest.mark.parametrize("name", ["barlow_twins/view1", "barlow_twins/view2", "simclr",
-                                  "simclr_medical", "supervised"])
+                                  "simclr_medical", "simclr_short", "simclr_grey", "supervised"])
 def test_strength_is_monotonic(name: str) -> None:
     settings = [build_pipeline(name, image_size=32, strength=s).settings for s in STRENGTHS]
     for weaker, stronger in zip(settings, settings[1:], strict=False):
@@ -162,7 +170,7 @@ def test_strength_one_is_the_paper_and_zero_is_crop_and_flip() -> None:
     assert supervised["crop_scale"] == pytest.approx((0.7, 1.0))
     assert supervised["crop_ratio"] == (0.75, 1.33) and supervised["rotation_degrees"] == (0, 45)
     for name in ("barlow_twins/view1", "barlow_twins/view2", "simclr", "simclr_medical",
-                 "supervised"):
+                 "simclr_short", "simclr_grey", "supervised"):
         ops = {type(op).__name__ for op in build_pipeline(name, image_size=32, strength=0).ops}
         assert ops <= {"RandomResizedCrop", "RandomHorizontalFlip", "RandomVerticalFlip"}, name
     with pytest.raises(ValueError, match=r"strength must be in \[0, 2.0\]"):

@@ -35,13 +35,19 @@ def test_paper_isic_plan_matches_the_paper():
         [f"{i}-{d}-SSL_p" for i in ("SL", "SSL") for d in ("IUD", "IU", "I")]
         + ["SL-IUD-SSL", "SSL-IUD-SSL"])
     assert all(r.lambda_offdiag == 1 / 8192 and r.alpha == 0.01 for r in spec.pretrain)
-    # 10 encoders x (35 fine-tune trials + 1 batched probe trial) + 3 baselines x 35 fine-tunes.
-    assert len(plan.eval_trials) == 10 * 36 + 3 * 35
-    assert plan.n_rows == (10 * 2 + 3) * 35
-    assert plan.eval_resources == TrialResources(cpu=4, gpu=0.25)
-    assert plan.eval_concurrency == 8  # 32 CPUs / 4 per trial; 4 GPUs / 0.25 = 16
+    # Table 4: 10 encoders fine-tuned (35 trials each); Table 6: the 8 of them pre-trained once
+    # or twice with SSL_p probed (one batched trial each); Table 5: 3 random baselines x 5 runs.
+    assert len(plan.eval_trials) == 10 * 35 + 8 + 3 * 5
+    assert plan.n_rows == (10 + 8) * 35 + 3 * 5
+    assert {t.seeds for t in plan.eval_trials if t.condition.startswith("random-")} == {
+        (0,), (1,), (2,), (3,), (4,)}
+    # CPUs follow the node's shape: 32 CPUs / 4 GPUs = 8 per GPU, 0.25 GPU a trial -> 2 CPUs;
+    # 32 / 2 = 16 trials at once, as many as 4 GPUs / 0.25 hold.
+    assert plan.eval_resources == TrialResources(cpu=2, gpu=0.25)
+    assert plan.eval_concurrency == 16
     text = plan.describe()
-    assert "805 result rows" in text and "up to 8 at once" in text
+    assert "645 result rows" in text and "up to 16 at once" in text
+    assert "random-160: resnet50:random; finetune; 5 trials; 5 seeds" in text
 
 
 def test_cpu_only_cluster_requests_no_gpu_under_auto():
