@@ -25,6 +25,7 @@ from raysweep.report.inputs import (
     load_search_histories,
 )
 from raysweep.report.render import render_html, render_markdown
+from raysweep.report.search_section import has_searches, is_search_folder, search_sections
 from raysweep.report.settings import ReportSettings
 from raysweep.report.significance import iter_families, pairwise_tests
 from raysweep.report.summary import condition_keys, per_class_f1, protocol_table, summary_table
@@ -78,30 +79,40 @@ def write_report(
     experiment_dir = Path(experiment_dir)
     out = Path(out_dir) if out_dir is not None else experiment_dir / "report"
     # read every input before writing anything: a bad file leaves no partial report
-    results = load_results(experiment_dir)
+    search_only = (has_searches(experiment_dir)
+                   and not (experiment_dir / "results.parquet").is_file())
+    results = None if search_only else load_results(experiment_dir)
     curves = load_pretrain_curves(experiment_dir)
     histories = load_search_histories(experiment_dir)
     record = provenance(spec)
-    record["generated_from"] = str(experiment_dir / "results.parquet")
+    record["generated_from"] = str(experiment_dir / ("search" if search_only
+                                                      else "results.parquet"))
     record["report_settings"] = dataclasses.asdict(settings)
 
-    tests = pairwise_tests(results, settings)
-    sections = [
-        _summary_section(results, settings),
-        *_protocol_section(results, settings),
-        *_per_class_section(results, settings),
-        _significance_section(tests, settings),
-        _figures_section(results, settings, curves, histories, out / "figures", dpi),
-    ]
-    conditions = list(pd.unique(results["condition"]))
-    doc = Document(
-        title=f"raysweep report: {experiment_dir.resolve().name}",
-        intro=(
+    if results is None:  # an experiment of searches only
+        tests = pd.DataFrame()
+        sections = search_sections(experiment_dir, out / "figures", dpi)
+        intro: tuple[str, ...] = (f"{len(sections)} search(es); no evaluation results yet.",)
+    else:
+        tests = pairwise_tests(results, settings)
+        sections = [
+            _summary_section(results, settings),
+            *_protocol_section(results, settings),
+            *_per_class_section(results, settings),
+            _significance_section(tests, settings),
+            _figures_section(results, settings, curves, histories, out / "figures", dpi),
+            *search_sections(experiment_dir, out / "figures", dpi),
+        ]
+        conditions = list(pd.unique(results["condition"]))
+        intro = (
             f"{len(results)} runs of {len(conditions)} conditions "
             f"({', '.join(map(str, conditions))}), metrics {', '.join(settings.metrics)}.",
             "Means and standard deviations are over the runs (seeds) of each condition; "
             "standard deviations are sample standard deviations (ddof = 1), as in the paper.",
-        ),
+        )
+    doc = Document(
+        title=f"raysweep report: {experiment_dir.resolve().name}",
+        intro=intro,
         sections=tuple(s for s in sections if s.blocks),
         provenance=record,
     )
@@ -263,8 +274,8 @@ def _figures_section(
         add(plots.pretrain_loss_curves(curves), "pretrain-loss", "Pre-training loss",
             "Mean loss per epoch of each pre-training run.")
     for history in histories:
-        if history.trials.empty:
-            continue
+        if history.trials.empty or is_search_folder(history.path.parent):
+            continue  # a search with a study has its own section
         direction = "maximised" if history.maximize else "minimised"
         add(plots.search_history(history.trials, f"Search {history.name}", history.maximize),
             f"search-{slugify(history.name)}", f"Search history — {history.name}",

@@ -1,4 +1,4 @@
-"""One experiment, end to end: pretrain -> evaluate -> results table -> report.
+"""One experiment, end to end: pretrain -> evaluate -> search -> results table -> report.
 
 Every stage is idempotent, so running the same spec again (after a crash, a Ctrl-C or a
 resubmitted ``ray job submit``) finishes only what is missing and then prints the same paths.
@@ -75,7 +75,7 @@ def write_experiment_report(spec: ExperimentSpec) -> Path | None:
     from raysweep.report import write_report
     from raysweep.sweep.report_stage import report_settings
 
-    if not ResultsStore(spec.directory).parquet_path.is_file():
+    if not ResultsStore(spec.directory).parquet_path.is_file() and not spec.search:
         return None
     paths = write_report(spec.directory, settings=report_settings(spec.report))
     return Path(paths.html)
@@ -84,6 +84,7 @@ def write_experiment_report(spec: ExperimentSpec) -> Path | None:
 def run_experiment(spec: ExperimentSpec) -> RunSummary:
     """Run every stage of ``spec`` that is not finished yet."""
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
+    from raysweep.sweep.search import run_search_stage
 
     started = time.perf_counter()
     record_experiment(spec)
@@ -92,8 +93,9 @@ def run_experiment(spec: ExperimentSpec) -> RunSummary:
     ensure_ray()
     pretrained = run_pretrain_stage(spec)
     run_evaluate_stage(spec)
+    run_search_stage(spec)
     table = store.consolidate()
-    report = write_experiment_report(spec) if len(table) else None
+    report = write_experiment_report(spec) if len(table) or spec.search else None
     return RunSummary(experiment_dir=spec.directory, results=store.parquet_path, report=report,
                       n_rows=len(table), n_new_rows=len(table) - rows_before,
                       n_pretrain_runs=len(pretrained), seconds=time.perf_counter() - started)

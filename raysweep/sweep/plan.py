@@ -28,6 +28,7 @@ from raysweep.sweep.resources import (
     max_concurrent_trials,
     pretrain_resources,
 )
+from raysweep.sweep.search_plan import describe_searches
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,7 @@ class Plan:
                              f"{', '.join(protocols)}; {len(trials)} trials")
         else:
             lines.append("stage evaluate: none")
-        lines.append(f"stage search: {len(spec.search)} search(es)"
-                     + "".join(f"\n  {s.name}: {s.num_samples} trials over "
-                               f"{', '.join(s.space)}" for s in spec.search))
+        lines.extend(describe_searches(spec, self.cluster))
         lines.append(f"stage report: metrics {', '.join(spec.report.metrics)}, "
                      f"{spec.report.correction} correction at alpha {spec.report.alpha}")
         lines.extend(f"note: {note}" for note in self.notes)

@@ -1,0 +1,104 @@
+"""ASHA on the downstream proxy, decided and carried out inside a trial's Ray Train run.
+
+Each pre-training epoch that carries the proxy (``proxy_knn_acc`` / ``proxy_linear_acc``) is
+reported to the trial's Optuna trial as an intermediate value (step = epochs done, frozen
+epochs included); Optuna's ``SuccessiveHalvingPruner``, the asynchronous successive halving
+(ASHA) of Li et al. 2020, then compares it with every other trial that reached the same rung
+(rungs at ``min_resource * reduction_factor**k`` epochs). A trial that is not in the top
+``1/reduction_factor`` of its rung (or, while a rung has fewer than ``reduction_factor``
+values, not the best so far) is stopped: the report callback raises :class:`ProxyPruned`,
+Ray Train's controller shuts the run down (its workers and placement group released), and the
+trial reports itself pruned. Ray Tune's own schedulers stop a trial by ending its actor, which
+leaves a Ray Train V2 run's placement group to a cleaner that needs Ray's state API; where
+that is unavailable (no dashboard) the freed CPUs never come back and the next trial waits
+forever, so raysweep stops the run from inside instead.
+
+The proxy is an accuracy (higher is better); for a study that minimises its objective the
+intermediate value is ``1 - accuracy``, so the pruner's direction fits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+__all__ = ["ProxyPruned", "ProxyPruner", "quiet_pruned_errors"]
+
+
+class ProxyPruned(optuna.TrialPruned):
+    """Raised in the Ray Train controller to stop a run that ASHA pruned."""
+
+    def __init__(self, epochs_done: int, proxy: float) -> None:
+        super().__init__(epochs_done, proxy)
+        self.epochs_done = int(epochs_done)
+        self.proxy = float(proxy)
+
+    def __str__(self) -> str:
+        return f"pruned by ASHA after epoch {self.epochs_done} (proxy {self.proxy:.4f})"
+
+
+_TRIALS: dict[tuple[str, str, int], Any] = {}
+
+
+@dataclass(frozen=True)
+class ProxyPruner:
+    """The pruning decision of one study trial, usable from any process of the cluster.
+
+    ``journal``/``study_name``/``trial_number`` locate the trial; ``min_resource`` (epochs
+    before the first rung), ``reduction_factor`` and ``maximize`` configure ASHA;
+    ``total_epochs``: a trial is never stopped at (or after) its last epoch.
+    """
+
+    journal: str
+    study_name: str
+    trial_number: int
+    min_resource: int
+    reduction_factor: int
+    total_epochs: int
+    maximize: bool = True
+
+    def _trial(self) -> Any:
+        key = (self.journal, self.study_name, self.trial_number)
+        if key not in _TRIALS:
+            from raysweep.sweep.search_study import open_storage
+
+            storage = open_storage(self.journal)
+            pruner = optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=self.min_resource, reduction_factor=self.reduction_factor)
+            study = optuna.load_study(study_name=self.study_name, storage=storage,
+                                      pruner=pruner)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name(self.study_name), self.trial_number)
+            _TRIALS[key] = optuna.trial.Trial(study, trial_id)
+        return _TRIALS[key]
+
+    def intermediate(self, proxy: float) -> float:
+        """The value reported to the study for a proxy accuracy."""
+        return proxy if self.maximize else 1.0 - proxy
+
+    def check(self, epochs_done: int, proxy: float) -> None:
+        """Report the epoch's proxy; raise :class:`ProxyPruned` when ASHA stops the trial."""
+        trial = self._trial()
+        trial.report(self.intermediate(proxy), step=int(epochs_done))
+        if epochs_done < self.total_epochs and trial.should_prune():
+            raise ProxyPruned(epochs_done, proxy)
+
+
+class _DropPruned(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        cause = getattr(error, "controller_failure", error)
+        return not isinstance(cause, ProxyPruned)
+
+
+def quiet_pruned_errors() -> None:
+    """Keep Ray Train's controller from logging a pruned run's stop as a traceback (this
+    process only; other errors are logged as before)."""
+    for name in ("ray.train.v2._internal.execution.controller.controller",
+                 "ray.train.v2._internal.execution.failure_handling.default"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropPruned) for f in logger.filters):
+            logger.addFilter(_DropPruned())

@@ -1,0 +1,148 @@
+"""One search trial: a Ray Tune function trainable that pre-trains and then scores an encoder.
+
+The trial (the Tune *driver* of its trial, holding one CPU) builds the pre-training
+``TorchTrainer`` for its sampled parameters (:func:`raysweep.ssl.pretrain.run_pretrain`; the
+workers get their own CPUs / GPUs). Its report callback (:class:`SearchReportCallback`, run
+by Ray Train's controller) forwards every epoch to Tune's progress table and lets ASHA stop the
+run on the downstream proxy (:mod:`raysweep.sweep.search_pruning`); a stopped trial reports
+``pruned``. A trial that ran all its epochs scores the encoder
+(:func:`raysweep.sweep.search_objective.score_encoder`; in a Ray task holding a GPU share when
+the cluster has GPUs, in the trial's own process otherwise) and reports the objective once.
+
+Run directories are content-addressed (``<search dir>/pretrain/<name>-<hash of the run>``), not
+named by the random Tune trial id: a trial whose parameters were trained before (a rerun, a
+re-asked trial, a duplicate draw, a search over evaluation settings only) reuses or continues
+that run. A file lock keeps two concurrent trials from training one run directory at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from raysweep.config import SearchSpec
+from raysweep.sweep.search_pruning import ProxyPruned, ProxyPruner, quiet_pruned_errors
+from raysweep.sweep.search_searcher import (
+    EPOCHS_DONE,
+    MEAN_PREFIX,
+    OBJECTIVE,
+    PRUNED,
+    TRIAL_ROLE,
+    VALUES_PER_SEED,
+)
+from raysweep.sweep.search_space import trial_run, trial_settings
+
+__all__ = ["SearchReportCallback", "TrialContext", "last_logged", "search_trial"]
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of one search shares (shipped to the trials by ``tune.with_parameters``).
+
+    ``base_weights``: the base encoder's ``pretrain:NAME`` resolved to ``file:PATH`` (else None);
+    ``proxy``: the metric ASHA stops on (None without early stopping); ``pruner``: the ASHA
+    settings, its trial number filled in per trial; ``probe_cpus`` / ``probe_gpus``: the scoring
+    task's resources (0 GPUs: score in the trial's process).
+    """
+
+    search: SearchSpec
+    run_root: str
+    base_weights: str | None
+    proxy: str | None
+    pruner: ProxyPruner | None
+    probe_cpus: float
+    probe_gpus: float
+
+
+class SearchReportCallback(TuneReportCallback):
+    """Forward each pre-training epoch to Tune with ``epochs_done`` (1-based, the frozen epochs
+    included) and, when it carries ``proxy`` and ``pruner`` is set, let ASHA stop the run."""
+
+    def __init__(self, proxy: str | None, pruner: ProxyPruner | None) -> None:
+        super().__init__()
+        self._proxy = proxy
+        self._pruner = pruner
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
+                     checkpoint: Any) -> None:
+        if not metrics:
+            return
+        first = {**metrics[0], EPOCHS_DONE: int(metrics[0]["epoch"]) + 1}
+        super().after_report(run_context, [first, *metrics[1:]], checkpoint)
+        if self._pruner is not None and self._proxy in first:
+            quiet_pruned_errors()
+            self._pruner.check(first[EPOCHS_DONE], float(first[self._proxy]))
+
+
+def last_logged(metrics_path: str | Path, key: str) -> float:
+    """The last value of ``key`` in a run's ``metrics.jsonl`` (NaN when never logged)."""
+    value = math.nan
+    path = Path(metrics_path)
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and key in record:
+                value = float(record[key])
+    return value
+
+
+def _pruned(error: BaseException) -> ProxyPruned | None:
+    cause = getattr(error, "controller_failure", None)
+    return cause if isinstance(cause, ProxyPruned) else None
+
+
+def search_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """Tune function trainable of one search trial (``config`` from the searcher:
+    ``{"role", "number", "params"}``)."""
+    import ray
+    import ray.tune  # RAY: this trial's report
+    from filelock import FileLock
+
+    from raysweep.ssl.pretrain import run_directory, run_pretrain
+    from raysweep.sweep.search_objective import score_encoder
+
+    search, params, role = context.search, config["params"], config["role"]
+    run = trial_run(search, params)
+    if context.base_weights:
+        run = run.replace(**{"encoder.weights": context.base_weights})
+    settings = trial_settings(search, params)
+    # The default configuration is never stopped early: it is the reference of the report.
+    pruner = (dataclasses.replace(context.pruner, trial_number=config["number"])
+              if context.pruner is not None and role == TRIAL_ROLE else None)
+    run_dir = run_directory(run, context.run_root)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(f"{run_dir}.lock"):
+            pretrained = run_pretrain(run, storage_dir=context.run_root,
+                                      callbacks=[SearchReportCallback(context.proxy, pruner)])
+    except Exception as error:
+        stopped = _pruned(error)
+        if stopped is None:
+            raise
+        ray.tune.report({PRUNED: True, EPOCHS_DONE: stopped.epochs_done,  # RAY
+                         str(context.proxy): stopped.proxy, "pretrain_run": run_dir.name})
+        return
+    if context.probe_gpus > 0:
+        task = ray.remote(score_encoder).options(num_cpus=context.probe_cpus,  # RAY
+                                                 num_gpus=context.probe_gpus)
+        score = ray.get(task.remote(search, str(pretrained.encoder_path), settings))  # RAY
+    else:
+        score = score_encoder(search, pretrained.encoder_path, settings)
+    final: dict[str, Any] = {
+        OBJECTIVE: score.objective, VALUES_PER_SEED: list(score.values),
+        "seeds": list(score.seeds), "pretrain_run": pretrained.run_dir.name,
+        EPOCHS_DONE: (run.frozen_epochs if run.further else 0) + run.epochs,
+        **{MEAN_PREFIX + metric: value for metric, value in score.means.items()},
+    }
+    if context.proxy:
+        final[context.proxy] = last_logged(pretrained.metrics_path, context.proxy)
+    ray.tune.report(final)  # RAY
