@@ -710,6 +710,8 @@ class SearchSpec(Spec):
     reduction_factor: int = spec_field(3, checks=(_between(2, 100),),
                                        doc="ASHA keeps 1/reduction_factor at each rung")
     seed: int = spec_field(0, checks=(_non_negative,), doc="sampler seed")
+    compare_default: bool = spec_field(
+        True, doc="also score the base run as written, for the report's paired test")
 
     def validate(self) -> None:
         for key, param in self.space.items():

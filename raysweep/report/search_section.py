@@ -92,7 +92,8 @@ def _comparison_table(slug: str, name: str, record: dict[str, Any]) -> Table | T
     best, default = record.get("best"), record.get("default")
     if best is None or default is None:
         return Text("No paired test: " + ("no trial has completed." if best is None else
-                                          "the default configuration has not been scored."))
+                                          "the default configuration was not scored "
+                                          "(compare_default: false)."))
     if list(best.get("seeds") or []) != list(default.get("seeds") or []):
         return Text("No paired test: the best trial and the default were scored on different "
                     "seeds.")
@@ -167,7 +168,6 @@ def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, f
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             axes = draw()
         fig = np.asarray(axes).flat[0].figure
-        fig.set_layout_engine("constrained")
         try:
             path = plots.save_png(fig, fig_dir / f"search-{slug}-{kind}.png", dpi=dpi)
         finally:

@@ -11,9 +11,10 @@ For each ``search:`` of a spec (``raysweep search SPEC``, and a stage of ``raysw
    whose trials pre-train and score an encoder
    (:func:`~raysweep.sweep.search_trial.search_trial`), as many at once as can hold all their
    resources (:mod:`.search_plan`); with ``scheduler: asha`` (the default) ASHA stops trials
-   whose per-epoch downstream proxy lags (:mod:`.search_pruning`). The default configuration (the base run as written) is
-   scored once too, by the same protocol over the same seeds, so the report can test the best
-   configuration against it;
+   whose per-epoch downstream proxy lags (:mod:`.search_pruning`). With ``compare_default``
+   (the default) the base run as written is scored once too, outside the study and never
+   stopped early, by the same protocol over the same seeds, so that the report can test the
+   best configuration against it;
 3. write ``trials.parquet`` / ``.csv``, ``best.json`` and ``best.yaml`` (:mod:`.search_outputs`).
 
 Using the result: ``raysweep search`` ends by printing ``best.yaml``; paste its ``pretrain:``
@@ -180,7 +181,8 @@ def run_search(spec: ExperimentSpec, search: SearchSpec) -> SearchOutcome:
               "interrupted; their parameters are asked again", file=sys.stderr)
     done_before = len(finished_trials(study))
     remaining = max(0, search.num_samples - done_before)
-    include_default = read_default(directory, study.study_name) is None
+    include_default = (search.compare_default
+                       and read_default(directory, study.study_name) is None)
     if remaining or include_default:
         grid = build_search_tuner(spec, search, study, n_trials=remaining,
                                   include_default=include_default,

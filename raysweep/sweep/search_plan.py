@@ -113,17 +113,19 @@ def describe_searches(spec: ExperimentSpec, cluster: ClusterResources) -> list[s
                        if rungs else "ASHA: no rung before the last epoch")
         else:
             pruning = "no early stopping"
+        default = " + the default configuration" if search.compare_default else ""
         lines.append(f"  {search.name}: Optuna TPE (seed {search.seed}), {search.num_samples} "
-                     f"trials + the default configuration; objective {search.mode} mean "
+                     f"trials{default}; objective {search.mode} mean "
                      f"{search.metric} of {search.evaluate.seeds}-seed linear probes on the "
                      f"validation split; {pruning}")
         for key, param in search.space.items():
             where = (", ".join(map(repr, param.choices or ())) if param.type == "choice"
                      else f"[{param.low:g}, {param.high:g}]")
             lines.append(f"    {key}: {param.type} {where}")
-        lines.append(f"    budget: at most {search.num_samples + 1} x {epochs} pre-training "
+        runs = search.num_samples + int(search.compare_default)
+        lines.append(f"    budget: at most {runs} x {epochs} pre-training "
                      f"epochs ({search.pretrain.method}, {search.pretrain.encoder.name}, "
-                     f"batch {search.pretrain.batch_size}) and {search.num_samples + 1} x "
+                     f"batch {search.pretrain.batch_size}) and {runs} x "
                      f"{search.evaluate.seeds} probes of {search.evaluate.settings.epochs} "
                      "epochs")
         device = (f"{res.pretrain.num_workers} GPU" if res.pretrain.use_gpu else "no GPU")

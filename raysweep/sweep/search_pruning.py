@@ -2,16 +2,21 @@
 
 Each pre-training epoch that carries the proxy (``proxy_knn_acc`` / ``proxy_linear_acc``) is
 reported to the trial's Optuna trial as an intermediate value (step = epochs done, frozen
-epochs included); Optuna's ``SuccessiveHalvingPruner``, the asynchronous successive halving
-(ASHA) of Li et al. 2020, then compares it with every other trial that reached the same rung
-(rungs at ``min_resource * reduction_factor**k`` epochs). A trial that is not in the top
+epochs included); Optuna's ``SuccessiveHalvingPruner`` (asynchronous successive halving, ASHA)
+then compares it with every other trial that reached the same rung (rungs at
+``min_resource * reduction_factor**k`` epochs). A trial that is not in the top
 ``1/reduction_factor`` of its rung (or, while a rung has fewer than ``reduction_factor``
-values, not the best so far) is stopped: the report callback raises :class:`ProxyPruned`,
-Ray Train's controller shuts the run down (its workers and placement group released), and the
-trial reports itself pruned. Ray Tune's own schedulers stop a trial by ending its actor, which
-leaves a Ray Train V2 run's placement group to a cleaner that needs Ray's state API; where
-that is unavailable (no dashboard) the freed CPUs never come back and the next trial waits
-forever, so raysweep stops the run from inside instead.
+values, not the best so far) is stopped: its study trial gets the user attribute
+``pruned_at_epoch``, the report callback raises :class:`ProxyPruned`, Ray Train's controller
+shuts the run down (its workers and placement group released), and the trial ends without a
+final report; the searcher reads the attribute and tells the study ``PRUNED``.
+
+Why not Ray Tune's ``ASHAScheduler``: Tune stops a trial by ending its actor, which leaves a
+Ray Train V2 run's placement group to a cleaner that needs Ray's state API; where that is
+unavailable (no dashboard) the CPUs of the stopped run never come back and the next trial
+waits forever. And why no final report from a stopped trial: a report from the trial's own
+thread can meet the epoch Ray is still forwarding into Tune's one-slot result queue, and the
+two then wait on each other forever.
 
 The proxy is an accuracy (higher is better); for a study that minimises its objective the
 intermediate value is ``1 - accuracy``, so the pruner's direction fits.
@@ -25,7 +30,10 @@ from typing import Any
 
 import optuna
 
-__all__ = ["ProxyPruned", "ProxyPruner", "quiet_pruned_errors"]
+__all__ = ["PRUNED_AT", "ProxyPruned", "ProxyPruner", "quiet_pruned_errors"]
+
+#: User attribute of a study trial that ASHA stopped: the epochs it had done.
+PRUNED_AT = "pruned_at_epoch"
 
 
 class ProxyPruned(optuna.TrialPruned):
@@ -49,7 +57,8 @@ class ProxyPruner:
 
     ``journal``/``study_name``/``trial_number`` locate the trial; ``min_resource`` (epochs
     before the first rung), ``reduction_factor`` and ``maximize`` configure ASHA;
-    ``total_epochs``: a trial is never stopped at (or after) its last epoch.
+    ``total_epochs``: a trial is never stopped at (or after) its last epoch; ``pretrain_run``:
+    the trial's run directory name, recorded when it is stopped.
     """
 
     journal: str
@@ -59,6 +68,7 @@ class ProxyPruner:
     reduction_factor: int
     total_epochs: int
     maximize: bool = True
+    pretrain_run: str = ""
 
     def _trial(self) -> Any:
         key = (self.journal, self.study_name, self.trial_number)
@@ -84,6 +94,8 @@ class ProxyPruner:
         trial = self._trial()
         trial.report(self.intermediate(proxy), step=int(epochs_done))
         if epochs_done < self.total_epochs and trial.should_prune():
+            trial.set_user_attr("pretrain_run", self.pretrain_run)
+            trial.set_user_attr(PRUNED_AT, int(epochs_done))
             raise ProxyPruned(epochs_done, proxy)
 
 

@@ -8,9 +8,8 @@ at the end; and it saves its state as a pickle. :class:`StudySearcher` instead:
 * declares no metric to Tune (so Tune checks no result for one) and reads the objective itself
   when a trial completes;
 * tells the study ``COMPLETE`` with the objective (per-seed values and metric means as user
-  attributes), ``PRUNED`` when the trial reports that ASHA stopped it (its intermediate values
-  were reported to the study from inside the run: :mod:`raysweep.sweep.search_pruning`),
-  ``FAIL`` on an error; a trial that ended otherwise without a final result was interrupted
+  attributes), ``PRUNED`` when ASHA stopped it (decided and recorded in the study from inside
+  the run: :mod:`raysweep.sweep.search_pruning`), ``FAIL`` on an error; a trial that ended otherwise without a final result was interrupted
   (Ctrl-C): it stays running in the study, and the next run re-asks its parameters
   (:func:`~raysweep.sweep.search_study.recover_interrupted`);
 * keeps no state of its own: the study in the experiment's storage is the state, so
@@ -28,16 +27,16 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from raysweep.sweep.search_pruning import PRUNED_AT
 from raysweep.sweep.search_study import runner_record
 
-__all__ = ["DEFAULT_ROLE", "EPOCHS_DONE", "MEAN_PREFIX", "OBJECTIVE", "PRUNED", "TRIAL_ROLE",
+__all__ = ["DEFAULT_ROLE", "EPOCHS_DONE", "MEAN_PREFIX", "OBJECTIVE", "TRIAL_ROLE",
            "VALUES_PER_SEED", "StudySearcher"]
 
 #: Result keys of a search trial (see :mod:`raysweep.sweep.search_trial`).
 OBJECTIVE = "objective"
 VALUES_PER_SEED = "values_per_seed"
 EPOCHS_DONE = "epochs_done"
-PRUNED = "pruned"
 MEAN_PREFIX = "mean_"  # mean_<metric>: every overall probe metric, mean over the seeds
 #: Trial configs: ``{"role": ..., "number": study trial number or None, "params": {...}}``.
 TRIAL_ROLE = "trial"
@@ -100,10 +99,14 @@ class StudySearcher(Searcher):
         value = result.get(OBJECTIVE)
         if error:
             self._study.tell(trial, state=TrialState.FAIL)
-        elif result.get(PRUNED):
-            self._study.tell(trial, state=TrialState.PRUNED)
         elif value is None:
-            pass  # interrupted: left running for the next run to re-ask
+            stored = next(t for t in self._study.get_trials(deepcopy=False)
+                          if t.number == trial.number)  # fresh from the storage
+            stopped = stored.user_attrs.get(PRUNED_AT)
+            if stopped is not None:
+                trial.set_user_attr(EPOCHS_DONE, int(stopped))
+                self._study.tell(trial, state=TrialState.PRUNED)
+            # else: interrupted; left running for the next run to re-ask
         elif not math.isfinite(float(value)):
             trial.set_user_attr("error", f"objective is {value}")
             self._study.tell(trial, state=TrialState.FAIL)

@@ -78,9 +78,11 @@ def open_study(directory: Path, search: SearchSpec, name: str):
     import optuna
 
     storage = open_storage(directory / STUDY_FILE)
-    study = optuna.create_study(storage=storage, study_name=name,
-                                direction="maximize" if search.mode == "max" else "minimize",
-                                load_if_exists=True)
+    try:  # load first: creating an existing study would append to the journal on every run
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        study = optuna.create_study(storage=storage, study_name=name,
+                                    direction="maximize" if search.mode == "max" else "minimize")
     stored = len(study.get_trials(deepcopy=False))
     # constant_liar: concurrent trials are not all drawn into the same region.
     study.sampler = optuna.samplers.TPESampler(

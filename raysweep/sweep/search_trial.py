@@ -4,8 +4,7 @@ The trial (the Tune *driver* of its trial, holding one CPU) builds the pre-train
 ``TorchTrainer`` for its sampled parameters (:func:`raysweep.ssl.pretrain.run_pretrain`; the
 workers get their own CPUs / GPUs). Its report callback (:class:`SearchReportCallback`, run
 by Ray Train's controller) forwards every epoch to Tune's progress table and lets ASHA stop the
-run on the downstream proxy (:mod:`raysweep.sweep.search_pruning`); a stopped trial reports
-``pruned``. A trial that ran all its epochs scores the encoder
+run on the downstream proxy (:mod:`raysweep.sweep.search_pruning`). A trial that ran all its epochs scores the encoder
 (:func:`raysweep.sweep.search_objective.score_encoder`; in a Ray task holding a GPU share when
 the cluster has GPUs, in the trial's own process otherwise) and reports the objective once.
 
@@ -32,7 +31,6 @@ from raysweep.sweep.search_searcher import (
     EPOCHS_DONE,
     MEAN_PREFIX,
     OBJECTIVE,
-    PRUNED,
     TRIAL_ROLE,
     VALUES_PER_SEED,
 )
@@ -116,21 +114,19 @@ def search_trial(config: dict[str, Any], context: TrialContext) -> None:
         run = run.replace(**{"encoder.weights": context.base_weights})
     settings = trial_settings(search, params)
     # The default configuration is never stopped early: it is the reference of the report.
-    pruner = (dataclasses.replace(context.pruner, trial_number=config["number"])
-              if context.pruner is not None and role == TRIAL_ROLE else None)
     run_dir = run_directory(run, context.run_root)
+    pruner = (dataclasses.replace(context.pruner, trial_number=config["number"],
+                                  pretrain_run=run_dir.name)
+              if context.pruner is not None and role == TRIAL_ROLE else None)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(f"{run_dir}.lock"):
             pretrained = run_pretrain(run, storage_dir=context.run_root,
                                       callbacks=[SearchReportCallback(context.proxy, pruner)])
     except Exception as error:
-        stopped = _pruned(error)
-        if stopped is None:
+        if _pruned(error) is None:
             raise
-        ray.tune.report({PRUNED: True, EPOCHS_DONE: stopped.epochs_done,  # RAY
-                         str(context.proxy): stopped.proxy, "pretrain_run": run_dir.name})
-        return
+        return  # stopped by ASHA: the study trial says so (search_pruning)
     if context.probe_gpus > 0:
         task = ray.remote(score_encoder).options(num_cpus=context.probe_cpus,  # RAY
                                                  num_gpus=context.probe_gpus)
