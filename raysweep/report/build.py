@@ -79,8 +79,7 @@ def write_report(
     experiment_dir = Path(experiment_dir)
     out = Path(out_dir) if out_dir is not None else experiment_dir / "report"
     # read every input before writing anything: a bad file leaves no partial report
-    search_only = (has_searches(experiment_dir)
-                   and not (experiment_dir / "results.parquet").is_file())
+    search_only = has_searches(experiment_dir) and not _has_rows(experiment_dir)
     results = None if search_only else load_results(experiment_dir)
     curves = load_pretrain_curves(experiment_dir)
     histories = load_search_histories(experiment_dir)
@@ -135,6 +134,17 @@ def write_report(
         provenance=prov_path, tables=table_paths,
         figures=tuple(f.path for f in doc.figures()),
     )
+
+
+def _has_rows(experiment_dir: Path) -> bool:
+    """Whether ``results.parquet`` exists with at least one row (read from its footer)."""
+    import pyarrow.parquet as pq
+
+    path = experiment_dir / "results.parquet"
+    try:
+        return path.is_file() and pq.read_metadata(path).num_rows > 0
+    except Exception:  # unreadable: load_results names the problem
+        return True
 
 
 # --------------------------------------------------------------------------- sections

@@ -24,6 +24,7 @@ keys into a pretrain run (or ``pretrain.base``) of a spec and its ``evaluate:`` 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -136,7 +137,8 @@ def build_search_tuner(spec: ExperimentSpec, search: SearchSpec, study: Any, *,
     directory = search_directory(spec, search)
     cluster = ClusterResources.detect()
     resources = search_resources(spec, search, cluster)
-    check_fits(search, resources, cluster)
+    if not os.environ.get("RAY_ADDRESS"):  # a local instance never grows (an autoscaler may)
+        check_fits(search, resources, cluster)
     proxy = proxy_metric(search)
     pruner = None
     if proxy is not None:
