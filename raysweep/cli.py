@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--smoke", action="store_true", help="a ~1 minute version (for tests)")
     demo.add_argument("--search", action="store_true",
                       help="the demo search instead: Optuna + ASHA over Barlow Twins lambda, "
-                           "alpha, lr_max and strength (~6 minutes on 2 cores)")
+                           "alpha, lr_max and strength (~7 minutes on 2 cores)")
     demo.add_argument("--storage", default=None, help="storage root (default ~/raysweep_runs)")
 
     validate = add("validate", _cmd_validate, "check spec files; exit 2 on the first error")
