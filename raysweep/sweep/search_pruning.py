@@ -14,9 +14,7 @@ final report; the searcher reads the attribute and tells the study ``PRUNED``.
 Why not Ray Tune's ``ASHAScheduler``: Tune stops a trial by ending its actor, which leaves a
 Ray Train V2 run's placement group to a cleaner that needs Ray's state API; where that is
 unavailable (no dashboard) the CPUs of the stopped run never come back and the next trial
-waits forever. And why no final report from a stopped trial: a report from the trial's own
-thread can meet the epoch Ray is still forwarding into Tune's one-slot result queue, and the
-two then wait on each other forever.
+waits forever (seen with 2 CPUs: the trial after the first stopped one never started).
 
 The proxy is an accuracy (higher is better); for a study that minimises its objective the
 intermediate value is ``1 - accuracy``, so the pruner's direction fits.

@@ -1,9 +1,10 @@
 """A Ray Tune ``Searcher`` over an Optuna study's ask-and-tell interface.
 
 Ray's own ``OptunaSearch`` expects the objective in *every* result (Tune refuses a result
-without the searcher's metric, and ``OptunaSearch.on_trial_result`` reads it), while a search
-trial reports pre-training epochs that carry only the downstream proxy and the objective once,
-at the end; and it saves its state as a pickle. :class:`StudySearcher` instead:
+without the searcher's metric, and ``OptunaSearch.on_trial_result`` reads it), takes a trial
+that ended without it for pruned, and saves its state as a pickle; a search trial reports the
+objective once, at the end, a trial stopped by ASHA reports nothing, and an interrupted trial
+must not count as finished. :class:`StudySearcher` instead:
 
 * declares no metric to Tune (so Tune checks no result for one) and reads the objective itself
   when a trial completes;

@@ -2,11 +2,14 @@
 
 The trial (the Tune *driver* of its trial, holding one CPU) builds the pre-training
 ``TorchTrainer`` for its sampled parameters (:func:`raysweep.ssl.pretrain.run_pretrain`; the
-workers get their own CPUs / GPUs). Its report callback (:class:`SearchReportCallback`, run
-by Ray Train's controller) forwards every epoch to Tune's progress table and lets ASHA stop the
-run on the downstream proxy (:mod:`raysweep.sweep.search_pruning`). A trial that ran all its epochs scores the encoder
-(:func:`raysweep.sweep.search_objective.score_encoder`; in a Ray task holding a GPU share when
-the cluster has GPUs, in the trial's own process otherwise) and reports the objective once.
+workers get their own CPUs / GPUs). With ASHA, a Ray Train callback (:class:`ProxyPruning`, run
+by the run's controller) reports each epoch's downstream proxy to the trial's Optuna trial and
+stops the run when ASHA says so (:mod:`raysweep.sweep.search_pruning`). A trial that ran all
+its epochs scores the encoder (:func:`raysweep.sweep.search_objective.score_encoder`; in a Ray
+task holding a GPU share when the cluster has GPUs, in the trial's own process otherwise) and
+reports the objective to Tune, once: the only Tune report of a trial. (Forwarding the epochs
+to Tune as well, through Ray's ``TuneReportCallback``, can deadlock: the forwarded epoch and the
+trial's own report then meet in Tune's one-slot result queue and wait on each other.)
 
 Run directories are content-addressed (``<search dir>/pretrain/<name>-<hash of the run>``), not
 named by the random Tune trial id: a trial whose parameters were trained before (a rerun, a
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.tune.integration.ray_train import TuneReportCallback
+from ray.train import UserCallback
 
 from raysweep.config import SearchSpec
 from raysweep.sweep.search_pruning import ProxyPruned, ProxyPruner, quiet_pruned_errors
@@ -36,7 +39,7 @@ from raysweep.sweep.search_searcher import (
 )
 from raysweep.sweep.search_space import trial_run, trial_settings
 
-__all__ = ["SearchReportCallback", "TrialContext", "last_logged", "search_trial"]
+__all__ = ["ProxyPruning", "TrialContext", "last_logged", "search_trial"]
 
 
 @dataclass(frozen=True)
@@ -58,24 +61,21 @@ class TrialContext:
     probe_gpus: float
 
 
-class SearchReportCallback(TuneReportCallback):
-    """Forward each pre-training epoch to Tune with ``epochs_done`` (1-based, the frozen epochs
-    included) and, when it carries ``proxy`` and ``pruner`` is set, let ASHA stop the run."""
+class ProxyPruning(UserCallback):
+    """Ray Train callback: each reported epoch carrying ``proxy`` goes to ``pruner`` (ASHA),
+    which stops the run by raising :class:`~raysweep.sweep.search_pruning.ProxyPruned`."""
 
-    def __init__(self, proxy: str | None, pruner: ProxyPruner | None) -> None:
-        super().__init__()
+    def __init__(self, proxy: str, pruner: ProxyPruner) -> None:
         self._proxy = proxy
         self._pruner = pruner
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
                      checkpoint: Any) -> None:
-        if not metrics:
-            return
-        first = {**metrics[0], EPOCHS_DONE: int(metrics[0]["epoch"]) + 1}
-        super().after_report(run_context, [first, *metrics[1:]], checkpoint)
-        if self._pruner is not None and self._proxy in first:
+        first = metrics[0] if metrics else {}
+        if self._proxy in first:
             quiet_pruned_errors()
-            self._pruner.check(first[EPOCHS_DONE], float(first[self._proxy]))
+            # epochs done, 1-based, the frozen epochs included: ASHA's time axis
+            self._pruner.check(int(first["epoch"]) + 1, float(first[self._proxy]))
 
 
 def last_logged(metrics_path: str | Path, key: str) -> float:
@@ -113,16 +113,16 @@ def search_trial(config: dict[str, Any], context: TrialContext) -> None:
     if context.base_weights:
         run = run.replace(**{"encoder.weights": context.base_weights})
     settings = trial_settings(search, params)
-    # The default configuration is never stopped early: it is the reference of the report.
     run_dir = run_directory(run, context.run_root)
-    pruner = (dataclasses.replace(context.pruner, trial_number=config["number"],
-                                  pretrain_run=run_dir.name)
-              if context.pruner is not None and role == TRIAL_ROLE else None)
+    callbacks = None
+    # The default configuration is never stopped early: it is the reference of the report.
+    if context.proxy and context.pruner is not None and role == TRIAL_ROLE:
+        callbacks = [ProxyPruning(context.proxy, dataclasses.replace(
+            context.pruner, trial_number=config["number"], pretrain_run=run_dir.name))]
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(f"{run_dir}.lock"):
-            pretrained = run_pretrain(run, storage_dir=context.run_root,
-                                      callbacks=[SearchReportCallback(context.proxy, pruner)])
+            pretrained = run_pretrain(run, storage_dir=context.run_root, callbacks=callbacks)
     except Exception as error:
         if _pruned(error) is None:
             raise
