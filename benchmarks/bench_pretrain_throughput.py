@@ -42,7 +42,7 @@ from raysweep.ssl.losses import barlow_twins_loss
 from raysweep.ssl.pretrain.loop import PretrainNet
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("RAYSWEEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA = Path(os.environ.get("RAYSWEEP_SHARED_DATA", ROOT / "tests" / "data" / "medmnist"))
 
 #: Dense peak FLOP/s per device name fragment: (fp32 without tensor cores, bf16 tensor cores).
 PEAK_FLOPS = {

@@ -32,7 +32,7 @@ from raysweep.evaluate import probe_batched, probe_single
 from raysweep.models import build_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("RAYSWEEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA = Path(os.environ.get("RAYSWEEP_SHARED_DATA", ROOT / "tests" / "data" / "medmnist"))
 TIMINGS = ("time_train_s", "time_eval_s", "time_total_s", "batched_heads")
 
 

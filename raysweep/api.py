@@ -33,6 +33,27 @@ def load(spec: SpecLike) -> ExperimentSpec:
     return load_spec(spec)
 
 
+def source_of(spec: SpecLike) -> str:
+    """How messages name ``spec``: its file, else ``<spec NAME>`` / ``<spec>``."""
+    if isinstance(spec, ExperimentSpec):
+        return f"<spec {spec.name}>"
+    if isinstance(spec, Mapping):
+        return "<spec>"
+    return str(spec)
+
+
+def check(spec: SpecLike) -> ExperimentSpec:
+    """The validated spec, after checking the files it names (data, weights, storage).
+
+    Raises :class:`~raysweep.errors.Problems` listing every problem, one line each, before
+    anything is written or trained (``raysweep validate`` and the start of every stage)."""
+    from raysweep.preflight import check as check_files
+
+    experiment = load(spec)
+    check_files(experiment, source_of(spec))
+    return experiment
+
+
 def plan(spec: SpecLike):
     """The plan (stages, trials, resources) without running anything."""
     from raysweep.sweep.plan import make_plan
@@ -41,9 +62,12 @@ def plan(spec: SpecLike):
 
 
 def build_tuner(spec: SpecLike):
-    """The evaluate stage's ``ray.tune.Tuner`` (restored if the stage was interrupted).
+    """A fresh ``ray.tune.Tuner`` over the evaluate stage's trials that still have rows to
+    compute (all of them the first time; only the missing ones after an interruption or a
+    change of the spec).
 
     Its pretrain runs must have finished (``pretrain(spec)``) when it evaluates their encoders.
+    Unlike :func:`run`, fitting it does not take the experiment's lock.
     """
     from raysweep.sweep.evaluate_stage import build_tuner as _build_tuner
     from raysweep.sweep.experiment import ensure_ray
@@ -56,49 +80,66 @@ def run(spec: SpecLike):
     """Run every unfinished stage; returns a :class:`~raysweep.sweep.experiment.RunSummary`."""
     from raysweep.sweep.experiment import run_experiment
 
-    return run_experiment(load(spec))
+    return run_experiment(check(spec))
 
 
 def pretrain(spec: SpecLike, *, only: list[str] | None = None) -> list:
     """Run (or skip, when finished) the pretrain stage; one result per run."""
-    from raysweep.sweep.experiment import ensure_ray, record_experiment
+    from raysweep.sweep.experiment import ensure_ray, holding
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
 
-    experiment = load(spec)
-    record_experiment(experiment)
-    ensure_ray()
-    return run_pretrain_stage(experiment, only=only)
+    experiment = check(spec)
+    with holding(experiment):
+        ensure_ray()
+        return run_pretrain_stage(experiment, only=only)
 
 
 def evaluate(spec: SpecLike) -> Path:
     """Run the evaluate stage and consolidate ``results.parquet``; returns its path."""
-    from raysweep.sweep.experiment import ensure_ray, record_experiment, run_evaluate_stage
+    from raysweep.sweep.experiment import (
+        consolidate_results,
+        ensure_ray,
+        holding,
+        run_evaluate_stage,
+    )
     from raysweep.sweep.results import ResultsStore
 
-    experiment = load(spec)
-    record_experiment(experiment)
-    ensure_ray()
-    run_evaluate_stage(experiment)
-    store = ResultsStore(experiment.directory)
-    store.consolidate()
-    return store.parquet_path
+    experiment = check(spec)
+    with holding(experiment):
+        ensure_ray()
+        outcome = run_evaluate_stage(experiment)
+        consolidate_results(experiment, outcome.refs)
+    return ResultsStore(experiment.directory).parquet_path
 
 
 def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None,
-           spec: SpecLike | None = None):
+           spec: SpecLike | None = None, correction: str | None = None,
+           alpha: float | None = None):
     """Write the significance report of an experiment directory; returns its paths.
 
     The report settings come from ``spec`` when given, else from the ``experiment.yaml`` that
-    ``run`` stored in the directory, else the defaults.
+    ``run`` stored in the directory, else the defaults; ``correction`` and ``alpha``, when
+    given, replace theirs.
     """
-    from raysweep.report import write_report
-    from raysweep.sweep.report_stage import report_settings
+    import dataclasses
 
-    directory = Path(experiment_dir)
+    from raysweep.errors import OutputError
+    from raysweep.preflight import directory_problem
+    from raysweep.report import ReportSettings
+    from raysweep.storage import storage_path
+    from raysweep.sweep.report_stage import report_settings, write_report_at
+
+    directory = storage_path(experiment_dir)
     stored = directory / "experiment.yaml"
     experiment = load(spec) if spec is not None else (load(stored) if stored.is_file() else None)
-    settings = report_settings(experiment.report) if experiment is not None else None
-    return write_report(directory, out_dir=out_dir, settings=settings, spec=experiment)
+    settings = report_settings(experiment.report) if experiment is not None else ReportSettings()
+    changes = {k: v for k, v in (("correction", correction), ("alpha", alpha)) if v is not None}
+    settings = dataclasses.replace(settings, **changes) if changes else settings
+    out = storage_path(out_dir) if out_dir is not None else directory / "report"
+    problem = directory_problem(out, "report directory") if directory.is_dir() else None
+    if problem:
+        raise OutputError(problem)
+    return write_report_at(directory, out_dir=out, settings=settings, spec=experiment)
 
 
 def report_from_stats(table_csv: str | os.PathLike[str], *, comparisons: str | None = None,
@@ -133,4 +174,4 @@ def search(spec: SpecLike, *, only: list[str] | None = None):
     search (``best_yaml()``, ``one_line()``, ``record`` = ``best.json``)."""
     from raysweep.sweep.search import run_searches
 
-    return run_searches(load(spec), only=only)
+    return run_searches(check(spec), only=only)

@@ -1,33 +1,90 @@
 """The ``raysweep`` command.
 
 Sub-commands import their machinery lazily so that ``raysweep validate`` answers in well under a
-second. Every user error (:class:`~raysweep.errors.RaysweepError`) is printed as one line,
-``error: <message>``, and exits with status 2; nothing is half-written because every artefact is
-written atomically.
+second. Every user error (:class:`~raysweep.errors.RaysweepError`, a bad command-line argument
+included) is printed as one line, ``error: <message>`` (one line per problem when a spec has
+several), and exits with status 2; ``raysweep --debug ...`` adds the full traceback. A spec and
+the files it names are checked before anything is written or trained
+(:mod:`raysweep.preflight`), and every artefact is written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
+import shlex
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+import typing
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from raysweep import __version__
-from raysweep.errors import RaysweepError
+from raysweep.errors import Problems, RaysweepError, TrialError
+
+#: ``augment preview -n`` at most (rows of the figure).
+MAX_PREVIEW_IMAGES = 64
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+
+#: Commands that run experiment stages: they take --quiet / --verbose, and Ctrl-C stops Ray.
+RUN_COMMANDS = ("run", "demo", "pretrain", "evaluate", "search")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one ``error:`` line (exit 2), like every other
+    user error; ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {' '.join(message.split())}\n")
+
+
+def _number_in(kind: type, low: float, high: float, *, open_low: bool = False,
+               open_high: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite ``kind`` (int or float) in the given range."""
+    brackets = ("(" if open_low else "[") + f"{low}, {high}" + (")" if open_high else "]")
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        inside = ((low < value if open_low else low <= value)
+                  and (value < high if open_high else value <= high))
+        if not math.isfinite(value) or not inside:
+            raise argparse.ArgumentTypeError(f"must be in {brackets}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from raysweep.config import load_spec
+    from raysweep import api
 
+    failures: list[RaysweepError] = []
     for path in args.files:
-        spec = load_spec(path)
+        try:
+            spec = api.load(path) if args.spec_only else api.check(path)
+        except RaysweepError as err:
+            failures.append(err)
+            continue
         n_eval = len(spec.evaluate.encoders) if spec.evaluate else 0
         print(f"ok: {path}: experiment {spec.name!r} ({len(spec.pretrain)} pretrain runs, "
               f"{n_eval} evaluated encoders, {len(spec.search)} searches)")
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise Problems([line for err in failures
+                        for line in (err.problems if isinstance(err, Problems) else (str(err),))])
     return EXIT_OK
 
 
@@ -38,6 +95,19 @@ def _cmd_datasets_describe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_datasets_convert_isic(args: argparse.Namespace) -> int:
+    from raysweep.data.isic import convert_isic, parse_train_counts
+
+    counts = parse_train_counts(args.train_per_class) if args.train_per_class else None
+    if not args.seed.isdigit():
+        raise RaysweepError(f"--seed: {args.seed!r} is not a non-negative integer")
+    written = convert_isic(Path(args.ground_truth), Path(args.images), Path(args.out),
+                           split=args.split, train_per_class=counts, seed=int(args.seed),
+                           labels=args.labels, overwrite=args.force)
+    print(written.summary())
+    return EXIT_OK
+
+
 def _cmd_augment_preview(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -45,7 +115,12 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
     from raysweep.config import DatasetSpec
     from raysweep.data import load_dataset
     from raysweep.data.describe import source_for
+    from raysweep.errors import OutputError
+    from raysweep.preflight import output_file_problem
 
+    problem = output_file_problem(args.out, "--out")
+    if problem:
+        raise OutputError(problem)
     dataset = load_dataset(DatasetSpec(sources=(source_for(args.source),),
                                        image_size=args.image_size))
     chosen = np.sort(np.random.default_rng(args.seed).choice(
@@ -78,7 +153,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from raysweep import api
 
     if args.dry_run:
-        print(api.plan(args.spec).describe())
+        from raysweep.sweep.experiment import stored_state
+
+        spec = api.load(args.spec)
+        print(api.plan(spec).describe(verbose=args.verbosity == 2))
+        api.check(args.spec)  # the files' problems, after the plan they concern
+        print(stored_state(spec))
         return EXIT_OK
     summary = api.run(args.spec)
     print(summary.one_line())
@@ -94,6 +174,13 @@ def _print_searches(outcomes: list, report: Path | None) -> None:
     for outcome in outcomes:
         print(f"\n# {outcome.directory / 'best.yaml'}")
         print(outcome.best_yaml(), end="")
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from raysweep.sweep.status import experiment_status
+
+    print(experiment_status(args.experiment_dir).describe())
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -117,29 +204,43 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from raysweep import api
 
+    if args.from_stats and args.experiment_dir:
+        raise RaysweepError("report: give an EXPERIMENT_DIR or --from-stats TABLE.csv, not both")
     if args.from_stats:
         print(api.report_from_stats(args.from_stats, comparisons=args.comparisons,
-                                    correction=args.correction, alpha=args.alpha, out=args.out))
+                                    correction=args.correction or "holm",
+                                    alpha=0.05 if args.alpha is None else args.alpha,
+                                    out=args.out))
         return EXIT_OK
     if not args.experiment_dir:
         raise RaysweepError("report: give an EXPERIMENT_DIR or --from-stats TABLE.csv")
-    paths = api.report(args.experiment_dir, out_dir=args.out)
+    if args.comparisons:
+        raise RaysweepError("report: --comparisons goes with --from-stats; declare an "
+                            "experiment's comparisons in its spec's report: section")
+    paths = api.report(args.experiment_dir, out_dir=args.out, correction=args.correction,
+                       alpha=args.alpha)
     print(f"report: {paths.html} (markdown: {paths.markdown})")
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from raysweep.config import AUGMENTATION_PIPELINES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+    parser = _Parser(
         prog="raysweep",
         description="Self-supervised pre-training, 35-seed evaluation and significance reports "
                     "for medical imaging with limited labels, on Ray.")
     parser.add_argument("--version", action="version", version=f"raysweep {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also from Ray workers)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
             parent: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:
         command = parent.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(handler=handler)
+        if name in RUN_COMMANDS and parent is sub:
+            _add_verbosity_flags(command)
         return command
 
     demo = add("demo", _cmd_demo, "run the embedded demo study on the bundled digits (offline)")
@@ -149,13 +250,24 @@ def build_parser() -> argparse.ArgumentParser:
                            "alpha, lr_max and strength (~7 minutes on 2 cores)")
     demo.add_argument("--storage", default=None, help="storage root (default ~/raysweep_runs)")
 
-    validate = add("validate", _cmd_validate, "check spec files; exit 2 on the first error")
+    validate = add("validate", _cmd_validate,
+                   "check spec files and the files they name; every problem, one line each, "
+                   "exit 2")
     validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("--spec-only", action="store_true",
+                          help="check the specs alone, not their data, weights and storage")
 
     run = add("run", _cmd_run, "run an experiment: pretrain, evaluate, search, report")
     run.add_argument("spec", metavar="SPEC")
     run.add_argument("--dry-run", action="store_true",
-                     help="print the plan (stages, trials, resources) and run nothing")
+                     help="print the plan (stages, trials, resources), check the spec's files, "
+                          "run nothing (with --verbose: every run's resolved fields that differ "
+                          "from the defaults)")
+
+    status = add("status", _cmd_status,
+                 "what of an experiment is finished, running and missing, from its storage "
+                 "alone (read-only: safe while a job runs)")
+    status.add_argument("experiment_dir", metavar="EXPERIMENT_DIR")
 
     pretrain = add("pretrain", _cmd_pretrain, "run the pretrain stage of a spec (Ray Train)")
     pretrain.add_argument("spec", metavar="SPEC")
@@ -178,11 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--comparisons", metavar="COMPARISONS.csv", default=None,
                         help="with --from-stats: columns model_1,model_2[,alternative] "
                              "(alternative 'greater' = the paper's null 'Model 1 <= Model 2')")
-    report.add_argument("--correction", default="holm",
+    report.add_argument("--correction", default=None,
                         choices=["holm", "fdr_bh", "bonferroni", "none"],
-                        help="with --from-stats: multiple-testing correction")
-    report.add_argument("--alpha", type=float, default=0.05, help="with --from-stats")
-    report.add_argument("--out", default=None, help="output directory / file")
+                        help="multiple-testing correction (default: the spec's, else holm)")
+    report.add_argument("--alpha", type=_number_in(float, 0, 1, open_low=True, open_high=True),
+                        default=None, help="significance level in (0, 1) (default: the "
+                                           "spec's, else 0.05)")
+    report.add_argument("--out", default=None,
+                        help="report directory, or with --from-stats the CSV file to write")
 
     datasets = sub.add_parser("datasets", help="inspect data sources")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True,
@@ -192,35 +307,157 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("target", metavar="SPEC_OR_SOURCE",
                           help="a spec YAML, an .npz, a manifest .csv, an image folder or 'digits'")
 
+    convert = add("convert-isic", _cmd_datasets_convert_isic,
+                  "ISIC 2019 one-hot ground truth CSV to a manifest path,label[,split]",
+                  datasets_sub)
+    convert.add_argument("ground_truth", metavar="GROUND_TRUTH.csv",
+                         help="e.g. ISIC_2019_Training_GroundTruth.csv")
+    convert.add_argument("--images", required=True, metavar="DIR",
+                         help="folder of the images (<image>.jpg), e.g. ISIC_2019_Training_Input")
+    convert.add_argument("--out", required=True, metavar="MANIFEST.csv",
+                         help="manifest to write (paths relative to its folder)")
+    convert.add_argument("--split", default=None, metavar="SPLIT",
+                         help="one split for every row: train, val or test")
+    convert.add_argument("--train-per-class", default=None, metavar="CODE=N,...",
+                         help="draw N training images per class (rest: test); 'paper' = the "
+                              "counts of the paper's Table 1")
+    convert.add_argument("--seed", default="0", help="seed of --train-per-class (default 0)")
+    convert.add_argument("--labels", default="names", metavar="names|codes",
+                         help="labels as Table 1 names (default) or the column codes")
+    convert.add_argument("--force", action="store_true", help="replace an existing manifest")
+
     augment = sub.add_parser("augment", help="inspect augmentation pipelines")
     augment_sub = augment.add_subparsers(dest="augment_command", required=True, metavar="COMMAND")
     preview = add("preview", _cmd_augment_preview,
                   "a grid of originals and their augmented views (the paper's Figure 2)",
                   augment_sub)
-    preview.add_argument("--pipeline", required=True)
+    preview.add_argument("--pipeline", required=True, choices=AUGMENTATION_PIPELINES)
     preview.add_argument("--source", required=True,
                          help="an .npz, a manifest .csv, an image folder or 'digits'")
-    preview.add_argument("--out", required=True)
-    preview.add_argument("--seed", type=int, default=0)
-    preview.add_argument("--image-size", type=int, default=64)
-    preview.add_argument("--strength", type=float, default=1.0)
-    preview.add_argument("-n", type=int, default=8, help="number of originals")
+    preview.add_argument("--out", required=True, help="the PNG file to write")
+    preview.add_argument("--seed", type=_number_in(int, 0, 2**31 - 1), default=0)
+    preview.add_argument("--image-size", type=_number_in(int, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+                         default=64)
+    preview.add_argument("--strength", type=_number_in(float, 0, 2), default=1.0,
+                         help="augmentation strength in [0, 2]")
+    preview.add_argument("-n", type=_number_in(int, 1, MAX_PREVIEW_IMAGES), default=8,
+                         help=f"number of originals (1 to {MAX_PREVIEW_IMAGES})")
     return parser
+
+
+def _add_verbosity_flags(command: argparse.ArgumentParser) -> None:
+    group = command.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0,
+                       help="print only the final result lines, warnings and errors")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=2,
+                       help="also print loss terms, learning rates, Ray Tune's status table "
+                            "and Ray Train's INFO logs")
+    command.set_defaults(verbosity=1)
+
+
+def _spec_of(args: argparse.Namespace):
+    """The experiment a run-like command works on (None when it cannot be told)."""
+    try:
+        if args.command == "demo":
+            from raysweep.sweep.demo import demo_spec
+
+            return demo_spec(smoke=args.smoke, storage=args.storage)
+        from raysweep.api import load
+
+        return load(args.spec)
+    except Exception:
+        return None
+
+
+def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Ctrl-C during a run: stop Ray now, then say what is kept and how to resume."""
+    if getattr(args, "command", None) not in RUN_COMMANDS:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    # A second Ctrl-C while Ray shuts down ends the process at once.
+    previous = signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))
+    try:
+        print("interrupted: stopping Ray ...", file=sys.stderr, flush=True)
+        from raysweep.sweep.interrupt import kept_lines, stop_ray
+
+        stop_ray()
+        spec = _spec_of(args)
+        if spec is not None:
+            print(f"kept in {spec.directory}:", file=sys.stderr)
+            for line in kept_lines(spec):
+                print(f"  {line}", file=sys.stderr)
+        print(f"resume with: {shlex.join(['raysweep', *argv])}", file=sys.stderr, flush=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _run_environment(args: argparse.Namespace) -> Iterator[None]:
+    """Console verbosity, and Ray Tune's output and Ctrl-C settings (environment variables
+    Tune reads when a Tuner starts), for the duration of a run-like command."""
+    if getattr(args, "command", None) not in RUN_COMMANDS:
+        yield
+        return
+    from raysweep.console import set_verbosity, verbosity
+
+    previous = verbosity()
+    set_verbosity(args.verbosity)
+    settings = {
+        # Ctrl-C raises KeyboardInterrupt in Tuner.fit() at once (Tune's own handler would end
+        # the stage "gracefully" and let the run carry on to a report of partial results).
+        "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    }
+    if args.verbosity < 2:
+        # Ray Tune's new output engine prints its header box even at verbose=0; the classic
+        # one is silent there (raysweep prints one line per finished trial instead).
+        settings["RAY_AIR_NEW_OUTPUT"] = "0"
+    saved = {key: os.environ.get(key) for key in settings}
+    for key, value in settings.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        set_verbosity(previous)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the console: ``warning: <message>`` on one line, without
+    the source line Python's default display adds (``--debug`` keeps the default)."""
+    stream = file if file is not None else sys.stderr
+    with contextlib.suppress(OSError, ValueError):
+        print(f"warning: {' '.join(str(message).split())}", file=stream)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raysweep`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown = warnings.showwarning
+    if not args.debug:
+        warnings.showwarning = _one_line_warning
     try:
-        return args.handler(args)
+        with _run_environment(args):
+            return args.handler(args)
     except RaysweepError as err:
-        message = " ".join(str(err).split())  # always exactly one line
-        print(f"error: {message}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exception(err, file=sys.stderr)
+        lines = err.problems if isinstance(err, Problems) else (str(err),)
+        for line in lines:
+            print(f"error: {' '.join(line.split())}", file=sys.stderr)  # one line each
+        if isinstance(err, TrialError) and not err.user_error:
+            return EXIT_FAILED
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
+        return _interrupted(args, argv)
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Typed, frozen, validated specs: the single source of every default (DESIGN.md principle 4).
+"""Typed, frozen, validated specs: the single source of every default (docs/design.md principle 4).
 
 A spec file is YAML (read with ``yaml.safe_load``) describing an :class:`ExperimentSpec`: named
 datasets, a ``pretrain`` stage, an ``evaluate`` stage, optional ``search`` and ``report``
-sections. Every default below is the paper's (PROTOCOL.md) unless marked otherwise.
+sections. Every default below is the paper's (docs/protocol.md) unless marked otherwise.
 
 Validation is strict: an unknown key, a wrong type or an out-of-range value raises
 :class:`~raysweep.errors.SpecError` with one line naming the file and the key path, and for an
@@ -11,7 +11,8 @@ unknown key the closest valid key::
     spec.yaml: pretrain.base.lamda_offdiag: unknown key (did you mean 'lambda_offdiag'?)
 
 The same checks run when specs are built in Python (``__post_init__``), so a notebook user gets
-the same errors.
+the same errors. A spec file is checked whole: :func:`spec_from_data` reports every problem it
+finds at once (:class:`~raysweep.errors.SpecProblems`, one line each), not only the first.
 
 Numbers: PyYAML reads ``1e-3`` (no dot) as a string; float fields therefore also accept numeric
 strings, and simple fractions such as ``1/8192`` (the paper's lambda).
@@ -19,12 +20,13 @@ strings, and simple fractions such as ``1/8192`` (the paper's lambda).
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import difflib
 import itertools
 import math
-import os
 import re
+import string
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -34,7 +36,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from raysweep.errors import SpecError
+from raysweep.errors import SpecError, SpecProblems
 
 # --------------------------------------------------------------------------------------------
 # Field checks: each returns None when the value is fine, else a short reason.
@@ -114,6 +116,11 @@ class _FieldError(SpecError):
         return _FieldError(tuple(prefix) + self.path, self.reason)
 
 
+#: Set while :func:`_collect` builds a spec whose cross-field problems it gathers itself.
+_DEFER_CROSS_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "raysweep_defer_cross_checks", default=False)
+
+
 class Spec:
     """Base of every spec dataclass: type and range checks on construction."""
 
@@ -121,20 +128,25 @@ class Spec:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            try:
-                coerced = _coerce(value, hints[f.name], (f.name,))
-            except _FieldError:
-                raise
+            coerced = _coerce(value, hints[f.name], (f.name,))
             if coerced is not value:
                 object.__setattr__(self, f.name, coerced)
             for check in f.metadata.get("checks", ()):
                 reason = check(coerced)
                 if reason:
                     raise _FieldError((f.name,), reason)
-        self.validate()
+        if not _DEFER_CROSS_CHECKS.get():
+            self.validate()
 
     def validate(self) -> None:
-        """Cross-field checks; subclasses raise ``_FieldError`` with the offending key."""
+        """Raise the first of :meth:`problems` (the Python API's fail-fast behaviour)."""
+        problems = self.problems()
+        if problems:
+            raise problems[0]
+
+    def problems(self) -> list[_FieldError]:
+        """Cross-field checks: one ``_FieldError`` per problem, each naming its key."""
+        return []
 
     def replace(self, **changes: Any):
         """A validated copy with ``changes`` applied (dotted keys reach into nested specs)."""
@@ -172,7 +184,8 @@ def _parse_float(value: Any) -> float | None:
     if isinstance(value, str):
         match = _FRACTION_RE.match(value)
         if match:
-            return float(match.group(1)) / float(match.group(2))
+            denominator = float(match.group(2))
+            return float(match.group(1)) / denominator if denominator else None
         try:
             return float(value)
         except ValueError:
@@ -212,9 +225,10 @@ def _coerce(value: Any, tp: Any, path: tuple[str, ...]) -> Any:
                 return _coerce(value, arg, path)
             except _FieldError as err:
                 errors.append(err)
-        # Report the deepest error when a nested spec was clearly meant.
+        # Report the deepest error when a nested spec was clearly meant, and the one arm's
+        # own reason for an optional value (``float | None``: "expected a finite number").
         deepest = max(errors, key=lambda e: len(e.path))
-        if len(deepest.path) > len(path):
+        if len(deepest.path) > len(path) or len(errors) == 1:
             raise deepest
         raise _FieldError(path, f"expected {_type_name(tp)}, got {_describe(value)}")
     if origin is Literal:
@@ -258,8 +272,8 @@ def _coerce(value: Any, tp: Any, path: tuple[str, ...]) -> Any:
         raise _FieldError(path, f"expected an integer, got {_describe(value)}")
     if tp is float:
         parsed = _parse_float(value)
-        if parsed is None or math.isnan(parsed):
-            raise _FieldError(path, f"expected a number, got {_describe(value)}")
+        if parsed is None or not math.isfinite(parsed):
+            raise _FieldError(path, f"expected a finite number, got {_describe(value)}")
         return parsed
     if tp is str:
         if isinstance(value, str):
@@ -283,21 +297,103 @@ def _closest(key: str, valid: list[str]) -> str:
 
 
 def from_dict(cls: type, data: Mapping[str, Any]):
-    """Build spec ``cls`` from a plain mapping; unknown keys are errors naming the closest key."""
+    """Build spec ``cls`` from a plain mapping; unknown keys are errors naming the closest key.
+
+    Raises the first problem (:func:`spec_from_data` reports them all)."""
+    problems = _field_problems(cls, data)
+    if problems:
+        raise problems[0]
+    return cls(**data)
+
+
+def _field_problems(cls: type, data: Mapping[str, Any]) -> list[_FieldError]:
+    """Unknown and missing keys of ``data`` for spec class ``cls`` (all of them)."""
     names = [f.name for f in dataclasses.fields(cls)]
+    problems = []
     for key in data:
         if key not in names:
-            valid = ", ".join(names)
-            hint = _closest(str(key), names)
-            if not hint:
-                hint = f" (valid keys: {valid})"
-            raise _FieldError((str(key),), f"unknown key{hint}")
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.name not in data and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise _FieldError((missing[0],), "required key is missing")
-    return cls(**data)
+            hint = _closest(str(key), names) or f" (valid keys: {', '.join(names)})"
+            problems.append(_FieldError((str(key),), f"unknown key{hint}"))
+    problems.extend(_FieldError((f.name,), "required key is missing")
+                    for f in dataclasses.fields(cls)
+                    if f.name not in data and f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING)
+    return problems
+
+
+def _spec_classes(tp: Any) -> list[type]:
+    """The spec dataclasses among ``tp`` and its union members."""
+    members = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    return [m for m in members if isinstance(m, type) and dataclasses.is_dataclass(m)]
+
+
+def _collect_value(value: Any, tp: Any, path: tuple[str, ...]) -> tuple[Any, list[_FieldError]]:
+    """Like :func:`_coerce`, but descends into nested specs and gathers every problem."""
+    classes = _spec_classes(tp)
+    if classes and isinstance(value, Mapping):
+        return _collect(classes[0], value, path)
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list) and isinstance(value, (list, tuple)):
+        item_tp = typing.get_args(tp)[0]
+        if _spec_classes(item_tp):
+            built, problems = [], []
+            for index, item in enumerate(value):
+                item_value, item_problems = _collect_value(item, item_tp, path + (f"[{index}]",))
+                built.append(item_value)
+                problems.extend(item_problems)
+            return tuple(built), problems
+    if origin in (Mapping, dict, typing.Mapping) and isinstance(value, Mapping):
+        value_tp = typing.get_args(tp)[1]
+        if _spec_classes(value_tp):
+            built_map, problems = {}, []
+            for key, item in value.items():
+                built_map[key], item_problems = _collect_value(item, value_tp, path + (str(key),))
+                problems.extend(item_problems)
+            return built_map, problems
+    try:
+        return _coerce(value, tp, path), []
+    except _FieldError as err:
+        return None, [err]
+
+
+def _collect(cls: type, data: Any, path: tuple[str, ...] = ()) -> tuple[Any, list[_FieldError]]:
+    """Build spec ``cls`` from ``data`` and return ``(spec, [])``, or ``(None, problems)`` with
+    every problem found: unknown, missing and mistyped keys, ranges, cross-field checks.
+
+    Children are built first; a spec's cross-field checks run only once its own fields are
+    fine (they would otherwise report consequences of the same mistake twice).
+    """
+    if isinstance(data, cls):
+        return data, []
+    if not isinstance(data, Mapping):
+        return None, [_FieldError(path, f"expected a mapping ({cls.__name__}), got "
+                                        f"{_describe(data)}")]
+    problems = [err.under(*path) for err in _field_problems(cls, data)]
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        built, field_problems = _collect_value(data[f.name], hints[f.name], path + (f.name,))
+        if not field_problems:
+            for check in f.metadata.get("checks", ()):
+                reason = check(built)
+                if reason:
+                    field_problems = [_FieldError(path + (f.name,), reason)]
+                    break
+        problems.extend(field_problems)
+        values[f.name] = built
+    if problems:
+        return None, problems
+    token = _DEFER_CROSS_CHECKS.set(True)
+    try:
+        spec = cls(**values)
+    except _FieldError as err:
+        return None, [err.under(*path)]
+    finally:
+        _DEFER_CROSS_CHECKS.reset(token)
+    cross = [err.under(*path) for err in spec.problems()]
+    return (None, cross) if cross else (spec, [])
 
 
 def to_dict(spec: Any) -> Any:
@@ -344,8 +440,8 @@ class SourceSpec(Spec):
 
     - ``folder``: ``path`` is a directory with one sub-folder per class.
     - ``manifest``: ``path`` is a CSV with columns ``path,label[,split]``; image paths are
-      relative to ``root`` (default: the manifest's directory). The layout of ISIC, UFES-20 and
-      DermNet downloads.
+      relative to ``root`` (default: the manifest's directory) and must lie inside it unless
+      ``allow_outside_root``. The layout of ISIC, UFES-20 and DermNet downloads.
     - ``medmnist``: ``name`` (e.g. ``breastmnist``) read as ``<root>/<name>.npz`` (root defaults
       to ``~/.medmnist``, where the ``medmnist`` package downloads), or ``path`` to an ``.npz``.
     - ``digits``: scikit-learn's bundled 8x8 handwritten digits (offline demo set).
@@ -354,6 +450,8 @@ class SourceSpec(Spec):
     kind: SourceKind = spec_field(doc="reader: folder | manifest | medmnist | digits")
     path: str | None = spec_field(None, doc="directory, manifest CSV or .npz file")
     root: str | None = spec_field(None, doc="manifest image root / medmnist download root")
+    allow_outside_root: bool = spec_field(
+        False, doc="manifest: accept image paths outside its folder (or root): ../, absolute")
     name: str | None = spec_field(None, doc="medmnist dataset flag, e.g. breastmnist")
     split: str | None = spec_field(None, doc="use only this split of a source that has splits")
     classes: tuple[str, ...] | None = spec_field(
@@ -366,14 +464,19 @@ class SourceSpec(Spec):
     skip_corrupt: bool = spec_field(False, doc="warn about and skip unreadable images")
     watermark_cutout: bool = spec_field(False, doc="apply the centre cutout (DermNet)")
 
-    def validate(self) -> None:
+    def problems(self) -> list[_FieldError]:
+        problems = []
         if self.kind in ("folder", "manifest") and not self.path:
-            raise _FieldError(("path",), f"required for a {self.kind} source")
+            problems.append(_FieldError(("path",), f"required for a {self.kind} source"))
         if self.kind == "medmnist" and not (self.path or self.name):
-            raise _FieldError(("name",), "a medmnist source needs `name` or `path`")
-        for cls_name, ratio in self.class_oversample.items():
-            if not ratio > 0:
-                raise _FieldError(("class_oversample", cls_name), f"must be > 0, got {ratio!r}")
+            problems.append(_FieldError(("name",), "a medmnist source needs `name` or `path`"))
+        problems.extend(_FieldError(("class_oversample", cls_name), f"must be > 0, got {ratio!r}")
+                        for cls_name, ratio in self.class_oversample.items() if not ratio > 0)
+        return problems
+
+
+#: Bounds of ``DatasetSpec.image_size``: the 8 px digits up to 4096 px (16 Mpx per image).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096
 
 
 @dataclass(frozen=True)
@@ -388,7 +491,8 @@ class DatasetSpec(Spec):
     """
 
     sources: tuple[SourceSpec, ...] = spec_field(checks=(_non_empty,), doc="sources to unite")
-    image_size: int = spec_field(256, checks=(_positive,), doc="square side in pixels (paper: 256)")
+    image_size: int = spec_field(256, checks=(_between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),),
+                                 doc="square side in pixels (paper: 256)")
     split_seed: int = spec_field(0, checks=(_non_negative,), doc="seed of splits and subsets")
     test_fraction: float = spec_field(0.2, checks=(_unit_interval_open,),
                                       doc="test share when a source has no split")
@@ -400,11 +504,15 @@ class DatasetSpec(Spec):
                                          doc="exact number of training labels kept (stratified)")
     cache_dir: str | None = spec_field(None, doc="decode cache (default ~/.cache/raysweep)")
 
-    def validate(self) -> None:
+    def problems(self) -> list[_FieldError]:
+        problems = []
         if self.label_count is not None and self.label_fraction != 1.0:
-            raise _FieldError(("label_count",), "give label_count or label_fraction, not both")
+            problems.append(_FieldError(("label_count",),
+                                        "give label_count or label_fraction, not both"))
         if self.test_fraction + self.val_fraction >= 1:
-            raise _FieldError(("val_fraction",), "test_fraction + val_fraction must be < 1")
+            problems.append(_FieldError(("val_fraction",),
+                                        "test_fraction + val_fraction must be < 1"))
+        return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,15 +550,16 @@ class EncoderSpec(Spec):
     name: EncoderName = spec_field("resnet50", doc="architecture")
     weights: str = spec_field("random", doc="weight source")
 
-    def validate(self) -> None:
+    def problems(self) -> list[_FieldError]:
         known = ("random", "torchvision:", "barlowtwins", "vicreg", "file:", "pretrain:")
         if not any(self.weights == k or (k.endswith(":") and self.weights.startswith(k)
                                          and len(self.weights) > len(k)) for k in known):
             hint = _closest(self.weights, ["random", "barlowtwins", "vicreg",
                                            "torchvision:IMAGENET1K_V1", "torchvision:IMAGENET1K_V2"])
-            raise _FieldError(("weights",), f"unknown weight source {self.weights!r}{hint}; "
-                                            "use random, torchvision:ENUM, barlowtwins, vicreg, "
-                                            "file:PATH or pretrain:NAME")
+            return [_FieldError(("weights",), f"unknown weight source {self.weights!r}{hint}; "
+                                              "use random, torchvision:ENUM, barlowtwins, vicreg, "
+                                              "file:PATH or pretrain:NAME")]
+        return []
 
 
 PretrainMethod = Literal["barlow_twins", "simclr", "supervised"]
@@ -460,7 +569,7 @@ Trainable = Literal["encoder", "last_block"]
 @dataclass(frozen=True)
 class PretrainSpec(Spec):
     """One pre-training run (Ray Train ``TorchTrainer``), from scratch or *further* from given
-    weights (PROTOCOL.md "Further pre-training"): a fresh projector; ``frozen_epochs`` with the
+    weights (docs/protocol.md "Further pre-training"): a fresh projector; ``frozen_epochs`` with the
     encoder frozen (Adam, ``frozen_lr``); then ``epochs`` of 1cycle training of the ``trainable``
     part (``encoder`` = the paper's SSL, ``last_block`` = SSL_p)."""
 
@@ -509,22 +618,70 @@ class PretrainSpec(Spec):
     keys: Mapping[str, str] = spec_field(default_factory=dict,
                                          doc="condition keys (initial, further_data, ...)")
 
-    def validate(self) -> None:
-        for width_index, width in enumerate(self.projector):
-            if width <= 0:
-                raise _FieldError(("projector", f"[{width_index}]"), f"must be > 0, got {width}")
+    def problems(self) -> list[_FieldError]:
+        problems = [_FieldError(("projector", f"[{index}]"), f"must be > 0, got {width}")
+                    for index, width in enumerate(self.projector) if width <= 0]
         if self.proxy_every and self.proxy_data is None:
-            raise _FieldError(("proxy_data",), "required when proxy_every > 0")
-        if self.batch_size % self.grad_accum_steps:
-            raise _FieldError(("grad_accum_steps",), "must divide batch_size")
+            problems.append(_FieldError(("proxy_data",), "required when proxy_every > 0"))
+        ranks = self.num_workers * self.grad_accum_steps
+        if self.batch_size % ranks:
+            problems.append(_FieldError(
+                ("batch_size",), f"{self.batch_size} must be a multiple of num_workers x "
+                                 f"grad_accum_steps = {ranks} ({self.num_workers} x "
+                                 f"{self.grad_accum_steps})"))
+        gpus = self.resources_per_worker.get("GPU")
+        if gpus is not None and (gpus < 0 or gpus != int(gpus)):
+            problems.append(_FieldError(("resources_per_worker", "GPU"), f"must be a whole number "
+                                        f"of GPUs (DDP ranks never share one), got {gpus!r}"))
+        elif gpus is not None and self.use_gpu is not None and bool(gpus) != self.use_gpu:
+            problems.append(_FieldError(("resources_per_worker", "GPU"), f"is {gpus:g} but "
+                                        f"use_gpu is {str(self.use_gpu).lower()}"))
+        if self.method == "supervised" and not any(s.labelled for s in self.data.sources):
+            problems.append(_FieldError(("data", "sources"), "a supervised run needs a labelled "
+                                                             "source (every source has "
+                                                             "labelled: false)"))
+        return problems
 
 
-Protocol = Literal["finetune", "probe"]
+Protocol = Literal["finetune", "probe", "logistic"]
+
+#: Metrics the logistic protocol may choose its regularisation by (``log_loss``: the lowest).
+LogisticSelection = Literal["accuracy", "f1_weighted", "f1_macro", "balanced_accuracy",
+                            "log_loss"]
+
+
+@dataclass(frozen=True)
+class LogisticSpec(Spec):
+    """The ``logistic`` protocol (SimCLR's linear evaluation, Chen et al. 2020, appendix B.5;
+    VISSL's): standardised frozen features, an L2-regularised multinomial logistic regression
+    (scikit-learn, L-BFGS), its inverse regularisation C chosen on a stratified validation share
+    of the labelled training data among ``c_num`` log-spaced values in [c_min, c_max], then
+    refit on all the labelled training data (``raysweep.evaluate.logistic``)."""
+
+    c_min: float = spec_field(1e-5, checks=(_positive,), doc="smallest C (strongest L2)")
+    c_max: float = spec_field(1e3, checks=(_positive,), doc="largest C")
+    c_num: int = spec_field(17, checks=(_between(1, 1000),),
+                            doc="log-spaced C values (1: c_min only, no selection)")
+    val_fraction: float = spec_field(0.2, checks=(_unit_interval_open,),
+                                     doc="training-label share held out to choose C")
+    select_by: LogisticSelection = spec_field("accuracy", doc="validation metric choosing C")
+    class_weight: Literal["none", "balanced"] = spec_field(
+        "none", doc="balanced: loss weights inversely proportional to class frequency")
+    max_iter: int = spec_field(1000, checks=(_positive,), doc="L-BFGS iterations per fit")
+    tol: float = spec_field(1e-4, checks=(_positive,), doc="L-BFGS tolerance")
+
+    def problems(self) -> list[_FieldError]:
+        if self.c_max < self.c_min:
+            return [_FieldError(("c_max",), "must not be below c_min")]
+        if self.c_num == 1 and self.c_max != self.c_min:
+            return [_FieldError(("c_num",), "1 value: set c_max equal to c_min (that C)")]
+        return []
 
 
 @dataclass(frozen=True)
 class EvaluationSpec(Spec):
-    """The fine-tuning / linear-probe protocol (PROTOCOL.md "Fine-tuning", fastai defaults)."""
+    """The fine-tuning / linear-probe protocol (docs/protocol.md "Fine-tuning", fastai defaults),
+    fine-tuning's optional validation curves, and the ``logistic`` protocol's settings."""
 
     head_epochs: int = spec_field(1, checks=(_non_negative,), doc="head-only epochs")
     head_lr: float = spec_field(1e-3, checks=(_positive,), doc="Adam lr of the head-only epoch")
@@ -551,12 +708,18 @@ class EvaluationSpec(Spec):
         "head", doc="head: only the head init varies with the seed (paper)")
     batched_probes: bool = spec_field(True, doc="probe K seeds in one pass")
     device: str = spec_field("auto", doc="auto | cpu | cuda")
+    validation_curves: bool = spec_field(
+        False, doc="fine-tuning: metrics on the data's val split after every epoch")
+    logistic: LogisticSpec = spec_field(default_factory=LogisticSpec,
+                                        doc="the logistic protocol's settings")
 
-    def validate(self) -> None:
+    def problems(self) -> list[_FieldError]:
+        problems = []
         if self.lr_finder_end <= self.lr_finder_start:
-            raise _FieldError(("lr_finder_end",), "must be greater than lr_finder_start")
+            problems.append(_FieldError(("lr_finder_end",), "must be greater than lr_finder_start"))
         if self.base_momentum > self.max_momentum:
-            raise _FieldError(("base_momentum",), "must not exceed max_momentum")
+            problems.append(_FieldError(("base_momentum",), "must not exceed max_momentum"))
+        return problems
 
 
 @dataclass(frozen=True)
@@ -574,30 +737,57 @@ class EncoderCondition(Spec):
                                               doc="EvaluationSpec fields changed for this one")
     data: DatasetSpec | None = spec_field(None, doc="null = the stage's data (e.g. a label budget)")
 
-    def validate(self) -> None:
-        try:
-            EvaluationSpec().replace(**self.overrides)
-        except _FieldError as err:
-            raise err.under("overrides") from None
+    def problems(self) -> list[_FieldError]:
+        _, problems = _collect(EvaluationSpec, _apply_overrides(to_dict(EvaluationSpec()),
+                                                                self.overrides))
+        return [err.under("overrides") for err in problems]
+
+
+#: At most this many seeds per condition (the paper's 35; more is a typo such as ``1e23``).
+MAX_SEEDS = 10_000
+#: Seed indices stay below 2**31 (they are mixed into 64-bit generator seeds).
+MAX_FIRST_SEED = 2**31 - 1 - MAX_SEEDS
+
+
+def _duplicate_names(names: list[str], path: tuple[str, ...]) -> list[_FieldError]:
+    return [_FieldError(path + (f"[{index}]", "name"), f"duplicate name {name!r}")
+            for index, name in enumerate(names) if name in names[:index]]
+
+
+@dataclass(frozen=True)
+class RepresentationSpec(Spec):
+    """Representation analysis of every evaluated encoder, once per encoder and labelled data
+    (``raysweep.evaluate.representation``): kNN accuracy, a linear-separability score and the
+    silhouette coefficient of its frozen features on the test set, PCA and t-SNE embeddings of
+    up to ``max_points`` test images (Jiang, thesis section 7.1)."""
+
+    knn_k: int = spec_field(20, checks=(_positive,), doc="neighbours of the kNN classifier")
+    separability_folds: int = spec_field(5, checks=(_between(2, 100),),
+                                         doc="cross-validation folds of the separability score")
+    max_points: int = spec_field(2000, checks=(_between(10, 100_000),),
+                                 doc="test images embedded in 2-D (a stratified subset)")
+    tsne_pca_dims: int = spec_field(50, checks=(_positive,), doc="PCA dimensions before t-SNE")
+    perplexity: float = spec_field(30.0, checks=(_positive,), doc="t-SNE perplexity")
+    seed: int = spec_field(0, checks=(_non_negative,), doc="subset, folds and t-SNE seed")
 
 
 @dataclass(frozen=True)
 class EvaluateStage(Spec):
-    """The ``evaluate`` stage: every encoder condition x protocol x seed (PROTOCOL.md: 35)."""
+    """The ``evaluate`` stage: every encoder condition x protocol x seed (docs/protocol.md: 35)."""
 
     data: DatasetSpec = spec_field(doc="labelled train/test data")
     encoders: tuple[EncoderCondition, ...] = spec_field(checks=(_non_empty,), doc="conditions")
     protocols: tuple[Protocol, ...] = spec_field(("finetune", "probe"), checks=(_non_empty,),
-                                                 doc="finetune and/or probe")
-    seeds: int = spec_field(35, checks=(_positive,), doc="seed indices first_seed .. +seeds-1")
-    first_seed: int = spec_field(0, checks=(_non_negative,), doc="first seed index")
+                                                 doc="finetune, probe and/or logistic")
+    seeds: int = spec_field(35, checks=(_between(1, MAX_SEEDS),),
+                            doc="seed indices first_seed .. +seeds-1")
+    first_seed: int = spec_field(0, checks=(_between(0, MAX_FIRST_SEED),), doc="first seed index")
     settings: EvaluationSpec = spec_field(default_factory=EvaluationSpec, doc="protocol")
+    representations: RepresentationSpec | None = spec_field(
+        None, doc="representation analysis per encoder ({} = defaults; null = none)")
 
-    def validate(self) -> None:
-        names = [c.name for c in self.encoders]
-        for index, name in enumerate(names):
-            if name in names[:index]:
-                raise _FieldError(("encoders", f"[{index}]", "name"), f"duplicate name {name!r}")
+    def problems(self) -> list[_FieldError]:
+        return _duplicate_names([c.name for c in self.encoders], ("encoders",))
 
 
 @dataclass(frozen=True)
@@ -610,28 +800,26 @@ class SearchParam(Spec):
     high: float | None = spec_field(None, doc="upper bound")
     choices: tuple[Any, ...] | None = spec_field(None, checks=(_non_empty,), doc="values")
 
-    def validate(self) -> None:
+    def problems(self) -> list[_FieldError]:
         if self.type == "choice":
             if not self.choices:
-                raise _FieldError(("choices",), "required for type choice")
-            for index, choice in enumerate(self.choices):
-                if choice is not None and not isinstance(choice, (bool, int, float, str)):
-                    raise _FieldError(("choices", f"[{index}]"),
-                                      f"must be a number, a string, a boolean or null, got "
-                                      f"{_describe(choice)}")
-            return
+                return [_FieldError(("choices",), "required for type choice")]
+            return [_FieldError(("choices", f"[{index}]"), f"must be a number, a string, a "
+                                                         f"boolean or null, got {_describe(choice)}")
+                    for index, choice in enumerate(self.choices)
+                    if choice is not None and not isinstance(choice, (bool, int, float, str))]
         if self.low is None or self.high is None:
-            raise _FieldError(("low" if self.low is None else "high",),
-                              f"required for type {self.type}")
+            return [_FieldError(("low" if self.low is None else "high",),
+                                f"required for type {self.type}")]
         if self.high <= self.low:
-            raise _FieldError(("high",), "must be greater than low")
+            return [_FieldError(("high",), "must be greater than low")]
         if self.type == "loguniform" and self.low <= 0:
-            raise _FieldError(("low",), "must be > 0 for loguniform")
+            return [_FieldError(("low",), "must be > 0 for loguniform")]
         if self.type == "int":
-            for bound in ("low", "high"):
-                if not float(getattr(self, bound)).is_integer():
-                    raise _FieldError((bound,), f"must be an integer for type int, got "
-                                                f"{getattr(self, bound)!r}")
+            return [_FieldError((bound,), f"must be an integer for type int, got "
+                                          f"{getattr(self, bound)!r}")
+                    for bound in ("low", "high") if not float(getattr(self, bound)).is_integer()]
+        return []
 
     def values_to_check(self) -> tuple[Any, ...]:
         """The values a spec must accept for this dimension: both bounds, or every choice."""
@@ -701,7 +889,8 @@ class SearchSpec(Spec):
         checks=(_non_empty,), doc="searched keys: pretrain.<field> or evaluate.<setting>")
     metric: str = spec_field("f1_weighted", doc="objective: this probe metric, mean over seeds")
     mode: Literal["max", "min"] = spec_field("max", doc="maximise or minimise")
-    num_samples: int = spec_field(20, checks=(_positive,), doc="trials (the default is extra)")
+    num_samples: int = spec_field(20, checks=(_between(1, 100_000),),
+                                  doc="trials (the default is extra)")
     max_concurrent_trials: int | None = spec_field(None, checks=(_positive,),
                                                    doc="cap (null = as many as fit)")
     scheduler: Literal["asha", "none"] = spec_field("asha", doc="early stopping on the proxy")
@@ -713,38 +902,70 @@ class SearchSpec(Spec):
     compare_default: bool = spec_field(
         True, doc="also score the base run as written, for the report's paired test")
 
-    def validate(self) -> None:
+    def problems(self) -> list[_FieldError]:
+        problems = []
         for key, param in self.space.items():
-            path = ("space", key)
-            stage, _, field_path = key.partition(".")
-            if stage not in ("pretrain", "evaluate") or not field_path:
-                raise _FieldError(path, "cannot be searched: use pretrain.<field> or "
-                                        f"evaluate.<setting>{_closest(key, list(SEARCHABLE))}")
-            if key in NOT_SEARCHABLE:
-                raise _FieldError(path, "cannot be searched: it names the run")
-            cls = PretrainSpec if stage == "pretrain" else EvaluationSpec
-            tp = _scalar_field_type(cls, field_path.split("."), path)
-            numeric = {a for a in (typing.get_args(tp) or (tp,)) if a in (int, float)}
-            if param.type != "choice" and not numeric:
-                raise _FieldError(path, f"type {param.type} needs a numeric field; use choice")
-            if param.type in ("uniform", "loguniform") and numeric == {int}:
-                raise _FieldError(path, "is an integer field: use type int or choice")
-            base = self.pretrain if stage == "pretrain" else self.evaluate.settings
-            for value in param.values_to_check():
-                try:
-                    base.replace(**{field_path: value})
-                except _FieldError as err:
-                    raise _FieldError(path, f"value {value!r}: {err.reason}") from None
+            try:
+                self._check_searchable(key, param)
+            except _FieldError as err:
+                problems.append(err)
+        return problems
+
+    def _check_searchable(self, key: str, param: SearchParam) -> None:
+        """_FieldError at ``space.<key>`` unless ``key`` names a scalar field of the base
+        pre-training run or evaluation settings that accepts every value of ``param``."""
+        path = ("space", key)
+        stage, _, field_path = key.partition(".")
+        if stage not in ("pretrain", "evaluate") or not field_path:
+            raise _FieldError(path, "cannot be searched: use pretrain.<field> or "
+                                    f"evaluate.<setting>{_closest(key, list(SEARCHABLE))}")
+        if key in NOT_SEARCHABLE:
+            raise _FieldError(path, "cannot be searched: it names the run")
+        cls = PretrainSpec if stage == "pretrain" else EvaluationSpec
+        tp = _scalar_field_type(cls, field_path.split("."), path)
+        numeric = {a for a in (typing.get_args(tp) or (tp,)) if a in (int, float)}
+        if param.type != "choice" and not numeric:
+            raise _FieldError(path, f"type {param.type} needs a numeric field; use choice")
+        if param.type in ("uniform", "loguniform") and numeric == {int}:
+            raise _FieldError(path, "is an integer field: use type int or choice")
+        base = self.pretrain if stage == "pretrain" else self.evaluate.settings
+        for value in param.values_to_check():
+            try:
+                base.replace(**{field_path: value})
+            except _FieldError as err:
+                raise _FieldError(path, f"value {value!r}: {err.reason}") from None
 
 
 @dataclass(frozen=True)
 class Comparison(Spec):
-    """A declared pairwise test: null "model_1 <= model_2" (``greater``) or "=" (two-sided)."""
+    """A declared pairwise test: null "model_1 <= model_2" (``greater``) or "=" (two-sided).
+
+    Within one protocol (``protocol``, or every protocol holding both conditions), or across
+    protocols: ``protocol_1`` for ``model_1`` against ``protocol_2`` for ``model_2`` (e.g. a
+    frozen SimCLR backbone's probe against a supervised baseline's fine-tuning), paired by seed
+    where both have the seed."""
 
     model_1: str = spec_field(doc="condition name")
     model_2: str = spec_field(doc="condition name")
     alternative: Literal["greater", "two-sided"] = spec_field("greater", doc="H1")
     protocol: Protocol | None = spec_field(None, doc="null = every protocol")
+    protocol_1: Protocol | None = spec_field(None, doc="model_1's protocol (with protocol_2)")
+    protocol_2: Protocol | None = spec_field(None, doc="model_2's protocol (with protocol_1)")
+
+    @property
+    def across_protocols(self) -> bool:
+        return self.protocol_1 is not None
+
+    def problems(self) -> list[_FieldError]:
+        if (self.protocol_1 is None) != (self.protocol_2 is None):
+            missing = "protocol_2" if self.protocol_2 is None else "protocol_1"
+            return [_FieldError((missing,), "give protocol_1 and protocol_2 together")]
+        if self.protocol_1 is not None and self.protocol is not None:
+            return [_FieldError(("protocol",), "give protocol, or protocol_1 and protocol_2, "
+                                               "not both")]
+        if self.model_1 == self.model_2 and self.protocol_1 == self.protocol_2:
+            return [_FieldError(("model_2",), f"compares {self.model_1!r} with itself")]
+        return []
 
 
 @dataclass(frozen=True)
@@ -768,9 +989,17 @@ class ReportSpec(Spec):
     bootstrap_seed: int = spec_field(0, checks=(_non_negative,), doc="bootstrap seed")
     power: float = spec_field(0.8, checks=(_unit_interval_open,), doc="power for seeds needed")
 
-    def validate(self) -> None:
+    def problems(self) -> list[_FieldError]:
+        problems = []
         if self.primary_test not in self.tests:
-            raise _FieldError(("primary_test",), f"must be one of tests {list(self.tests)}")
+            problems.append(_FieldError(("primary_test",),
+                                        f"must be one of tests {list(self.tests)}"))
+        if tuple(self.family_by) != ("protocol",):
+            problems.extend(
+                _FieldError(("comparisons", f"[{index}]", "protocol_1"),
+                            "comparisons across protocols need family_by: [protocol]")
+                for index, comp in enumerate(self.comparisons) if comp.across_protocols)
+        return problems
 
 
 @dataclass(frozen=True)
@@ -788,7 +1017,9 @@ class ExperimentSpec(Spec):
     """A whole study: pretrain runs, the evaluate grid, searches and the report."""
 
     name: str = spec_field(checks=(_name,), doc="experiment name (its directory)")
-    storage: str = spec_field("~/raysweep_runs", doc="storage root (shared for multi-node)")
+    storage: str = spec_field("~/raysweep_runs",
+                              doc="storage root: a folder (shared for multi-node) or a URI "
+                                  "(file://, s3://, gs://)")
     pretrain: tuple[PretrainSpec, ...] = spec_field((), doc="pre-training runs")
     evaluate: EvaluateStage | None = spec_field(None, doc="evaluation grid")
     search: tuple[SearchSpec, ...] = spec_field((), doc="searches")
@@ -796,24 +1027,69 @@ class ExperimentSpec(Spec):
     resources: ResourcesSpec = spec_field(default_factory=ResourcesSpec, doc="packing")
     description: str = spec_field("", doc="free text")
 
-    def validate(self) -> None:
+    def problems(self) -> list[_FieldError]:
         names = [p.name for p in self.pretrain]
-        for index, name in enumerate(names):
-            if name in names[:index]:
-                raise _FieldError(("pretrain", f"[{index}]", "name"), f"duplicate name {name!r}")
-        referenced = []
-        for p_index, run in enumerate(self.pretrain):
-            referenced.append((("pretrain", f"[{p_index}]", "encoder", "weights"),
-                               run.encoder.weights))
+        problems = _duplicate_names(names, ("pretrain",))
+        referenced = [(("pretrain", f"[{index}]", "encoder", "weights"), run.encoder.weights)
+                      for index, run in enumerate(self.pretrain)]
         if self.evaluate is not None:
-            for e_index, cond in enumerate(self.evaluate.encoders):
-                referenced.append((("evaluate", "encoders", f"[{e_index}]", "encoder", "weights"),
-                                   cond.encoder.weights))
+            referenced.extend((("evaluate", "encoders", f"[{index}]", "encoder", "weights"),
+                               cond.encoder.weights)
+                              for index, cond in enumerate(self.evaluate.encoders))
         for path, weights in referenced:
             target = pretrain_reference(weights)
             if target is not None and target not in names:
-                raise _FieldError(path, f"no pretrain run named {target!r}"
-                                        f"{_closest(target, names)}")
+                problems.append(_FieldError(path, f"no pretrain run named {target!r}"
+                                                  f"{_closest(target, names)}"))
+        if not problems:
+            problems.extend(self._cycle_problems())
+        problems.extend(self._cross_protocol_problems())
+        return problems
+
+    def _cross_protocol_problems(self) -> list[_FieldError]:
+        """A comparison across protocols whose condition is not evaluated under its
+        protocol (conditions the spec does not evaluate are left to the report)."""
+        if self.evaluate is None:
+            return []
+        protocols = {c.name: c.protocols or self.evaluate.protocols
+                     for c in self.evaluate.encoders}
+        problems = []
+        for index, comp in enumerate(self.report.comparisons):
+            if not comp.across_protocols:
+                continue
+            for side, model, protocol in ((1, comp.model_1, comp.protocol_1),
+                                          (2, comp.model_2, comp.protocol_2)):
+                if model in protocols and protocol not in protocols[model]:
+                    problems.append(_FieldError(
+                        ("report", "comparisons", f"[{index}]", f"protocol_{side}"),
+                        f"condition {model!r} is not evaluated with {protocol!r} (its "
+                        f"protocols: {', '.join(protocols[model])})"))
+        return problems
+
+    def _cycle_problems(self) -> list[_FieldError]:
+        """One problem per cycle of ``pretrain:NAME`` references (a run that waits for
+        itself), named at the first run of the cycle in spec order."""
+        parent = {run.name: pretrain_reference(run.encoder.weights) for run in self.pretrain}
+        index = {run.name: position for position, run in enumerate(self.pretrain)}
+        problems, reported = [], set()
+        for run in self.pretrain:
+            chain, name = [run.name], parent[run.name]
+            while name is not None and name not in chain:
+                chain.append(name)
+                name = parent[name]
+            if name is None:
+                continue
+            cycle = chain[chain.index(name):]
+            if frozenset(cycle) in reported:
+                continue
+            reported.add(frozenset(cycle))
+            first = min(cycle, key=index.__getitem__)
+            start = cycle.index(first)
+            ordered = cycle[start:] + cycle[:start] + [first]
+            problems.append(_FieldError(
+                ("pretrain", f"[{index[first]}]", "encoder", "weights"),
+                f"pretrain runs depend on each other in a cycle: {' -> '.join(ordered)}"))
+        return problems
 
     def pretrain_parent(self, weights: str) -> PretrainSpec | None:
         """The pretrain run whose output ``weights`` (``pretrain:NAME``) refers to, else None."""
@@ -821,32 +1097,81 @@ class ExperimentSpec(Spec):
         return None if target is None else next(r for r in self.pretrain if r.name == target)
 
     @property
-    def directory(self) -> Path:
-        """``<storage>/<name>``: where every artefact of this experiment lives."""
-        return Path(os.path.expanduser(self.storage)) / self.name
+    def directory(self) -> Any:
+        """``<storage>/<name>``: where every artefact of this experiment lives: a local
+        :class:`~pathlib.Path`, or a :class:`raysweep.storage.StoragePath` when ``storage`` is an
+        object-store URI (``s3://``, ``gs://``, ...)."""
+        from raysweep.storage import storage_path
+
+        return storage_path(self.storage) / self.name
 
 
 # --------------------------------------------------------------------------------------------
-# Grids: `pretrain: {base: {...}, product: {axis: {label: {dotted.key: value}}}}`
+# Grids: `pretrain: {base: {...}, product: {axis: {label: {dotted.key: value}}}, extra: [...]}`
 # --------------------------------------------------------------------------------------------
+
+_GRID_KEYS = ["base", "product", "name", "extra"]
+
+
+def _template_problem(template: Any, axes: list[str]) -> str | None:
+    """Why ``template`` is not a run-name template of ``{axis}`` fields only (else None).
+
+    ``str.format`` would evaluate attribute and index lookups (``{a.__class__}``), format
+    specs and conversions; a template may only name the product's axes.
+    """
+    if not isinstance(template, str):
+        return f"expected a string such as '{{{axes[0]}}}-...', got {_describe(template)}"
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        return f"not a valid name template ({err})"
+    fields = ", ".join(f"{{{axis}}}" for axis in axes)
+    for _, field_name, format_spec, conversion in parsed:
+        if field_name is None:
+            continue
+        if field_name not in axes:
+            hint = _closest(field_name, axes)
+            return (f"unknown field {{{field_name}}}{hint}; a name template may only use the "
+                    f"product's axes: {fields}")
+        if format_spec or conversion:
+            return f"field {{{field_name}}}: only plain fields are allowed ({fields})"
+    return None
+
+
+def merge_run(base: Mapping[str, Any], run: Mapping[str, Any],
+              path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``run`` laid over ``base``: nested mappings are merged key by key (``encoder: {weights:
+    x}`` keeps the base's ``encoder.name``), dotted keys reach inside, anything else (lists,
+    numbers, strings) replaces the base's value."""
+    merged = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for key, value in run.items():
+        if isinstance(key, str) and "." in key:
+            merged = _apply_overrides(merged, {key: value}, path)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_run(merged[key], value, path + (str(key),))
+        else:
+            merged[key] = value
+    return merged
 
 
 def expand_product(section: Any, path: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Expand a ``{base, product, name}`` grid into a list of plain run mappings.
+    """Expand a ``{base, product, name, extra}`` grid into a list of plain run mappings.
 
     ``product`` maps each axis (``initial``, ``further_data``, ...) to ``{label: overrides}``;
     every combination applies its overrides (dotted keys) to ``base``, is named by joining the
-    labels with ``-`` (or by formatting ``name`` with the labels), and records ``keys:
-    {axis: label}`` so the results table can group by axis. A list is returned as is.
+    labels with ``-`` (or by the ``name`` template, e.g. ``"{initial}-{further_data}"``: only
+    ``{axis}`` fields), and records ``keys: {axis: label}`` so the results table can group by
+    axis. ``extra`` lists further runs, each laid over ``base`` too (:func:`merge_run`): a run
+    states only how it differs. A list is returned as is.
     """
     if isinstance(section, list):
         return section
     if not isinstance(section, Mapping):
         raise _FieldError(path, f"expected a list or a {{base, product}} grid, got {_describe(section)}")
-    unknown = set(section) - {"base", "product", "name", "extra"}
+    unknown = set(section) - set(_GRID_KEYS)
     if unknown:
-        key = sorted(unknown)[0]
-        raise _FieldError(path + (key,), f"unknown key{_closest(key, ['base', 'product', 'name', 'extra'])}")
+        key = sorted(map(str, unknown))[0]
+        raise _FieldError(path + (key,), f"unknown key{_closest(key, _GRID_KEYS)}")
     base = section.get("base", {})
     product = section.get("product", {})
     if not isinstance(base, Mapping):
@@ -859,6 +1184,11 @@ def expand_product(section: Any, path: tuple[str, ...]) -> list[dict[str, Any]]:
             raise _FieldError(path + ("product", str(axis)),
                               "expected a non-empty mapping {label: {key: value}}")
         axes.append((str(axis), list(options.items())))
+    template = section.get("name")
+    if template is not None:
+        reason = _template_problem(template, [axis for axis, _ in axes])
+        if reason:
+            raise _FieldError(path + ("name",), reason)
     runs = []
     for combo in itertools.product(*(options for _, options in axes)):
         labels = {axis: str(label) for (axis, _), (label, _) in zip(axes, combo, strict=True)}
@@ -870,62 +1200,171 @@ def expand_product(section: Any, path: tuple[str, ...]) -> list[dict[str, Any]]:
                 raise _FieldError(path + ("product", axis, str(label)), "expected a mapping")
             overrides.update(changes)
         run = _apply_overrides(base, overrides, path + ("base",))
-        template = section.get("name")
         run["name"] = template.format(**labels) if template else "-".join(labels.values())
         run["keys"] = {**dict(run.get("keys", {})), **labels}
         runs.append(run)
     extra = section.get("extra", [])
     if not isinstance(extra, list):
         raise _FieldError(path + ("extra",), "expected a list of runs")
-    return runs + list(extra)
+    for index, run in enumerate(extra):
+        if not isinstance(run, Mapping):
+            raise _FieldError(path + ("extra", f"[{index}]"),
+                              f"expected a mapping (a run), got {_describe(run)}")
+        runs.append(merge_run(base, run, path + ("extra", f"[{index}]")))
+    return runs
 
 
-def experiment_from_dict(data: Any) -> ExperimentSpec:
-    """Build an :class:`ExperimentSpec` from parsed YAML (grids expanded first)."""
+def _expand_grids(data: dict[str, Any]) -> list[_FieldError]:
+    """Expand ``pretrain`` and ``evaluate.encoders`` grids in place; their problems."""
+    problems = []
+    if "pretrain" in data:
+        try:
+            data["pretrain"] = expand_product(data["pretrain"], ("pretrain",))
+        except _FieldError as err:
+            problems.append(err)
+    evaluate = data.get("evaluate")
+    if isinstance(evaluate, Mapping) and "encoders" in evaluate:
+        evaluate = dict(evaluate)
+        try:
+            evaluate["encoders"] = expand_product(evaluate["encoders"], ("evaluate", "encoders"))
+        except _FieldError as err:
+            problems.append(err)
+        data["evaluate"] = evaluate
+    return problems
+
+
+def experiment_problems(data: Any) -> tuple[ExperimentSpec | None, list[_FieldError]]:
+    """Build an :class:`ExperimentSpec` from parsed YAML (grids expanded first) and gather
+    every problem: ``(spec, [])`` or ``(None, problems)``."""
     if not isinstance(data, Mapping):
-        raise _FieldError((), f"the top level must be a mapping, got {_describe(data)}")
+        return None, [_FieldError((), f"the top level must be a mapping, got {_describe(data)}")]
     data = dict(data)
     # `datasets:` is a free-form anchor section: YAML anchors (&isic) defined there are reused
     # by reference in the stages, so it is dropped after parsing.
     data.pop("datasets", None)
-    if "pretrain" in data:
-        data["pretrain"] = expand_product(data["pretrain"], ("pretrain",))
-    evaluate = data.get("evaluate")
-    if isinstance(evaluate, Mapping) and "encoders" in evaluate:
-        evaluate = dict(evaluate)
-        evaluate["encoders"] = expand_product(evaluate["encoders"], ("evaluate", "encoders"))
-        data["evaluate"] = evaluate
-    return from_dict(ExperimentSpec, data)
+    problems = _expand_grids(data)
+    if problems:
+        return None, problems
+    return _collect(ExperimentSpec, data)
 
 
-def load_spec(path: str | os.PathLike[str]) -> ExperimentSpec:
-    """Read, expand and validate an experiment spec file.
+def experiment_from_dict(data: Any) -> ExperimentSpec:
+    """Build an :class:`ExperimentSpec` from parsed YAML (grids expanded first); raises the
+    first problem (see :func:`spec_from_data` for all of them)."""
+    spec, problems = experiment_problems(data)
+    if problems:
+        raise problems[0]
+    return spec
 
-    Raises :class:`SpecError` with one line ``FILE: key.path: reason``.
-    """
-    file = Path(path)
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (plain types only) that refuses a key given twice in one mapping,
+    where PyYAML would silently keep the last. Keys merged in with ``<<: *anchor`` may be
+    overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given at line {first})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse spec YAML: plain types only (no ``!!python`` tags), duplicate keys refused."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _decode_spec_bytes(file: Path, raw: bytes) -> str:
+    """The text of a spec file, or a one-line :class:`SpecError` for one that is not UTF-8."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SpecError(f"{file}: the spec file is UTF-16 encoded; save it as UTF-8")
+    if b"\x00" in raw:
+        raise SpecError(f"{file}: not a text file (it holds NUL bytes); a spec is UTF-8 YAML")
     try:
-        text = file.read_text(encoding="utf-8")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise SpecError(f"{file}: not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}); "
+                        "save the spec as UTF-8") from None
+
+
+def load_spec(path: Any) -> ExperimentSpec:
+    """Read, expand and validate an experiment spec file (a local path, or an object-store
+    path such as an experiment's stored ``experiment.yaml``).
+
+    Raises :class:`SpecProblems` (a :class:`SpecError`) with one line ``FILE: key.path:
+    reason`` per problem.
+    """
+    from raysweep.storage import StoragePath
+
+    file = path if isinstance(path, StoragePath) else Path(path)
+    try:
+        raw = file.read_bytes()
     except FileNotFoundError:
         raise SpecError(f"{file}: spec file not found") from None
+    except IsADirectoryError:
+        raise SpecError(f"{file}: is a directory, not a spec file") from None
     except OSError as err:
         raise SpecError(f"{file}: cannot read spec file ({err.strerror})") from None
+    text = _decode_spec_bytes(file, raw)
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise SpecError(f"{file}: invalid YAML{where}: {problem}") from None
+    except (ValueError, RecursionError) as err:  # e.g. a date such as 2024-13-45
+        raise SpecError(f"{file}: invalid YAML: {' '.join(str(err).split())}") from None
     return spec_from_data(data, source=str(file))
 
 
 def spec_from_data(data: Any, source: str = "<spec>") -> ExperimentSpec:
-    """Validate parsed YAML / a dict; errors read ``SOURCE: key.path: reason``."""
-    try:
-        return experiment_from_dict(data)
-    except _FieldError as err:
-        raise SpecError(f"{source}: {join_key_path(err.path)}: {err.reason}") from None
+    """Validate parsed YAML / a dict; every problem is one line ``SOURCE: key.path: reason``,
+    all raised together as :class:`SpecProblems`."""
+    spec, problems = experiment_problems(data)
+    if problems:
+        raise SpecProblems([f"{source}: {join_key_path(err.path)}: {err.reason}"
+                            for err in problems])
+    return spec
+
+
+def non_default_fields(spec: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted.key, value)`` of every field of ``spec`` that differs from its default,
+    descending into nested specs (a required field has no default and is always listed)."""
+    out: list[tuple[str, Any]] = []
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.extend(non_default_fields(value, f"{key}."))
+            continue
+        if (isinstance(value, tuple) and value
+                and all(dataclasses.is_dataclass(v) for v in value)):
+            for index, item in enumerate(value):
+                out.extend(non_default_fields(item, f"{key}[{index}]."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if value != default:
+            out.append((key, to_dict(value)))
+    return out
 
 
 def dump_spec(spec: Any) -> str:

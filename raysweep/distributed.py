@@ -3,7 +3,7 @@
 Collectives here are *autograd-aware*: their backward pass is itself a collective, so a loss
 computed from all-reduced or all-gathered tensors sends gradient to every rank's local inputs.
 
-Gradient convention (the DDP convention; DESIGN.md principle 1, lightly issue 1977)
+Gradient convention (the DDP convention; docs/design.md principle 1, lightly issue 1977)
 -----------------------------------------------------------------------------------
 Every rank computes the same *global* loss ``L`` (of the whole, concatenated batch). With these
 collectives the gradient that reaches rank ``r``'s local rows is ``world_size * dL/dz_r``, so that

@@ -1,6 +1,6 @@
 """Seeds as arguments: independent, reproducible random streams derived from (seed, purpose).
 
-A seed index is a grid axis (DESIGN.md principle 6). The same index must give the same head
+A seed index is a grid axis (docs/design.md principle 6). The same index must give the same head
 initialisation, data order, augmentation draws and TTA views in every condition, so that
 conditions can be compared run by run. Each purpose therefore gets its own stream, derived by
 hashing, so that e.g. changing the number of augmentation draws never shifts the head init.

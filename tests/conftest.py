@@ -11,17 +11,21 @@ import pytest
 # test process do not oversubscribe the CPU.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not SHARED_DATA.is_dir():  # a checkout elsewhere: fall back to an environment variable
-    SHARED_DATA = Path(os.environ.get("RAYSWEEP_SHARED_DATA", SHARED_DATA))
+#: The small real MedMNIST files kept in the repository (see tests/data/medmnist/README.md);
+#: ``RAYSWEEP_SHARED_DATA`` points the tests at another folder holding files of the same names.
+BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "medmnist"
+TEST_DATA = Path(os.path.expanduser(os.environ.get("RAYSWEEP_SHARED_DATA") or BUNDLED_DATA))
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` beside the project root (breastmnist.npz, pneumoniamnist.npz)."""
-    if not (SHARED_DATA / "breastmnist.npz").is_file():
-        pytest.fail(f"real test data not found at {SHARED_DATA} (set RAYSWEEP_SHARED_DATA)")
-    return SHARED_DATA
+    """The folder of the real test datasets (breastmnist.npz, pneumoniamnist.npz)."""
+    missing = [name for name in ("breastmnist.npz", "pneumoniamnist.npz")
+               if not (TEST_DATA / name).is_file()]
+    if missing:
+        source = "RAYSWEEP_SHARED_DATA" if os.environ.get("RAYSWEEP_SHARED_DATA") else "the checkout"
+        pytest.fail(f"real test data {', '.join(missing)} not found in {TEST_DATA} ({source})")
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Spec validation: unknown keys, wrong types and out-of-range values are one-line errors that
-name the file and the key path (DESIGN.md principle 4)."""
+name the file and the key path (docs/design.md principle 4)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_unknown_top_level_key():
     (("pretrain", 0, "alpha"), -1, "pretrain[0].alpha: must be >= 0"),
     (("pretrain", 0, "batch_size"), "big", "pretrain[0].batch_size: expected an integer"),
     (("pretrain", 0, "strength"), 2.5, "pretrain[0].strength: must be in [0.0, 2.0]"),
-    (("evaluate", "seeds"), 0, "evaluate.seeds: must be > 0"),
+    (("evaluate", "seeds"), 0, "evaluate.seeds: must be in [1, 10000], got 0"),
     (("evaluate", "data", "label_fraction"), 0, "evaluate.data.label_fraction: must be in (0, 1]"),
     (("evaluate", "data", "label_fraction"), 1.2, "evaluate.data.label_fraction: must be in (0, 1]"),
     (("evaluate", "settings", "tta_views"), 1.5, "evaluate.settings.tta_views: expected an integer"),
@@ -194,3 +194,63 @@ def test_specs_pickle_for_ray_workers():
     assert pickle.loads(pickle.dumps(spec)) == spec
     with pytest.raises(TypeError, match="read-only"):
         spec.pretrain[0].resources_per_worker["CPU"] = 2
+
+
+def test_extra_runs_start_from_the_grids_base():
+    """A grid's `extra:` run states only how it differs from `base:` (nested keys merge)."""
+    data = {
+        "name": "grid",
+        "pretrain": {
+            "base": {"data": DIGITS, "encoder": {"name": "small_resnet"}, "projector": [512, 512],
+                     "lr_max": 2e-3, "keys": {"study": "s1"}},
+            "product": {"initial": {"R": {"encoder.weights": "random"}}},
+            "extra": [{"name": "whole", "encoder": {"weights": "vicreg"}, "epochs": 7,
+                       "keys": {"initial": "V"}},
+                      {"name": "dotted", "data.split_seed": 4}],
+        },
+    }
+    spec = spec_from_data(data)
+    whole, dotted = spec.pretrain[1], spec.pretrain[2]
+    assert (whole.projector, whole.lr_max, whole.epochs) == ((512, 512), 2e-3, 7)
+    assert (whole.encoder.name, whole.encoder.weights) == ("small_resnet", "vicreg")
+    assert dict(whole.keys) == {"study": "s1", "initial": "V"}
+    assert dotted.data.split_seed == 4 and dotted.data.image_size == 16
+    assert dotted.projector == (512, 512)
+    # the shipped paper spec: its extra runs keep the base's 100 epochs of Barlow Twins
+    isic = load_spec(Path(__file__).resolve().parents[1] / "search_spaces" / "paper_isic.yaml")
+    extra = [r for r in isic.pretrain if r.name.endswith("-SSL")]
+    assert len(extra) == 2 and all(r.frozen_lr == 1e-3 and r.epochs == 100 for r in extra)
+
+
+def test_every_problem_of_a_spec_is_reported_at_once():
+    from raysweep.errors import SpecProblems
+
+    data = minimal()
+    data["pretrain"][0]["alpha"] = -1
+    data["pretrain"][0]["lamda_offdiag"] = 1
+    data["evaluate"]["seeds"] = 0
+    with pytest.raises(SpecProblems) as info:
+        spec_from_data(data, "s.yaml")
+    assert info.value.problems == (
+        "s.yaml: pretrain[0].lamda_offdiag: unknown key (did you mean 'lambda_offdiag'?)",
+        "s.yaml: pretrain[0].alpha: must be >= 0, got -1.0",
+        "s.yaml: evaluate.seeds: must be in [1, 10000], got 0")
+    assert str(info.value).startswith("3 problems: s.yaml: pretrain[0].lamda_offdiag")
+
+
+def test_duplicate_keys_are_refused_but_merge_keys_may_override():
+    from raysweep.config import parse_yaml
+
+    assert parse_yaml("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  c: 3\n") == {
+        "a": {"b": 1, "c": 2}, "d": {"b": 1, "c": 3}}
+    with pytest.raises(yaml.YAMLError, match="duplicate key 'b'"):
+        parse_yaml("d: {b: 1, b: 2}\n")
+
+
+def test_name_templates_format_axes_only():
+    data = {"name": "g", "pretrain": {
+        "base": {"data": DIGITS}, "name": "{initial}_on_{data}",
+        "product": {"initial": {"SL": None}, "data": {"I": None, "IU": None}}}}
+    assert [r.name for r in spec_from_data(data).pretrain] == ["SL_on_I", "SL_on_IU"]
+    data["pretrain"]["name"] = "{data[0]}"
+    assert "unknown field {data[0]}" in error_of(data)

@@ -1,6 +1,6 @@
 """Augmentation pipelines: kornia, batched on the device, per-sample randomness, explicit seeds.
 
-Contract (team brief): a pipeline maps float (B, 3, H, W) in [0, 1] to float (B, 3, S, S) in
+Contract: a pipeline maps float (B, 3, H, W) in [0, 1] to float (B, 3, S, S) in
 [0, 1] (S = ``image_size``; every pipeline starts with a random resized crop), and draws *all*
 its randomness from the CPU ``torch.Generator`` passed as ``generator=`` (even for CUDA input).
 kornia samples parameters from torch's global RNG, so each call draws one seed from the
@@ -15,7 +15,7 @@ Pipelines (``PIPELINES``; two-view ones in ``VIEWS``)
 (scale (0.08, 1)), horizontal flip 0.5, colour jitter 0.4/0.4/0.2/0.1 with p 0.8, grayscale
 p 0.2, Gaussian blur sigma (0.1, 2.0) with p 1.0 (view 1) / 0.1 (view 2), solarisation p 0 /
 0.2 with kornia's ``thresholds=0.1, additions=0.1`` (threshold from 0.5 +- 0.1, addition from
-+-0.1; PROTOCOL.md). Blur kernel: the odd size covering +-3 sigma_max, capped at the image.
++-0.1; docs/protocol.md). Blur kernel: the odd size covering +-3 sigma_max, capped at the image.
 
 ``simclr`` (thesis tau_nat, section 3.2.1): horizontal flip 0.5, random resized crop
 (0.08, 1), colour jitter 0.5/0.5/0.5/0.1 with p 0.8 (the STL-10 setup the thesis adopts),
@@ -25,7 +25,7 @@ grayscale p 0.2, Gaussian blur 9 x 9, sigma (0.1, 2.0), always. Both views from 
 histogram equalisation of the luma with p 0.5, then sharpness with a factor from U(1, 10)
 (kornia's ``RandomSharpness``, the thesis' 1/13 [1 1 1; 1 5 1; 1 1 1] smoothing kernel).
 
-``supervised`` (fine-tuning and TTA, PROTOCOL.md): random resized crop scale (0.7, 1), ratio
+``supervised`` (fine-tuning and TTA, docs/protocol.md): random resized crop scale (0.7, 1), ratio
 (0.75, 1.33); rotation by an angle from U(0, 45) degrees (every image); horizontal and vertical
 flips, p 0.5 each (skin images have no canonical orientation; fastai's ``flip_vert``).
 
@@ -147,7 +147,7 @@ class Pipeline(nn.Module):
 
 
 class TwoViews(nn.Module):
-    """Two configured views of one batch (DESIGN.md principle 8): ``views(x, generator=g)``."""
+    """Two configured views of one batch (docs/design.md principle 8): ``views(x, generator=g)``."""
 
     def __init__(self, name: str, first: Pipeline, second: Pipeline) -> None:
         super().__init__()

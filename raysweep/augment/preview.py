@@ -7,6 +7,7 @@ loads the source's uint8 images and calls :func:`render_preview`.
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from matplotlib.figure import Figure
 
 from raysweep.artefacts import atomic_write_bytes
 from raysweep.augment.pipelines import VIEWS, build_pipeline, build_views
+from raysweep.config import AUGMENTATION_PIPELINES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from raysweep.errors import DataError, SpecError
 from raysweep.seeding import torch_generator
 
 __all__ = ["render_preview"]
@@ -26,7 +29,7 @@ __all__ = ["render_preview"]
 def _as_float_rgb(images: torch.Tensor | np.ndarray, n: int, image_size: int) -> torch.Tensor:
     x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[0] == 0:
-        raise ValueError(
+        raise DataError(
             f"preview needs uint8 images of shape (N, C, H, W) with C in (1, 3), got "
             f"{x.dtype} {tuple(x.shape)}"
         )
@@ -35,6 +38,21 @@ def _as_float_rgb(images: torch.Tensor | np.ndarray, n: int, image_size: int) ->
         x = x.expand(-1, 3, -1, -1)
     return F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True,
                          align_corners=False).clamp(0.0, 1.0)
+
+
+def check_preview_arguments(pipeline_name: str, *, n: int, image_size: int,
+                            strength: float) -> None:
+    """One-line :class:`SpecError` for a preview argument out of range (before any decoding)."""
+    if pipeline_name not in AUGMENTATION_PIPELINES:
+        raise SpecError(f"preview: unknown augmentation pipeline {pipeline_name!r}; choose one of "
+                        f"{', '.join(AUGMENTATION_PIPELINES)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise SpecError(f"preview: n must be an integer >= 1, got {n!r}")
+    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise SpecError(f"preview: image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], "
+                        f"got {image_size!r}")
+    if not math.isfinite(strength) or not 0.0 <= strength <= 2.0:
+        raise SpecError(f"preview: strength must be in [0, 2], got {strength!r}")
 
 
 def render_preview(
@@ -60,8 +78,7 @@ def render_preview(
 
     Returns the written path.
     """
-    if n < 1:
-        raise ValueError(f"preview needs n >= 1 images, got {n}")
+    check_preview_arguments(pipeline_name, n=n, image_size=image_size, strength=strength)
     kwargs = {"image_size": image_size, "strength": strength, "center_dropout": center_dropout}
     x = _as_float_rgb(images_uint8, n, image_size)
     generator = torch_generator(seed, "preview")

@@ -22,7 +22,16 @@ import pandas as pd
 
 from raysweep.artefacts import stable_hash
 from raysweep.config import DatasetSpec, SourceSpec
-from raysweep.data.cache import FileDigests, cache_root, load_source, load_union
+from raysweep.data.cache import (
+    CacheTransaction,
+    FileDigests,
+    build_union,
+    cache_root,
+    check_skipped,
+    source_entry,
+    source_key,
+    union_key,
+)
 from raysweep.data.sources import SPLITS, SourceListing, natural_key, read_source
 from raysweep.data.splits import oversample, stratified_split, stratified_subset
 from raysweep.errors import DataError
@@ -154,15 +163,47 @@ def load_dataset(spec: DatasetSpec, *, progress: bool = True) -> ImageDataset:
     planned = [_plan_source(source, spec) for source in spec.sources]
     root = cache_root(spec.cache_dir)
     digests = FileDigests(root)
+    txn = CacheTransaction(root)
     try:
-        entries = [load_source(listing, spec.image_size, root, digests, progress=progress)
-                   for listing, _ in planned]
-    finally:
-        digests.save()
+        dataset = _load_planned(spec, planned, txn, digests, progress)
+        txn.commit()
+    except BaseException:
+        txn.discard()  # a refused load writes nothing: no entry, no digests.json
+        raise
+    digests.save()
+    return dataset
+
+
+def _load_planned(spec: DatasetSpec, planned: list[tuple[SourceListing, np.ndarray]],
+                  txn: CacheTransaction, digests: FileDigests, progress: bool) -> ImageDataset:
+    """Map (or decode into ``txn``) every planned source and their union; assemble.
+
+    The dataset maps one entry: the single source, else the union. Only that entry's checksum
+    is verified in full; a mixture's source entries are verified only when the union is built
+    from them (a damaged one is rebuilt first)."""
+    keys = [source_key(listing, spec.image_size, digests, progress=progress)
+            for listing, _ in planned]
+    single = len(planned) == 1
+
+    def entries_of(verify: bool, warn: bool) -> list:
+        found = [source_entry(listing, key, spec.image_size, txn, verify=verify,
+                              progress=progress)
+                 for (listing, _), key in zip(planned, keys, strict=True)]
+        for (listing, _), entry in zip(planned, found, strict=True):
+            check_skipped(entry, listing, warn=warn)
+        return found
+
+    entries = entries_of(verify=single, warn=True)
+    channels = max(entry.images.shape[1] for entry in entries)
+    if single:
+        union = entries[0]
+    else:
+        union = txn.lookup(union_key(entries, channels), verify=True)
+        if union is None:
+            entries = entries_of(verify=True, warn=False)  # skipped files were named above
+            union = build_union(entries, channels, spec.image_size, txn)
     kept = [(listing.select(entry.kept), codes[entry.kept])
             for (listing, codes), entry in zip(planned, entries, strict=True)]
-    channels = max(entry.images.shape[1] for entry in entries)
-    union = load_union(entries, channels, spec.image_size, root)
     return _assemble(spec, kept, union.images)
 
 

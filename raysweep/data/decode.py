@@ -1,6 +1,6 @@
 """Decoding one image (a file or an array) into the cache's uint8 (C, H, W) layout.
 
-The paper resizes every image to 256 x 256 without keeping the aspect ratio (PROTOCOL.md
+The paper resizes every image to 256 x 256 without keeping the aspect ratio (docs/protocol.md
 "Fine-tuning"); raysweep does the same at ``image_size`` with PIL's bilinear filter, which
 antialiases when shrinking. Grey images stay one channel (C = 1); everything else becomes RGB
 (C = 3). EXIF orientation is applied first (smartphone photos such as UFES-20 carry it).

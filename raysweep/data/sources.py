@@ -12,9 +12,12 @@ Readers (``SourceSpec.kind``):
   ``classes`` selects sub-folders (and fixes their order). An unlabelled folder may also hold
   images directly at its top level.
 - ``manifest``: a CSV with header ``path,label[,split]`` (extra columns are ignored); image paths
-  are relative to ``root`` (default: the CSV's folder). ``split`` values are ``train``, ``val``
-  (also ``valid`` / ``validation``) or ``test``. With ``classes`` given, a label outside it is an
-  error naming the line: a manifest states its labels, so a typo must not silently drop rows.
+  are relative to ``root`` (default: the CSV's folder), and a row whose path leaves it (``../``,
+  an absolute path elsewhere) is refused unless the source says ``allow_outside_root: true``: a
+  manifest from elsewhere cannot make raysweep read and hash arbitrary files. The file must be
+  UTF-8. ``split`` values are ``train``, ``val`` (also ``valid`` / ``validation``) or ``test``.
+  With ``classes`` given, a label outside it is an error naming the line: a manifest states its
+  labels, so a typo must not silently drop rows.
 - ``medmnist``: a MedMNIST ``.npz`` (``{train,val,test}_{images,labels}``), labels (N,) or
   (N, 1), images (N, H, W) grey or (N, H, W, 3) RGB. ``name`` resolves to ``<root>/<name>.npz``
   or ``<root>/<name>_<size>.npz`` (MedMNIST+); root defaults to ``~/.medmnist``, where the
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 import re
 import zipfile
@@ -219,29 +223,28 @@ def _read_manifest(spec: SourceSpec) -> SourceListing:
     if not file.is_file():
         raise DataError(f"manifest not found: {file}")
     root = Path(os.path.expanduser(spec.root)) if spec.root else file.parent
+    reader = csv.DictReader(io.StringIO(_manifest_text(file), newline=""))
     try:
-        handle = file.open(newline="", encoding="utf-8-sig")
-    except OSError as err:
-        raise DataError(f"cannot read manifest {file} ({err.strerror})") from None
-    with handle:
-        reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        needed = ("path", "label") if spec.labelled else ("path",)
-        for column in needed:
-            if column not in header:
-                raise DataError(f"{file}: header must name columns path,label[,split]; "
-                                f"column {column!r} is missing (header: {','.join(header)})")
-        has_split = "split" in header
-        rows: list[tuple[int, str, str, str]] = []
-        try:
-            for row in reader:
-                if not any((value or "").strip() for value in row.values()):
-                    continue  # blank line
-                rows.append((reader.line_num, (row.get("path") or "").strip(),
-                             (row.get("label") or "").strip(), (row.get("split") or "").strip()))
-        except csv.Error as err:
-            raise DataError(f"{file} line {reader.line_num}: unreadable CSV ({err})") from None
+    except csv.Error as err:
+        raise DataError(f"{file} line {reader.line_num}: unreadable CSV ({err})") from None
+    reader.fieldnames = header
+    needed = ("path", "label") if spec.labelled else ("path",)
+    for column in needed:
+        if column not in header:
+            raise DataError(f"{file}: header must name columns path,label[,split]; "
+                            f"column {column!r} is missing (header: {','.join(header)})")
+    has_split = "split" in header
+    rows: list[tuple[int, str, str, str]] = []
+    try:
+        for row in reader:
+            if not any((value or "").strip() for value in row.values()
+                       if isinstance(value, str)):
+                continue  # blank line
+            rows.append((reader.line_num, (row.get("path") or "").strip(),
+                         (row.get("label") or "").strip(), (row.get("split") or "").strip()))
+    except csv.Error as err:
+        raise DataError(f"{file} line {reader.line_num}: unreadable CSV ({err})") from None
     allowed = tuple(spec.classes) if spec.classes is not None else None
     seen: dict[str, None] = {}
     paths, names, raw_labels, splits = [], [], [], []
@@ -249,7 +252,12 @@ def _read_manifest(spec: SourceSpec) -> SourceListing:
         where = f"{file} line {line}"
         if not rel:
             raise DataError(f"{where}: empty path")
-        path = root / rel
+        path = root / rel  # an absolute ``rel`` stays itself
+        if not spec.allow_outside_root and not _inside(path, root):
+            raise DataError(f"{where}: image path {rel!r} is outside "
+                            f"{os.path.abspath(root)} (the manifest's "
+                            f"{'root' if spec.root else 'folder'}); set root: or "
+                            "allow_outside_root: true on the source to read it")
         if not path.is_file():
             raise DataError(f"{where}: image not found: {path}")
         if label:
@@ -276,6 +284,32 @@ def _read_manifest(spec: SourceSpec) -> SourceListing:
         positions=np.arange(len(paths), dtype=np.int64), names=tuple(names), paths=tuple(paths))
 
 
+def _manifest_text(file: Path) -> str:
+    """The manifest's text (UTF-8, with or without a byte-order mark)."""
+    try:
+        raw = file.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read manifest {file} ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataError(f"{file} line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); "
+                        "save the manifest as UTF-8") from None
+    if "\x00" in text:
+        line = text[:text.index("\x00")].count("\n") + 1
+        raise DataError(f"{file} line {line}: a NUL byte (a binary file, not a CSV manifest)")
+    return text
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies in ``root`` after resolving ``.`` and ``..`` by name (symbolic
+    links are not followed: a link placed inside the folder is the folder owner's choice)."""
+    resolved = os.path.normpath(os.path.abspath(path))
+    base = os.path.normpath(os.path.abspath(root))
+    return os.path.commonpath([resolved, base]) == base
+
+
 # ---------------------------------------------------------------------------------- medmnist
 
 
@@ -290,6 +324,14 @@ def resolve_medmnist_file(spec: SourceSpec, image_size: int | None = None) -> Pa
         return file
     name = str(spec.name)
     root = Path(os.path.expanduser(spec.root or DEFAULT_MEDMNIST_ROOT))
+    sized = re.fullmatch(r"(?P<flag>[a-z0-9]+)_(?P<size>\d+)", name)
+    if sized is not None:  # a MedMNIST+ name with its size, e.g. dermamnist_224
+        if not (root / f"{name}.npz").is_file():
+            command = medmnist_download_command(sized["flag"], root, int(sized["size"]))
+            raise DataError(f"medmnist file not found: no {name}.npz in {root}; download it "
+                            f"with: {command} (the medmnist package: pip install "
+                            "'raysweep[medmnist]'), or set source.path")
+        return root / f"{name}.npz"
     candidates: dict[int, Path] = {}
     if (root / f"{name}.npz").is_file():
         candidates[28] = root / f"{name}.npz"
@@ -299,11 +341,34 @@ def resolve_medmnist_file(spec: SourceSpec, image_size: int | None = None) -> Pa
             if size.isdigit():
                 candidates.setdefault(int(size), file)
     if not candidates:
-        raise DataError(f"medmnist file not found: put {name}.npz in {root} (python -m medmnist "
-                        f"download --flag {name}, or copy it there), or set source.path")
+        raise DataError(f"medmnist file not found: no {name}.npz (or {name}_<size>.npz) in "
+                        f"{root}; download it with: {medmnist_download_command(name, root)} "
+                        "(the medmnist package: pip install 'raysweep[medmnist]'; add size=64, "
+                        "128 or 224 for MedMNIST+), or set source.path")
     sizes = sorted(candidates)
     big_enough = [s for s in sizes if image_size is None or s >= image_size]
     return candidates[big_enough[0] if big_enough else sizes[-1]]
+
+
+#: The ``medmnist`` package's class of each 2D flag (its ``INFO[flag]["python_class"]``).
+MEDMNIST_PYTHON_CLASSES = {
+    "pathmnist": "PathMNIST", "chestmnist": "ChestMNIST", "dermamnist": "DermaMNIST",
+    "octmnist": "OCTMNIST", "pneumoniamnist": "PneumoniaMNIST", "retinamnist": "RetinaMNIST",
+    "breastmnist": "BreastMNIST", "bloodmnist": "BloodMNIST", "tissuemnist": "TissueMNIST",
+    "organamnist": "OrganAMNIST", "organcmnist": "OrganCMNIST", "organsmnist": "OrganSMNIST",
+}
+
+
+def medmnist_download_command(flag: str, root: Path, size: int | None = None) -> str:
+    """A shell command that downloads ``<root>/<flag>.npz`` (``<flag>_<size>.npz`` with a size)
+    with the ``medmnist`` package, whose dataset classes download one set (``python -m medmnist
+    download`` fetches every set)."""
+    name = MEDMNIST_PYTHON_CLASSES.get(flag)
+    dataset = (f"medmnist.{name}" if name is not None
+               else f"getattr(medmnist, medmnist.INFO[{flag!r}]['python_class'])")
+    size_arg = f", size={size}" if size is not None else ""
+    return (f"mkdir -p {root} && python -c \"import medmnist; "
+            f"{dataset}(split='train', download=True, root='{root}'{size_arg})\"")
 
 
 def medmnist_flag(file: Path) -> str:
@@ -327,10 +392,20 @@ def medmnist_classes(flag: str, count: int) -> tuple[str, ...]:
 
 
 def _open_npz(file: Path):
+    """``np.load`` of an ``.npz`` archive; never unpickles (object arrays are refused)."""
     try:
-        return np.load(file, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise DataError(f"cannot read medmnist file {file} ({err})") from None
+        data = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"cannot read medmnist file {file} ({_first_line(err)})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise DataError(f"cannot read medmnist file {file} (a single .npy array, not an .npz "
+                        "archive of {train,val,test}_{images,labels})")
+    return data
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _read_medmnist(spec: SourceSpec) -> SourceListing:
@@ -343,10 +418,20 @@ def _read_medmnist(spec: SourceSpec) -> SourceListing:
                     raise DataError(f"{file}: missing array {key!r} (a MedMNIST file has "
                                     "{train,val,test}_{images,labels})")
             try:
+                images_shape, images_dtype = _npy_header(data, f"{split}_images")
+                _, labels_dtype = _npy_header(data, f"{split}_labels")
+                if labels_dtype.kind not in "iu":
+                    raise DataError(f"{file}: {split}_labels has dtype {labels_dtype}; "
+                                    "labels must be integers")
+                if images_dtype != np.uint8:
+                    raise DataError(f"{file}: {split}_images has dtype {images_dtype}; "
+                                    "images must be uint8 (0..255)")
                 labels = data[f"{split}_labels"]
-                images_shape = _npy_shape(data, f"{split}_images")
-            except (OSError, ValueError, zipfile.BadZipFile) as err:
-                raise DataError(f"cannot read medmnist file {file} ({err})") from None
+            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+                if isinstance(err, DataError):
+                    raise
+                raise DataError(f"cannot read medmnist file {file} "
+                                f"({_first_line(err)})") from None
             if labels.ndim == 2 and labels.shape[1] != 1:
                 raise DataError(f"{file}: {split}_labels has shape {labels.shape}: multi-label "
                                 "MedMNIST sets are not supported (labels must be (N,) or (N, 1))")
@@ -375,15 +460,15 @@ def _read_medmnist(spec: SourceSpec) -> SourceListing:
         names=names, paths=None, array_file=file)
 
 
-def _npy_shape(data, key: str) -> tuple[int, ...]:
-    """Shape of an array inside an ``.npz`` from its header, without loading the pixels."""
+def _npy_header(data, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an array inside an ``.npz`` from its header, without loading it."""
     with data.zip.open(f"{key}.npy") as handle:
         version = np.lib.format.read_magic(handle)
         if version == (1, 0):
-            shape, _, _ = np.lib.format.read_array_header_1_0(handle)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
         else:
-            shape, _, _ = np.lib.format.read_array_header_2_0(handle)
-    return tuple(shape)
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    return tuple(shape), np.dtype(dtype)
 
 
 # ------------------------------------------------------------------------------------ digits

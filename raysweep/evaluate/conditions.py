@@ -11,6 +11,7 @@ from raysweep.config import EvaluationSpec
 from raysweep.errors import RaysweepError
 from raysweep.evaluate.batched import probe_batched
 from raysweep.evaluate.inputs import Split
+from raysweep.evaluate.logistic import logistic_probe
 from raysweep.evaluate.protocol import finetune, probe_single
 from raysweep.evaluate.tta import Augment
 
@@ -45,7 +46,8 @@ def evaluate_condition(encoder: nn.Module, dataset_pair: tuple[Split, Split], *,
                        settings: EvaluationSpec, protocols: Sequence[str], seeds: Sequence[int],
                        class_names: Sequence[str], augment: Augment | None = None,
                        device: Any = "cpu", progress: bool = False) -> list[dict[str, Any]]:
-    """Every protocol x seed of one encoder condition: fine-tuning seed by seed, probes batched.
+    """Every protocol x seed of one encoder condition: fine-tuning seed by seed, probes batched,
+    the logistic protocol from one feature pass.
 
     ``dataset_pair`` is ``(train, test)``. Rows come out per protocol, in seed order; the
     encoder itself is never changed.
@@ -60,6 +62,10 @@ def evaluate_condition(encoder: nn.Module, dataset_pair: tuple[Split, Split], *,
         elif protocol == "probe":
             rows += probe(encoder, train, test, settings=settings, seeds=seeds,
                           class_names=class_names, augment=augment, device=device)
+        elif protocol == "logistic":
+            rows += logistic_probe(encoder, train, test, settings=settings, seeds=seeds,
+                                   class_names=class_names, device=device)
         else:
-            raise RaysweepError(f"unknown protocol {protocol!r}; use 'finetune' or 'probe'")
+            raise RaysweepError(f"unknown protocol {protocol!r}; use 'finetune', 'probe' or "
+                                "'logistic'")
     return rows

@@ -15,7 +15,7 @@ import torch
 
 from raysweep.errors import DataError
 
-__all__ = ["LabelledPair", "epoch_batches", "prepare_pair", "resolve_device"]
+__all__ = ["LabelledPair", "epoch_batches", "prepare_pair", "prepare_split", "resolve_device"]
 
 Split = tuple["torch.Tensor | np.ndarray", "torch.Tensor | np.ndarray"]
 
@@ -74,6 +74,12 @@ def _split(split: Split, name: str, num_classes: int,
         raise DataError(f"{name} split: label {int(bad[0])} is outside 0..{num_classes - 1} "
                         f"({num_classes} class names)")
     return images.to(device), labels.to(device)
+
+
+def prepare_split(split: Split, name: str, class_names: Sequence[str],
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One checked split ``(images uint8, labels int64)`` on ``device`` (e.g. ``val``)."""
+    return _split(split, name, len(class_names), device)
 
 
 def prepare_pair(train: Split, test: Split, class_names: Sequence[str],

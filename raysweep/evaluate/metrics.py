@@ -1,4 +1,4 @@
-"""Test-set metrics of one run (PROTOCOL.md "Seeds, metrics"; paper section 3.6), via sklearn.
+"""Test-set metrics of one run (docs/protocol.md "Seeds, metrics"; paper section 3.6), via sklearn.
 
 Weighted-average F1 weights each class's F1 by its frequency in the test set (sklearn's
 ``average="weighted"``), as the paper defines it.

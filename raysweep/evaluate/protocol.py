@@ -1,4 +1,4 @@
-"""One fine-tuning or linear-probe run of the paper's protocol (PROTOCOL.md "Fine-tuning";
+"""One fine-tuning or linear-probe run of the paper's protocol (docs/protocol.md "Fine-tuning";
 section 3.4, appendix A.1; the authors' fastai code), for one seed.
 
 1. A new linear head (``raysweep.models.LinearHead``, initialised from the seed's ``head``
@@ -48,6 +48,7 @@ from raysweep.evaluate.inputs import (
     Split,
     epoch_batches,
     prepare_pair,
+    prepare_split,
     resolve_device,
     steps_per_epoch,
 )
@@ -133,7 +134,8 @@ def make_row(*, protocol: str, seed: int, settings: EvaluationSpec, metrics: dic
              lr_max: float, finder: LRFinderResult | None, bn_in_head_epoch: str,
              time_train_s: float, time_eval_s: float, time_total_s: float,
              batched_heads: int) -> dict[str, Any]:
-    """One results row (team brief "Results rows"); the sweep adds the condition's keys."""
+    """One results row (docs/design.md "The results table"); the sweep adds the condition's
+    keys."""
     return {
         "protocol": protocol,
         "seed": int(seed),
@@ -153,14 +155,42 @@ def make_row(*, protocol: str, seed: int, settings: EvaluationSpec, metrics: dic
     }
 
 
+#: Metrics of every epoch's validation record (besides ``epoch`` and ``loss``).
+CURVE_METRICS = ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy")
+
+
+@torch.no_grad()
+def validation_record(logits_fn: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
+                      images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str],
+                      batch_size: int) -> dict[str, float]:
+    """Mean cross-entropy ``loss`` and :data:`CURVE_METRICS` of ``logits_fn`` on plain
+    (unaugmented) images uint8 (N, C, H, W), with ``model`` in eval mode for the pass and every
+    submodule's mode restored afterwards. Draws no random numbers and changes no parameter or
+    BatchNorm statistic, so training continues exactly as without it."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        logits = torch.cat([logits_fn(to_float_rgb(images[i:i + batch_size]))
+                            for i in range(0, images.shape[0], batch_size)])
+    finally:
+        for module, mode in modes:
+            module.train(mode)
+    loss = float(F.cross_entropy(logits, labels))
+    metrics = classification_metrics(labels.cpu().numpy(),
+                                     torch.softmax(logits, dim=-1).cpu().numpy(), class_names)
+    return {"loss": loss, **{name: float(metrics[name]) for name in CURVE_METRICS}}
+
+
 def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec, seed: int,
          class_names: Sequence[str], augment: Augment | None, device: Any, progress: bool,
          protocol: str, return_probabilities: bool = False,
          resume: Mapping[str, Any] | None = None,
-         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Any:
+         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+         val: Split | None = None) -> Any:
     start = time.perf_counter()
     dev = resolve_device(device)
     pair = prepare_pair(train, test, class_names, dev)
+    val_pair = None if val is None else prepare_split(val, "val", pair.class_names, dev)
     augment = augment or default_augment(settings, pair.image_size)
     streams = SeedStreams(seed, settings.seed_scope)
     encoder = copy.deepcopy(encoder).to(dev)  # the caller's encoder stays as it was
@@ -247,6 +277,7 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
         div_final=settings.final_div_factor, max_momentum=settings.max_momentum,
         base_momentum=settings.base_momentum)
     first_epoch = 0
+    val_curve: list[dict[str, float]] = []
     if resume is not None:
         # Every generator sits at an epoch boundary in a checkpoint, so restoring the states of
         # model, optimiser, schedule and both random streams continues the run bit for bit.
@@ -256,18 +287,22 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
         order.set_state(resume["data_order_rng"])
         aug_generator.set_state(resume["train_aug_rng"])
         first_epoch = int(resume["epoch"])
+        val_curve = [dict(record) for record in resume.get("val_curve", [])]
         epochs_bar.update(first_epoch)
     for epoch in range(first_epoch, settings.epochs):
         for _ in range(steps):
             train_step(optimizer, *next(batches))
             scheduler.step()
         epochs_bar.update(1)
+        if val_pair is not None:
+            val_curve.append({"epoch": epoch + 1, **validation_record(
+                forward, model, *val_pair, pair.class_names, settings.batch_size)})
         if on_epoch is not None:
             on_epoch(copy.deepcopy({  # a snapshot: state dicts alias the live tensors
                       "epoch": epoch + 1, "model": model.state_dict(),
                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                       "data_order_rng": order.get_state(), "train_aug_rng": aug_generator.get_state(),
-                      "lr_max": lr_max,
+                      "lr_max": lr_max, "val_curve": val_curve,
                       "finder": None if finder is None else {
                           "lrs": list(finder.lrs), "losses": list(finder.losses),
                           "suggestion": finder.suggestion}}))
@@ -286,6 +321,8 @@ def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationS
                    lr_max=lr_max, finder=finder, bn_in_head_epoch=bn_mode,
                    time_train_s=trained - start, time_eval_s=end - trained,
                    time_total_s=end - start, batched_heads=1)
+    if val_pair is not None:
+        row["val_curve"] = json.dumps(val_curve)
     return (row, probs.cpu()) if return_probabilities else row
 
 
@@ -293,7 +330,8 @@ def finetune(encoder: nn.Module, train: Split, test: Split, *, settings: Evaluat
              seed: int, class_names: Sequence[str], augment: Augment | None = None,
              device: Any = "cpu", progress: bool = False,
              on_epoch: Callable[[dict[str, Any]], None] | None = None,
-             resume: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             resume: Mapping[str, Any] | None = None,
+             val: Split | None = None) -> dict[str, Any]:
     """Fine-tune a copy of ``encoder`` with a new head and return the results row.
 
     Args:
@@ -311,12 +349,17 @@ def finetune(encoder: nn.Module, train: Split, test: Split, *, settings: Evaluat
             and plain values only, so it saves and loads with ``weights_only=True``).
         resume: such a state: the run continues after its epoch, skipping the head epoch and
             the LR finder, and ends with the same row as an uninterrupted run.
+        val: a labelled validation split ``(images, labels)``: after every 1cycle epoch the
+            model's loss and :data:`CURVE_METRICS` on it (plain images, eval mode) are
+            recorded, and the row gets them as ``val_curve`` (a JSON list of
+            ``{"epoch", "loss", "accuracy", ...}``). They change nothing of the run: the other
+            columns equal a run without ``val``.
 
     Bit-reproducible on CPU from ``(settings, seed)``.
     """
     return _run(encoder, train, test, settings=settings, seed=seed, class_names=class_names,
                 augment=augment, device=device, progress=progress, protocol="finetune",
-                on_epoch=on_epoch, resume=resume)
+                on_epoch=on_epoch, resume=resume, val=val)
 
 
 def probe_single(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,

@@ -1,4 +1,4 @@
-"""Per-purpose random streams of one seed index (DESIGN.md principle 6).
+"""Per-purpose random streams of one seed index (docs/design.md principle 6).
 
 A seed index ``s`` gives independent generators for the head initialisation, the data order, the
 training augmentation, the LR finder's batches and the TTA views, derived with

@@ -1,5 +1,5 @@
-"""Test-time augmentation (PROTOCOL.md): ``views`` augmented copies of every test image, softmax
-probabilities averaged over the views, prediction = argmax.
+"""Test-time augmentation (docs/protocol.md): ``views`` augmented copies of every test image,
+softmax probabilities averaged over the views, prediction = argmax.
 
 The views are drawn with the ``supervised`` training pipeline from the run's ``tta`` generator;
 ``views = 0`` means no TTA (one plain forward pass).

@@ -1,6 +1,6 @@
 """Parameter groups by name, for freezing schedules and optimiser groups.
 
-Names (PROTOCOL.md sections 3.4 and 3.7):
+Names (docs/protocol.md sections 3.4 and 3.7):
 
 ``head``        the classification head (the paper's head L).
 ``projector``   the SSL projector.

@@ -1,6 +1,6 @@
 """Projector and classification heads.
 
-* :class:`Projector`: the Barlow Twins projector of Zbontar et al. (PROTOCOL.md: three linear
+* :class:`Projector`: the Barlow Twins projector of Zbontar et al. (docs/protocol.md: three linear
   layers of 8192 units, BatchNorm + ReLU between them); with ``widths=(512, 128)`` and
   ``batch_norm=False`` it is the SimCLR head of the thesis (FC, ReLU, linear; dim 128).
 * :class:`LinearHead`: the paper's head L, one linear layer on the encoder features.

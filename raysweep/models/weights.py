@@ -16,7 +16,8 @@ A weights spec is a string:
     dl.fbaipublicfiles.com/vicreg/resnet50.pth.
 ``file:PATH``
     a plain state dict, a DDP (``module.``-prefixed) one, a ``torch.compile`` (``_orig_mod.``)
-    one, or a raysweep checkpoint (a dict whose ``encoder`` entry is the state dict).
+    one, or a raysweep checkpoint (a dict whose ``encoder`` entry is the state dict); ``PATH``
+    is a local path or an object-store URI (``s3://...``, :mod:`raysweep.storage`).
 
 Both hub models are published under the same file name ``resnet50.pth``, so torch.hub would cache
 them at the same path; raysweep therefore looks for them under distinct names,
@@ -24,14 +25,17 @@ them at the same path; raysweep therefore looks for them under distinct names,
 
 Loading uses ``torch.load(..., weights_only=True)``, drops ``fc.*`` (the ImageNet classifier),
 strips known prefixes, and fails with a one-line :class:`~raysweep.errors.WeightsError` on an
-unreadable file, a shape mismatch (a checkpoint of another architecture) or missing encoder
-tensors (a partly initialised encoder would silently spoil a study). Unexpected extra tensors
+unreadable, empty or unsafe file (anything but tensors and plain containers is refused, never
+unpickled), NaN or infinite values (named by tensor), a shape mismatch (a checkpoint of another
+architecture) or missing encoder tensors (a partly initialised encoder would silently spoil a
+study). Unexpected extra tensors
 are reported with a warning and returned in the :class:`LoadReport`.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +47,7 @@ from torch import nn
 from torchvision.models import get_model_weights
 
 from raysweep.errors import WeightsError
+from raysweep.storage import AnyPath, storage_path, torch_load
 
 __all__ = [
     "HUB_MODELS",
@@ -52,6 +57,7 @@ __all__ = [
     "hub_checkpoint_path",
     "load_encoder_weights",
     "resolve_weights",
+    "weights_file",
 ]
 
 StateDict = dict[str, torch.Tensor]
@@ -85,18 +91,46 @@ def hub_checkpoint_path(filename: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def _read(path: Path, spec: str, url: str | None = None) -> object:
+def _read(path: AnyPath, spec: str, url: str | None = None) -> object:
     if not path.is_file():
         where = f"download {url} and place it at {path}" if url else f"{path} does not exist"
         raise WeightsError(
             f"weights {spec!r}: file {path} not found; offline nothing is downloaded: {where} "
             "(or pass weights='file:PATH')"
         )
+    if path.stat().st_size == 0:
+        raise WeightsError(f"weights {spec!r}: cannot read {path}: the file is empty (0 bytes)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        reason = " ".join(str(exc).split())[:300]
-        raise WeightsError(f"weights {spec!r}: cannot read {path}: {reason}") from exc
+        with warnings.catch_warnings():  # torch's note on the pickle protocol is not ours
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch_load(path)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"weights {spec!r}: cannot read {path}: refused by the safe loader, which reads "
+            f"tensors and plain containers only and never runs code in a file "
+            f"({_unpickling_cause(exc)})") from exc
+    except Exception as exc:  # a damaged or foreign file fails in many ways
+        detail = " ".join(str(exc).split())
+        reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        raise WeightsError(f"weights {spec!r}: cannot read {path}: not a PyTorch checkpoint "
+                           f"or a damaged one ({reason})") from exc
+
+
+#: Paragraphs of torch's weights-only refusal that advise rather than explain.
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation",
+                 "Re-running `torch.load`", "In PyTorch 2.6")
+
+
+def _unpickling_cause(exc: BaseException) -> str:
+    """The cause in torch's weights-only refusal (the global or opcode it met), without its
+    advice to load with ``weights_only=False``, which would run the file's code."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    parts = [" ".join(part.split()) for part in text.split("\n")]
+    kept = [part for part in parts if part and not part.startswith(_TORCH_ADVICE)]
+    cause = " ".join(kept).split(" Please use `torch.serialization")[0].strip()
+    return cause or type(exc).__name__
 
 
 def extract_state_dict(obj: object, spec: str) -> StateDict:
@@ -128,7 +162,13 @@ def extract_state_dict(obj: object, spec: str) -> StateDict:
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             break
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    for key, value in state.items():
+        if (value.is_floating_point() or value.is_complex()) and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise WeightsError(f"weights {spec!r}: tensor {key} holds {bad} NaN or infinite "
+                               f"value(s) of {value.numel()}; a diverged run's weights?")
+    return state
 
 
 def _random(argument: str, arch: str, spec: str) -> StateDict | None:
@@ -137,7 +177,8 @@ def _random(argument: str, arch: str, spec: str) -> StateDict | None:
     return None
 
 
-def _torchvision(argument: str, arch: str, spec: str) -> StateDict:
+def _torchvision_file(argument: str, arch: str, spec: str) -> tuple[Path, str]:
+    """(hub cache path, download url) of a torchvision weights enum member."""
     try:
         enum = get_model_weights(arch)
     except ValueError as exc:
@@ -146,7 +187,11 @@ def _torchvision(argument: str, arch: str, spec: str) -> StateDict:
     if argument not in names:
         raise WeightsError(f"weights {spec!r}: {arch} has torchvision weights {names}, not {argument!r}")
     url = enum[argument].url
-    path = hub_checkpoint_path(os.path.basename(urlparse(url).path))
+    return hub_checkpoint_path(os.path.basename(urlparse(url).path)), url
+
+
+def _torchvision(argument: str, arch: str, spec: str) -> StateDict:
+    path, url = _torchvision_file(argument, arch, spec)
     return extract_state_dict(_read(path, spec, url), spec)
 
 
@@ -166,7 +211,7 @@ def _hub(name: str) -> Callable[[str, str, str], StateDict]:
 def _file(argument: str, arch: str, spec: str) -> StateDict:
     if not argument:
         raise WeightsError(f"weights {spec!r}: give a path, as in 'file:/path/to/encoder.pt'")
-    return extract_state_dict(_read(Path(argument).expanduser(), spec), spec)
+    return extract_state_dict(_read(storage_path(argument), spec), spec)
 
 
 #: Weight-source registry: kind (the part before ``:``) -> resolver(argument, arch, spec).
@@ -188,6 +233,22 @@ def resolve_weights(spec: str, arch: str) -> StateDict | None:
             "torchvision:IMAGENET1K_V2, barlowtwins, vicreg, file:PATH"
         )
     return WEIGHT_SOURCES[kind](argument, arch, spec)
+
+
+def weights_file(spec: str, arch: str) -> AnyPath | None:
+    """The file that weights ``spec`` are read from for ``arch`` (None for ``random``), whether
+    or not it exists: what identifies the weights by content (its bytes' digest)."""
+    kind, _, argument = spec.partition(":")
+    if kind == "random":
+        return None
+    if kind == "torchvision":
+        return _torchvision_file(argument, arch, spec)[0]
+    if kind in HUB_MODELS:
+        return hub_checkpoint_path(HUB_MODELS[kind][1])
+    if kind == "file" and argument:
+        return storage_path(argument)
+    resolve_weights(spec, arch)  # raises the one-line error of an unknown or malformed spec
+    return None
 
 
 def load_encoder_weights(encoder: nn.Module, state: StateDict, spec: str) -> LoadReport:

@@ -47,7 +47,7 @@ def fastai_one_cycle(optimizer: Optimizer, *, max_lr: float | list[float], total
 
     Call ``scheduler.step()`` after each of the ``total_steps`` optimiser steps (the usual torch
     order); before step ``i`` the optimiser then holds fastai's values at ``pos = i / total_steps``.
-    ``max_lr`` may be a list, one per param group. Defaults are fastai's (and PROTOCOL.md's):
+    ``max_lr`` may be a list, one per param group. Defaults are fastai's (and docs/protocol.md's):
     ``pct_start 0.25, div 25, div_final 1e5, momentum 0.95 -> 0.85 -> 0.95``.
     """
     if total_steps < 1:

@@ -21,6 +21,7 @@ from raysweep.report.document import Document, Figure, Section, Table, Text
 from raysweep.report.inputs import (
     SearchHistory,
     load_pretrain_curves,
+    load_representations,
     load_results,
     load_search_histories,
 )
@@ -30,11 +31,14 @@ from raysweep.report.settings import ReportSettings
 from raysweep.report.significance import iter_families, pairwise_tests
 from raysweep.report.summary import condition_keys, per_class_f1, protocol_table, summary_table
 from raysweep.report.tables import (
+    fmt_mean_std,
+    fmt_number,
     latex_table,
     markdown_table,
     metric_label,
     per_class_display,
     protocol_display,
+    representation_display,
     summary_display,
     tests_display,
 )
@@ -83,6 +87,7 @@ def write_report(
     results = None if search_only else load_results(experiment_dir)
     curves = load_pretrain_curves(experiment_dir)
     histories = load_search_histories(experiment_dir)
+    representations = load_representations(experiment_dir)
     record = provenance(spec)
     record["generated_from"] = str(experiment_dir / ("search" if search_only
                                                       else "results.parquet"))
@@ -99,6 +104,8 @@ def write_report(
             *_protocol_section(results, settings),
             *_per_class_section(results, settings),
             _significance_section(tests, settings),
+            *_validation_section(results, settings, out / "figures", dpi),
+            *_representation_section(representations, out / "figures", dpi),
             _figures_section(results, settings, curves, histories, out / "figures", dpi),
             *search_sections(experiment_dir, out / "figures", dpi),
         ]
@@ -189,7 +196,7 @@ def _protocol_section(results: pd.DataFrame, settings: ReportSettings) -> list[S
                     "protocol side by side (the paper's Tables 7 and 8).",
             data=table, display=protocol_display(table, protocols),
         ))
-    return [Section("Linear probe vs fine-tuning", tuple(blocks))]
+    return [Section("Protocols side by side", tuple(blocks))]
 
 
 def _per_class_section(results: pd.DataFrame, settings: ReportSettings) -> list[Section]:
@@ -220,21 +227,34 @@ def _significance_section(tests: pd.DataFrame, settings: ReportSettings) -> Sect
         f"Tests: {', '.join(labels[t] for t in settings.tests)}. Within each family "
         f"({', '.join(settings.family_by) or 'all runs'}) {how} are tested for each metric. "
         "Null 'Model 1 ≤ Model 2' is the one-sided test of H1: Model 1 > Model 2; "
-        "'Model 1 = Model 2' is two-sided. Paired tests pair runs by seed. "
+        "'Model 1 = Model 2' is two-sided. Paired tests pair runs by seed. Comparisons across "
+        "families (a condition under one protocol against another under a second) pair runs "
+        "by seed too and are corrected as one family of their own. "
         f"Cells show p (p adjusted by the {correction} correction across the family, per "
         f"metric and test); * marks rejection at alpha = {settings.alpha}. 'Flagged' means "
         f"the primary test ({primary}) rejects after correction. Δ mean = mean 1 − mean 2 "
-        f"with its 95% percentile bootstrap CI ({settings.bootstrap_resamples} resamples); "
-        "Cohen's d uses the pooled standard deviation; Cliff's δ = P(X1 > X2) − P(X1 < X2); "
-        f"seeds for {settings.power:.0%} power = the smallest number of runs per condition "
-        f"for which a two-sample t-test at alpha = {settings.alpha} detects the observed d "
-        "(statsmodels TTestIndPower)."
+        f"with its 95% percentile bootstrap CI ({settings.bootstrap_resamples} resamples). "
+        "Design 'paired': every run of both conditions has a partner of the same seed; then "
+        "the bootstrap resamples seed indices (both runs of a seed together) and the power "
+        "analysis uses Cohen's d_z = mean / sd of the per-seed differences; otherwise the "
+        "runs are independent samples, resampled separately, and the power analysis uses "
+        "Cohen's d (pooled standard deviation). Cliff's δ = P(X1 > X2) − P(X1 < X2). "
+        f"Seeds for {settings.power:.0%} power = the smallest number of seeds for which a "
+        f"paired t-test (paired design; statsmodels TTestPower) or a two-sample t-test "
+        f"(independent; TTestIndPower) at alpha = {settings.alpha} detects the observed "
+        "effect size."
     )]
-    flagged = tests[tests["flagged"]].drop_duplicates(["family", "metric", "model_1", "model_2"])
+    flagged = tests[tests["flagged"]].drop_duplicates(
+        ["family", "metric", "model_1", "model_2", "family_1", "family_2"])
     if flagged.empty:
         blocks.append(Text("No comparison is flagged after correction."))
     else:
-        items = "; ".join(f"{r.model_1} vs {r.model_2} ({r.family}, {metric_label(r.metric)})"
+        def sides(r) -> str:
+            if r.family_1 == r.family_2:
+                return f"{r.model_1} vs {r.model_2}"
+            return f"{r.model_1} ({r.family_1}) vs {r.model_2} ({r.family_2})"
+
+        items = "; ".join(f"{sides(r)} ({r.family}, {metric_label(r.metric)})"
                           for r in flagged.itertuples())
         blocks.append(Text(f"Flagged after correction: {items}."))
     if tests.empty:
@@ -245,9 +265,89 @@ def _significance_section(tests: pd.DataFrame, settings: ReportSettings) -> Sect
             title=f"Pairwise tests — {family}",
             caption=f"Family {family}: {part[['model_1', 'model_2']].drop_duplicates().shape[0]}"
                     f" comparisons (the paper's Tables 13 and 14).",
-            data=part.reset_index(drop=True), display=tests_display(part, labels),
+            data=part.reset_index(drop=True),
+            display=tests_display(part, labels, settings.power),
         ))
     return Section("Significance tests", tuple(blocks))
+
+
+def _validation_section(
+    results: pd.DataFrame, settings: ReportSettings, fig_dir: Path, dpi: int,
+) -> list[Section]:
+    """Per-epoch validation curves of fine-tuning (rows with a ``val_curve``), per family."""
+    blocks: list[Table | Figure] = []
+    metrics = ["loss", *settings.metrics]
+    for label, _, frame in iter_families(results, settings.family_by):
+        curves = plots.validation_curve_table(frame, metrics)
+        if curves.empty:
+            continue
+        slug = f"validation-curves-{slugify(label)}"
+        fig = plots.validation_curves(curves, metrics, f"Validation curves — {label}")
+        if fig is not None:
+            path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)
+            blocks.append(Figure(slug, f"Validation curves — {label}",
+                                 "Loss and metrics on the validation split after every "
+                                 "epoch: mean over seeds, band ± one standard deviation.",
+                                 path))
+        blocks.append(Table(
+            slug=slug, title=f"Last epoch on the validation split — {label}",
+            caption="Mean ± std over seeds at the last epoch, and the epoch of the best mean "
+                    "(the CSV holds every epoch).",
+            data=curves, display=_last_epoch_display(curves, metrics)))
+    return [Section("Validation curves", tuple(blocks))] if blocks else []
+
+
+def _last_epoch_display(curves: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    rows = []
+    for condition, part in curves.groupby("condition", sort=False):
+        last = int(part["epoch"].max())
+        row: dict[str, object] = {"Condition": condition, "Epochs": last}
+        for metric in metrics:
+            values = part[part["metric"] == metric].set_index("epoch")
+            if values.empty:
+                continue
+            name = "Loss" if metric == "loss" else metric_label(metric)
+            row[name] = fmt_mean_std(values.loc[last, "mean"], values.loc[last, "std"])
+            best = values["mean"].idxmin() if metric == "loss" else values["mean"].idxmax()
+            row[f"Best epoch ({name})"] = int(best)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _representation_section(entries: list[dict], fig_dir: Path, dpi: int) -> list[Section]:
+    """The representation analysis of every encoder: a table and one PCA / t-SNE figure each."""
+    if not entries:
+        return []
+    data = pd.DataFrame([{k: v for k, v in e.items()
+                          if not isinstance(v, (dict, list))} for e in entries])
+    k = entries[0].get("settings", {}).get("knn_k", "k")
+    blocks: list[Text | Table | Figure] = [
+        Text("Frozen features of each encoder (eval mode, no augmentation), standardised with "
+             "the training split's mean and standard deviation, computed once per encoder "
+             f"(not per seed). kNN accuracy: a {k}-nearest-neighbour classifier (cosine "
+             "distance) fit on the labelled training features, scored on the test set. "
+             "Linear separability: the cross-validated accuracy of a logistic regression "
+             "(C = 1) on the test features alone (stratified folds). Silhouette: the "
+             "silhouette coefficient of the test features with the true classes as clusters "
+             "(−1 to 1; higher = better separated classes). All three are scikit-learn's."),
+        Table(slug="representations", title="Representation analysis per encoder",
+              caption="Test-set scores of the frozen features (Jiang, thesis section 7.1).",
+              data=data, display=representation_display(data)),
+    ]
+    for entry in entries:
+        condition = str(entry["condition"])
+        slug = f"embedding-{slugify(condition)}"
+        explained = entry["embedding"].get("pca_explained_variance") or []
+        share = (f" The two principal components explain "
+                 f"{fmt_number(sum(explained) * 100, 1)}% of the variance." if explained else "")
+        fig = plots.embedding_scatter(entry, f"{condition}: test features")
+        path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)
+        blocks.append(Figure(
+            slug, f"PCA and t-SNE — {condition}",
+            f"{len(entry['embedding']['labels'])} test images, coloured by class; PCA "
+            "components from the training features, t-SNE of the first principal "
+            f"components.{share}", path))
+    return [Section("Representations", tuple(blocks))]
 
 
 def _figures_section(

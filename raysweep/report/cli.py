@@ -1,4 +1,4 @@
-"""``raysweep report`` arguments, for the lead's ``raysweep/cli.py`` to delegate to.
+"""``raysweep report`` arguments as a parser of their own (:func:`cli_main` runs it standalone).
 
     raysweep report EXPERIMENT_DIR [--out DIR]
     raysweep report --from-stats TABLE.csv [--comparisons COMPARISONS.csv] [--out OUT.csv]
@@ -19,6 +19,17 @@ from raysweep.errors import RaysweepError
 from raysweep.report.settings import CORRECTIONS, ReportSettings
 
 
+def _alpha(text: str) -> float:
+    """``--alpha``: a finite number in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
+    return value
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Add the ``report`` arguments to ``parser`` (a subcommand parser) or a new one."""
     parser = parser or argparse.ArgumentParser(
@@ -34,7 +45,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--out", help="report directory (default EXPERIMENT_DIR/report), or "
                                       "with --from-stats the CSV file to write")
     parser.add_argument("--correction", choices=CORRECTIONS, default="holm")
-    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--alpha", type=_alpha, default=0.05, help="in (0, 1)")
     return parser
 
 
@@ -56,6 +67,13 @@ def run(args: argparse.Namespace, settings: ReportSettings | None = None) -> int
     if args.comparisons is not None:
         raise RaysweepError("--comparisons goes with --from-stats; declare an experiment's "
                             "comparisons in its spec's report section")
+    from raysweep.errors import OutputError
+    from raysweep.preflight import directory_problem
+
+    out = args.out or f"{args.experiment_dir}/report"
+    problem = directory_problem(out, "report directory")
+    if problem:
+        raise OutputError(problem)
     base = settings or ReportSettings()
     settings = dataclasses.replace(base, correction=args.correction, alpha=args.alpha)
     paths = write_report(args.experiment_dir, out_dir=args.out, settings=settings)

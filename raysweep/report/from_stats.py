@@ -1,6 +1,6 @@
 """Significance tests from published means and standard deviations (``raysweep report
 --from-stats TABLE.csv``), reproducing the authors' computation:
-``scipy.stats.ttest_ind_from_stats(..., equal_var=False)`` (PROTOCOL.md, paper appendix A.3).
+``scipy.stats.ttest_ind_from_stats(..., equal_var=False)`` (docs/protocol.md, paper appendix A.3).
 
 Input CSV, one row per model (and metric)::
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from raysweep.artefacts import atomic_write_text
-from raysweep.errors import DataError, SpecError
+from raysweep.errors import DataError, OutputError, SpecError
 from raysweep.report import stats
 from raysweep.report.settings import CORRECTIONS, Comparison
 from raysweep.report.significance import apply_correction
@@ -69,6 +69,8 @@ def load_stats_table(path: str | Path) -> pd.DataFrame:
             raise DataError(f"{path} line {line}: std {std} must be finite and >= 0")
         if n < 2 or n != int(n):
             raise DataError(f"{path} line {line}: n {row['n']} must be an integer >= 2")
+    if len(table) < 2:
+        raise DataError(f"{path} has {len(table)} row(s); a test compares at least two models")
     table = table.astype({"model": str, "metric": str, "mean": float, "std": float})
     table["n"] = table["n"].astype(int)
     dup = table.duplicated(["metric", "model"])
@@ -124,6 +126,12 @@ def tests_from_stats(
                     for a, b in itertools.combinations(by_model.index, 2)]
         for comp in plan:
             one, two = by_model.loc[comp.model_1], by_model.loc[comp.model_2]
+            if one["std"] == 0 and two["std"] == 0:
+                raise DataError(
+                    f"{comp.model_1!r} vs {comp.model_2!r} (metric {metric}): both standard "
+                    "deviations "
+                    "are 0, so Welch's t is undefined (a rounded table?); give the unrounded "
+                    "standard deviations or leave the pair out")
             result = stats.welch_from_stats(one["mean"], one["std"], int(one["n"]),
                                             two["mean"], two["std"], int(two["n"]),
                                             comp.alternative)
@@ -140,6 +148,9 @@ def tests_from_stats(
                 "test": "welch", "statistic": result.statistic, "df": result.df,
                 "p_value": result.pvalue,
             })
+    if not rows:
+        raise DataError("nothing to test: no metric holds both models of a comparison (a test "
+                        "needs two models of the same metric)")
     columns = ["family", "metric", "model_1", "model_2", "alternative", "null", "mean_1",
                "std_1", "n_1", "mean_2", "std_2", "n_2", "diff", "cohens_d", "seeds_needed",
                "test", "statistic", "df", "p_value"]
@@ -176,7 +187,15 @@ def report_from_stats(
 ) -> pd.DataFrame:
     """Run :func:`tests_from_stats` on a statistics CSV; with ``out``, write the result there
     as CSV (atomically). ``comparisons`` is a comparisons CSV path or a sequence of
-    :class:`Comparison` (or ``(model_1, model_2, alternative)`` tuples)."""
+    :class:`Comparison` (or ``(model_1, model_2, alternative)`` tuples). Raises
+    :class:`~raysweep.errors.OutputError` before reading anything when ``out`` cannot be
+    written (a directory, or an unwritable folder)."""
+    if out is not None:
+        from raysweep.preflight import output_file_problem
+
+        problem = output_file_problem(out, "output file")
+        if problem:
+            raise OutputError(problem)
     table = load_stats_table(csv_path)
     if comparisons is None:
         planned: list[Comparison] = []

@@ -1,10 +1,11 @@
 """Reading an experiment directory for the report.
 
-Layout (DESIGN.md): ``<dir>/results.parquet`` (required, one row per (condition, seed));
+Layout (docs/design.md): ``<dir>/results.parquet`` (required, one row per (condition, seed));
 optional ``<dir>/pretrain/<hash>/metrics.jsonl`` (+ ``meta.json`` with the run's ``name``) for
 pre-training loss curves; optional ``<dir>/search/<name>/history.csv`` or ``trials.csv``
 (columns ``trial``, ``value``, params...; ``meta.json`` may say ``"direction": "minimize"``)
-for search history. Absent optional parts give empty results; present but unreadable ones raise
+for search history; optional ``<dir>/representations.json`` (the evaluate stage's
+representation analyses, ``raysweep.sweep.representation_stage``). Absent optional parts give empty results; present but unreadable ones raise
 a :class:`~raysweep.errors.DataError` naming the file.
 """
 
@@ -115,3 +116,38 @@ def _read_meta(folder: Path) -> dict:
 
 def _run_name(folder: Path) -> str:
     return str(_read_meta(folder).get("name", folder.name))
+
+
+#: What every entry of ``representations.json`` holds (besides the condition's labels).
+REPRESENTATION_KEYS = ("condition", "knn_accuracy", "linear_separability", "silhouette",
+                       "n_train", "n_test", "class_names", "embedding")
+EMBEDDING_KEYS = ("labels", "pca", "tsne")
+
+
+def load_representations(experiment_dir: str | Path) -> list[dict]:
+    """The entries of ``<experiment_dir>/representations.json`` (one per condition), or an
+    empty list when there is no such file. A file that is not such a list raises a
+    :class:`DataError` naming it and what is wrong."""
+    path = Path(experiment_dir) / "representations.json"
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is not valid JSON") from exc
+    entries = data.get("conditions") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise DataError(f"{path} has no list of 'conditions'")
+    for index, entry in enumerate(entries):
+        missing = [k for k in REPRESENTATION_KEYS if not isinstance(entry, dict) or k not in entry]
+        if not missing:
+            embedding = entry["embedding"]
+            missing = [f"embedding.{k}" for k in EMBEDDING_KEYS
+                       if not isinstance(embedding, dict) or k not in embedding]
+        if missing:
+            raise DataError(f"{path}: entry {index} has no {', '.join(missing)}")
+        n = len(entry["embedding"]["labels"])
+        if any(len(entry["embedding"][k]) != n for k in ("pca", "tsne")):
+            raise DataError(f"{path}: entry {index} ({entry['condition']}) has embeddings "
+                            "and labels of different lengths")
+    return entries

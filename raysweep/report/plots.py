@@ -152,5 +152,87 @@ def search_history(history: pd.DataFrame, title: str, maximize: bool = True) -> 
     return fig
 
 
+def parse_val_curve(value: object) -> list[dict] | None:
+    """The ``val_curve`` JSON string of a fine-tuning row -> its per-epoch records, or None
+    when missing, unreadable or empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    try:
+        records = json.loads(value) if isinstance(value, (str, bytes)) else list(value)
+    except (TypeError, ValueError):
+        return None
+    ok = [r for r in records if isinstance(r, dict) and "epoch" in r]
+    return ok or None
+
+
+def validation_curve_table(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Per condition, epoch and metric of the rows' ``val_curve`` records: ``mean``, ``std``
+    (ddof 1) and ``n`` over seeds. Columns ``condition``, ``epoch``, ``metric``, ``mean``,
+    ``std``, ``n``; empty when no row has a curve."""
+    columns = ["condition", "epoch", "metric", "mean", "std", "n"]
+    if "val_curve" not in frame.columns:
+        return pd.DataFrame(columns=columns)
+    long = []
+    for condition, seed, value in zip(frame["condition"], frame["seed"], frame["val_curve"],
+                                      strict=True):
+        for record in parse_val_curve(value) or []:
+            long += [{"condition": str(condition), "seed": seed, "epoch": int(record["epoch"]),
+                      "metric": m, "value": float(record[m])} for m in metrics if m in record]
+    if not long:
+        return pd.DataFrame(columns=columns)
+    stats = (pd.DataFrame(long).groupby(["condition", "epoch", "metric"], sort=False)["value"]
+             .agg(["mean", "std", "count"]).reset_index())
+    return stats.rename(columns={"count": "n"})[columns]
+
+
+def validation_curves(curves: pd.DataFrame, metrics: Sequence[str], title: str) -> Figure | None:
+    """One panel per metric: mean over seeds per epoch, one line per condition, with a band of
+    one standard deviation (the thesis' Figure 7.2, without smoothing). ``curves`` is a
+    :func:`validation_curve_table`; None when it is empty."""
+    metrics = [m for m in metrics if m in set(curves["metric"])]
+    if curves.empty or not metrics:
+        return None
+    fig = new_figure(4.2 * len(metrics), 3.4)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    conditions = list(dict.fromkeys(curves["condition"]))
+    for ax, metric in zip(axes, metrics, strict=True):
+        for i, condition in enumerate(conditions):
+            part = curves[(curves["condition"] == condition) & (curves["metric"] == metric)]
+            part = part.sort_values("epoch")
+            mean, std = part["mean"].to_numpy(float), part["std"].fillna(0.0).to_numpy(float)
+            ax.plot(part["epoch"], mean, color=f"C{i % 10}", label=condition, lw=1.2)
+            ax.fill_between(part["epoch"], mean - std, mean + std, color=f"C{i % 10}",
+                            alpha=0.2, lw=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation loss" if metric == "loss" else metric_label(metric))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def embedding_scatter(entry: dict, title: str) -> Figure:
+    """PCA and t-SNE of one encoder's test features (a representation analysis entry), one
+    colour per class."""
+    embedding = entry["embedding"]
+    labels = np.asarray(embedding["labels"], dtype=int)
+    names = list(entry["class_names"])
+    fig = new_figure(9.0, 4.2)
+    axes = fig.subplots(1, 2)
+    panels = (("pca", "PCA (fit on the training features)"), ("tsne", "t-SNE"))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        points = np.asarray(embedding[key], dtype=float).reshape(-1, 2)
+        for c in np.unique(labels):
+            mask = labels == c
+            ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.7, color=f"C{c % 10}",
+                       label=names[c] if c < len(names) else str(c))
+        ax.set_title(label, fontsize="medium")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[1].legend(fontsize="x-small", markerscale=2, loc="best")
+    fig.suptitle(title)
+    return fig
+
+
 def _max_conditions(families: Sequence[tuple[str, pd.DataFrame]]) -> int:
     return max((frame["condition"].nunique() for _, frame in families), default=1)

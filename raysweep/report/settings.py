@@ -22,25 +22,54 @@ CORRECTIONS = ("holm", "fdr_bh", "bonferroni", "none")
 TEST_NAMES = ("welch", "paired_t", "wilcoxon", "mannwhitney")
 
 
+def cross_family(family_by: Sequence[str]) -> str:
+    """The family label of every comparison across families (``family_1`` != ``family_2``):
+    ``across protocols`` with the default ``family_by``, else ``across families``."""
+    return "across protocols" if tuple(family_by) == ("protocol",) else "across families"
+
+
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """One declared comparison: ``model_1`` vs ``model_2`` (condition ids) under ``alternative``,
     tested in the family labelled ``family`` only (e.g. ``"probe"`` with the default
-    ``family_by=("protocol",)``), or in every family holding both conditions when None."""
+    ``family_by=("protocol",)``), or in every family holding both conditions when None.
+
+    Across families: ``model_1``'s runs of family ``family_1`` against ``model_2``'s runs of
+    family ``family_2`` (with the default ``family_by``, e.g. a frozen SimCLR encoder's probe
+    against a supervised baseline's fine-tuning); such comparisons form a family of their own
+    (:func:`cross_family`) for the correction."""
 
     model_1: str
     model_2: str
     alternative: str = "greater"
     family: str | None = None
+    family_1: str | None = None
+    family_2: str | None = None
 
     def __post_init__(self) -> None:
+        name = f"report comparison {self.model_1!r} vs {self.model_2!r}"
         if self.alternative not in ALTERNATIVES:
             raise SpecError(
-                f"report comparison {self.model_1!r} vs {self.model_2!r}: alternative "
-                f"{self.alternative!r} is not one of {ALTERNATIVES}"
+                f"{name}: alternative {self.alternative!r} is not one of {ALTERNATIVES}"
             )
-        if self.model_1 == self.model_2:
+        if (self.family_1 is None) != (self.family_2 is None):
+            raise SpecError(f"{name}: give family_1 and family_2 together")
+        if self.family_1 is not None and self.family is not None:
+            raise SpecError(f"{name}: give family, or family_1 and family_2, not both")
+        if self.model_1 == self.model_2 and self.family_1 == self.family_2:
             raise SpecError(f"report comparison compares {self.model_1!r} with itself")
+
+    @property
+    def across(self) -> bool:
+        """Whether the two sides come from different families."""
+        return self.family_1 is not None and self.family_1 != self.family_2
+
+    def label(self, side: int) -> str:
+        """``model_1`` / ``model_2``, with its family when the comparison is across families
+        (``simclr-100 (probe)``)."""
+        model, family = ((self.model_1, self.family_1) if side == 1
+                         else (self.model_2, self.family_2))
+        return f"{model} ({family})" if self.across else model
 
     @property
     def null(self) -> str:
@@ -108,8 +137,9 @@ class ReportSettings:
 def _as_comparison(item: Comparison | Sequence[str]) -> Comparison:
     if isinstance(item, Comparison):
         return item
-    if isinstance(item, str) or len(item) not in (2, 3, 4):
+    if isinstance(item, str) or len(item) not in (2, 3, 4, 6):
         raise SpecError(
-            f"report comparison {item!r} is not (model_1, model_2[, alternative[, family]])"
+            f"report comparison {item!r} is not (model_1, model_2[, alternative[, family[, "
+            "family_1, family_2]]])"
         )
     return Comparison(*(None if x is None else str(x) for x in item))

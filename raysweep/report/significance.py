@@ -15,6 +15,14 @@ Choices (the paper is silent on all but the first):
   seeing the data would not be a one-sided test.
 - Paired tests (paired t, Wilcoxon) pair runs by ``seed`` (inner join); the unpaired ones use
   every run of each condition.
+- Seeds are paired across conditions by design (the same seed index means the same draws), so
+  when every run of both conditions has its partner, the effect size behind "seeds needed" is
+  the paired one (Cohen's d_z, statsmodels' ``TTestPower``: seeds for a paired t-test) and the
+  bootstrap resamples seed indices; otherwise both treat the runs as independent (Cohen's d,
+  ``TTestIndPower``; each condition resampled on its own). Cohen's d is reported either way.
+- A comparison across families (``family_1`` / ``family_2``: e.g. a probe against a
+  fine-tuning) pairs runs by seed in the same way; all of them form one family of their own
+  for the correction (``across protocols``).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import pandas as pd
 
 from raysweep.errors import DataError, SpecError
 from raysweep.report import stats
-from raysweep.report.settings import Comparison, ReportSettings
+from raysweep.report.settings import Comparison, ReportSettings, cross_family
 
 CONDITION = "condition"
 SEED = "seed"
@@ -65,7 +73,7 @@ def plan_comparisons(
     if declared:
         present = set(conditions)
         return [c for c in declared if c.model_1 in present and c.model_2 in present
-                and (c.family is None or c.family == family)]
+                and (c.family or c.family_1) in (None, family)]
     return [Comparison(a, b, "two-sided") for a, b in itertools.combinations(conditions, 2)]
 
 
@@ -79,12 +87,15 @@ def check_unique_runs(results: pd.DataFrame, family_by: Sequence[str]) -> None:
 
 
 def paired_values(
-    frame: pd.DataFrame, model_1: str, model_2: str, metric: str
+    frame: pd.DataFrame, model_1: str, model_2: str, metric: str,
+    frame_2: pd.DataFrame | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The metric of both conditions on their common seeds (inner join on ``seed``), sorted by
-    seed. Raises :class:`DataError` when the two conditions share no seed."""
+    seed; ``model_2``'s runs come from ``frame_2`` when given (a comparison across families).
+    Raises :class:`DataError` when the two conditions share no seed."""
+    frame_2 = frame if frame_2 is None else frame_2
     a = frame.loc[frame[CONDITION].astype(str) == model_1, [SEED, metric]].dropna()
-    b = frame.loc[frame[CONDITION].astype(str) == model_2, [SEED, metric]].dropna()
+    b = frame_2.loc[frame_2[CONDITION].astype(str) == model_2, [SEED, metric]].dropna()
     joined = a.merge(b, on=SEED, suffixes=("_1", "_2")).sort_values(SEED)
     if joined.empty:
         raise DataError(
@@ -100,74 +111,128 @@ def condition_values(frame: pd.DataFrame, condition: str, metric: str) -> np.nda
     return values.dropna().to_numpy(float)
 
 
+def seed_pairs(
+    frame_1: pd.DataFrame, frame_2: pd.DataFrame, model_1: str, model_2: str, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`paired_values`, but empty arrays instead of an error when no seed is
+    shared."""
+    try:
+        return paired_values(frame_1, model_1, model_2, metric, frame_2)
+    except DataError:
+        return np.empty(0), np.empty(0)
+
+
+def is_paired_design(a: np.ndarray, b: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Every run of both conditions has its partner of the same seed (and n >= 2): then the
+    effect size, power and bootstrap are the paired ones."""
+    return len(pairs[0]) >= 2 and len(pairs[0]) == len(a) == len(b)
+
+
 def pairwise_tests(results: pd.DataFrame, settings: ReportSettings) -> pd.DataFrame:
-    """Run every planned comparison in every family, for each metric and test.
+    """Run every planned comparison in every family, for each metric and test; then every
+    declared comparison across families (family :func:`~raysweep.report.settings.cross_family`:
+    ``across protocols``).
 
-    Returns a long DataFrame with columns ``family``, the ``family_by`` columns, ``metric``,
-    ``model_1``, ``model_2``, ``alternative``, ``null``, ``n_1``, ``n_2``, ``mean_1``,
-    ``mean_2``, ``diff`` (mean_1 - mean_2), ``ci_low``, ``ci_high`` (percentile bootstrap,
-    95%), ``cohens_d`` (pooled sd), ``cliffs_delta``, ``seeds_needed`` (per condition, at
-    ``settings.power``), ``test``, ``test_label``, ``n_pairs`` (paired tests), ``statistic``,
-    ``df``, ``p_value``, ``correction``, ``p_adjusted``, ``reject`` and ``flagged`` (the primary
-    test rejects, repeated on every test's row of that comparison).
+    Returns a long DataFrame with columns ``family``, the ``family_by`` columns (empty for
+    comparisons across families), ``family_1``, ``family_2`` (the families the two sides come
+    from), ``metric``, ``model_1``, ``model_2``, ``alternative``, ``null``, ``n_1``, ``n_2``,
+    ``mean_1``, ``mean_2``, ``diff`` (mean_1 - mean_2), ``design`` (``paired`` when every run
+    of both conditions pairs with the other's run of the same seed, else ``independent``),
+    ``ci_low``, ``ci_high`` (95% percentile bootstrap of the mean difference: resampled seed
+    indices when paired, each condition's runs independently otherwise), ``cohens_d`` (pooled
+    sd), ``cohens_dz`` (paired design only), ``cliffs_delta``, ``seeds_needed`` (at
+    ``settings.power``: a paired t-test at d_z when paired, a two-sample t-test at d
+    otherwise), ``test``, ``test_label``, ``n_pairs`` (paired tests), ``statistic``, ``df``,
+    ``p_value``, ``correction``, ``p_adjusted``, ``reject`` and ``flagged`` (the primary test
+    rejects, repeated on every test's row of that comparison).
     """
-    from raysweep.seeding import numpy_rng
-
     missing = [m for m in settings.metrics if m not in results.columns]
     if missing:
         raise DataError(f"results table has no metric column(s) {missing}")
     check_unique_runs(results, settings.family_by)
     _check_declared(results, settings.comparisons, settings.family_by)
 
+    within = [c for c in settings.comparisons if not c.across]
+    across = [c for c in settings.comparisons if c.across]
+    families = list(iter_families(results, settings.family_by))
     rows: list[dict[str, object]] = []
-    for label, key, frame in iter_families(results, settings.family_by):
-        plan = plan_comparisons(conditions_in_order(frame), settings.comparisons, label)
+    for label, key, frame in families:
+        plan = (plan_comparisons(conditions_in_order(frame), within, label)
+                if within or not across else [])
         for metric, comp in itertools.product(settings.metrics, plan):
-            a = condition_values(frame, comp.model_1, metric)
-            b = condition_values(frame, comp.model_2, metric)
-            d = stats.cohens_d(a, b)
-            rng = numpy_rng(settings.bootstrap_seed, "bootstrap", label, metric,
-                            comp.model_1, comp.model_2)
-            ci_low, ci_high = stats.bootstrap_diff_ci(
-                a, b, resamples=settings.bootstrap_resamples, rng=rng
-            )
-            common = {
-                "family": label, **key, "metric": metric,
-                "model_1": comp.model_1, "model_2": comp.model_2,
-                "alternative": comp.alternative, "null": comp.null,
-                "n_1": len(a), "n_2": len(b),
-                "mean_1": a.mean() if len(a) else math.nan,
-                "mean_2": b.mean() if len(b) else math.nan,
-                "ci_low": ci_low, "ci_high": ci_high,
-                "cohens_d": d, "cliffs_delta": stats.cliffs_delta(a, b),
-                "seeds_needed": stats.seeds_needed(
-                    d, alpha=settings.alpha, power=settings.power, alternative=comp.alternative
-                ),
-            }
-            common["diff"] = common["mean_1"] - common["mean_2"]
-            paired: tuple[np.ndarray, np.ndarray] | None = None
-            for name in settings.tests:
-                test = stats.TESTS[name]
-                if test.paired:
-                    if paired is None:
-                        paired = paired_values(frame, comp.model_1, comp.model_2, metric)
-                    x, y = paired
-                else:
-                    x, y = a, b
-                result = _run_safely(test, x, y, comp.alternative)
-                rows.append({
-                    **common, "test": name, "test_label": test.label,
-                    "n_pairs": len(x) if test.paired else math.nan,
-                    "statistic": result.statistic, "df": result.df, "p_value": result.pvalue,
-                })
+            rows += _compare(frame, frame, comp, metric, label, key, label, label, settings)
+    frames = {label: frame for label, _, frame in families}
+    empty_key = dict.fromkeys(settings.family_by)
+    for metric, comp in itertools.product(settings.metrics, across):
+        rows += _compare(frames[comp.family_1], frames[comp.family_2], comp, metric,
+                         cross_family(settings.family_by), empty_key, comp.family_1,
+                         comp.family_2, settings)
     columns = [
-        "family", *settings.family_by, "metric", "model_1", "model_2", "alternative", "null",
-        "n_1", "n_2", "mean_1", "mean_2", "diff", "ci_low", "ci_high", "cohens_d",
-        "cliffs_delta", "seeds_needed", "test", "test_label", "n_pairs", "statistic", "df",
-        "p_value",
+        "family", *settings.family_by, "family_1", "family_2", "metric", "model_1", "model_2",
+        "alternative", "null", "n_1", "n_2", "mean_1", "mean_2", "diff", "design", "ci_low",
+        "ci_high", "cohens_d", "cohens_dz", "cliffs_delta", "seeds_needed", "test",
+        "test_label", "n_pairs", "statistic", "df", "p_value",
     ]
     table = pd.DataFrame(rows, columns=columns)
     return apply_correction(table, settings.correction, settings.alpha, settings.primary_test)
+
+
+def _compare(
+    frame_1: pd.DataFrame, frame_2: pd.DataFrame, comp: Comparison, metric: str, family: str,
+    key: dict, family_1: str, family_2: str, settings: ReportSettings,
+) -> list[dict[str, object]]:
+    """The rows (one per test) of one comparison: ``model_1``'s runs in ``frame_1`` against
+    ``model_2``'s in ``frame_2``."""
+    from raysweep.seeding import numpy_rng
+
+    a = condition_values(frame_1, comp.model_1, metric)
+    b = condition_values(frame_2, comp.model_2, metric)
+    pairs = seed_pairs(frame_1, frame_2, comp.model_1, comp.model_2, metric)
+    paired_design = is_paired_design(a, b, pairs)
+    sides = (comp.model_1, comp.model_2) if family_1 == family_2 else (
+        comp.model_1, family_1, comp.model_2, family_2)
+    rng = numpy_rng(settings.bootstrap_seed, "bootstrap", family, metric, *sides)
+    if paired_design:
+        ci_low, ci_high = stats.paired_bootstrap_diff_ci(
+            *pairs, resamples=settings.bootstrap_resamples, rng=rng)
+        dz = stats.cohens_dz(*pairs)
+    else:
+        ci_low, ci_high = stats.bootstrap_diff_ci(
+            a, b, resamples=settings.bootstrap_resamples, rng=rng)
+        dz = math.nan
+    d = stats.cohens_d(a, b)
+    common = {
+        "family": family, **key, "family_1": family_1, "family_2": family_2, "metric": metric,
+        "model_1": comp.model_1, "model_2": comp.model_2,
+        "alternative": comp.alternative, "null": comp.null,
+        "n_1": len(a), "n_2": len(b),
+        "mean_1": a.mean() if len(a) else math.nan,
+        "mean_2": b.mean() if len(b) else math.nan,
+        "design": "paired" if paired_design else "independent",
+        "ci_low": ci_low, "ci_high": ci_high,
+        "cohens_d": d, "cohens_dz": dz, "cliffs_delta": stats.cliffs_delta(a, b),
+        "seeds_needed": stats.seeds_needed(
+            dz if paired_design else d, alpha=settings.alpha, power=settings.power,
+            alternative=comp.alternative, paired=paired_design,
+        ),
+    }
+    common["diff"] = common["mean_1"] - common["mean_2"]
+    rows = []
+    for name in settings.tests:
+        test = stats.TESTS[name]
+        if test.paired:
+            if not len(pairs[0]):  # raises the "share no seed" error
+                paired_values(frame_1, comp.model_1, comp.model_2, metric, frame_2)
+            x, y = pairs
+        else:
+            x, y = a, b
+        result = _run_safely(test, x, y, comp.alternative)
+        rows.append({
+            **common, "test": name, "test_label": test.label,
+            "n_pairs": len(x) if test.paired else math.nan,
+            "statistic": result.statistic, "df": result.df, "p_value": result.pvalue,
+        })
+    return rows
 
 
 def apply_correction(
@@ -188,6 +253,7 @@ def apply_correction(
         table["flagged"] = table["reject"]
         return table
     key = ["family", "metric", "model_1", "model_2"]
+    key += [c for c in ("family_1", "family_2") if c in table.columns]
     primary = table.loc[table["test"] == primary_test, [*key, "reject"]]
     primary = primary.rename(columns={"reject": "flagged"})
     table = table.merge(primary, on=key, how="left")
@@ -208,16 +274,26 @@ def _check_declared(
     results: pd.DataFrame, declared: Sequence[Comparison], family_by: Sequence[str]
 ) -> None:
     known = set(results[CONDITION].astype(str))
-    families = {label for label, _, _ in iter_families(results, family_by)}
+    members = {label: set(frame[CONDITION].astype(str))
+               for label, _, frame in iter_families(results, family_by)}
+    families = set(members)
     for comp in declared:
-        if comp.family is not None and comp.family not in families:
-            raise SpecError(
-                f"report comparison {comp.model_1!r} vs {comp.model_2!r}: family "
-                f"{comp.family!r} is not in the results table (known: {sorted(families)})"
-            )
+        for family in (comp.family, comp.family_1, comp.family_2):
+            if family is not None and family not in families:
+                raise SpecError(
+                    f"report comparison {comp.model_1!r} vs {comp.model_2!r}: family "
+                    f"{family!r} is not in the results table (known: {sorted(families)})"
+                )
         for model in (comp.model_1, comp.model_2):
             if model not in known:
                 raise SpecError(
                     f"report comparison {comp.model_1!r} vs {comp.model_2!r}: condition "
                     f"{model!r} is not in the results table (known: {sorted(known)})"
                 )
+        if comp.across:
+            for model, family in ((comp.model_1, comp.family_1), (comp.model_2, comp.family_2)):
+                if model not in members[family]:
+                    raise SpecError(
+                        f"report comparison {comp.label(1)} vs {comp.label(2)}: condition "
+                        f"{model!r} has no runs in family {family!r}"
+                    )

@@ -6,8 +6,9 @@ two-sided with the null "Model 1 = Model 2". Here ``alternative="greater"`` alwa
 H1: Model 1 > Model 2, i.e. the paper's one-sided null, for every test.
 
 Every p-value comes from ``scipy.stats``; corrections from statsmodels' ``multipletests``;
-the power analysis from statsmodels' ``TTestIndPower``. What is hand-written (Cohen's d,
-Cliff's delta, the percentile bootstrap) is a one-line formula each, tested against
+the power analysis from statsmodels' ``TTestIndPower`` (independent runs) and ``TTestPower``
+(runs paired by seed: a one-sample t-test on the differences). What is hand-written (Cohen's d
+and d_z, Cliff's delta, the percentile bootstraps) is a one-line formula each, tested against
 independent computations.
 """
 
@@ -79,7 +80,7 @@ def mannwhitney(a: Array, b: Array, alternative: str = "two-sided") -> TestResul
     return TestResult(float(res.statistic), float(res.pvalue))
 
 
-#: The registry of pairwise tests (DESIGN.md principle 7); keys are the names used in settings.
+#: The registry of pairwise tests (docs/design.md principle 7); keys are the names used in settings.
 TESTS: dict[str, PairwiseTest] = {
     "welch": PairwiseTest("welch", "Welch's t-test", False, welch),
     "paired_t": PairwiseTest("paired_t", "paired t-test", True, paired_t),
@@ -163,6 +164,19 @@ def cohens_d(a: Array, b: Array) -> float:
     )
 
 
+def cohens_dz(a: Array, b: Array) -> float:
+    """Cohen's d_z of runs paired by seed (Cohen 1988; Lakens 2013): mean(a - b) / sd(a - b)
+    (ddof=1), the effect size of a paired t-test. Positive when Model 1 is better; +-inf when
+    every difference is the same non-zero number, NaN when all are zero or n < 2."""
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    if len(diff) < 2:
+        return math.nan
+    mean, sd = diff.mean(), diff.std(ddof=1)
+    if sd > 0:
+        return float(mean / sd)
+    return math.nan if mean == 0 else math.copysign(math.inf, mean)
+
+
 def cliffs_delta(a: Array, b: Array) -> float:
     """Cliff's delta = (#{a_i > b_j} - #{a_i < b_j}) / (n_a n_b), in [-1, 1] (Cliff 1993).
 
@@ -194,25 +208,45 @@ def bootstrap_diff_ci(
     return float(low), float(high)
 
 
+def paired_bootstrap_diff_ci(
+    a: Array, b: Array, *, resamples: int, rng: np.random.Generator, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean(a - b) for runs paired by seed (``a[i]``, ``b[i]`` of
+    the same seed): each resample draws ``n`` seed *indices* with replacement and takes both
+    conditions' runs of those seeds, so the pairing is kept. Quantiles as
+    :func:`bootstrap_diff_ci`."""
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    if len(diff) == 0:
+        return math.nan, math.nan
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
 #: Beyond this many seeds per condition the "seeds needed" answer is reported as infinite.
 MAX_SEEDS = 10**7
 
 
 def seeds_needed(
-    effect_size: float, *, alpha: float = 0.05, power: float = 0.8, alternative: str = "two-sided"
+    effect_size: float, *, alpha: float = 0.05, power: float = 0.8, alternative: str = "two-sided",
+    paired: bool = False,
 ) -> float:
-    """Smallest number of seeds per condition for which a two-sample t-test at level ``alpha``
-    detects a true standardised difference ``effect_size`` (Cohen's d) with probability
-    ``power``.
+    """Smallest number of seeds per condition for which a t-test at level ``alpha`` detects a
+    true standardised difference ``effect_size`` with probability ``power``: a two-sample
+    t-test and Cohen's d (independent runs), or with ``paired`` a paired t-test and Cohen's
+    d_z (:func:`cohens_dz`; seeds paired across the two conditions).
 
     Uses statsmodels' ``TTestIndPower.power`` (the exact noncentral-t power of the pooled
-    two-sample t-test, equal group sizes) and searches the smallest integer n >= 2 with
-    power(n) >= ``power`` (``solve_power`` returns a non-integer n and fails to converge for
-    very large effects). For ``alternative="greater"`` a non-positive d can never be detected in
-    that direction: the answer is ``inf``; two-sided uses |d|. Returns ``inf`` beyond
-    :data:`MAX_SEEDS` or for d = 0, NaN for an undefined d.
+    two-sample t-test, equal group sizes) or ``TTestPower.power`` (the one-sample t-test on
+    the paired differences), and searches the smallest integer n >= 2 with power(n) >=
+    ``power`` (``solve_power`` returns a non-integer n and fails to converge for very large
+    effects). For ``alternative="greater"`` a non-positive effect can never be detected in that
+    direction: the answer is ``inf``; two-sided uses its absolute value. Returns ``inf`` beyond
+    :data:`MAX_SEEDS` or for an effect of 0, 2 for an infinite effect (identical non-zero
+    paired differences), NaN for an undefined effect.
     """
-    from statsmodels.stats.power import TTestIndPower
+    from statsmodels.stats.power import TTestIndPower, TTestPower
 
     _check_alternative(alternative)
     if effect_size is None or math.isnan(effect_size):
@@ -220,12 +254,16 @@ def seeds_needed(
     d = abs(effect_size) if alternative == "two-sided" else effect_size
     if d <= 0:
         return math.inf
-    analysis = TTestIndPower()
+    if math.isinf(d):
+        return 2.0
     sm_alternative = "larger" if alternative == "greater" else "two-sided"
 
     def achieved(n: int) -> float:
-        return float(analysis.power(effect_size=d, nobs1=n, alpha=alpha, ratio=1.0,
-                                    alternative=sm_alternative))
+        if paired:
+            return float(TTestPower().power(effect_size=d, nobs=n, alpha=alpha,
+                                            alternative=sm_alternative))
+        return float(TTestIndPower().power(effect_size=d, nobs1=n, alpha=alpha, ratio=1.0,
+                                           alternative=sm_alternative))
 
     if achieved(2) >= power:
         return 2.0

@@ -127,23 +127,49 @@ def per_class_display(per_class: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def tests_display(tests: pd.DataFrame, test_labels: dict[str, str]) -> pd.DataFrame:
-    """One row per (metric, comparison): the difference, its CI, effect sizes, seeds needed,
-    then ``p (p_adj)`` per test, ``*`` marking rejection after correction, and ``Flagged``."""
+def _side(model: object, family: object, across: bool) -> str:
+    return f"{model} ({family})" if across else str(model)
+
+
+def representation_display(data: pd.DataFrame) -> pd.DataFrame:
+    """Condition, encoder, sizes, then the three scores (3 decimals)."""
+    out = pd.DataFrame({"Condition": data["condition"].astype(str)})
+    if "encoder" in data.columns:
+        out["Encoder"] = data["encoder"].astype(str)
+    out["Train / test"] = [f"{fmt_count(a)} / {fmt_count(b)}"
+                           for a, b in zip(data["n_train"], data["n_test"], strict=True)]
+    for column, label in (("knn_accuracy", "kNN accuracy"),
+                          ("linear_separability", "Linear separability"),
+                          ("silhouette", "Silhouette")):
+        out[label] = data[column].map(lambda v: fmt_number(v, 3))
+    return out
+
+
+def tests_display(tests: pd.DataFrame, test_labels: dict[str, str],
+                  power: float = 0.8) -> pd.DataFrame:
+    """One row per (metric, comparison): the difference, its CI, the design (paired by seed or
+    independent), effect sizes, seeds needed, then ``p (p_adj)`` per test, ``*`` marking
+    rejection after correction, and ``Flagged``. A comparison across families names each
+    side's family (``simclr-100 (probe)``)."""
     key = ["metric", "model_1", "model_2"]
+    key += [c for c in ("family_1", "family_2") if c in tests.columns]
     rows = []
-    for _, group in tests.groupby(key, sort=False):
+    for _, group in tests.groupby(key, sort=False, dropna=False):
         first = group.iloc[0]
+        across = "family_1" in first and first["family_1"] != first["family_2"]
+        design = first.get("design", "independent")
         row = {
             "Metric": metric_label(first["metric"]),
-            "Model 1": first["model_1"],
-            "Model 2": first["model_2"],
+            "Model 1": _side(first["model_1"], first.get("family_1"), across),
+            "Model 2": _side(first["model_2"], first.get("family_2"), across),
             "Null": fmt_null(first["null"]),
             "Δ mean": fmt_number(first["diff"]),
             "95% CI": f"[{fmt_number(first['ci_low'])}, {fmt_number(first['ci_high'])}]",
+            "Design": f"paired (n={int(first['n_1'])})" if design == "paired" else design,
             "Cohen's d": fmt_number(first["cohens_d"], 2),
+            "Cohen's d_z": fmt_number(first.get("cohens_dz"), 2),
             "Cliff's δ": fmt_number(first["cliffs_delta"], 2),
-            "Seeds for 80% power": fmt_count(first["seeds_needed"]),
+            f"Seeds for {power:.0%} power": fmt_count(first["seeds_needed"]),
         }
         for _, t in group.iterrows():
             mark = " *" if t["reject"] else ""

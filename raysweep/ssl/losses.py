@@ -1,6 +1,6 @@
 """Self-supervised objectives as pure functions of embeddings.
 
-* Barlow Twins (Zbontar et al. 2021; PROTOCOL.md eq. 1) and its sparse variant (eq. 2, via
+* Barlow Twins (Zbontar et al. 2021; docs/protocol.md eq. 1) and its sparse variant (eq. 2, via
   :func:`l21_norm` of the projector's last weight).
 * NT-Xent, SimCLR's normalised temperature-scaled cross entropy (Chen et al. 2020; thesis
   Table 3.1: temperature 0.07).
@@ -84,7 +84,7 @@ def barlow_twins_terms(
     lambda_offdiag: float,
     distributed: bool | None = None,
 ) -> BarlowTwinsTerms:
-    """Barlow Twins loss (PROTOCOL.md eq. 1) with its invariance and redundancy terms.
+    """Barlow Twins loss (docs/protocol.md eq. 1) with its invariance and redundancy terms.
 
     Args:
         z_a, z_b: projector outputs of the two views, (n, d) each (n = local batch).

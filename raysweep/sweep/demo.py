@@ -9,7 +9,11 @@ digits 5-9 (the *target*) with only a few labels.
 - ``SL-T-SSL_p`` / ``SSL-T-SSL_p``: further Barlow Twins pre-training of each on the target's
   unlabelled training images, last block only (the paper's SSL_p), after one frozen epoch;
 - every encoder (and a random-init baseline) fine-tuned and linearly probed on the target over
-  5 seeds with 100 labels, then the significance report.
+  5 seeds with 100 labels (the paper's protocols), and evaluated with the SSL papers' logistic
+  regression on standardised frozen features (``logistic``);
+- a representation analysis of every encoder (kNN accuracy, linear separability, silhouette,
+  PCA and t-SNE), then the significance report, including a comparison across protocols (the
+  frozen further-pre-trained SSL encoder's probe against the random-init encoder fine-tuned).
 
 ``smoke=True`` keeps the same shape with one epoch everywhere (about a minute on 2 CPU cores).
 
@@ -78,7 +82,7 @@ def demo_spec_dict(*, smoke: bool = False, storage: str | None = None) -> dict[s
         "pretrain": pretrain,
         "evaluate": {
             "data": target,
-            "protocols": ["finetune", "probe"],
+            "protocols": ["finetune", "probe", "logistic"],
             "seeds": 5,
             # Digits have an orientation (a mirrored 2 is no 2): no flips in fine-tuning / TTA.
             # Batch 16 gives the 100 labels 6 steps per epoch.
@@ -86,6 +90,7 @@ def demo_spec_dict(*, smoke: bool = False, storage: str | None = None) -> dict[s
                          "lr_finder_iters": 10 if smoke else 50,
                          "augmentation": "supervised_upright"},
             "encoders": encoders,
+            "representations": {},
         },
         "report": {
             "comparisons": [
@@ -93,6 +98,8 @@ def demo_spec_dict(*, smoke: bool = False, storage: str | None = None) -> dict[s
                 {"model_1": "SL-T-SSL_p", "model_2": "SL", "alternative": "greater"},
                 {"model_1": "SSL-T-SSL_p", "model_2": "SSL", "alternative": "greater"},
                 {"model_1": "SL-T-SSL_p", "model_2": "SSL-T-SSL_p", "alternative": "two-sided"},
+                {"model_1": "SSL-T-SSL_p", "protocol_1": "probe", "model_2": "random",
+                 "protocol_2": "finetune", "alternative": "greater"},
             ],
             "bootstrap_resamples": 2000,
         },

@@ -2,27 +2,41 @@
 
 Every stage is idempotent, so running the same spec again (after a crash, a Ctrl-C or a
 resubmitted ``ray job submit``) finishes only what is missing and then prints the same paths.
+After a change of the spec, exactly the rows (and pre-training runs) it affects are computed
+again (:mod:`raysweep.sweep.identity`). One runner at a time holds the experiment
+(:mod:`raysweep.sweep.lock`); it starts by removing what killed writers left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from raysweep.artefacts import atomic_write_json, atomic_write_text, provenance
+import pandas as pd
+
+from raysweep.artefacts import (
+    atomic_write_json,
+    atomic_write_text,
+    provenance,
+    remove_stale_temporaries,
+)
 from raysweep.config import ExperimentSpec, dump_spec
-from raysweep.sweep.results import ResultsStore
+from raysweep.storage import AnyPath
+from raysweep.sweep.lock import ExperimentLock
+from raysweep.sweep.results import ResultsStore, RowRef
 
 
 @dataclass(frozen=True)
 class RunSummary:
     """What ``raysweep run`` / ``raysweep demo`` print at the end."""
 
-    experiment_dir: Path
-    results: Path
-    report: Path | None
+    experiment_dir: AnyPath
+    results: AnyPath
+    report: AnyPath | None
     n_rows: int
     n_new_rows: int
     n_pretrain_runs: int
@@ -36,19 +50,40 @@ class RunSummary:
 
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Connect to the cluster in ``RAY_ADDRESS`` (``ray job submit`` sets it), or start a
-    local Ray instance bound to 127.0.0.1."""
+    local Ray instance bound to 127.0.0.1, with its dashboard on 127.0.0.1 too.
+
+    The dashboard carries Ray's State API, which Ray Train 2.60 queries once a second from a
+    detached ``PlacementGroupCleaner`` actor per run (to free the run's placement group if its
+    controller dies). Without it every query fails and logs "Failed to query Ray Train
+    Controller actor state" once a second for the whole run. The job's workers are told the
+    dashboard's address (``RAY_API_SERVER_ADDRESS``), so the cleaner does not have to guess it
+    among the other Ray instances a shared machine may run.
+    """
     import ray
+
+    from raysweep.console import ray_log_level
 
     if ray.is_initialized():
         return
-    # Workers log at WARNING: Ray Train's per-epoch INFO lines would drown Tune's progress table.
-    quiet = ray.LoggingConfig(log_level=os.environ.get("RAYSWEEP_RAY_LOG_LEVEL", "WARNING"))
+    # Workers log at WARNING: Ray Train's per-epoch INFO lines would drown the progress lines.
+    quiet = ray.LoggingConfig(log_level=ray_log_level())
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_config=quiet)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 logging_config=quiet)
+        return
+    port = _free_local_port()
+    ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", logging_config=quiet,
+             include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
+
+
+def _free_local_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for the local dashboard)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def record_experiment(spec: ExperimentSpec) -> None:
@@ -58,44 +93,118 @@ def record_experiment(spec: ExperimentSpec) -> None:
     atomic_write_json(spec.directory / "provenance.json", provenance(spec))
 
 
-def run_evaluate_stage(spec: ExperimentSpec) -> None:
-    """Fit the evaluate stage's Tuner (restored when interrupted before)."""
-    from raysweep.sweep.evaluate_stage import build_tuner
+@contextlib.contextmanager
+def holding(spec: ExperimentSpec) -> Iterator[None]:
+    """Hold the experiment's lock (one runner at a time; :class:`ExperimentLocked` otherwise),
+    clean up after killed writers, and record the spec, for the duration of a run."""
+    with ExperimentLock(spec.directory):
+        if isinstance(spec.directory, Path):  # an object store has no half-written files
+            remove_stale_temporaries(spec.directory)
+        record_experiment(spec)
+        yield
+
+
+@dataclass(frozen=True)
+class EvaluateOutcome:
+    """The rows of the current spec, and how many of them this run computed."""
+
+    refs: tuple[RowRef, ...]
+    computed: int
+
+
+def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
+    """Compute the evaluate stage's missing rows with a fresh Tuner (the caller holds the
+    lock), then the missing representation analyses; say how many stored rows no longer match
+    the spec."""
+    from raysweep.sweep.evaluate_stage import build_tuner, remove_old_tune_state
+    from raysweep.sweep.failures import evaluation_failure
+    from raysweep.sweep.identity import identify_trials, planned_refs
+    from raysweep.sweep.representation_stage import run_representation_stage
 
     if spec.evaluate is None:
-        return
-    results = build_tuner(spec).fit()
-    errors = [r.error for r in results if r.error is not None]
-    if errors:
-        raise RuntimeError(f"{len(errors)} evaluation trial(s) failed; first: {errors[0]}")
+        return EvaluateOutcome((), 0)
+    store = ResultsStore(spec.directory)
+    trials = identify_trials(spec)
+    refs = tuple(planned_refs(trials))
+    before = store.status(refs)
+    if before.stale:
+        print(f"raysweep: {len(before.stale)} stored rows no longer match the spec (its "
+              "settings, data or encoder weights changed): computing them again; the old rows "
+              f"stay in {store.rows_dir} but are left out of the results", flush=True)
+    if before.missing:
+        remove_old_tune_state(spec)
+        results = build_tuner(spec, trials).fit()
+        if (failure := evaluation_failure(results)) is not None:
+            raise failure  # one line: the trial's error, its name and log (--debug: all)
+    run_representation_stage(spec)  # once per encoder; writes representations.json
+    return EvaluateOutcome(refs, len(before.missing) - len(store.status(refs).missing))
 
 
-def write_experiment_report(spec: ExperimentSpec) -> Path | None:
+def consolidate_results(spec: ExperimentSpec, refs: tuple[RowRef, ...]) -> pd.DataFrame:
+    """``results.parquet`` / ``.csv`` of the current spec's rows, labelled by the spec."""
+    from raysweep.sweep.evaluate_stage import condition_labels
+
+    labels = condition_labels(spec) if spec.evaluate is not None else {}
+    return ResultsStore(spec.directory).consolidate(refs, labels)
+
+
+def stored_state(spec: ExperimentSpec) -> str:
+    """What ``raysweep run --dry-run`` adds to the plan: how many pre-training runs have
+    finished, and how many of the spec's rows are done, stale or new. Writes nothing."""
+    from raysweep.ssl.pretrain.run_dir import is_finished
+    from raysweep.sweep.identity import identify_trials, planned_refs
+    from raysweep.sweep.plan import eval_trials
+    from raysweep.sweep.pretrain_stage import pretrain_run_dir
+    from raysweep.sweep.results import RowKey, RowStatus
+
+    lines = []
+    if spec.pretrain:
+        finished = 0
+        if (spec.directory / "pretrain").is_dir():
+            finished = sum(is_finished(pretrain_run_dir(spec, run, save_digests=False))
+                           for run in spec.pretrain)
+        lines.append(f"pretrain: {finished} of {len(spec.pretrain)} runs finished")
+    if spec.evaluate is not None:
+        store = ResultsStore(spec.directory)
+        if store.rows_dir.is_dir():
+            refs = planned_refs(identify_trials(spec, save_digests=False))
+            status = store.status(refs)
+        else:  # nothing stored: no need to fingerprint the data
+            status = RowStatus(new=tuple(RowRef(RowKey(t.condition, t.protocol, seed), None)
+                                         for t in eval_trials(spec) for seed in t.seeds))
+        lines.append(status.describe())
+    return "\n".join(lines)
+
+
+def write_experiment_report(spec: ExperimentSpec) -> AnyPath | None:
     """The report stage: ``report.html`` from ``results.parquet`` (None when no rows)."""
-    from raysweep.report import write_report
-    from raysweep.sweep.report_stage import report_settings
+    from raysweep.sweep.report_stage import report_settings, write_report_at
 
     if not ResultsStore(spec.directory).parquet_path.is_file() and not spec.search:
         return None
-    paths = write_report(spec.directory, settings=report_settings(spec.report))
-    return Path(paths.html)
+    return write_report_at(spec.directory, settings=report_settings(spec.report)).html
 
 
 def run_experiment(spec: ExperimentSpec) -> RunSummary:
     """Run every stage of ``spec`` that is not finished yet."""
+    from raysweep.preflight import check_resources
+    from raysweep.sweep.plan import make_plan
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
     from raysweep.sweep.search import run_search_stage
 
     started = time.perf_counter()
-    record_experiment(spec)
-    store = ResultsStore(spec.directory)
-    rows_before = len(store.rows())
     ensure_ray()
-    pretrained = run_pretrain_stage(spec)
-    run_evaluate_stage(spec)
-    run_search_stage(spec)
-    table = store.consolidate()
-    report = write_experiment_report(spec) if len(table) or spec.search else None
-    return RunSummary(experiment_dir=spec.directory, results=store.parquet_path, report=report,
-                      n_rows=len(table), n_new_rows=len(table) - rows_before,
+    plan = make_plan(spec)
+    check_resources(plan.unreachable)  # GPUs the cluster can never offer: before any write
+    with holding(spec):
+        for note in plan.notes:  # e.g. requests that wait for the autoscaler's GPU nodes
+            print(f"raysweep: {note}", flush=True)
+        pretrained = run_pretrain_stage(spec)
+        outcome = run_evaluate_stage(spec)
+        run_search_stage(spec)
+        table = consolidate_results(spec, outcome.refs)
+        report = write_experiment_report(spec) if len(table) or spec.search else None
+    return RunSummary(experiment_dir=spec.directory,
+                      results=ResultsStore(spec.directory).parquet_path, report=report,
+                      n_rows=len(table), n_new_rows=outcome.computed,
                       n_pretrain_runs=len(pretrained), seconds=time.perf_counter() - started)

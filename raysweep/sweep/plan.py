@@ -3,19 +3,24 @@
 The plan is pure (it starts nothing), so ``raysweep run --dry-run`` prints it and tests check
 it. Pre-training runs are ordered in *waves*: a run whose initial weights are another run's
 output (``pretrain:NAME``, e.g. further pre-training of the demo's own SL encoder) waits for it.
-Evaluation trials are one per (condition, protocol, seed), except batched linear probes, which
-are one trial per condition covering all its seeds (they share the encoder's forward pass).
+Evaluation trials are one per (condition, protocol, seed), except batched linear probes and the
+logistic protocol, which are one trial per condition covering all its seeds (they share the
+encoder's forward pass, or its features).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from raysweep.config import (
     EncoderCondition,
     EvaluationSpec,
     ExperimentSpec,
     PretrainSpec,
+    non_default_fields,
     pretrain_reference,
 )
 from raysweep.errors import SpecError
@@ -25,19 +30,23 @@ from raysweep.sweep.resources import (
     TrialResources,
     concurrent_pretrain_runs,
     evaluation_trial_resources,
+    gpu_wait,
     max_concurrent_trials,
     pretrain_resources,
+    unreachable_gpus_reason,
 )
 from raysweep.sweep.search_plan import describe_searches
 
 
 @dataclass(frozen=True)
 class EvalTrial:
-    """One Tune trial of the evaluate stage."""
+    """One Tune trial of the evaluate stage: a condition, a protocol and its seeds, and, once
+    identified (:func:`raysweep.sweep.identity.identify_trials`), each seed's row identity."""
 
     condition: str
     protocol: str
     seeds: tuple[int, ...]
+    row_ids: tuple[str | None, ...] = ()
 
     @property
     def trial_name(self) -> str:
@@ -57,46 +66,96 @@ class Plan:
     eval_resources: TrialResources
     eval_concurrency: int
     notes: tuple[str, ...] = field(default=())
+    #: Requests the cluster can never meet (GPUs it has not and cannot add), one line each,
+    #: of the pretrain stage and of the evaluate stage.
+    unreachable_pretrain: dict[str, str] = field(default_factory=dict)  # by run name
+    unreachable_evaluate: tuple[str, ...] = field(default=())
+
+    @property
+    def unreachable(self) -> tuple[str, ...]:
+        return tuple(self.unreachable_pretrain.values()) + self.unreachable_evaluate
 
     @property
     def n_rows(self) -> int:
         return sum(len(t.seeds) for t in self.eval_trials)
 
-    def describe(self) -> str:
-        """The human-readable plan printed by ``raysweep run --dry-run``."""
+    def describe(self, verbose: bool = False) -> str:
+        """The human-readable plan printed by ``raysweep run --dry-run``; ``verbose`` adds,
+        under every pretrain run and evaluated condition, its resolved fields that differ from
+        the defaults (``raysweep run --dry-run --verbose``)."""
         spec = self.spec
-        lines = [f"experiment {spec.name!r} -> {spec.directory}",
-                 f"cluster: {self.cluster.cpus:g} CPUs, {self.cluster.gpus:g} GPUs"]
+        # A storage URI is shown as written (file://, s3://, ...), a folder as the path.
+        where = (f"{spec.storage.rstrip('/')}/{spec.name}"
+                 if isinstance(spec.directory, Path) and "://" in spec.storage
+                 else spec.directory)
+        lines = [f"experiment {spec.name!r} -> {where}",
+                 f"cluster: {self.cluster.describe()}"]
         n_pre = sum(len(w) for w in self.pretrain_waves)
         lines.append(f"stage pretrain: {n_pre} Ray Train runs in {len(self.pretrain_waves)} "
                      f"wave(s), up to {self.pretrain_concurrency} at once")
         for index, wave in enumerate(self.pretrain_waves, 1):
             for run in wave:
                 res = self.pretrain_resources[run.name]
-                device = f"{res.num_workers} GPU" if res.use_gpu else "no GPU"
+                device = (f"{res.gpus_per_worker} whole GPU each" if res.use_gpu
+                          else "no GPU") + f" ({res.basis})"
                 lines.append(f"  wave {index}: {run.name}: {run.method}, "
                              f"{'further' if run.further else 'scratch'} from "
                              f"{run.encoder.name}:{run.encoder.weights}, trainable "
                              f"{run.trainable}, {run.epochs} epochs; {res.num_workers} worker(s) "
                              f"x {res.cpu_per_worker:g} CPU, {device}")
+                if verbose:
+                    lines.extend(_field_lines([(k, v) for k, v in non_default_fields(run)
+                                               if k != "name"], "      "))
         if spec.evaluate is not None:
             lines.append(
                 f"stage evaluate: {len(self.eval_trials)} Tune trials, {self.n_rows} result rows "
                 f"({len(spec.evaluate.encoders)} encoders, {spec.evaluate.seeds} seeds); each "
-                f"trial {self.eval_resources.cpu:g} CPU, {self.eval_resources.gpu:g} GPU; "
-                f"up to {self.eval_concurrency} at once")
+                f"trial {self.eval_resources.cpu:g} CPU, {self.eval_resources.gpu:g} GPU "
+                f"({self.eval_resources.basis}); up to {self.eval_concurrency} at once")
             for cond in spec.evaluate.encoders:
                 trials = [t for t in self.eval_trials if t.condition == cond.name]
                 protocols = sorted({t.protocol for t in trials})
                 lines.append(f"  {cond.name}: {cond.encoder.name}:{cond.encoder.weights}; "
                              f"{', '.join(protocols)}; {len(trials)} trials")
+                if verbose:
+                    lines.extend(_field_lines(condition_fields(spec, cond), "      "))
+            if spec.evaluate.representations is not None:
+                lines.append(f"  representation analysis of each encoder: "
+                             f"{len(spec.evaluate.encoders)} conditions, once each (not per "
+                             "seed)")
+            if verbose:
+                stage_fields = [(k, v) for k, v in non_default_fields(spec.evaluate)
+                                if not k.startswith(("encoders", "settings."))]
+                lines.append("  stage fields:")
+                lines.extend(_field_lines(stage_fields, "      "))
         else:
             lines.append("stage evaluate: none")
         lines.extend(describe_searches(spec, self.cluster))
         lines.append(f"stage report: metrics {', '.join(spec.report.metrics)}, "
                      f"{spec.report.correction} correction at alpha {spec.report.alpha}")
         lines.extend(f"note: {note}" for note in self.notes)
+        lines.extend(f"cannot run on this cluster: {line}" for line in self.unreachable)
         return "\n".join(lines)
+
+
+def condition_fields(spec: ExperimentSpec, cond: EncoderCondition) -> list[tuple[str, object]]:
+    """The resolved fields of one evaluated condition that differ from the defaults: its
+    encoder, its protocols, its settings (the stage's with the condition's overrides applied)
+    and its own data when it has any; keys are those of :class:`EncoderCondition`."""
+    assert spec.evaluate is not None
+    settings = condition_settings(spec.evaluate.settings, cond)
+    resolved = dataclasses.replace(cond, overrides={},
+                                   protocols=cond.protocols or spec.evaluate.protocols)
+    fields = [(key, value) for key, value in non_default_fields(resolved)
+              if key not in ("name", "overrides")]
+    fields.extend((f"settings.{key}", value) for key, value in non_default_fields(settings))
+    return fields
+
+
+def _field_lines(fields: list[tuple[str, object]], indent: str) -> list[str]:
+    if not fields:
+        return [f"{indent}(all defaults)"]
+    return [f"{indent}{key}: {json.dumps(value, default=str)}" for key, value in fields]
 
 
 def pretrain_waves(runs: tuple[PretrainSpec, ...]) -> tuple[tuple[PretrainSpec, ...], ...]:
@@ -133,32 +192,60 @@ def eval_trials(spec: ExperimentSpec) -> tuple[EvalTrial, ...]:
     for cond in stage.encoders:
         settings = condition_settings(stage.settings, cond)
         for protocol in cond.protocols or stage.protocols:
-            if protocol == "probe" and settings.batched_probes:
+            # batched probes share the encoder pass, logistic rows its features: one trial
+            if protocol == "logistic" or (protocol == "probe" and settings.batched_probes):
                 trials.append(EvalTrial(cond.name, protocol, seeds))
             else:
                 trials.extend(EvalTrial(cond.name, protocol, (seed,)) for seed in seeds)
     return tuple(trials)
 
 
+def _waits(what: str, cluster: ClusterResources) -> str:
+    return (f"{what} and the cluster has {cluster.gpus:g} GPUs now: waiting for the autoscaler "
+            "to add GPU nodes")
+
+
 def make_plan(spec: ExperimentSpec, cluster: ClusterResources | None = None) -> Plan:
+    """The plan of ``spec`` on ``cluster`` (default: :meth:`ClusterResources.detect`)."""
     cluster = cluster or ClusterResources.detect()
     waves = pretrain_waves(spec.pretrain)
     pre_res = {run.name: pretrain_resources(run, cluster) for run in spec.pretrain}
-    notes = []
+    notes: list[str] = []
+    unreachable_pretrain: dict[str, str] = {}
+    waiting = []
     for name, res in pre_res.items():
-        if res.use_gpu and res.num_workers > cluster.gpus:
-            notes.append(f"pretrain run {name} asks for {res.num_workers} GPU workers but the "
-                         f"cluster has {cluster.gpus:g} GPUs: it waits for an autoscaler")
+        wait = gpu_wait(res.total_gpus, cluster)
+        if wait == "autoscaler":
+            waiting.append(res.total_gpus)
+        elif wait == "never":
+            unreachable_pretrain[name] = (
+                f"pretrain run {name} asks for {res.total_gpus} whole GPU(s) ({res.basis}) "
+                f"but {unreachable_gpus_reason(res.total_gpus, cluster)}")
+    if waiting:
+        notes.append(_waits(f"{len(waiting)} pretrain run(s) ask for whole GPUs (up to "
+                            f"{max(waiting)} per run)", cluster))
+    trials = eval_trials(spec)
     trial_res = evaluation_trial_resources(spec.resources, cluster)
+    unreachable_evaluate = []
+    wait = gpu_wait(trial_res.gpu, cluster) if trials else None
+    if wait == "autoscaler":
+        notes.append(_waits(f"evaluation trials ask for {trial_res.gpu:g} GPU each", cluster))
+    elif wait == "never":
+        unreachable_evaluate.append(
+            f"evaluation trials ask for {trial_res.gpu:g} GPU each ({trial_res.basis}) but "
+            f"{unreachable_gpus_reason(trial_res.gpu, cluster)}")
     return Plan(
         spec=spec,
         cluster=cluster,
         pretrain_waves=waves,
         pretrain_resources=pre_res,
         pretrain_concurrency=concurrent_pretrain_runs(list(pre_res.values()), cluster),
-        eval_trials=eval_trials(spec),
+        eval_trials=trials,
         eval_resources=trial_res,
         eval_concurrency=max_concurrent_trials(trial_res, cluster,
-                                               spec.resources.max_concurrent_trials),
+                                               spec.resources.max_concurrent_trials,
+                                               n_trials=len(trials) or None),
         notes=tuple(notes),
+        unreachable_pretrain=unreachable_pretrain,
+        unreachable_evaluate=tuple(unreachable_evaluate),
     )

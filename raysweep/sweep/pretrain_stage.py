@@ -3,42 +3,53 @@
 Runs of one wave are independent and run at once, as many as the cluster's resources allow
 (each is its own Ray Train ``TorchTrainer``; DDP workers get whole GPUs). A run that further
 pre-trains another run's output (``pretrain:NAME``) is in a later wave and starts from that
-run's ``encoder.pt``, referenced as ``file:PATH`` so that its own result hash covers the parent's
-bytes. Finished runs are skipped by the pre-training driver itself.
+run's ``encoder.pt``, referenced as ``file:PATH``; its own result hash covers the parent's bytes,
+not that path, so a copied experiment directory finds its runs again. Finished runs are skipped
+by the pre-training driver itself.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import functools
+import time
 from pathlib import Path
 
+from raysweep import console
 from raysweep.config import ExperimentSpec, PretrainSpec
+from raysweep.sweep.interrupt import run_concurrently
 from raysweep.sweep.plan import make_plan
 
 
-def resolved_run(spec: ExperimentSpec, run: PretrainSpec) -> PretrainSpec:
+def resolved_run(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: bool = True
+                 ) -> PretrainSpec:
     """``run`` with ``pretrain:NAME`` initial weights replaced by ``file:<NAME's encoder.pt>``."""
     parent = spec.pretrain_parent(run.encoder.weights)
     if parent is None:
         return run
-    return run.replace(**{"encoder.weights": f"file:{pretrain_encoder_path(spec, parent)}"})
+    path = pretrain_encoder_path(spec, parent, save_digests=save_digests)
+    return run.replace(**{"encoder.weights": f"file:{path}"})
 
 
-def pretrain_run_dir(spec: ExperimentSpec, run: PretrainSpec) -> Path:
+def pretrain_run_dir(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: bool = True
+                     ) -> Path:
+    """The run directory of ``run`` (``save_digests=False``: a dry run, writes nothing)."""
     from raysweep.ssl.pretrain.run_dir import run_directory
 
-    return run_directory(resolved_run(spec, run), spec.directory)
+    return run_directory(resolved_run(spec, run, save_digests=save_digests), spec.directory,
+                         save_digests=save_digests)
 
 
-def pretrain_encoder_path(spec: ExperimentSpec, run: PretrainSpec) -> Path:
+def pretrain_encoder_path(spec: ExperimentSpec, run: PretrainSpec, *,
+                          save_digests: bool = True) -> Path:
     """Where run ``run`` of ``spec`` leaves (or left) its ``encoder.pt``."""
     from raysweep.ssl.pretrain.run_dir import ENCODER_FILE
 
-    return pretrain_run_dir(spec, run) / ENCODER_FILE
+    return pretrain_run_dir(spec, run, save_digests=save_digests) / ENCODER_FILE
 
 
 def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -> list:
     """Run (or skip, when finished) every pretrain run; return their results in spec order."""
+    from raysweep.preflight import check_resources
     from raysweep.ssl.pretrain import run_pretrain
 
     plan = make_plan(spec)
@@ -49,15 +60,22 @@ def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -
             from raysweep.errors import SpecError
 
             raise SpecError(f"{spec.name}: no pretrain run named {sorted(unknown)[0]!r}")
+    check_resources([line for name, line in plan.unreachable_pretrain.items()
+                     if wanted is None or name in wanted])  # GPUs the cluster can never offer
     results = {}
+    started = time.monotonic()
     for wave in plan.pretrain_waves:
         runs = [r for r in wave if wanted is None or r.name in wanted]
         if not runs:
             continue
-        workers = max(1, min(plan.pretrain_concurrency, len(runs)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pretrain") as pool:
-            futures = {run.name: pool.submit(run_pretrain, resolved_run(spec, run),
-                                             storage_dir=spec.directory) for run in runs}
-            for name, future in futures.items():
-                results[name] = future.result()
+        # Daemon threads, so that Ctrl-C stops the stage at once (raysweep.sweep.interrupt).
+        results.update(run_concurrently(
+            {run.name: functools.partial(run_pretrain, resolved_run(spec, run),
+                                         storage_dir=spec.directory) for run in runs},
+            max_parallel=plan.pretrain_concurrency))
+    if results:
+        reused = sum(result.skipped for result in results.values())
+        console.say(f"pretrain: {console.plural(len(results), 'run')} done in "
+                    f"{console.format_duration(time.monotonic() - started)} "
+                    f"({len(results) - reused} trained, {reused} finished before)")
     return [results[r.name] for r in spec.pretrain if r.name in results]

@@ -1,41 +1,266 @@
-"""Packing trials onto the cluster.
+"""Packing trials onto the cluster, from what the spec asks and what the cluster can become.
+
+Explicit requests are always made: ``resources.gpus_per_trial``, a pre-training run's
+``use_gpu: true`` or a ``GPU`` in its ``resources_per_worker``. Ray then queues what does not fit
+yet, and an autoscaler adds the nodes the queued requests need (a cluster of CPU nodes whose GPU
+workers start at ``min_workers: 0`` gets them). Only ``auto`` (the field unset) looks at the
+cluster: GPUs are used when the cluster has some now *or its autoscaler can add GPU nodes*.
 
 Single-process evaluation trials request a *fraction* of a GPU (``resources.gpus_per_trial``,
 default 0.25: four fine-tunes of a ResNet-50 at batch 64 fit an 80 GB card with room to spare),
 so several share one device. DDP pre-training runs request whole GPUs per worker and never share
-one: two NCCL ranks on one GPU break. ``max_concurrent_trials`` follows from the resources. On a
-CPU-only cluster everything runs on CPUs.
+one: two NCCL ranks on one GPU break. ``max_concurrent_trials`` follows from the resources the
+cluster can reach (its current nodes, or its autoscaler's node types at their maximum counts), so
+that pending trials ask the autoscaler for the nodes they need.
+
+Where the autoscaler's node types come from (:func:`autoscaler_view`), first found wins:
+
+1. ``RAYSWEEP_AUTOSCALER_CONFIG``: a cluster-launcher YAML naming the node types an autoscaler
+   can add (``available_node_types`` with ``resources`` and ``max_workers``), for platforms that
+   publish them nowhere else (e.g. KubeRay);
+2. the autoscaling config Ray keeps in the GCS (``ray._private.state.state.get_cluster_config``,
+   the node groups Ray Train checks a worker group against before it waits for one), when the
+   platform reports it;
+3. ``~/ray_bootstrap_config.yaml``: the cluster launcher's config on the head node of a
+   ``ray up`` cluster, which Ray's autoscaler reads (and Ray Tune takes as the sign of an
+   autoscaling cluster); a submitted job's driver runs on that head node.
+
+Without any of them the cluster's current resources are all it can offer.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from raysweep.config import PretrainSpec, ResourcesSpec
+from raysweep.errors import SpecError
 
 DEFAULT_GPU_FRACTION = 0.25
+
+#: The cluster launcher's config on the head node of a ``ray up`` cluster.
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+#: Environment variable naming a cluster-launcher YAML of the autoscaler's node types.
+AUTOSCALER_CONFIG_ENV = "RAYSWEEP_AUTOSCALER_CONFIG"
+
+
+# ------------------------------------------------------------------------ the autoscaler
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """One kind of node an autoscaler can run: its resources and how many it may run at most
+    (``math.inf``: no limit)."""
+
+    name: str
+    cpus: float
+    gpus: float
+    max_count: float
+
+    def describe(self) -> str:
+        count = "unlimited" if math.isinf(self.max_count) else f"up to {self.max_count:g}"
+        return f"{self.name} ({count} x {self.cpus:g} CPU, {self.gpus:g} GPU)"
+
+
+@dataclass(frozen=True)
+class AutoscalerView:
+    """The node types an autoscaler can run, where they were read, and the cluster-wide caps
+    (``max_cpus`` / ``max_gpus``, ``math.inf`` when none)."""
+
+    source: str
+    node_types: tuple[NodeType, ...]
+    max_cpus: float = math.inf
+    max_gpus: float = math.inf
+
+    def capacity(self, resource: str) -> float:
+        """The most of ``resource`` (``"CPU"`` or ``"GPU"``) the cluster can reach."""
+        per_node = (lambda t: t.cpus) if resource == "CPU" else (lambda t: t.gpus)
+        total = 0.0
+        for node_type in self.node_types:
+            amount = per_node(node_type)
+            if amount > 0 and node_type.max_count > 0:
+                total += amount * node_type.max_count  # inf stays inf
+        cap = self.max_cpus if resource == "CPU" else self.max_gpus
+        return min(total, cap)
+
+    def describe(self) -> str:
+        types = ", ".join(t.describe() for t in self.node_types) or "no node types"
+        return f"{types} (from {self.source})"
+
+
+def view_from_cluster_config(config: Any) -> AutoscalerView | None:
+    """An :class:`AutoscalerView` of Ray's GCS autoscaling config (an
+    ``autoscaler_pb2.ClusterConfig``: node groups with ``resources``, ``max_count`` (-1: no
+    limit) and ``max_resources`` caps); None when it names no node group."""
+    if config is None or not config.node_group_configs:
+        return None
+    types = tuple(
+        NodeType(name=group.name or f"group{index}",
+                 cpus=float(group.resources.get("CPU", 0)),
+                 gpus=float(group.resources.get("GPU", 0)),
+                 max_count=math.inf if group.max_count < 0 else float(group.max_count))
+        for index, group in enumerate(config.node_group_configs))
+    caps = config.max_resources
+    return AutoscalerView(
+        source="Ray's autoscaling config in the GCS", node_types=types,
+        max_cpus=float(caps["CPU"]) if "CPU" in caps else math.inf,
+        max_gpus=float(caps["GPU"]) if "GPU" in caps else math.inf)
+
+
+def view_from_launcher_config(config: Mapping[str, Any], source: str) -> AutoscalerView | None:
+    """An :class:`AutoscalerView` of a cluster-launcher config (the YAML of ``ray up``): every
+    entry of ``available_node_types`` with its ``resources`` and ``max_workers`` (default: the
+    cluster's ``max_workers``); the head node type counts one more node (the head itself).
+    The cluster's ``max_workers`` caps the worker nodes of all types together. None when the
+    config names no node type."""
+    node_types = config.get("available_node_types") if isinstance(config, Mapping) else None
+    if not isinstance(node_types, Mapping) or not node_types:
+        return None
+    cluster_max = _count(config.get("max_workers"), math.inf)
+    head_type = config.get("head_node_type")
+    types, workers = [], []
+    for name, entry in node_types.items():
+        entry = entry if isinstance(entry, Mapping) else {}
+        resources = entry.get("resources") if isinstance(entry.get("resources"), Mapping) else {}
+        max_workers = min(_count(entry.get("max_workers"), cluster_max), cluster_max)
+        node = NodeType(name=str(name), cpus=_amount(resources.get("CPU")),
+                        gpus=_amount(resources.get("GPU")),
+                        max_count=max_workers + (1 if name == head_type else 0))
+        types.append(node)
+        workers.append(NodeType(node.name, node.cpus, node.gpus, max_workers))
+    head = [t for t in types if t.name == head_type]
+    caps = {resource: sum(_amount_of(t, resource) for t in head)
+            + _largest(workers, resource, cluster_max) for resource in ("CPU", "GPU")}
+    return AutoscalerView(source=source, node_types=tuple(types), max_cpus=caps["CPU"],
+                          max_gpus=caps["GPU"])
+
+
+def _count(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) \
+        and value >= 0 else default
+
+
+def _amount(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and value > 0 else 0.0
+
+
+def _amount_of(node_type: NodeType, resource: str) -> float:
+    return node_type.cpus if resource == "CPU" else node_type.gpus
+
+
+def _largest(workers: Iterable[NodeType], resource: str, node_budget: float) -> float:
+    """The most of ``resource`` that ``node_budget`` worker nodes of these types hold (richest
+    types first)."""
+    total, left = 0.0, node_budget
+    for node_type in sorted(workers, key=lambda t: -_amount_of(t, resource)):
+        take = min(node_type.max_count, left)
+        amount = _amount_of(node_type, resource)
+        if take <= 0 or amount <= 0:
+            continue
+        total += amount * take
+        left -= take
+    return total
+
+
+def _read_launcher_config(path: Path, source: str) -> AutoscalerView | None:
+    """The view of the cluster-launcher YAML at ``path``; raises :class:`SpecError` when it
+    cannot be read or names no node type."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise SpecError(f"{source}: cannot read the autoscaler's node types: {reason}") from None
+    view = view_from_launcher_config(data, source) if isinstance(data, Mapping) else None
+    if view is None:
+        raise SpecError(f"{source}: names no node type (expected available_node_types with "
+                        "resources and max_workers, as in launch/cluster.yaml)")
+    return view
+
+
+def _gcs_cluster_config() -> Any:
+    """Ray's autoscaling config from the GCS of the connected cluster (None when absent)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    try:
+        from ray._private.state import state  # RAY: what Ray Train V2 reads for its check
+
+        return state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - an older or newer Ray without it: no view
+        return None
+
+
+def autoscaler_view() -> AutoscalerView | None:
+    """The node types an autoscaler can add to this cluster (see the module docstring for the
+    sources, in order), or None when none is known."""
+    override = os.environ.get(AUTOSCALER_CONFIG_ENV)
+    if override:
+        return _read_launcher_config(Path(os.path.expanduser(override)),
+                                     f"{AUTOSCALER_CONFIG_ENV}={override}")
+    view = view_from_cluster_config(_gcs_cluster_config())
+    if view is not None:
+        return view
+    bootstrap = Path(os.path.expanduser(BOOTSTRAP_CONFIG))
+    if bootstrap.is_file():
+        try:
+            return _read_launcher_config(bootstrap,
+                                         f"the cluster launcher's {BOOTSTRAP_CONFIG}")
+        except SpecError:  # Ray's own file, in a shape not understood here: no view
+            return None
+    return None
+
+
+# --------------------------------------------------------------------------- the cluster
 
 
 @dataclass(frozen=True)
 class ClusterResources:
-    """What the cluster (or this machine, before Ray starts) offers."""
+    """What the cluster (or this machine, before Ray starts) offers now, and what its
+    autoscaler can add (``autoscaler``: None when no autoscaler's node types are known)."""
 
     cpus: float
     gpus: float
+    autoscaler: AutoscalerView | None = None
+    source: str = "given"
+
+    @property
+    def max_cpus(self) -> float:
+        """The most CPUs the cluster can reach (now, or once scaled up)."""
+        scaled = self.autoscaler.capacity("CPU") if self.autoscaler else 0.0
+        return max(self.cpus, scaled)
+
+    @property
+    def max_gpus(self) -> float:
+        """The most GPUs the cluster can reach (now, or once scaled up)."""
+        scaled = self.autoscaler.capacity("GPU") if self.autoscaler else 0.0
+        return max(self.gpus, scaled)
+
+    def describe(self) -> str:
+        text = f"{self.cpus:g} CPUs, {self.gpus:g} GPUs now ({self.source})"
+        if self.autoscaler is None:
+            return text + "; no autoscaler known: these are all it has"
+        return (f"{text}; autoscaler: {self.autoscaler.describe()}, up to "
+                f"{_quantity(self.max_cpus)} CPUs, {_quantity(self.max_gpus)} GPUs")
 
     @classmethod
     def detect(cls) -> ClusterResources:
-        """From the running Ray cluster when connected, else from this machine."""
-        try:
-            import ray
+        """From the running Ray cluster when connected, else from this machine; with the
+        autoscaler's node types where they are known (:func:`autoscaler_view`)."""
+        import ray
 
-            if ray.is_initialized():
-                total = ray.cluster_resources()
-                return cls(cpus=float(total.get("CPU", 0)), gpus=float(total.get("GPU", 0)))
-        except ImportError:  # pragma: no cover - ray is a hard dependency
-            pass
+        view = autoscaler_view()
+        if ray.is_initialized():
+            total = ray.cluster_resources()
+            return cls(cpus=float(total.get("CPU", 0)), gpus=float(total.get("GPU", 0)),
+                       autoscaler=view, source="the running Ray cluster")
         gpus = 0
         try:
             import torch
@@ -43,13 +268,25 @@ class ClusterResources:
             gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         except Exception:  # noqa: BLE001 - a broken CUDA install means "no GPU"
             gpus = 0
-        return cls(cpus=float(os.cpu_count() or 1), gpus=float(gpus))
+        return cls(cpus=float(os.cpu_count() or 1), gpus=float(gpus), autoscaler=view,
+                   source="this machine; Ray not started")
+
+
+def _quantity(value: float) -> str:
+    return "unlimited" if math.isinf(value) else f"{value:g}"
+
+
+# ---------------------------------------------------------------------------- evaluation
 
 
 @dataclass(frozen=True)
 class TrialResources:
+    """CPU and GPU share of one single-process trial; ``basis`` says where the GPU share
+    came from (the spec, or ``auto`` and why)."""
+
     cpu: float
     gpu: float
+    basis: str = field(default="", compare=False)
 
     def as_ray(self) -> dict[str, float]:
         """The mapping ``tune.with_resources`` takes."""
@@ -57,31 +294,57 @@ class TrialResources:
 
 
 def evaluation_trial_resources(spec: ResourcesSpec, cluster: ClusterResources) -> TrialResources:
-    """CPU and GPU share of one single-process evaluation trial."""
-    cpu = min(spec.cpus_per_trial, max(cluster.cpus, 1.0))
-    if cluster.gpus <= 0:
-        return TrialResources(cpu=cpu, gpu=0.0)
-    gpu = spec.gpus_per_trial if spec.gpus_per_trial is not None else DEFAULT_GPU_FRACTION
-    return TrialResources(cpu=cpu, gpu=gpu)
+    """CPU and GPU share of one single-process evaluation trial: ``gpus_per_trial`` as given
+    (0 = CPU only), else (``auto``) :data:`DEFAULT_GPU_FRACTION` when the cluster has or can
+    add GPUs, else none."""
+    cpu = min(spec.cpus_per_trial, max(cluster.max_cpus, 1.0))
+    if spec.gpus_per_trial is not None:
+        return TrialResources(cpu=cpu, gpu=spec.gpus_per_trial,
+                              basis="resources.gpus_per_trial in the spec")
+    if cluster.max_gpus <= 0:
+        return TrialResources(cpu=cpu, gpu=0.0, basis="auto: the cluster has no GPU and "
+                                                      "cannot add any")
+    return TrialResources(cpu=cpu, gpu=DEFAULT_GPU_FRACTION, basis=f"auto: {_gpu_reason(cluster)}")
+
+
+def _gpu_reason(cluster: ClusterResources) -> str:
+    if cluster.gpus > 0:
+        return f"the cluster has {cluster.gpus:g} GPUs"
+    return "the autoscaler can add GPU nodes"
+
+
+def _fit(total: float, each: float) -> float:
+    """How many ``each`` fit in ``total`` (``math.inf`` when unlimited)."""
+    return math.inf if math.isinf(total) else math.floor(total / each + 1e-9)
 
 
 def max_concurrent_trials(trial: TrialResources, cluster: ClusterResources,
-                          cap: int | None = None) -> int:
-    """How many such trials fit at once (at least 1), optionally capped."""
-    limits = [math.floor(cluster.cpus / trial.cpu + 1e-9)] if trial.cpu > 0 else []
+                          cap: int | None = None, n_trials: int | None = None) -> int:
+    """How many such trials fit at once on the cluster at its largest (at least 1), capped by
+    ``cap`` and by the number of trials ``n_trials`` (needed when the autoscaler is unlimited)."""
+    limits = [_fit(cluster.max_cpus, trial.cpu)] if trial.cpu > 0 else []
     if trial.gpu > 0:
-        limits.append(math.floor(cluster.gpus / trial.gpu + 1e-9))
-    fit = max(1, min(limits) if limits else 1)
-    return min(fit, cap) if cap else fit
+        limits.append(_fit(cluster.max_gpus, trial.gpu))
+    for bound in (cap, n_trials):
+        if bound:
+            limits.append(bound)
+    fit = min(limits, default=1)
+    return 1 if math.isinf(fit) else max(1, int(fit))
+
+
+# ---------------------------------------------------------------------------- pretraining
 
 
 @dataclass(frozen=True)
 class PretrainResources:
-    """Resources of one Ray Train run: ``num_workers`` x (``cpu``, whole ``gpu``)."""
+    """Resources of one Ray Train run: ``num_workers`` x (``cpu_per_worker``, and when
+    ``use_gpu`` ``gpus_per_worker`` whole GPUs); ``basis`` says why GPUs are used or not."""
 
     num_workers: int
     use_gpu: bool
     cpu_per_worker: float
+    gpus_per_worker: int = 1
+    basis: str = field(default="", compare=False)
 
     @property
     def total_cpus(self) -> float:
@@ -89,22 +352,63 @@ class PretrainResources:
 
     @property
     def total_gpus(self) -> int:
-        return self.num_workers if self.use_gpu else 0
+        return self.num_workers * self.gpus_per_worker if self.use_gpu else 0
 
 
 def pretrain_resources(spec: PretrainSpec, cluster: ClusterResources) -> PretrainResources:
-    """A DDP run gets whole GPUs (one per worker) when it uses GPUs at all."""
-    use_gpu = spec.use_gpu if spec.use_gpu is not None else cluster.gpus >= 1
+    """A DDP run gets whole GPUs (``resources_per_worker.GPU``, default one per worker) when
+    it uses GPUs at all: always when the spec says so (``use_gpu: true`` or a ``GPU`` in
+    ``resources_per_worker``), under ``auto`` when the cluster has or can add GPUs."""
     cpu = float(spec.resources_per_worker.get("CPU", 1.0))
-    return PretrainResources(num_workers=spec.num_workers, use_gpu=use_gpu, cpu_per_worker=cpu)
+    gpu_each = spec.resources_per_worker.get("GPU")
+    if spec.use_gpu is not None:
+        use_gpu, basis = spec.use_gpu, f"use_gpu: {str(spec.use_gpu).lower()} in the spec"
+    elif gpu_each is not None:
+        use_gpu, basis = gpu_each > 0, "resources_per_worker.GPU in the spec"
+    elif cluster.max_gpus >= 1:
+        use_gpu, basis = True, f"auto: {_gpu_reason(cluster)}"
+    else:
+        use_gpu, basis = False, "auto: the cluster has no GPU and cannot add any"
+    return PretrainResources(num_workers=spec.num_workers, use_gpu=use_gpu, cpu_per_worker=cpu,
+                             gpus_per_worker=gpus_per_worker(spec), basis=basis)
+
+
+def gpus_per_worker(spec: PretrainSpec) -> int:
+    """Whole GPUs per DDP worker when the run uses GPUs (``resources_per_worker.GPU``, else
+    one)."""
+    return max(1, int(spec.resources_per_worker.get("GPU") or 1))
 
 
 def concurrent_pretrain_runs(runs: list[PretrainResources], cluster: ClusterResources) -> int:
-    """How many of these (equal-sized) runs fit at once: whole GPUs, never shared."""
+    """How many of these (equal-sized) runs fit at once on the cluster at its largest: whole
+    GPUs, never shared; at most all of them."""
     if not runs:
         return 0
     largest = max(runs, key=lambda r: (r.total_gpus, r.total_cpus))
-    limits = [math.floor(cluster.cpus / largest.total_cpus + 1e-9)] if largest.total_cpus else []
+    limits = [_fit(cluster.max_cpus, largest.total_cpus)] if largest.total_cpus else []
     if largest.total_gpus:
-        limits.append(math.floor(cluster.gpus / largest.total_gpus + 1e-9))
-    return max(1, min(limits) if limits else 1)
+        limits.append(_fit(cluster.max_gpus, largest.total_gpus))
+    fit = min([*limits, len(runs)])
+    return max(1, int(fit))
+
+
+# ---------------------------------------------------------------------------- waiting
+
+
+def gpu_wait(amount: float, cluster: ClusterResources) -> str | None:
+    """Whether a request of ``amount`` GPUs (one trial's share, or one run's workers together)
+    must wait, and for what: None when the cluster has them now; ``"autoscaler"`` when its
+    autoscaler can add them; ``"never"`` when it cannot reach them at all."""
+    if amount <= 0 or amount <= cluster.gpus + 1e-9:
+        return None
+    return "autoscaler" if amount <= cluster.max_gpus + 1e-9 else "never"
+
+
+def unreachable_gpus_reason(amount: float, cluster: ClusterResources) -> str:
+    """Why ``amount`` GPUs cannot be had, in words (for an error or a plan note)."""
+    if cluster.autoscaler is None:
+        return (f"the Ray cluster has {cluster.gpus:g} and no autoscaler that can add GPU "
+                f"nodes was found (Ray's GCS autoscaling config, {BOOTSTRAP_CONFIG}, or a "
+                f"cluster-launcher YAML named by {AUTOSCALER_CONFIG_ENV})")
+    return (f"the Ray cluster has {cluster.gpus:g} and its autoscaler can reach at most "
+            f"{_quantity(cluster.max_gpus)} ({cluster.autoscaler.describe()})")

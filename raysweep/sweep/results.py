@@ -1,13 +1,17 @@
-"""The experiment's results table: one row per (condition, protocol, seed), exactly once.
+"""The experiment's results: one row per (condition, protocol, seed) of the *current* spec.
 
-Each finished run writes its row as one JSON file, atomically, at a path made of its key::
+Each finished run writes its row as one JSON file, atomically, at a path made of its key and
+its identity (:mod:`raysweep.sweep.identity`: a hash of everything that determines the row)::
 
-    <experiment>/rows/<condition>/<protocol>/seed-0007.json
+    <experiment>/rows/<condition>/<protocol>/seed-0007-<row_id>.json
 
-so a row either exists whole or not at all, and a second write of the same key replaces the
-first instead of adding a duplicate. A run whose row exists is finished and is never trained
-again. :meth:`ResultsStore.consolidate` gathers every row into ``results.parquet`` and
-``results.csv`` (both written atomically), sorted by key.
+so a row either exists whole or not at all, a second write of the same row replaces the first
+instead of adding a duplicate, and a row computed under other settings, data or encoder weights
+has another name: it is never taken for a row of the current spec. Such *stale* rows stay on
+disk (nothing is deleted) but are left out of :meth:`ResultsStore.consolidate`, which gathers the
+current spec's rows into ``results.parquet`` and ``results.csv`` (both written atomically),
+sorted by key, with the condition's labels (its keys, encoder name and weight source) taken from
+the current spec.
 """
 
 from __future__ import annotations
@@ -15,15 +19,15 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from raysweep.artefacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from raysweep.storage import AnyPath, storage_path
 
-#: The columns that identify a row.
+#: The columns that identify a row within an experiment.
 KEY_COLUMNS = ("condition", "protocol", "seed")
 
 
@@ -41,51 +45,123 @@ class RowKey:
         return cls(str(row["condition"]), str(row["protocol"]), int(row["seed"]))
 
 
+@dataclass(frozen=True)
+class RowRef:
+    """A row of the current spec: its key and its identity (None while it cannot be known,
+    e.g. before the encoder it evaluates has been pre-trained)."""
+
+    key: RowKey
+    row_id: str | None
+
+
+@dataclass(frozen=True)
+class RowStatus:
+    """The rows of a spec against what is stored: ``done`` (stored with the current identity),
+    ``stale`` (stored only under other identities: settings, data or encoder changed), ``new``
+    (nothing stored for the key), ``pending`` (identity not known yet)."""
+
+    done: tuple[RowRef, ...] = field(default=())
+    stale: tuple[RowRef, ...] = field(default=())
+    new: tuple[RowRef, ...] = field(default=())
+    pending: tuple[RowRef, ...] = field(default=())
+
+    @property
+    def missing(self) -> tuple[RowRef, ...]:
+        return self.stale + self.new + self.pending
+
+    def describe(self) -> str:
+        total = len(self.done) + len(self.missing)
+        text = (f"rows: {len(self.done)} done, {len(self.stale)} stale, {len(self.new)} new "
+                f"({total} in all)")
+        if self.pending:
+            text += (f"; {len(self.pending)} more wait for their encoders' pre-training and "
+                     "count as new until then")
+        return text
+
+
 class ResultsStore:
     """Rows of one experiment, under ``<experiment_dir>/rows``."""
 
-    def __init__(self, experiment_dir: str | Path):
-        self.experiment_dir = Path(experiment_dir)
+    def __init__(self, experiment_dir: str | AnyPath):
+        self.experiment_dir = storage_path(experiment_dir)
         self.rows_dir = self.experiment_dir / "rows"
         self.parquet_path = self.experiment_dir / "results.parquet"
         self.csv_path = self.experiment_dir / "results.csv"
 
-    def row_path(self, key: RowKey) -> Path:
-        return self.rows_dir / key.condition / key.protocol / f"seed-{key.seed:04d}.json"
+    def _key_dir(self, key: RowKey) -> AnyPath:
+        return self.rows_dir / key.condition / key.protocol
 
-    def has(self, key: RowKey) -> bool:
-        return self.row_path(key).is_file()
+    def row_path(self, ref: RowRef) -> AnyPath:
+        if ref.row_id is None:
+            raise ValueError(f"row {ref.key} has no identity yet")
+        return self._key_dir(ref.key) / f"seed-{ref.key.seed:04d}-{ref.row_id}.json"
 
-    def missing(self, keys: Iterable[RowKey]) -> list[RowKey]:
-        return [key for key in keys if not self.has(key)]
+    def has(self, ref: RowRef) -> bool:
+        """Whether the row is stored, whole: a file that is not a JSON object of this row (a
+        damaged or planted file) counts as missing, so the row is computed and written again."""
+        if ref.row_id is None:
+            return False
+        try:
+            row = json.loads(self.row_path(ref).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(row, dict) and row.get("row_id") == ref.row_id
 
-    def write(self, row: Mapping[str, Any]) -> Path:
-        """Write one row atomically (replacing an earlier row of the same key)."""
-        return atomic_write_json(self.row_path(RowKey.of(row)), dict(row))
-
-    def read(self, key: RowKey) -> dict[str, Any]:
-        return json.loads(self.row_path(key).read_text(encoding="utf-8"))
-
-    def rows(self) -> list[dict[str, Any]]:
-        if not self.rows_dir.is_dir():
+    def stored_for(self, key: RowKey) -> list[AnyPath]:
+        """Every stored row file of ``key``, whatever its identity (a pre-identity
+        ``seed-0007.json`` included)."""
+        directory = self._key_dir(key)
+        if not directory.is_dir():
             return []
-        return [json.loads(path.read_text(encoding="utf-8"))
-                for path in sorted(self.rows_dir.glob("*/*/seed-*.json"))]
+        stem = f"seed-{key.seed:04d}"
+        return sorted(p for p in directory.glob(f"{stem}*.json")
+                      if p.stem == stem or p.stem.startswith(stem + "-"))
 
-    def table(self) -> pd.DataFrame:
-        """Every row as a DataFrame sorted by key (empty with key columns when none)."""
-        rows = self.rows()
+    def status(self, refs: Iterable[RowRef]) -> RowStatus:
+        done, stale, new, pending = [], [], [], []
+        for ref in refs:
+            if ref.row_id is None:
+                pending.append(ref)
+            elif self.has(ref):
+                done.append(ref)
+            elif self.stored_for(ref.key):
+                stale.append(ref)
+            else:
+                new.append(ref)
+        return RowStatus(tuple(done), tuple(stale), tuple(new), tuple(pending))
+
+    def write(self, row: Mapping[str, Any]) -> AnyPath:
+        """Write one row atomically (replacing an earlier write of the same row). The row
+        carries its key columns and its ``row_id``."""
+        if not row.get("row_id"):
+            raise KeyError("result row lacks its row_id")
+        return atomic_write_json(self.row_path(RowRef(RowKey.of(row), str(row["row_id"]))),
+                                 dict(row))
+
+    def read(self, ref: RowRef) -> dict[str, Any]:
+        return json.loads(self.row_path(ref).read_text(encoding="utf-8"))
+
+    def rows(self, refs: Iterable[RowRef]) -> list[dict[str, Any]]:
+        """The stored rows among ``refs`` (missing ones left out), in the order given."""
+        return [self.read(ref) for ref in refs if self.has(ref)]
+
+    def table(self, refs: Iterable[RowRef],
+              labels: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+        """The stored rows of ``refs`` as a DataFrame sorted by key, with ``labels[condition]``
+        (column -> value) set on every row of that condition (empty with key columns when no
+        row is stored)."""
+        rows = self.rows(refs)
         if not rows:
             return pd.DataFrame(columns=list(KEY_COLUMNS))
-        frame = pd.DataFrame(rows)
-        duplicated = frame.duplicated(list(KEY_COLUMNS))
-        if duplicated.any():  # impossible by construction; guard the promise anyway
-            raise RuntimeError(f"duplicate result rows: {frame[duplicated][list(KEY_COLUMNS)]}")
+        labels = labels or {}
+        frame = pd.DataFrame([{**row, **labels.get(str(row["condition"]), {})} for row in rows])
         return frame.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
 
-    def consolidate(self) -> pd.DataFrame:
-        """Write ``results.parquet`` and ``results.csv`` from every row; return the table."""
-        frame = self.table()
+    def consolidate(self, refs: Iterable[RowRef],
+                    labels: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+        """Write ``results.parquet`` and ``results.csv`` from the stored rows of ``refs`` (the
+        current spec's); return the table."""
+        frame = self.table(refs, labels)
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
         atomic_write_bytes(self.parquet_path, buffer.getvalue())

@@ -377,7 +377,7 @@ def test_no_warnings_on_a_clean_load(make_folder, cache_dir):
 
 
 def test_concurrent_build_keeps_the_first_entry(make_folder, cache_dir):
-    """Two processes missing at once: the loser's move fails and it maps the winner's entry."""
+    """Two processes missing at once: the loser's move fails and it keeps the winner's entry."""
     from raysweep.data import cache as cache_module
 
     root = make_folder("f", {"a": 2, "b": 2})
@@ -389,6 +389,9 @@ def test_concurrent_build_keeps_the_first_entry(make_folder, cache_dir):
         (tmp / "images.u8").write_bytes(b"\x00" * (4 * 3 * 12 * 12))
         return (4, 3, 12, 12), list(range(4)), []
 
-    again = cache_module._build(cache_dir, entry.name, write, {})
+    txn = cache_module.CacheTransaction(cache_dir)
+    txn.build(entry.name, write, {})
+    txn.commit()
+    again = cache_module.read_entry(entry, entry.name, verify=True)
     assert np.array_equal(again.images, ds.images)  # the winner's pixels, not the zeros
     assert _entries(cache_dir) == [entry]  # no temporary directory left behind

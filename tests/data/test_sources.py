@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raysweep.config import SourceSpec
-from raysweep.data import read_source
+from raysweep.config import DatasetSpec, SourceSpec
+from raysweep.data import load_dataset, read_source
 from raysweep.data.sources import resolve_medmnist_file
 from raysweep.errors import DataError
 
@@ -128,6 +128,75 @@ def test_manifest_header_blank_label_and_split_errors(tmp_path, image_writer):
         read_source(SourceSpec(kind="manifest", path=str(header_only)))
 
 
+def test_manifest_that_is_not_utf8_names_file_and_line(tmp_path, image_writer):
+    image_writer(tmp_path / "imgs" / "0.jpg", 0)
+    file = tmp_path / "latin1.csv"
+    file.write_bytes("path,label\nimgs/0.jpg,n\u00e6vus\n".encode("latin-1"))
+    with pytest.raises(DataError) as err:
+        read_source(SourceSpec(kind="manifest", path=str(file)))
+    assert _one_line(err) == (f"{file} line 2: not UTF-8 text (byte 0xe6); save the manifest "
+                              "as UTF-8")
+    file.write_bytes("path,label\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"line 1: not UTF-8 text \(byte 0xff\)"):
+        read_source(SourceSpec(kind="manifest", path=str(file)))
+    file.write_bytes(b"path,label\nimgs/0.jpg,a\x00b\n")
+    with pytest.raises(DataError, match=r"line 2: a NUL byte \(a binary file, not a CSV"):
+        read_source(SourceSpec(kind="manifest", path=str(file)))
+    # UTF-8 with a byte-order mark (as spreadsheet programs write it) is read.
+    file.write_bytes("path,label\nimgs/0.jpg,n\u00e6vus\n".encode("utf-8-sig"))
+    assert read_source(SourceSpec(kind="manifest", path=str(file))).classes == ("n\u00e6vus",)
+
+
+def test_manifest_paths_must_stay_inside_its_folder_or_root(tmp_path, image_writer):
+    data = tmp_path / "data"
+    image_writer(data / "imgs" / "0.jpg", 0)
+    outside = tmp_path / "secret.png"
+    image_writer(outside, 1)
+    file = data / "m.csv"
+    refused = {"../secret.png": "'../secret.png'", "imgs/../../secret.png":
+               "'imgs/../../secret.png'", str(outside): repr(str(outside))}
+    for row, shown in refused.items():
+        file.write_text(f"path,label\nimgs/0.jpg,a\n{row},b\n")
+        with pytest.raises(DataError) as err:
+            read_source(SourceSpec(kind="manifest", path=str(file)))
+        assert _one_line(err) == (f"{file} line 3: image path {shown} is outside {data} (the "
+                                  "manifest's folder); set root: or allow_outside_root: true on "
+                                  "the source to read it")
+        listing = read_source(SourceSpec(kind="manifest", path=str(file),
+                                         allow_outside_root=True))
+        assert listing.paths[1].resolve() == outside
+    # Inside the folder: relative with a harmless "..", or absolute.
+    file.write_text(f"path,label\nimgs/../imgs/0.jpg,a\n{data / 'imgs' / '0.jpg'},b\n")
+    assert len(read_source(SourceSpec(kind="manifest", path=str(file)))) == 2
+    # An explicit root: the rows must stay inside it (the manifest's own folder no longer counts).
+    elsewhere = tmp_path / "manifests" / "m.csv"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("path,label\nimgs/0.jpg,a\n")
+    assert len(read_source(SourceSpec(kind="manifest", path=str(elsewhere), root=str(data)))) == 1
+    elsewhere.write_text("path,label\nimgs/0.jpg,a\n../secret.png,b\n")
+    with pytest.raises(DataError, match=rf"line 3: image path '../secret.png' is outside {data} "
+                                        r"\(the manifest's root\)"):
+        read_source(SourceSpec(kind="manifest", path=str(elsewhere), root=str(data)))
+
+
+def test_manifest_outside_root_refused_before_anything_is_hashed_or_written(
+        tmp_path, image_writer, cache_dir, capsys):
+    """Through the CLI: exit 2, one line; no cache, no digests of the outside file."""
+    from raysweep.cli import main
+
+    image_writer(tmp_path / "data" / "0.jpg", 0)
+    image_writer(tmp_path / "secret.jpg", 1)
+    file = tmp_path / "data" / "m.csv"
+    file.write_text("path,label\n0.jpg,a\n../secret.jpg,b\n")
+    out = tmp_path / "views.png"
+    assert main(["augment", "preview", "--pipeline", "supervised", "--source", str(file),
+                 "--out", str(out), "--image-size", "16", "-n", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {file} line 3: image path '../secret.jpg' is outside ")
+    assert err.count("\n") == 1
+    assert not cache_dir.exists() and not out.exists()
+
+
 # ---------------------------------------------------------------------------------- medmnist
 
 
@@ -148,9 +217,12 @@ def test_medmnist_labels_and_splits_match_the_file(fixture, request):
 def test_medmnist_name_resolution_and_missing_file_message(tmp_path, breastmnist_npz):
     with pytest.raises(DataError) as err:
         read_source(SourceSpec(kind="medmnist", name="breastmnist", root=str(tmp_path)))
-    assert _one_line(err) == (f"medmnist file not found: put breastmnist.npz in {tmp_path} "
-                              "(python -m medmnist download --flag breastmnist, or copy it "
-                              "there), or set source.path")
+    assert _one_line(err) == (
+        f"medmnist file not found: no breastmnist.npz (or breastmnist_<size>.npz) in {tmp_path}; "
+        f"download it with: mkdir -p {tmp_path} && python -c \"import medmnist; "
+        f"medmnist.BreastMNIST(split='train', download=True, root='{tmp_path}')\" (the medmnist "
+        "package: pip install 'raysweep[medmnist]'; add size=64, 128 or 224 for MedMNIST+), or "
+        "set source.path")
     (tmp_path / "breastmnist.npz").symlink_to(breastmnist_npz)
     (tmp_path / "breastmnist_128.npz").symlink_to(breastmnist_npz)
     (tmp_path / "breastmnist_224.npz").symlink_to(breastmnist_npz)
@@ -159,6 +231,47 @@ def test_medmnist_name_resolution_and_missing_file_message(tmp_path, breastmnist
     assert resolve_medmnist_file(spec, 100).name == "breastmnist_128.npz"
     assert resolve_medmnist_file(spec, 256).name == "breastmnist_224.npz"
     assert len(read_source(spec)) == 780
+
+
+def _medmnist_arrays(images_dtype=np.uint8, labels_dtype=np.uint8) -> dict[str, np.ndarray]:
+    return {**{f"{s}_images": np.zeros((2, 5, 5), images_dtype) for s in ("train", "val", "test")},
+            **{f"{s}_labels": np.array([0, 1], labels_dtype) for s in ("train", "val", "test")}}
+
+
+def test_medmnist_float_and_object_arrays_are_refused_and_never_unpickled(tmp_path, cache_dir):
+    cases = {
+        "floatimages": (_medmnist_arrays(images_dtype=np.float32),
+                        "train_images has dtype float32; images must be uint8 (0..255)"),
+        "floatlabels": (_medmnist_arrays(labels_dtype=np.float64),
+                        "train_labels has dtype float64; labels must be integers"),
+    }
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(DataError) as err:
+            read_source(SourceSpec(kind="medmnist", path=str(tmp_path / f"{name}.npz")))
+        assert _one_line(err) == f"{tmp_path / name}.npz: {message}"
+    # Object arrays hold pickles: loading them would run code. A planted one must not run.
+    marker = tmp_path / "pwned"
+
+    class Planted:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    for key in ("train_labels", "val_images"):
+        arrays = _medmnist_arrays()
+        arrays[key] = np.array([Planted(), Planted()], dtype=object)
+        np.savez(tmp_path / "planted.npz", **arrays)  # numpy pickles object arrays on save
+        with pytest.raises(DataError) as err:
+            load_dataset(DatasetSpec(sources=(SourceSpec(kind="medmnist",
+                                                         path=str(tmp_path / "planted.npz")),),
+                                     image_size=8), progress=False)
+        assert _one_line(err).startswith(f"{tmp_path / 'planted.npz'}: {key} has dtype object")
+        assert not marker.exists()
+    assert not cache_dir.exists()
+    np.save(tmp_path / "single.npy", np.zeros((2, 5, 5), np.uint8))
+    with pytest.raises(DataError) as err:
+        read_source(SourceSpec(kind="medmnist", path=str(tmp_path / "single.npy")))
+    assert "a single .npy array, not an .npz archive" in _one_line(err)
 
 
 def test_medmnist_bad_files(tmp_path):
@@ -196,3 +309,57 @@ def test_digits_listing():
     assert len(listing) == 1797 and listing.classes == tuple("0123456789")
     assert np.array_equal(listing.labels, load_digits().target)
     assert listing.splits is None
+
+
+def test_medmnist_download_command_runs_and_produces_the_file_read(tmp_path, breastmnist_npz):
+    """The command in the message runs as printed, against a stand-in ``medmnist`` package with
+    the real one's dataset signature (MedMNIST(split, transform, target_transform, download,
+    as_rgb, root, size, mmap_mode), which writes ``<root>/<flag>.npz``)."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "fake_site" / "medmnist"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(f"""
+import shutil
+
+
+class BreastMNIST:
+    def __init__(self, split, transform=None, target_transform=None, download=False,
+                 as_rgb=False, root=None, size=None, mmap_mode=None):
+        assert split == "train" and download is True
+        shutil.copy({str(breastmnist_npz)!r}, root + "/breastmnist.npz")
+""")
+    root = tmp_path / "downloads" / "medmnist"
+    with pytest.raises(DataError) as err:
+        read_source(SourceSpec(kind="medmnist", name="breastmnist", root=str(root)))
+    command = _one_line(err).split("download it with: ")[1].split(" (the medmnist package")[0]
+    command = command.replace("python -c", f"{sys.executable} -c", 1)
+    subprocess.run(["bash", "-c", command], check=True,
+                   env={"PYTHONPATH": str(fake.parent), "PATH": "/usr/bin:/bin"})
+    assert len(read_source(SourceSpec(kind="medmnist", name="breastmnist",
+                                      root=str(root)))) == 780
+
+
+def test_medmnist_flag_without_file_through_the_cli(tmp_path, monkeypatch, capsys):
+    from raysweep.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    medmnist_root = tmp_path / ".medmnist"
+    assert main(["datasets", "describe", "dermamnist"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: medmnist file not found: no dermamnist.npz (or "
+                          f"dermamnist_<size>.npz) in {medmnist_root}; download it with: "
+                          f"mkdir -p {medmnist_root} && python -c \"import medmnist; "
+                          f"medmnist.DermaMNIST(split='train', download=True, "
+                          f"root='{medmnist_root}')\" (the medmnist package: ")
+    assert main(["datasets", "describe", "dermamnist_224"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: medmnist file not found: no dermamnist_224.npz in {medmnist_root}; "
+                   f"download it with: mkdir -p {medmnist_root} && python -c \"import medmnist; "
+                   f"medmnist.DermaMNIST(split='train', download=True, root='{medmnist_root}', "
+                   "size=224)\" (the medmnist package: pip install 'raysweep[medmnist]'), or set "
+                   "source.path\n")
+    assert list(tmp_path.iterdir()) == []  # nothing written
+

@@ -134,3 +134,49 @@ def test_finetune_resumed_from_an_epoch_checkpoint_equals_the_uninterrupted_run(
     resumed = finetune(encoder, *breast, settings=settings, seed=5, class_names=CLASSES,
                        augment=augment, resume=state)
     assert without_timings(resumed) == without_timings(whole)
+
+
+@pytest.fixture(scope="module")
+def small_breast(breast):
+    """160 training images (both classes) and the test split: a cheaper fine-tuning run."""
+    (images, labels), test = breast
+    return (images[:160], labels[:160]), test
+
+
+def test_validation_curve_records_every_epoch_and_changes_nothing_else(small_breast, encoder,
+                                                                      augment) -> None:
+    """With ``val`` the row gains ``val_curve``: one record per 1cycle epoch; the rest of the
+    row equals a run without it. Validating on the test split without TTA, the last record
+    equals the row's own test metrics (the same model, the same plain forward pass)."""
+    settings = TINY.replace(epochs=2, tta_views=0, batch_size=32)
+    plain = finetune(encoder, *small_breast, settings=settings, seed=2, class_names=CLASSES,
+                     augment=augment)
+    curved = finetune(encoder, *small_breast, settings=settings, seed=2, class_names=CLASSES,
+                      augment=augment, val=small_breast[1])
+    curve = json.loads(curved.pop("val_curve"))
+    assert "val_curve" not in plain
+    assert without_timings(curved) == without_timings(plain)
+    assert [r["epoch"] for r in curve] == [1, 2]
+    assert set(curve[0]) == {"epoch", "loss", "accuracy", "f1_weighted", "f1_macro",
+                             "balanced_accuracy"}
+    for key in ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy"):
+        assert curve[-1][key] == pytest.approx(plain[key], abs=1e-12), key
+    assert all(r["loss"] > 0 for r in curve) and curve[0] != curve[1]
+
+
+def test_validation_curve_survives_a_resume(small_breast, encoder, augment,
+                                            tmp_path: Path) -> None:
+    settings = TINY.replace(epochs=2, batch_size=32, tta_views=1)
+    states: list[dict] = []
+    whole = finetune(encoder, *small_breast, settings=settings, seed=5, class_names=CLASSES,
+                     augment=augment, on_epoch=states.append, val=small_breast[1])
+    torch.save(states[0], tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert [r["epoch"] for r in state["val_curve"]] == [1]
+    resumed = finetune(encoder, *small_breast, settings=settings, seed=5, class_names=CLASSES,
+                       augment=augment, resume=state, val=small_breast[1])
+    assert without_timings(resumed) == without_timings(whole)
+    assert [r["epoch"] for r in json.loads(whole["val_curve"])] == [1, 2]
+    with pytest.raises(DataError, match="val split"):
+        finetune(encoder, *small_breast, settings=settings, seed=5, class_names=CLASSES,
+                 augment=augment, val=(small_breast[1][0][:0], small_breast[1][1][:0]))

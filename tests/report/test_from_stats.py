@@ -13,7 +13,7 @@ from statsmodels.stats.multitest import multipletests
 from raysweep.errors import DataError
 from raysweep.report import cli_main, report_from_stats
 
-# PROTOCOL.md's test vector, and the paper's Table 6 (linear probe) accuracies.
+# docs/protocol.md's test vector, and the paper's Table 6 (linear probe) accuracies.
 VECTOR = "model,mean,std,n\nSSL+I+SSL_p,0.69112,0.011,35\nSSL,0.65701,0.021,35\n"
 TABLE_6 = """model,metric,mean,std,n
 SL,accuracy,0.59281,0.01097,35

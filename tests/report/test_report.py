@@ -168,3 +168,63 @@ def test_cli_errors_name_the_file(tmp_path: Path, capsys) -> None:
     with pytest.raises(DataError, match="metrics.jsonl line 1"):
         write_report(bad, settings=ReportSettings(tests=("welch",), bootstrap_resamples=200))
     assert not (bad / "report").exists()  # inputs are read before anything is written
+
+
+def representations_file(root: Path) -> list[dict]:
+    rng = np.random.default_rng(2)
+    entries = []
+    for i, condition in enumerate(CONDITIONS):
+        labels = rng.integers(0, 2, 30)
+        entries.append({
+            "condition": condition, "encoder": "small_resnet", "knn_accuracy": 0.5 + 0.1 * i,
+            "linear_separability": 0.61 + 0.1 * i, "silhouette": -0.05 + 0.1 * i,
+            "n_train": 100, "n_test": 30, "feature_dim": 64,
+            "class_names": ["melanoma", "nevus"], "settings": {"knn_k": 20},
+            "embedding": {"labels": labels.tolist(), "pca": rng.normal(size=(30, 2)).tolist(),
+                          "tsne": rng.normal(size=(30, 2)).tolist(),
+                          "pca_explained_variance": [0.3, 0.2]}})
+    (root / "representations.json").write_text(json.dumps({"conditions": entries}))
+    return entries
+
+
+def test_logistic_protocol_representations_and_cross_protocol_comparison(tmp_path) -> None:
+    from raysweep.report.settings import Comparison
+
+    experiment = make_experiment(tmp_path / "exp", optional_parts=False)
+    results = pd.read_parquet(experiment / "results.parquet")
+    logistic = results[results.protocol == "probe"].assign(protocol="logistic")
+    logistic["accuracy"] += 0.05
+    pd.concat([results, logistic]).to_parquet(experiment / "results.parquet")
+    entries = representations_file(experiment)
+    settings = ReportSettings(bootstrap_resamples=200, tests=("welch", "paired_t"), comparisons=(
+        Comparison("SSL", "SL", "greater"),
+        Comparison("SSL", "SL", "greater", family_1="logistic", family_2="finetune")))
+    paths = write_report(experiment, settings=settings, dpi=30)
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    # the logistic protocol beside the paper's
+    protocols = pd.read_csv(paths.tables["protocols-accuracy"]["csv"])
+    assert {"finetune_mean", "probe_mean", "logistic_mean"} <= set(protocols.columns)
+    ssl = results[(results.condition == "SSL") & (results.protocol == "probe")]
+    assert protocols.set_index("condition").loc["SSL", "logistic_mean"] == pytest.approx(
+        ssl.accuracy.mean() + 0.05)
+    assert "finetune vs probe vs logistic" in markdown
+    # representations: the table equals the file, one PCA / t-SNE figure per encoder
+    table = pd.read_csv(paths.tables["representations"]["csv"]).set_index("condition")
+    for entry in entries:
+        for key in ("knn_accuracy", "linear_separability", "silhouette"):
+            assert table.loc[entry["condition"], key] == pytest.approx(entry[key])
+    assert "## Representations" in markdown
+    names = {p.name for p in paths.figures}
+    assert {"embedding-sl.png", "embedding-ssl.png", "embedding-ssl-i-ssl-p.png"} <= names
+    # the comparison across protocols: its own table, each side named with its protocol
+    cross = paths.tables["tests-across-protocols"]["md"].read_text(encoding="utf-8")
+    assert "SSL (logistic)" in cross and "SL (finetune)" in cross and "paired (n=6)" in cross
+    tests = pd.read_csv(paths.significance_csv)
+    assert set(tests.family) == {"finetune", "probe", "logistic", "across protocols"}
+    assert "SSL (logistic) vs SL (finetune) (across protocols, Accuracy)" in markdown
+
+    bad = make_experiment(tmp_path / "bad", optional_parts=False)
+    (bad / "representations.json").write_text(json.dumps({"conditions": [{"condition": "SL"}]}))
+    with pytest.raises(DataError, match="representations.json: entry 0 has no knn_accuracy"):
+        write_report(bad, settings=SETTINGS)
+    assert not (bad / "report").exists()

@@ -4,6 +4,7 @@ pairing by seed, and a planted difference found exactly after correction."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from raysweep.errors import DataError, SpecError
+from raysweep.report import stats
 from raysweep.report.settings import ReportSettings
 from raysweep.report.significance import apply_correction, pairwise_tests
 
@@ -172,3 +174,111 @@ def test_bad_inputs_name_the_fault() -> None:
         pairwise_tests(disjoint, ReportSettings(bootstrap_resamples=200))
     with pytest.raises(SpecError, match="alternative"):
         ReportSettings(comparisons=(("A", "B", "less"),))
+
+
+def test_cross_protocol_comparison_pairs_rows_by_seed() -> None:
+    """SimCLR probed against a baseline fine-tuned: the two sides come from different families,
+    rows in any order, some seeds on one side only; paired tests use the common seeds aligned
+    by seed, and the comparison is corrected in a family of its own."""
+    from raysweep.report.settings import Comparison
+
+    rng = np.random.default_rng(5)
+    seed_effect = rng.normal(0, 0.02, 14)
+    rows = []
+    for protocol, condition, seeds, shift in (("probe", "simclr", range(0, 12), 0.01),
+                                              ("finetune", "simclr", range(0, 12), 0.0),
+                                              ("finetune", "baseline", range(2, 14), 0.0),
+                                              ("probe", "other", range(0, 12), 0.0)):
+        rows += [{"protocol": protocol, "condition": condition, "seed": s,
+                  "accuracy": 0.7 + shift + seed_effect[s] + rng.normal(0, 0.003)}
+                 for s in seeds]
+    table = pd.DataFrame(rows).sample(frac=1.0, random_state=1).reset_index(drop=True)
+    settings = ReportSettings(metrics=("accuracy",), bootstrap_resamples=500, comparisons=(
+        Comparison("simclr", "baseline", "greater", family_1="probe", family_2="finetune"),
+        Comparison("simclr", "simclr", "two-sided", family_1="probe", family_2="finetune")))
+    tests = pairwise_tests(table, settings)
+    assert set(tests.family) == {"across protocols"}  # only cross comparisons declared
+    first = tests[(tests.model_2 == "baseline")].set_index("test")
+    a = table[(table.protocol == "probe") & (table.condition == "simclr")]
+    b = table[(table.protocol == "finetune") & (table.condition == "baseline")]
+    common = a.merge(b, on="seed").sort_values("seed")
+    assert first.loc["paired_t", "n_pairs"] == 10
+    assert first.loc["paired_t", "p_value"] == pytest.approx(sps.ttest_rel(
+        common.accuracy_x, common.accuracy_y, alternative="greater").pvalue, rel=1e-12)
+    assert first.loc["welch", "p_value"] == pytest.approx(sps.ttest_ind(
+        a.accuracy, b.accuracy, equal_var=False, alternative="greater").pvalue, rel=1e-12)
+    assert first.loc["welch", "design"] == "independent"  # 2 seeds on each side lack a partner
+    assert (first.family_1.unique().tolist(), first.family_2.unique().tolist()) == (
+        ["probe"], ["finetune"])
+    # the same condition under two protocols, every seed paired: the paired design
+    own = tests[(tests.model_2 == "simclr") & (tests.test == "welch")].iloc[0]
+    b = table[(table.protocol == "finetune") & (table.condition == "simclr")]
+    diff = a.sort_values("seed").accuracy.to_numpy() - b.sort_values("seed").accuracy.to_numpy()
+    assert own.design == "paired" and own.n_1 == own.n_2 == 12
+    assert own.cohens_dz == pytest.approx(diff.mean() / diff.std(ddof=1), rel=1e-12)
+    from statsmodels.stats.power import TTestPower
+
+    assert own.seeds_needed == math.ceil(TTestPower().solve_power(
+        effect_size=abs(own.cohens_dz), alpha=0.05, power=0.8, alternative="two-sided"))
+    assert own.ci_low < diff.mean() < own.ci_high
+    p = tests[tests.test == "welch"].sort_values("p_value").p_value.to_numpy()
+    adjusted = tests[tests.test == "welch"].sort_values("p_value").p_adjusted.to_numpy()
+    np.testing.assert_allclose(adjusted, multipletests(p, method="holm")[1], rtol=1e-12)
+
+    with pytest.raises(SpecError, match="no runs in family 'probe'"):
+        pairwise_tests(table, ReportSettings(metrics=("accuracy",), comparisons=(
+            Comparison("baseline", "simclr", family_1="probe", family_2="finetune"),)))
+
+
+def test_paired_design_within_a_family_uses_paired_power_and_bootstrap() -> None:
+    table = planted_table(seed=3, n_seeds=8)
+    tests = pairwise_tests(table, ReportSettings(metrics=("accuracy",), tests=("welch",),
+                                                 bootstrap_resamples=300))
+    assert set(tests.design) == {"paired"}
+    row = tests[(tests.model_1 + tests.model_2).isin(["AH", "HA"])].iloc[0]
+    one = table[table.condition == row.model_1].sort_values("seed").accuracy.to_numpy()
+    two = table[table.condition == row.model_2].sort_values("seed").accuracy.to_numpy()
+    assert row.cohens_dz == pytest.approx((one - two).mean() / (one - two).std(ddof=1),
+                                          rel=1e-12)
+    # unequal seed sets: independent design, Cohen's d and TTestIndPower
+    partial = table[~((table.condition == "A") & (table.seed == 0))]
+    tests = pairwise_tests(partial, ReportSettings(metrics=("accuracy",), tests=("welch",),
+                                                   bootstrap_resamples=300))
+    row = tests[(tests.model_1 + tests.model_2).isin(["AH", "HA"])].iloc[0]
+    assert row.design == "independent" and math.isnan(row.cohens_dz)
+    assert row.seeds_needed == stats.seeds_needed(row.cohens_d)
+
+
+def test_cross_protocol_comparisons_in_the_spec() -> None:
+    from raysweep.config import Comparison as SpecComparison
+    from raysweep.config import ReportSpec
+    from raysweep.sweep.report_stage import report_settings
+
+    spec = ReportSpec(comparisons=(SpecComparison(
+        model_1="simclr-100", protocol_1="probe", model_2="supervised-baseline-100",
+        protocol_2="finetune"),))
+    [comp] = report_settings(spec).comparisons
+    assert (comp.family_1, comp.family_2, comp.across) == ("probe", "finetune", True)
+    assert comp.label(1) == "simclr-100 (probe)"
+    with pytest.raises(SpecError, match="protocol_2: give protocol_1 and protocol_2 together"):
+        SpecComparison(model_1="a", model_2="b", protocol_1="probe")
+    with pytest.raises(SpecError, match="not both"):
+        SpecComparison(model_1="a", model_2="b", protocol="probe", protocol_1="probe",
+                       protocol_2="finetune")
+    with pytest.raises(SpecError, match="itself"):
+        SpecComparison(model_1="a", model_2="a", protocol_1="probe", protocol_2="probe")
+    with pytest.raises(SpecError, match="family_by"):
+        ReportSpec(family_by=("protocol", "initial"), comparisons=spec.comparisons)
+    # a side whose condition is not evaluated under its protocol, named in one line
+    from raysweep.config import spec_from_data
+
+    data = {"name": "x", "evaluate": {
+        "data": {"sources": [{"kind": "digits"}], "image_size": 16},
+        "encoders": [{"name": "simclr-100", "encoder": {"name": "small_resnet"}},
+                     {"name": "supervised-baseline-100", "encoder": {"name": "small_resnet"},
+                      "protocols": ["finetune"]}]},
+        "report": {"comparisons": [{"model_1": "supervised-baseline-100", "protocol_1": "probe",
+                                    "model_2": "simclr-100", "protocol_2": "finetune"}]}}
+    with pytest.raises(SpecError, match=r"comparisons\[0\]\.protocol_1: condition "
+                                        "'supervised-baseline-100' is not evaluated with"):
+        spec_from_data(data)

@@ -62,7 +62,7 @@ def test_unknown_alternative_is_an_error(samples) -> None:
 
 
 def test_from_stats_reproduces_the_protocol_test_vector() -> None:
-    """PROTOCOL.md: 0.69112 +- 0.011 vs 0.65701 +- 0.021, n = 35 each, one-sided."""
+    """docs/protocol.md: 0.69112 +- 0.011 vs 0.65701 +- 0.021, n = 35 each, one-sided."""
     res = stats.welch_from_stats(0.69112, 0.011, 35, 0.65701, 0.021, 35, "greater")
     assert f"{res.pvalue:.4e}" == "1.0986e-11"
 
@@ -148,3 +148,46 @@ def test_seeds_needed_edge_cases() -> None:
     assert stats.seeds_needed(-0.5, alternative="greater") == math.inf  # wrong direction
     assert stats.seeds_needed(0.0) == math.inf
     assert math.isnan(stats.seeds_needed(math.nan))
+
+
+def test_cohens_dz_is_mean_over_sd_of_the_differences() -> None:
+    a, b = np.array([0.70, 0.72, 0.69, 0.75]), np.array([0.68, 0.69, 0.69, 0.70])
+    diff = np.array([0.02, 0.03, 0.0, 0.05])
+    assert stats.cohens_dz(a, b) == pytest.approx(diff.mean() / diff.std(ddof=1), rel=1e-9)
+    assert stats.cohens_dz(b, a) == pytest.approx(-stats.cohens_dz(a, b))
+    assert stats.cohens_dz(a + 1, a) == math.inf  # identical non-zero differences
+    assert math.isnan(stats.cohens_dz(a, a)) and math.isnan(stats.cohens_dz(a[:1], b[:1]))
+
+
+@pytest.mark.parametrize("alternative", ["greater", "two-sided"])
+def test_paired_power_equals_statsmodels_ttestpower_on_the_differences(alternative) -> None:
+    """Seeds needed for a paired design: d_z of the per-seed differences and statsmodels'
+    one-sample TTestPower; the answer is the smallest n reaching the power."""
+    from statsmodels.stats.power import TTestPower
+
+    rng = np.random.default_rng(11)
+    base = rng.normal(0.7, 0.02, 10)  # a seed effect shared by both conditions
+    a, b = base + rng.normal(0.006, 0.006, 10), base + rng.normal(0, 0.006, 10)
+    diff = a - b
+    dz = diff.mean() / diff.std(ddof=1)
+    sm_alt = "larger" if alternative == "greater" else "two-sided"
+    n = stats.seeds_needed(stats.cohens_dz(a, b), alpha=0.05, power=0.8,
+                           alternative=alternative, paired=True)
+    solved = TTestPower().solve_power(effect_size=abs(dz), alpha=0.05, power=0.8,
+                                      alternative=sm_alt)
+    assert n == math.ceil(solved)
+    power = TTestPower().power
+    assert power(abs(dz), n, 0.05, alternative=sm_alt) >= 0.8 > power(abs(dz), n - 1, 0.05,
+                                                                       alternative=sm_alt)
+    # the shared seed effect makes the paired design need far fewer seeds than independent runs
+    assert n < stats.seeds_needed(stats.cohens_d(a, b), alternative=alternative)
+    assert stats.seeds_needed(math.inf, paired=True) == 2
+
+
+def test_paired_bootstrap_resamples_seed_indices() -> None:
+    a, b = np.array([1.0, 2.0, 4.0, 8.0]), np.array([0.5, 2.5, 3.0, 9.0])
+    low, high = stats.paired_bootstrap_diff_ci(a, b, resamples=500,
+                                               rng=np.random.default_rng(4))
+    index = np.random.default_rng(4).integers(0, 4, size=(500, 4))
+    means = (a[index] - b[index]).mean(axis=1)  # both runs of a drawn seed together
+    assert (low, high) == tuple(np.quantile(means, [0.025, 0.975]))

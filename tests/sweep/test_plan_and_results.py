@@ -1,14 +1,12 @@
-"""The sweep's pure parts: plans, packing and the exactly-once results table."""
+"""The sweep's pure parts: plans and packing (the results table: test_row_identity.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from raysweep.config import load_spec, spec_from_data
+from raysweep.config import DatasetSpec, PretrainSpec, SourceSpec, load_spec, spec_from_data
 from raysweep.errors import SpecError
 from raysweep.sweep.plan import make_plan, pretrain_waves
 from raysweep.sweep.resources import (
@@ -16,7 +14,6 @@ from raysweep.sweep.resources import (
     TrialResources,
     max_concurrent_trials,
 )
-from raysweep.sweep.results import ResultsStore, RowKey
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 DIGITS = {"sources": [{"kind": "digits"}], "image_size": 16}
@@ -47,11 +44,13 @@ def test_paper_isic_plan_matches_the_paper():
     assert "805 result rows" in text and "up to 8 at once" in text
 
 
-def test_cpu_only_cluster_requests_no_gpu():
-    spec = load_spec(SEARCH_SPACES / "paper_isic.yaml")
+def test_cpu_only_cluster_requests_no_gpu_under_auto():
+    spec = load_spec(SEARCH_SPACES / "paper_isic.yaml").replace(
+        **{"resources.gpus_per_trial": None})
     plan = make_plan(spec, ClusterResources(cpus=2, gpus=0))
     assert plan.eval_resources.gpu == 0
     assert all(not r.use_gpu for r in plan.pretrain_resources.values())
+    assert not plan.unreachable
 
 
 @pytest.mark.parametrize(("trial", "cluster", "cap", "expected"), [
@@ -78,43 +77,10 @@ def test_pretrain_waves_follow_dependencies():
 
 
 def test_pretrain_cycle_is_an_error():
-    spec = spec_from_data({"name": "x", "pretrain": [_run("a", "pretrain:b"), _run("b", "pretrain:a")]})
+    runs = [_run("a", "pretrain:b"), _run("b", "pretrain:a")]
+    with pytest.raises(SpecError, match=r"pretrain\[0\]\.encoder\.weights: .*cycle: a -> b -> a"):
+        spec_from_data({"name": "x", "pretrain": runs})
     with pytest.raises(SpecError, match="cycle: a -> b -> a"):
-        pretrain_waves(spec.pretrain)
+        pretrain_waves(tuple(PretrainSpec(**{**r, "data": DatasetSpec(sources=(SourceSpec(
+            kind="digits"),))}) for r in runs))
 
-
-def _row(condition: str, protocol: str, seed: int, acc: float) -> dict:
-    return {"condition": condition, "protocol": protocol, "seed": seed, "accuracy": acc}
-
-
-def test_results_store_is_exactly_once(tmp_path: Path):
-    store = ResultsStore(tmp_path)
-    store.write(_row("SL", "probe", 1, 0.5))
-    store.write(_row("SL", "probe", 0, 0.4))
-    store.write(_row("SSL", "finetune", 0, 0.7))
-    store.write(_row("SL", "probe", 1, 0.6))  # a rerun of the same key replaces, never adds
-    table = store.consolidate()
-    assert len(table) == 3
-    assert list(table[["condition", "protocol", "seed"]].itertuples(index=False, name=None)) == [
-        ("SL", "probe", 0), ("SL", "probe", 1), ("SSL", "finetune", 0)]
-    assert table.loc[1, "accuracy"] == 0.6
-    assert pd.read_parquet(store.parquet_path).equals(table)
-    assert len(pd.read_csv(store.csv_path)) == 3
-    assert store.missing([RowKey("SL", "probe", 0), RowKey("SL", "probe", 2)]) == [
-        RowKey("SL", "probe", 2)]
-    # No temporary files are left behind by the atomic writes.
-    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
-
-
-def test_a_crashed_write_leaves_no_row(tmp_path: Path, monkeypatch):
-    store = ResultsStore(tmp_path)
-
-    def explode(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(json, "dumps", explode)
-    with pytest.raises(OSError):
-        store.write(_row("SL", "probe", 0, 0.5))
-    monkeypatch.undo()
-    assert store.rows() == []
-    assert not store.has(RowKey("SL", "probe", 0))

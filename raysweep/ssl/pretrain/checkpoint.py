@@ -76,7 +76,7 @@ def load_rng_state(directory: Path, rank: int) -> None:
     """Restore this rank's RNG states when the checkpoint has them (it always should)."""
     path = directory / _rng_file(rank)
     if path.is_file():
-        restore_rng_state(torch.load(path, map_location="cpu", weights_only=True))
+        restore_rng_state(_load(path))
 
 
 def save_state(directory: Path, state: dict[str, Any]) -> None:
@@ -86,10 +86,17 @@ def save_state(directory: Path, state: dict[str, Any]) -> None:
 
 def load_state(directory: Path) -> dict[str, Any]:
     """Read a checkpoint's training state; a missing or unreadable file is a WeightsError."""
-    path = directory / STATE_FILE
+    return _load(directory / STATE_FILE)
+
+
+def _load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; a missing, damaged or non-tensor file is a
+    one-line WeightsError."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise WeightsError(f"{path}: checkpoint state file not found") from None
+        raise WeightsError(f"{path}: checkpoint file not found") from None
     except Exception as err:  # noqa: BLE001 - corrupt pickle / zip: one-line message
-        raise WeightsError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
+        reason = " ".join(str(err).split())[:300]
+        raise WeightsError(f"{path}: unreadable checkpoint ({type(err).__name__}: "
+                           f"{reason})") from None

@@ -19,32 +19,39 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from raysweep import console
 from raysweep.artefacts import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
+    file_sha256,
     provenance,
     to_jsonable,
 )
 from raysweep.config import PretrainSpec, to_dict
-from raysweep.errors import DataError, SpecError
+from raysweep.errors import DataProblems, SpecError
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.loop import FaultInjection, ray_train_loop
+from raysweep.ssl.pretrain.progress import EpochProgress
 from raysweep.ssl.pretrain.run_dir import (
     ENCODER_FILE,
     META_FILE,
     METRICS_FILE,
     is_finished,
-    result_hash,
     run_directory,
+    weights_digest,
 )
+from raysweep.storage import AnyPath, ray_storage
 
-__all__ = ["RAY_RUN_NAME", "PretrainResult", "cluster_has_gpus", "preflight", "run_pretrain",
-           "write_artefacts"]
+if TYPE_CHECKING:
+    from raysweep.sweep.resources import ClusterResources
+
+__all__ = ["RAY_RUN_NAME", "PretrainResult", "cluster_resources", "preflight", "resolve_use_gpu",
+           "run_pretrain", "write_artefacts"]
 
 #: Ray Train's run name inside the run directory (its checkpoints live under it).
 RAY_RUN_NAME = "train"
@@ -54,10 +61,10 @@ RAY_RUN_NAME = "train"
 class PretrainResult:
     """The artefacts of a finished run (``skipped``: it had finished before this call)."""
 
-    encoder_path: Path
-    metrics_path: Path
-    meta_path: Path
-    run_dir: Path
+    encoder_path: AnyPath
+    metrics_path: AnyPath
+    meta_path: AnyPath
+    run_dir: AnyPath
     skipped: bool = False
 
     @property
@@ -66,41 +73,56 @@ class PretrainResult:
         return f"file:{self.encoder_path}"
 
 
-def _result(run_dir: Path, skipped: bool) -> PretrainResult:
+def _result(run_dir: AnyPath, skipped: bool) -> PretrainResult:
     return PretrainResult(run_dir / ENCODER_FILE, run_dir / METRICS_FILE, run_dir / META_FILE,
                           run_dir, skipped)
 
 
-def cluster_has_gpus() -> bool:
-    """Whether the Ray cluster (connected, or started here) offers any GPU."""
+def cluster_resources() -> ClusterResources:
+    """What the Ray cluster (connected, or started here) offers now, and what its autoscaler
+    can add (:class:`~raysweep.sweep.resources.ClusterResources`)."""
     import ray
+
+    from raysweep.sweep.resources import ClusterResources
 
     if not ray.is_initialized():
         ray.init()  # RAY: joins RAY_ADDRESS / a running cluster, or starts a local one
-    return ray.cluster_resources().get("GPU", 0) > 0  # RAY
+    return ClusterResources.detect()
 
 
-def preflight(spec: PretrainSpec, gpu: bool) -> None:
+def resolve_use_gpu(spec: PretrainSpec, cluster: ClusterResources) -> bool:
+    """Whether ``spec`` trains on GPUs: as the spec says (``use_gpu``, or a ``GPU`` in
+    ``resources_per_worker``), else when the cluster has or can add GPUs."""
+    from raysweep.sweep.resources import pretrain_resources
+
+    return pretrain_resources(spec, cluster).use_gpu
+
+
+def preflight(spec: PretrainSpec, gpu: bool, cluster: ClusterResources | None = None) -> None:
     """Errors a user can cause, raised on the driver before any worker starts (inside a worker
     they would be retried ``max_failures`` times): an indivisible batch, too little data, GPUs
-    asked of a cluster without any."""
-    from raysweep.data import index_dataset
+    asked of a cluster that has none and cannot add any. GPUs an autoscaler can add are waited
+    for (one line says so)."""
+    from raysweep.preflight import pretrain_data_problems, pretrain_gpu_problem
 
-    ranks = spec.num_workers * spec.grad_accum_steps
-    if spec.batch_size % ranks:
-        raise SpecError(f"pretrain {spec.name}: batch_size {spec.batch_size} must be a multiple "
-                        f"of num_workers x grad_accum_steps = {ranks}")
-    dataset = index_dataset(spec.data)
-    count = (len(dataset.labelled_indices("train")[0]) if spec.method == "supervised"
-             else len(dataset.unlabelled()))
-    if count < spec.batch_size:
-        raise DataError(f"pretrain {spec.name}: {count} images are fewer than one batch of "
-                        f"{spec.batch_size}")
-    if gpu and not cluster_has_gpus():
-        raise SpecError(f"pretrain {spec.name}: use_gpu is true but the Ray cluster has no GPU")
+    problems = pretrain_data_problems(spec)  # the batch's divisibility is the spec's own check
+    if problems:
+        raise DataProblems(problems)
+    if not gpu:
+        return
+    cluster = cluster or cluster_resources()
+    problem = pretrain_gpu_problem(spec, cluster)
+    if problem:
+        raise SpecError(problem)
+    from raysweep.sweep.resources import gpu_wait, gpus_per_worker
+
+    needed = spec.num_workers * gpus_per_worker(spec)
+    if gpu_wait(needed, cluster) == "autoscaler":
+        print(f"raysweep: pretrain {spec.name}: waiting for {needed} GPUs; the cluster has "
+              f"{cluster.gpus:g} now and its autoscaler adds GPU nodes", flush=True)
 
 
-def write_artefacts(spec: PretrainSpec, run_dir: Path, checkpoint_dir: Path,
+def write_artefacts(spec: PretrainSpec, run_dir: AnyPath, checkpoint_dir: Path,
                     extra: dict[str, Any]) -> PretrainResult:
     """``encoder.pt``, ``metrics.jsonl``, then ``meta.json`` (the finished marker) from the
     final checkpoint's state."""
@@ -113,7 +135,9 @@ def write_artefacts(spec: PretrainSpec, run_dir: Path, checkpoint_dir: Path,
     meta = {
         **provenance(spec),
         "status": "finished",
-        "result_hash": result_hash(spec),
+        "result_hash": run_dir.name.rsplit("-", 1)[-1],
+        "encoder_sha256": file_sha256(run_dir / ENCODER_FILE),
+        "initial_weights_sha256": weights_digest(spec.encoder.weights, spec.encoder.name),
         "name": spec.name,
         "keys": dict(spec.keys),
         "lr_max": state["lr_max"],
@@ -135,6 +159,7 @@ def run_pretrain(
     use_gpu: bool | None = None,
     callbacks: list[Any] | None = None,
     _fault: FaultInjection | None = None,
+    _views: Any = None,
 ) -> PretrainResult:
     """Pre-train ``spec`` on the connected Ray cluster (``ray.init`` first, or Ray starts a
     local one) and return its artefacts; a finished run is returned without training.
@@ -143,13 +168,17 @@ def run_pretrain(
         spec: the run.
         storage_dir: storage root; the run lives in ``<storage_dir>/pretrain/<name>-<hash>``.
             Must be shared storage for multi-node clusters.
-        use_gpu: overrides ``spec.use_gpu`` (``None`` in both: GPUs iff the cluster has them).
+        use_gpu: overrides the spec (``None``: as the spec says, and under ``auto`` GPUs iff
+            the cluster has them or its autoscaler can add them).
         callbacks: extra ``RunConfig.callbacks`` (e.g. Tune's ``TuneReportCallback`` when a
             Tune trial drives this run).
         _fault: test-only worker-kill injection.
+        _views: test-only replacement of the spec's augmentation on every worker (a picklable
+            callable, see :func:`~raysweep.ssl.pretrain.loop.pretrain_worker`'s ``transform``).
     """
     run_dir = run_directory(spec, storage_dir)
     if is_finished(run_dir):
+        console.say(f"pretrain {spec.name}: finished before, reusing {run_dir / ENCODER_FILE}")
         return _result(run_dir, skipped=True)
 
     from ray.train import (  # RAY
@@ -161,15 +190,19 @@ def run_pretrain(
     )
     from ray.train.torch import TorchConfig, TorchTrainer  # RAY
 
-    gpu = use_gpu if use_gpu is not None else spec.use_gpu
+    cluster = None
+    gpu = use_gpu
     if gpu is None:
-        gpu = cluster_has_gpus()
-    preflight(spec, bool(gpu))
+        cluster = cluster_resources()
+        gpu = resolve_use_gpu(spec, cluster)
+    preflight(spec, gpu, cluster)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {
         "spec": to_jsonable(to_dict(spec)),
         "metrics_path": str(run_dir / METRICS_FILE),
         "fault": to_jsonable(_fault) if _fault else None,
+        "log_level": console.ray_log_level(),
+        "transform": _views,
     }
     trainer = TorchTrainer(  # RAY: one worker group, DDP over num_workers ranks
         ray_train_loop,
@@ -180,23 +213,37 @@ def run_pretrain(
             resources_per_worker=dict(spec.resources_per_worker) or None),
         run_config=RunConfig(
             name=RAY_RUN_NAME,
-            storage_path=str(run_dir),
+            **ray_storage(run_dir),
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
             # Per-epoch "checkpoint created" INFO lines would drown the progress output.
-            logging_config=LoggingConfig(
-                log_level=os.environ.get("RAYSWEEP_RAY_LOG_LEVEL", "WARNING")),
+            logging_config=LoggingConfig(log_level=console.ray_log_level()),
         ),
     )
     started = time.time()
-    result = trainer.fit()  # RAY: raises once max_failures is exhausted
+    total_epochs = (spec.frozen_epochs if spec.further else 0) + spec.epochs
+    with EpochProgress(spec.name, run_dir / METRICS_FILE, total_epochs) as progress:
+        resumed = (f", resuming after epoch {progress.resumed_after}"
+                   if progress.resumed_after else "")
+        workers = console.plural(spec.num_workers, "GPU worker" if gpu else "CPU worker")
+        console.say(f"pretrain {spec.name}: {console.plural(total_epochs, 'epoch')} on "
+                    f"{workers}{resumed}")
+        try:
+            result = trainer.fit()  # RAY: raises once max_failures is exhausted
+        except Exception as err:  # the worker's own error, in one line (raysweep --debug: all)
+            from raysweep.sweep.failures import train_failure
+
+            raise train_failure(err, spec.name, run_dir / RAY_RUN_NAME) from err
     if result.checkpoint is None:
         raise RuntimeError(f"pretrain {spec.name}: Ray Train finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
-        return write_artefacts(spec, run_dir, Path(directory), {
+        written = write_artefacts(spec, run_dir, Path(directory), {
             "use_gpu": bool(gpu), "num_workers": spec.num_workers,
             "fit_time_s": time.time() - started,
             "ray_run_dir": str(run_dir / RAY_RUN_NAME),
             "torch_version": torch.__version__,
         })
+    console.say(f"pretrain {spec.name}: done in {console.format_duration(time.time() - started)}"
+                f", encoder: {written.encoder_path}")
+    return written

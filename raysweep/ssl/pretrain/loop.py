@@ -5,7 +5,7 @@
 process group they start themselves. Its only contact with Ray is the ``hooks`` object
 (:mod:`raysweep.ssl.pretrain.hooks`, Ray calls marked ``# RAY``).
 
-The protocol (PROTOCOL.md "Further pre-training", section 3.7 of the paper):
+The protocol (docs/protocol.md "Further pre-training", section 3.7 of the paper):
 
 1. a fresh, randomly initialised projector (SSL methods) or linear head (``supervised``);
 2. ``frozen_epochs`` (paper: 1) with the encoder frozen: only the projector trains, with Adam at
@@ -45,6 +45,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,12 +66,13 @@ from raysweep.distributed import (
     get_rank,
     get_world_size,
 )
-from raysweep.errors import DataError, SpecError
+from raysweep.errors import DataError, SpecError, WeightsError
 from raysweep.seeding import derive_seed, torch_generator
 from raysweep.ssl.losses import barlow_twins_terms, l21_norm, nt_xent_loss
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.hooks import WorkerHooks
 from raysweep.ssl.pretrain.sharding import epoch_order, local_batch, steps_per_epoch
+from raysweep.storage import storage_path
 
 __all__ = [
     "LR_FINDER_END",
@@ -222,7 +224,7 @@ def make_optimizer(spec: PretrainSpec, params: list[nn.Parameter], phase: str,
 
 def make_scheduler(spec: PretrainSpec, optimizer: torch.optim.Optimizer, lr_max: float,
                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """fastai's 1cycle (PROTOCOL.md defaults) or cosine from lr_max to ``lr_min``."""
+    """fastai's 1cycle (docs/protocol.md defaults) or cosine from lr_max to ``lr_min``."""
     if spec.schedule == "cosine":
         for group in optimizer.param_groups:
             group["lr"] = lr_max
@@ -419,7 +421,7 @@ def pretrain_worker(
                             f"one batch of {spec.batch_size}")
         _run(spec, hooks, device, rank, world, data, steps,
              transform if transform is not None else build_transform(spec),
-             Path(metrics_path) if metrics_path else None, fault)
+             storage_path(metrics_path) if metrics_path else None, fault)
 
 
 def _run(spec: PretrainSpec, hooks: WorkerHooks, device: torch.device, rank: int, world: int,
@@ -440,9 +442,14 @@ def _run(spec: PretrainSpec, hooks: WorkerHooks, device: torch.device, rank: int
     resumed: dict[str, Any] | None = None
     with hooks.latest_checkpoint() as directory:
         if directory is not None:
-            resumed = ckpt.load_state(directory)
+            try:
+                resumed = ckpt.load_state(directory)
+                ckpt.load_rng_state(directory, rank)
+            except WeightsError as err:  # a damaged or planted file: never trust it
+                warnings.warn(f"{err}; starting this run from its first epoch", stacklevel=1)
+                resumed = None
+        if resumed is not None:
             net.load_state_dict(resumed["net"])
-            ckpt.load_rng_state(directory, rank)
             start_epoch = int(resumed["next_epoch"])
             history = json.loads(resumed["history"])
             lr_max = resumed["lr_max"]
@@ -551,10 +558,25 @@ def _proxy_metrics(spec: PretrainSpec, net: PretrainNet, device: torch.device,
     return {f"proxy_{spec.proxy}_acc": score}
 
 
+def _match_report_log_level(level: str) -> None:
+    """Ray Train 2.60 logs every ``ray.train.report`` at INFO ("Reporting training result
+    ...", the whole metrics dict) through a logger named after its file path
+    (``ray/train/v2/_internal/execution/context.py``: ``logging.getLogger(__file__)``), so the
+    RunConfig's log level, which filters ``ray.train.*`` loggers only, misses it. Give that
+    logger the run's level (the driver prints its own line per epoch)."""
+    import logging
+
+    from ray.train.v2._internal.execution import context  # RAY
+
+    logging.getLogger(context.__file__).setLevel(level)
+
+
 def ray_train_loop(config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of the driver's ``TorchTrainer``: rebuild the spec, run."""
     from raysweep.ssl.pretrain.hooks import RayTrainHooks
 
+    _match_report_log_level(config.get("log_level", "WARNING"))
     spec = from_dict(PretrainSpec, config["spec"])
     fault = FaultInjection(**config["fault"]) if config.get("fault") else None
-    pretrain_worker(spec, RayTrainHooks(), metrics_path=config.get("metrics_path"), fault=fault)
+    pretrain_worker(spec, RayTrainHooks(), metrics_path=config.get("metrics_path"), fault=fault,
+                    transform=config.get("transform"))

@@ -9,27 +9,34 @@
                     (written last: its status is the "finished" marker)
     train/          Ray Train's run directory (checkpoints, reported metrics)
 
-The hash covers every field that determines the trained encoder. Excluded, being operational
-or pure monitoring: ``name`` (already in the directory name), ``keys``, ``checkpoint_every``,
-``max_failures``, ``resources_per_worker``, ``deterministic`` (only removes run-to-run jitter),
-``channels_last`` (a memory layout), and the downstream proxy (``proxy``, ``proxy_every``,
-``proxy_data``: it only observes). Included although "operational": ``num_workers`` (each rank
-draws its own augmentation stream, so the views depend on the number of ranks) and ``use_gpu`` /
-``precision`` as written in the spec (``auto`` is hashed as ``auto``: the resolved device and
-precision are recorded in ``meta.json``). For ``file:PATH`` initial weights the SHA-256 of the
-file's bytes is hashed too, so new weights at the same path give a new run.
+The hash covers everything that determines the trained encoder, by *content*, never by path, so
+that an experiment directory copied or moved elsewhere (laptop to NFS, a renamed folder) finds
+every finished run again:
+
+- every spec field except the operational or purely observing ones (:data:`NOT_IN_HASH`:
+  ``name`` (already in the directory name), ``keys``, ``checkpoint_every``, ``max_failures``,
+  ``resources_per_worker``, ``deterministic`` (only removes run-to-run jitter),
+  ``channels_last`` (a memory layout), and the downstream proxy (``proxy``, ``proxy_every``,
+  ``proxy_data``: it only observes)). Included although "operational": ``num_workers`` (each
+  rank draws its own augmentation stream, so the views depend on the number of ranks) and
+  ``use_gpu`` / ``precision`` as written in the spec (``auto`` is hashed as ``auto``: the
+  resolved device and precision are recorded in ``meta.json``);
+- the data as its content fingerprint (:func:`raysweep.data.fingerprint.dataset_fingerprint`)
+  instead of its paths;
+- initial weights read from a file (``file:PATH``, which is also how a further pre-training run
+  names its parent run's ``encoder.pt``; torchvision and torch.hub weights) as the SHA-256 of
+  the file's bytes; a ``file:`` path itself is not hashed. New weights at the same path give a
+  new run; the same weights elsewhere give the same run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from pathlib import Path
 from typing import Any
 
-from raysweep.artefacts import stable_hash, to_jsonable
+from raysweep.artefacts import file_sha256, stable_hash, to_jsonable
 from raysweep.config import PretrainSpec
+from raysweep.storage import AnyPath, storage_path
 
 __all__ = [
     "ENCODER_FILE",
@@ -39,6 +46,7 @@ __all__ = [
     "is_finished",
     "result_hash",
     "run_directory",
+    "weights_digest",
 ]
 
 ENCODER_FILE = "encoder.pt"
@@ -52,32 +60,45 @@ NOT_IN_HASH = frozenset({
 })
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def weights_digest(weights: str, arch: str) -> str | None:
+    """The SHA-256 of the file that weight source ``weights`` reads for ``arch``; None for
+    ``random``, for a file that does not exist (yet) and for a source that cannot name a file
+    (loading it reports why)."""
+    from raysweep.errors import WeightsError
+    from raysweep.models.weights import weights_file
+
+    try:
+        path = weights_file(weights, arch)
+    except WeightsError:
+        return None
+    return file_sha256(path) if path is not None and path.is_file() else None
 
 
-def result_hash(spec: PretrainSpec) -> str:
-    """A 12-hex-digit hash of everything in ``spec`` that determines the trained encoder."""
+def result_hash(spec: PretrainSpec, *, save_digests: bool = True) -> str:
+    """A 12-hex-digit hash of everything in ``spec`` that determines the trained encoder.
+
+    ``save_digests=False`` leaves the data cache's remembered file digests untouched (dry runs).
+    """
+    from raysweep.data.fingerprint import dataset_fingerprint
+
     fields: dict[str, Any] = {k: v for k, v in to_jsonable(spec).items() if k not in NOT_IN_HASH}
-    weights = spec.encoder.weights
-    if weights.startswith("file:"):
-        path = Path(os.path.expanduser(weights[len("file:"):]))
-        if path.is_file():
-            fields["encoder_weights_sha256"] = _file_digest(path)
+    fields["data"] = dataset_fingerprint(spec.data, save_digests=save_digests)
+    digest = weights_digest(spec.encoder.weights, spec.encoder.name)
+    if digest is not None:
+        fields["encoder_weights_sha256"] = digest
+        if spec.encoder.weights.startswith("file:"):
+            fields["encoder"] = {**fields["encoder"], "weights": "file"}
     return stable_hash(fields)
 
 
-def run_directory(spec: PretrainSpec, storage_dir: str | os.PathLike[str]) -> Path:
-    """``<storage_dir>/pretrain/<spec.name>-<result_hash(spec)>``."""
-    root = Path(os.path.expanduser(os.fspath(storage_dir)))
-    return root / "pretrain" / f"{spec.name}-{result_hash(spec)}"
+def run_directory(spec: PretrainSpec, storage_dir: Any, *, save_digests: bool = True) -> AnyPath:
+    """``<storage_dir>/pretrain/<spec.name>-<result_hash(spec)>`` (a local folder or an
+    object-store path, :func:`raysweep.storage.storage_path`)."""
+    root = storage_path(storage_dir)
+    return root / "pretrain" / f"{spec.name}-{result_hash(spec, save_digests=save_digests)}"
 
 
-def is_finished(run_dir: Path) -> bool:
+def is_finished(run_dir: AnyPath) -> bool:
     """True when ``meta.json`` says ``finished`` and the encoder and metrics files exist."""
     meta = run_dir / META_FILE
     if not (meta.is_file() and (run_dir / ENCODER_FILE).is_file()

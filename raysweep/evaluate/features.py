@@ -1,0 +1,68 @@
+"""Frozen features of an encoder: one pass over the plain (unaugmented) images, in eval mode.
+
+What the ``logistic`` protocol and the representation analysis start from: the encoder's
+outputs on the labelled train and test images, computed once per encoder and then shared by
+every seed (``raysweep.evaluate.logistic``) and every representation metric
+(``raysweep.evaluate.representation``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raysweep.data import to_float_rgb
+from raysweep.evaluate.inputs import Split, prepare_pair, resolve_device
+from raysweep.evaluate.protocol import encoder_output_dim
+
+__all__ = ["FEATURE_BATCH", "LabelledFeatures", "encode", "labelled_features"]
+
+#: Images per forward pass. Fixed (not the protocol's batch size) so that features, and with
+#: them the rows computed from them, depend on the encoder and the images only.
+FEATURE_BATCH = 256
+
+
+@dataclass(frozen=True)
+class LabelledFeatures:
+    """Features float64 (N, D) and labels int64 (N,) of the labelled train and test splits."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@torch.no_grad()
+def encode(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = FEATURE_BATCH
+           ) -> np.ndarray:
+    """``encoder`` outputs float64 (N, D) for uint8 images (N, C, H, W) on the encoder's
+    device, in order. The caller puts the encoder in eval mode."""
+    chunks = [encoder(to_float_rgb(images[start:start + batch_size])).double().cpu()
+              for start in range(0, images.shape[0], batch_size)]
+    return torch.cat(chunks).numpy()
+
+
+def labelled_features(encoder: nn.Module, train: Split, test: Split, *,
+                      class_names: Sequence[str], device: Any = "cpu") -> LabelledFeatures:
+    """Frozen features of the labelled ``train`` and ``test`` splits (checked like every
+    protocol's inputs: :func:`raysweep.evaluate.inputs.prepare_pair`). A copy of ``encoder``
+    runs in eval mode (BatchNorm uses its running statistics); the caller's is unchanged."""
+    dev = resolve_device(device)
+    pair = prepare_pair(train, test, class_names, dev)
+    encoder = copy.deepcopy(encoder).to(dev).eval()
+    encoder_output_dim(encoder, pair.train_images[:2])
+    return LabelledFeatures(
+        train_x=encode(encoder, pair.train_images), train_y=pair.train_labels.cpu().numpy(),
+        test_x=encode(encoder, pair.test_images), test_y=pair.test_labels.cpu().numpy(),
+        class_names=pair.class_names)

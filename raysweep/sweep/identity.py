@@ -1,0 +1,181 @@
+"""What a result row *is*: the hash of everything that determines it.
+
+A row's identity covers
+
+- the condition's name (it seeds the random-init encoder) and the protocol;
+- the protocol's settings (the stage's :class:`~raysweep.config.EvaluationSpec` with the
+  condition's overrides), except the purely operational :data:`NOT_IN_ROW_IDENTITY` and the
+  settings of other protocols (:func:`protocol_settings`);
+- the labelled data by content (:func:`raysweep.data.fingerprint.dataset_fingerprint`: the
+  file digests, labels, splits and label subset; never the paths);
+- the encoder: its architecture and the SHA-256 of its initial weights' bytes (a
+  ``pretrain:NAME`` run's ``encoder.pt``, a ``file:``, torchvision or torch.hub file; never a
+  path), or ``random``;
+- the seed index, and :data:`ROW_IDENTITY_VERSION`, bumped whenever raysweep's evaluation code
+  changes the numbers a row holds.
+
+Labels that only name things (a condition's ``keys``, its encoder's weight-source string) are not
+part of it: renaming them relabels the results table without recomputing anything.
+
+A row is stored under its identity (:mod:`raysweep.sweep.results`), so after a spec change the
+rows of the old spec are simply not found: exactly the affected rows are recomputed, the others
+are reused, and nothing of the old spec reaches ``results.parquet`` or the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from raysweep.artefacts import file_sha256, stable_hash, to_jsonable
+from raysweep.config import EncoderCondition, EvaluationSpec, ExperimentSpec
+from raysweep.sweep.plan import EvalTrial, condition_settings, eval_trials
+from raysweep.sweep.results import RowKey, RowRef
+
+#: Bump when the evaluation code changes the numbers a row holds (old rows become stale).
+ROW_IDENTITY_VERSION = 1
+
+#: EvaluationSpec fields that do not change a row: where it runs, and whether probe seeds share
+#: one pass (batched probes are bit-identical to single runs).
+NOT_IN_ROW_IDENTITY = frozenset({"device", "batched_probes"})
+
+#: EvaluationSpec fields that concern one protocol only (field -> protocol). They are left out
+#: of the settings every row of a condition shares, so changing them recomputes that protocol's
+#: rows only (and adding them left every earlier row valid); see :func:`protocol_settings`.
+PROTOCOL_ONLY_SETTINGS = {"validation_curves": "finetune", "logistic": "logistic"}
+
+
+def protocol_settings(settings: EvaluationSpec, protocol: str) -> dict[str, Any]:
+    """The settings in the identity of ``protocol``'s rows.
+
+    - ``finetune`` / ``probe``: every EvaluationSpec field but :data:`NOT_IN_ROW_IDENTITY` and
+      :data:`PROTOCOL_ONLY_SETTINGS`; fine-tuning adds ``validation_curves`` only when it is on
+      (a row with per-epoch validation metrics holds more than one without).
+    - ``logistic``: its own ``logistic`` settings only: it uses none of the fastai protocol's
+      (epochs, learning rates, augmentation, TTA, seed scope), so changing those keeps its rows.
+    """
+    full = to_jsonable(settings)
+    if protocol == "logistic":
+        return {"logistic": full["logistic"]}
+    shared = {k: v for k, v in full.items()
+              if k not in NOT_IN_ROW_IDENTITY and k not in PROTOCOL_ONLY_SETTINGS}
+    if protocol == "finetune" and settings.validation_curves:
+        shared["validation_curves"] = True
+    return shared
+
+
+class _Identities:
+    """Condition identities of one spec, each data fingerprint and encoder digest computed
+    once."""
+
+    def __init__(self, spec: ExperimentSpec, *, save_digests: bool):
+        self.spec = spec
+        self.save_digests = save_digests
+        self._fingerprints: dict[str, str] = {}
+        self._conditions: dict[str, dict[str, Any] | None] = {}
+
+    def data_fingerprint(self, cond: EncoderCondition) -> str:
+        from raysweep.data.fingerprint import dataset_fingerprint
+
+        assert self.spec.evaluate is not None
+        data = cond.data or self.spec.evaluate.data
+        key = stable_hash(data)
+        if key not in self._fingerprints:
+            self._fingerprints[key] = dataset_fingerprint(data, save_digests=self.save_digests)
+        return self._fingerprints[key]
+
+    def encoder_digest(self, cond: EncoderCondition) -> str | None:
+        """``random``, the SHA-256 of the weights file, or None when that file does not exist
+        yet (a pretrain run that has not finished, a weights file not placed yet)."""
+        weights = cond.encoder.weights
+        if weights == "random":
+            return "random"
+        run = self.spec.pretrain_parent(weights)
+        if run is None:
+            from raysweep.ssl.pretrain.run_dir import weights_digest
+
+            return weights_digest(weights, cond.encoder.name)
+        from raysweep.ssl.pretrain.run_dir import ENCODER_FILE, is_finished
+        from raysweep.sweep.pretrain_stage import pretrain_run_dir
+
+        run_dir = pretrain_run_dir(self.spec, run, save_digests=self.save_digests)
+        return file_sha256(run_dir / ENCODER_FILE) if is_finished(run_dir) else None
+
+    def shared(self, name: str) -> dict[str, Any] | None:
+        """What every row of a condition shares: its name, encoder and data (None while its
+        encoder's digest is unknown)."""
+        if name not in self._conditions:
+            assert self.spec.evaluate is not None
+            cond = next(c for c in self.spec.evaluate.encoders if c.name == name)
+            digest = self.encoder_digest(cond)
+            self._conditions[name] = None if digest is None else {
+                "version": ROW_IDENTITY_VERSION,
+                "condition": cond.name,
+                "encoder": {"arch": cond.encoder.name, "weights_sha256": digest},
+                "data": self.data_fingerprint(cond),
+            }
+        return self._conditions[name]
+
+    def condition(self, name: str, protocol: str) -> dict[str, Any] | None:
+        """The identity every row of a condition under ``protocol`` shares: :meth:`shared`
+        and the :func:`protocol_settings` of the condition's settings."""
+        shared = self.shared(name)
+        if shared is None:
+            return None
+        assert self.spec.evaluate is not None
+        cond = next(c for c in self.spec.evaluate.encoders if c.name == name)
+        settings = condition_settings(self.spec.evaluate.settings, cond)
+        return {**shared, "settings": protocol_settings(settings, protocol)}
+
+
+def condition_identities(spec: ExperimentSpec, *,
+                         save_digests: bool = True) -> dict[str, dict[str, Any] | None]:
+    """Per evaluated condition, its encoder (architecture and weight digest) and its data's
+    fingerprint (None while the encoder does not exist yet): what artefacts computed once per
+    encoder, such as its representation analysis, are identified by."""
+    if spec.evaluate is None:
+        return {}
+    identities = _Identities(spec, save_digests=save_digests)
+    result = {}
+    for cond in spec.evaluate.encoders:
+        shared = identities.shared(cond.name)
+        result[cond.name] = None if shared is None else {
+            k: shared[k] for k in ("condition", "encoder", "data")}
+    return result
+
+
+def row_id(condition_identity: dict[str, Any], protocol: str, seed: int) -> str:
+    """A 16-hex-digit identity of one row."""
+    return stable_hash({**condition_identity, "protocol": protocol, "seed": int(seed)},
+                       length=16)
+
+
+def identify_trials(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = None, *,
+                    save_digests: bool = True) -> tuple[EvalTrial, ...]:
+    """``trials`` (default: every trial of the spec's evaluate stage) with the identity of each
+    of their rows (``row_ids``, None while a row's encoder does not exist yet).
+
+    ``save_digests=False`` writes nothing (dry runs): data file digests are not remembered.
+    """
+    trials = eval_trials(spec) if trials is None else trials
+    identities = _Identities(spec, save_digests=save_digests)
+    identified = []
+    for trial in trials:
+        shared = identities.condition(trial.condition, trial.protocol)
+        ids = tuple(None if shared is None else row_id(shared, trial.protocol, seed)
+                    for seed in trial.seeds)
+        identified.append(dataclasses.replace(trial, row_ids=ids))
+    return tuple(identified)
+
+
+def trial_refs(trial: EvalTrial) -> list[RowRef]:
+    """The rows of an identified trial."""
+    if len(trial.row_ids) != len(trial.seeds):
+        raise ValueError(f"trial {trial.trial_name} has not been identified")
+    return [RowRef(RowKey(trial.condition, trial.protocol, seed), row)
+            for seed, row in zip(trial.seeds, trial.row_ids, strict=True)]
+
+
+def planned_refs(trials: tuple[EvalTrial, ...]) -> list[RowRef]:
+    """Every row of identified ``trials``, in plan order."""
+    return [ref for trial in trials for ref in trial_refs(trial)]

@@ -1,0 +1,224 @@
+"""Storage URIs: local folders, ``file://`` URIs and object stores through one layer.
+
+The object-store tests run against moto's S3-compatible server (``moto[server]``, in the dev
+extra), started on 127.0.0.1 for the session; they are skipped, with the reason, where it is not
+installed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+import pytest
+import yaml
+
+from raysweep.errors import SpecError
+from raysweep.storage import StoragePath, copy_tree, storage_path, walk_files
+from raysweep.sweep.lock import ExperimentLock, ExperimentLocked, read_holder
+from raysweep.sweep.results import ResultsStore, RowKey, RowRef
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def test_local_locations_are_paths(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert storage_path("~/runs") == tmp_path / "runs"
+    assert storage_path(f"file://{tmp_path}/runs") == tmp_path / "runs"
+    assert storage_path(str(tmp_path / "x")) == tmp_path / "x"
+    with pytest.raises(SpecError, match="names a local folder"):
+        storage_path("file://otherhost/runs")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_base():
+    """The URI of a bucket on a local moto S3 server (credentials in :data:`CREDENTIALS`)."""
+    server = shutil.which("moto_server", path=os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if server is None:
+        pytest.skip("moto's S3 server is not installed (pip install 'moto[server]', in the dev "
+                    "extra)")
+    port = _free_port()
+    process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail("moto's S3 server did not start")
+            time.sleep(0.2)
+        import pyarrow.fs
+
+        pyarrow.fs.S3FileSystem(access_key="testing", secret_key="testing", scheme="http",
+                                endpoint_override=f"127.0.0.1:{port}", region="us-east-1",
+                                allow_bucket_creation=True).create_dir("raysweep-test")
+        yield f"s3://raysweep-test/runs?endpoint_override=127.0.0.1:{port}&scheme=http" \
+              "&region=us-east-1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def s3(s3_base, monkeypatch, request) -> StoragePath:
+    """A fresh folder in the test bucket."""
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    root = storage_path(s3_base)
+    assert isinstance(root, StoragePath)
+    return root / request.node.name.replace("[", "-").replace("]", "")
+
+
+def test_object_store_paths_behave_like_paths(s3: StoragePath, tmp_path: Path):
+    rows = s3 / "rows" / "c" / "probe"
+    (rows / "seed-0001-aa.json").write_text('{"a": 1}')
+    (rows / "seed-0002-bb.json").write_text('{"a": 2}')
+    (s3 / "results.parquet").write_bytes(b"PAR1")
+    assert s3.is_dir() and (s3 / "results.parquet").is_file()
+    assert not (s3 / "missing").exists() and not rows.is_file()
+    assert [p.name for p in rows.glob("seed-0001*.json")] == ["seed-0001-aa.json"]
+    assert [p.parts[-4:] for p in s3.rglob("*.json")] == [
+        ("rows", "c", "probe", "seed-0001-aa.json"), ("rows", "c", "probe", "seed-0002-bb.json")]
+    assert sorted(p.name for p in s3.iterdir()) == ["results.parquet", "rows"]
+    assert (s3 / "results.parquet").stat().st_size == 4
+    assert str(rows / "x.json").startswith("s3://raysweep-test/runs/")
+    assert "rows/c/probe/x.json?endpoint_override=" in str(rows / "x.json")
+    # A path built from its own URI string is still below the folder it came from.
+    reopened = storage_path(str(rows / "x.json"))
+    assert reopened.relative_to(s3) == PurePosixPath("rows/c/probe/x.json")
+    with pytest.raises(ValueError, match="not below"):
+        s3.relative_to(rows)
+    # Round trip through a local folder.
+    assert copy_tree(s3, tmp_path / "copy") == 3
+    assert (tmp_path / "copy" / "rows" / "c" / "probe" / "seed-0002-bb.json").read_text() == \
+        '{"a": 2}'
+    assert copy_tree(tmp_path / "copy", s3 / "again") == 3
+    assert sorted(parts for parts, _ in walk_files(s3 / "again")) == sorted(
+        parts for parts, _ in walk_files(tmp_path / "copy"))
+    (rows / "seed-0001-aa.json").unlink()
+    with pytest.raises(FileNotFoundError):
+        (rows / "seed-0001-aa.json").read_bytes()
+    (s3 / "rows").rmtree()
+    assert not (s3 / "rows").exists()
+
+
+def test_results_and_lock_in_an_object_store(s3: StoragePath):
+    store = ResultsStore(s3)
+    ref = RowRef(RowKey("SL", "probe", 3), "abcd")
+    store.write({"condition": "SL", "protocol": "probe", "seed": 3, "row_id": "abcd",
+                 "accuracy": 0.5})
+    assert store.has(ref) and not store.has(RowRef(ref.key, "other"))
+    assert store.status([RowRef(ref.key, "other")]).stale  # stored under another identity
+    table = store.consolidate([ref], {"SL": {"init": "x"}})
+    stored = pd.read_parquet(io.BytesIO(store.parquet_path.read_bytes()))
+    assert stored.to_dict("records") == table.to_dict("records") == [
+        {"accuracy": 0.5, "condition": "SL", "protocol": "probe", "row_id": "abcd", "seed": 3,
+         "init": "x"}]
+
+    lock = ExperimentLock(s3).acquire()
+    try:
+        with pytest.raises(ExperimentLocked, match="another raysweep run holds"):
+            ExperimentLock(s3).acquire()
+        holder = read_holder(s3 / ".raysweep.lock")
+        assert holder is not None and holder.token == lock.token
+    finally:
+        lock.release()
+    assert not (s3 / ".raysweep.lock").exists()
+
+
+def test_file_uri_storage(tmp_path: Path, monkeypatch):
+    from raysweep.config import spec_from_data
+    from raysweep.sweep.evaluate_stage import evaluate_trial_rows
+    from raysweep.sweep.experiment import consolidate_results
+    from raysweep.sweep.identity import identify_trials, planned_refs
+    from raysweep.sweep.plan import make_plan
+    from raysweep.sweep.resources import ClusterResources
+
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    uri = f"file://{tmp_path}/runs"
+    spec = spec_from_data({"name": "uri", "storage": uri, "evaluate": {
+        "data": {"sources": [{"kind": "digits", "classes": ["5", "6"]}], "image_size": 16,
+                 "label_count": 20},
+        "seeds": 2, "protocols": ["probe"],
+        "settings": {"epochs": 1, "batch_size": 16, "lr_max": 1e-3, "tta_views": 0},
+        "encoders": [{"name": "r", "encoder": {"name": "small_resnet"}}]}})
+    assert spec.directory == tmp_path / "runs" / "uri"
+    text = make_plan(spec, ClusterResources(cpus=2, gpus=0)).describe()
+    assert f"experiment 'uri' -> {uri}/uri" in text.splitlines()[0]
+    trials = identify_trials(spec)
+    for trial in trials:
+        evaluate_trial_rows(spec, trial)
+    table = consolidate_results(spec, tuple(planned_refs(trials)))
+    assert len(table) == 2
+    assert len(pd.read_parquet(tmp_path / "runs" / "uri" / "results.parquet")) == 2
+
+
+@pytest.mark.slow
+def test_an_experiment_runs_in_an_object_store(s3_base, tmp_path: Path):
+    """Pre-training (Ray Train checkpoints included), rows, results, report and the lock all in
+    S3; a rerun computes nothing; nothing lands in a local folder."""
+    root = storage_path(s3_base)
+    assert isinstance(root, StoragePath)
+    digits = {"sources": [{"kind": "digits", "classes": ["5", "6", "7"]}], "image_size": 16,
+              "label_count": 30}
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "name": "in-s3", "storage": s3_base,
+        "pretrain": [{"name": "ssl", "data": digits, "encoder": {"name": "small_resnet"},
+                      "further": False, "frozen_epochs": 0, "epochs": 1, "batch_size": 32,
+                      "projector": [32, 32], "lr_max": 1e-3}],
+        "evaluate": {"data": digits, "seeds": 2, "protocols": ["probe"],
+                     "settings": {"epochs": 1, "batch_size": 16, "lr_max": 1e-3,
+                                  "tta_views": 0},
+                     "encoders": [{"name": "ssl", "encoder": {"name": "small_resnet",
+                                                             "weights": "pretrain:ssl"}},
+                                  {"name": "random", "encoder": {"name": "small_resnet"}}]},
+        "report": {"bootstrap_resamples": 200},
+    }))
+    env = {**os.environ, **CREDENTIALS, "RAYSWEEP_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "raysweep.cli", "run", str(spec_file)]
+    first = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "4 result rows (4 new), 1 pretrain runs" in first.stdout
+
+    for key, value in CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    experiment = root / "in-s3"
+    table = pd.read_parquet(io.BytesIO((experiment / "results.parquet").read_bytes()))
+    assert len(table) == 4 and set(table["condition"]) == {"ssl", "random"}
+    assert len(list((experiment / "rows").rglob("*.json"))) == 4
+    [run_dir] = list((experiment / "pretrain").iterdir())
+    assert {"encoder.pt", "meta.json", "metrics.jsonl"} <= {p.name for p in run_dir.iterdir()}
+    assert list((run_dir / "train").glob("checkpoint_*"))  # Ray Train's checkpoints, in S3
+    assert "<html" in (experiment / "report" / "report.html").read_text()
+    assert not (experiment / ".raysweep.lock").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "spec.yaml"]
+
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 result rows (0 new)" in again.stdout
+    status = subprocess.run([sys.executable, "-m", "raysweep.cli", "status",
+                             str(experiment)], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert "4 done" in status.stdout
