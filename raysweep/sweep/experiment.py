@@ -190,12 +190,14 @@ def run_experiment(spec: ExperimentSpec) -> RunSummary:
     from raysweep.preflight import check_resources
     from raysweep.sweep.plan import make_plan
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
-    from raysweep.sweep.search import run_search_stage
+    from raysweep.sweep.search import check_search_fits, run_search_stage
 
     started = time.perf_counter()
     ensure_ray()
     plan = make_plan(spec)
     check_resources(plan.unreachable)  # GPUs the cluster can never offer: before any write
+    for search in spec.search:  # a search trial that can never fit: before any write too
+        check_search_fits(spec, search)
     with holding(spec):
         for note in plan.notes:  # e.g. requests that wait for the autoscaler's GPU nodes
             print(f"raysweep: {note}", flush=True)

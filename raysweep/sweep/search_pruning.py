@@ -56,7 +56,10 @@ class ProxyPruner:
     ``journal``/``study_name``/``trial_number`` locate the trial; ``min_resource`` (epochs
     before the first rung), ``reduction_factor`` and ``maximize`` configure ASHA;
     ``total_epochs``: a trial is never stopped at (or after) its last epoch; ``pretrain_run``:
-    the trial's run directory name, recorded when it is stopped.
+    the trial's run directory name, recorded when it is stopped; ``node_id``: the Ray node
+    whose local disk holds ``journal`` when it is a working copy of an object-store journal
+    (:mod:`raysweep.sweep.search_journal`): each report then runs there, as a zero-CPU task;
+    None: ``journal`` is readable from every node (a local or shared folder).
     """
 
     journal: str
@@ -67,6 +70,7 @@ class ProxyPruner:
     total_epochs: int
     maximize: bool = True
     pretrain_run: str = ""
+    node_id: str | None = None
 
     def _trial(self) -> Any:
         key = (self.journal, self.study_name, self.trial_number)
@@ -87,14 +91,36 @@ class ProxyPruner:
         """The value reported to the study for a proxy accuracy."""
         return proxy if self.maximize else 1.0 - proxy
 
-    def check(self, epochs_done: int, proxy: float) -> None:
-        """Report the epoch's proxy; raise :class:`ProxyPruned` when ASHA stops the trial."""
+    def decide(self, epochs_done: int, proxy: float) -> bool:
+        """Report the epoch's proxy to the study; whether ASHA stops the trial now (then
+        recorded in the study trial)."""
         trial = self._trial()
         trial.report(self.intermediate(proxy), step=int(epochs_done))
         if epochs_done < self.total_epochs and trial.should_prune():
             trial.set_user_attr("pretrain_run", self.pretrain_run)
             trial.set_user_attr(PRUNED_AT, int(epochs_done))
+            return True
+        return False
+
+    def check(self, epochs_done: int, proxy: float) -> None:
+        """Report the epoch's proxy (on the journal's node when it is a working copy there);
+        raise :class:`ProxyPruned` when ASHA stops the trial."""
+        if self.node_id is None:
+            stop = self.decide(epochs_done, proxy)
+        else:
+            import ray  # RAY
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # RAY
+
+            on_node = NodeAffinitySchedulingStrategy(node_id=self.node_id, soft=False)
+            task = ray.remote(_decide).options(num_cpus=0, scheduling_strategy=on_node)  # RAY
+            stop = ray.get(task.remote(self, int(epochs_done), float(proxy)))  # RAY
+        if stop:
             raise ProxyPruned(epochs_done, proxy)
+
+
+def _decide(pruner: ProxyPruner, epochs_done: int, proxy: float) -> bool:
+    """:meth:`ProxyPruner.decide` as a Ray task on the node of the journal."""
+    return pruner.decide(epochs_done, proxy)
 
 
 class _DropPruned(logging.Filter):

@@ -18,6 +18,8 @@ must not count as finished. :class:`StudySearcher` instead:
 
 The first suggestion may be the *default* configuration (the search's base run and settings
 as written, outside the study, never stopped early): ``on_default`` receives its result.
+``on_finished`` is called after each trial has been recorded (to store an object-store
+study's journal: :mod:`raysweep.sweep.search_journal`).
 """
 
 from __future__ import annotations
@@ -52,13 +54,15 @@ class StudySearcher(Searcher):
 
     def __init__(self, study: Any, distributions: dict[str, Any], *, n_trials: int,
                  include_default: bool = False,
-                 on_default: Callable[[dict[str, Any] | None, bool], None] | None = None):
+                 on_default: Callable[[dict[str, Any] | None, bool], None] | None = None,
+                 on_finished: Callable[[], None] | None = None):
         super().__init__(metric=None, mode=None)
         self._study = study
         self._distributions = distributions
         self._n_trials = n_trials
         self._default_pending = include_default
         self._on_default = on_default
+        self._on_finished = on_finished
         self._runner = runner_record()
         self._asked = 0
         self._live: dict[str, Any] = {}  # Tune trial id -> optuna Trial
@@ -83,6 +87,13 @@ class StudySearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
+        try:
+            self._record(trial_id, result, error)
+        finally:
+            if self._on_finished is not None:
+                self._on_finished()
+
+    def _record(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         from optuna.trial import TrialState
 
         if trial_id == self._default_id:

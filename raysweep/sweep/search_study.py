@@ -1,7 +1,8 @@
 """The Optuna study of a search, kept in the experiment's storage.
 
 ``<experiment>/search/<name>/study.journal`` is an Optuna ``JournalStorage`` file (JSON lines,
-appended under a lock that works on NFS; no pickle is ever read from it). Each version of a
+appended under a lock that works on NFS; no pickle is ever read from it); an experiment in an
+object store keeps it there too, through a local working copy (:mod:`.search_journal`). Each version of a
 search spec has its own study in it, named ``<name>-<hash>``, the hash covering everything
 that gives a trial's value its meaning (the base run, the evaluation, the metric, the
 direction and the space; not ``num_samples``, the scheduler or the concurrency, so a search can
@@ -30,19 +31,20 @@ from raysweep.artefacts import stable_hash
 from raysweep.config import ExperimentSpec, SearchSpec, to_dict
 from raysweep.errors import RaysweepError
 from raysweep.seeding import derive_seed
+from raysweep.storage import AnyPath
+from raysweep.sweep.search_journal import STUDY_FILE
 
 __all__ = ["STUDY_FILE", "SearchBusyError", "finished_trials", "interrupted_numbers",
            "open_storage", "open_study", "recover_interrupted", "runner_record",
            "search_directory", "state_counts", "study_name", "trial_state"]
 
-STUDY_FILE = "study.journal"
 
 
 class SearchBusyError(RaysweepError):
     """Another live process runs this search."""
 
 
-def search_directory(spec: ExperimentSpec, search: SearchSpec) -> Path:
+def search_directory(spec: ExperimentSpec, search: SearchSpec) -> AnyPath:
     """``<experiment>/search/<name>``: the study, the trials' pre-training runs and outputs."""
     return spec.directory / "search" / search.name
 
@@ -73,8 +75,9 @@ def open_storage(path: str | os.PathLike[str]):
 
 
 def open_study(directory: Path, search: SearchSpec, name: str):
-    """The study ``name`` of ``search`` in ``directory/study.journal`` (created when new), with
-    a TPE sampler seeded from ``(search.seed, number of stored trials)``."""
+    """The study ``name`` of ``search`` in the local journal ``directory/study.journal``
+    (created when new), with a TPE sampler seeded from ``(search.seed, number of stored
+    trials)``."""
     import optuna
 
     storage = open_storage(directory / STUDY_FILE)

@@ -29,6 +29,7 @@ from typing import Any
 from ray.train import UserCallback
 
 from raysweep.config import SearchSpec
+from raysweep.storage import AnyPath, storage_path
 from raysweep.sweep.search_pruning import ProxyPruned, ProxyPruner, quiet_pruned_errors
 from raysweep.sweep.search_searcher import (
     EPOCHS_DONE,
@@ -47,13 +48,14 @@ class TrialContext:
     """What every trial of one search shares (shipped to the trials by ``tune.with_parameters``).
 
     ``base_weights``: the base encoder's ``pretrain:NAME`` resolved to ``file:PATH`` (else None);
-    ``proxy``: the metric ASHA stops on (None without early stopping); ``pruner``: the ASHA
+    ``run_root``: the search's folder (local or in an object store), whose ``pretrain/`` holds the
+    trials' runs; ``proxy``: the metric ASHA stops on (None without early stopping); ``pruner``: the ASHA
     settings, its trial number filled in per trial; ``probe_cpus`` / ``probe_gpus``: the scoring
     task's resources (0 GPUs: score in the trial's process).
     """
 
     search: SearchSpec
-    run_root: str
+    run_root: AnyPath
     base_weights: str | None
     proxy: str | None
     pruner: ProxyPruner | None
@@ -78,10 +80,10 @@ class ProxyPruning(UserCallback):
             self._pruner.check(int(first["epoch"]) + 1, float(first[self._proxy]))
 
 
-def last_logged(metrics_path: str | Path, key: str) -> float:
+def last_logged(metrics_path: str | AnyPath, key: str) -> float:
     """The last value of ``key`` in a run's ``metrics.jsonl`` (NaN when never logged)."""
     value = math.nan
-    path = Path(metrics_path)
+    path = storage_path(metrics_path)
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
@@ -94,8 +96,24 @@ def last_logged(metrics_path: str | Path, key: str) -> float:
 
 
 def _pruned(error: BaseException) -> ProxyPruned | None:
-    cause = getattr(error, "controller_failure", None)
-    return cause if isinstance(cause, ProxyPruned) else None
+    """The :class:`ProxyPruned` that stopped a run, among the errors ``error`` wraps."""
+    from raysweep.sweep.failures import wrapped_errors
+
+    return next((e for e in wrapped_errors(error) if isinstance(e, ProxyPruned)), None)
+
+
+def run_lock_path(run_dir: AnyPath) -> Path:
+    """The file lock that keeps two trials from training ``run_dir`` at once: beside it in a
+    local (or shared) folder; for a run in an object store, which has no locks, in the local
+    cache (then it guards the trials of this node only)."""
+    if isinstance(run_dir, Path):
+        return run_dir.parent / f"{run_dir.name}.lock"
+    import hashlib
+
+    from raysweep.data.cache import cache_root
+
+    key = hashlib.sha256(str(run_dir).encode()).hexdigest()[:16]
+    return cache_root() / "search-run-locks" / f"{run_dir.name}-{key}.lock"
 
 
 def search_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -119,9 +137,10 @@ def search_trial(config: dict[str, Any], context: TrialContext) -> None:
     if context.proxy and context.pruner is not None and role == TRIAL_ROLE:
         callbacks = [ProxyPruning(context.proxy, dataclasses.replace(
             context.pruner, trial_number=config["number"], pretrain_run=run_dir.name))]
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = run_lock_path(run_dir)
+    lock.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(f"{run_dir}.lock"):
+        with FileLock(str(lock)):
             pretrained = run_pretrain(run, storage_dir=context.run_root, callbacks=callbacks)
     except Exception as error:
         if _pruned(error) is None:
