@@ -158,3 +158,61 @@ def test_a_run_is_refused_while_a_search_holds_the_experiment(ray_session, tmp_p
     assert "another raysweep run holds this experiment" in refusal
     assert "raysweep search spec.yaml" in refusal and "\n" not in refusal
     assert not (tmp_path / "runs" / "stored" / ".raysweep.lock").exists()  # released
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_search_runs_in_an_object_store(ray_session, s3_base, s3, tmp_path: Path, monkeypatch):
+    """A one-trial search with ASHA's reports in S3: the journal, the trial's run (Ray Train's
+    checkpoints too), Tune's state and the outputs are in the bucket, nothing in a local folder
+    but the cache; a rerun from an empty cache finds the finished trial in the stored study and
+    trains nothing."""
+    import io
+    import json
+
+    import pandas as pd
+
+    from raysweep.sweep.search import run_searches
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    base = s3_base.replace("/runs?", f"/{s3.name}?")
+    spec = spec_from_data(experiment(base, num_samples=1, compare_default=False,
+                                     grace_period=1))
+    assert isinstance(spec.directory, StoragePath)
+    [outcome], report = run_searches(spec)
+    folder = spec.directory / "search" / "bt"
+    assert outcome.directory == folder and outcome.n_new == 1
+    assert outcome.record["states"] == {"complete": 1}
+
+    names = {p.name for p in folder.iterdir()}
+    assert {STUDY_FILE, "trials.parquet", "trials.csv", "best.json", "best.yaml", "pretrain",
+            "tune"} <= names
+    [run_dir] = list((folder / "pretrain").iterdir())
+    assert (run_dir / "meta.json").is_file() and list((run_dir / "train").glob("checkpoint_*"))
+    record = json.loads((folder / "best.json").read_text())
+    table = pd.read_parquet(io.BytesIO((folder / "trials.parquet").read_bytes()))
+    assert table["state"].tolist() == ["complete"]
+    assert table["value"].iloc[0] == pytest.approx(record["best"]["value"])
+    assert report is not None and "Search bt" in report.read_text()
+    assert not (spec.directory / ".raysweep.lock").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+    # the stored journal holds the trial, its per-epoch proxy reported through the node task
+    local = tmp_path / "downloaded" / STUDY_FILE
+    local.parent.mkdir()
+    local.write_bytes((folder / STUDY_FILE).read_bytes())
+    stored = optuna.load_study(study_name=record["study_name"], storage=optuna.storages.
+                               JournalStorage(optuna.storages.journal.JournalFileBackend(
+                                   str(local))))
+    [trial] = stored.get_trials()
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2]
+
+    import shutil
+
+    shutil.rmtree(cache / "search-journals")  # another machine: only the store knows the study
+    [again], _ = run_searches(spec)
+    assert again.n_new == 0 and again.record["states"] == {"complete": 1}
+    assert [p.name for p in (folder / "pretrain").iterdir()] == [run_dir.name]
