@@ -458,3 +458,20 @@ def test_search_cli_prints_the_best_yaml_last(tmp_path: Path, monkeypatch, capsy
     tail = out[out.index("# best of search bt"):]
     assert yaml.safe_load(tail) == yaml.safe_load((folder / "best.yaml").read_text())
     assert os.path.exists(folder / "best.yaml")
+
+
+def test_a_search_whose_every_trial_failed_ends_in_one_line(tmp_path: Path) -> None:
+    """The first trial's own error (found inside Ray's wrapper), the search and its log."""
+    from raysweep.errors import DataError, TrialError
+    from raysweep.sweep.search import search_failure
+
+    _, search = one_search(tmp_path)
+    wrapped = RuntimeError("Traceback (most recent call last):\n  ... many lines")
+    wrapped.__cause__ = DataError("digits: image 3 cannot be decoded")
+    results = [dataclasses.make_dataclass("Result", ["error", "path"])(None, "/t/ok"),
+               dataclasses.make_dataclass("Result", ["error", "path"])(wrapped, "/t/trial_1")]
+    failure = search_failure(search, results)
+    assert isinstance(failure, TrialError) and failure.user_error
+    assert str(failure) == ("every trial of search bt failed: digits: image 3 cannot be "
+                            "decoded; log: /t/trial_1")
+    assert failure.__cause__ is wrapped
