@@ -156,15 +156,22 @@ def report_from_stats(table_csv: str | os.PathLike[str], *, comparisons: str | N
     return markdown_table(from_stats_display(frame))
 
 
-def demo(*, smoke: bool = False, storage: str | None = None):
-    """Run the embedded demo study (``raysweep demo``)."""
-    from raysweep.sweep.demo import demo_spec
+def demo(*, smoke: bool = False, storage: str | None = None, search: bool = False):
+    """Run the embedded demo study (``raysweep demo``), or with ``search`` the demo search
+    (``raysweep demo --search``: returns what :func:`search` returns)."""
+    from raysweep.sweep.demo import demo_search_spec, demo_spec
 
+    if search:
+        from raysweep.sweep.search import run_searches
+
+        return run_searches(demo_search_spec(smoke=smoke, storage=storage))
     return run(demo_spec(smoke=smoke, storage=storage))
 
 
 def search(spec: SpecLike, *, only: list[str] | None = None):
-    """Run the spec's Optuna searches."""
+    """Run the spec's Optuna searches (what is missing of them) and write the report; returns
+    ``(outcomes, report path or None)``, one :class:`~raysweep.sweep.search.SearchOutcome` per
+    search (``best_yaml()``, ``one_line()``, ``record`` = ``best.json``)."""
     from raysweep.sweep.search import run_searches
 
     return run_searches(check(spec), only=only)

@@ -165,6 +165,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_searches(outcomes: list, report: Path | None) -> None:
+    """One line per search, the report, then the best parameters as YAML (last, to copy)."""
+    for outcome in outcomes:
+        print(outcome.one_line())
+    if report is not None:
+        print(f"report: {report}")
+    for outcome in outcomes:
+        print(f"\n# {outcome.directory / 'best.yaml'}")
+        print(outcome.best_yaml(), end="")
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from raysweep.sweep.status import experiment_status
 
@@ -175,6 +186,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from raysweep import api
 
+    if args.search:
+        _print_searches(*api.demo(smoke=args.smoke, storage=args.storage, search=True))
+        return EXIT_OK
     summary = api.demo(smoke=args.smoke, storage=args.storage)
     print(summary.one_line())
     return EXIT_OK
@@ -183,8 +197,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from raysweep import api
 
-    summary = api.search(args.spec, only=args.only)
-    print(summary.one_line())
+    _print_searches(*api.search(args.spec, only=args.only))
     return EXIT_OK
 
 
@@ -232,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = add("demo", _cmd_demo, "run the embedded demo study on the bundled digits (offline)")
     demo.add_argument("--smoke", action="store_true", help="a ~1 minute version (for tests)")
+    demo.add_argument("--search", action="store_true",
+                      help="the demo search instead: Optuna + ASHA over Barlow Twins lambda, "
+                           "alpha, lr_max and strength (~7 minutes on 2 cores)")
     demo.add_argument("--storage", default=None, help="storage root (default ~/raysweep_runs)")
 
     validate = add("validate", _cmd_validate,
@@ -261,9 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = add("evaluate", _cmd_evaluate, "run the evaluate stage of a spec")
     evaluate.add_argument("spec", metavar="SPEC")
 
-    search = add("search", _cmd_search, "run the Optuna searches of a spec")
+    search = add("search", _cmd_search, "run the Optuna searches of a spec (rerun resumes); "
+                                         "prints the best parameters as YAML")
     search.add_argument("spec", metavar="SPEC")
-    search.add_argument("--only", action="append", metavar="NAME")
+    search.add_argument("--only", action="append", metavar="NAME",
+                        help="run only this search (repeatable)")
 
     report = add("report", _cmd_report, "significance report of an experiment's results")
     report.add_argument("experiment_dir", nargs="?", metavar="EXPERIMENT_DIR")

@@ -886,8 +886,8 @@ class EvaluateStage(Spec):
 
 @dataclass(frozen=True)
 class SearchParam(Spec):
-    """One searched dimension: ``uniform`` / ``loguniform`` (low, high), ``int`` (low, high),
-    or ``choice`` (choices)."""
+    """One searched dimension: ``uniform`` / ``loguniform`` (low, high), ``int`` (integer low,
+    high, both included), or ``choice`` (choices: numbers, strings, booleans or null)."""
 
     type: Literal["uniform", "loguniform", "int", "choice"] = spec_field(doc="distribution")
     low: float | None = spec_field(None, doc="lower bound")
@@ -896,7 +896,12 @@ class SearchParam(Spec):
 
     def problems(self) -> list[_FieldError]:
         if self.type == "choice":
-            return [] if self.choices else [_FieldError(("choices",), "required for type choice")]
+            if not self.choices:
+                return [_FieldError(("choices",), "required for type choice")]
+            return [_FieldError(("choices", f"[{index}]"), f"must be a number, a string, a "
+                                                         f"boolean or null, got {_describe(choice)}")
+                    for index, choice in enumerate(self.choices)
+                    if choice is not None and not isinstance(choice, (bool, int, float, str))]
         if self.low is None or self.high is None:
             return [_FieldError(("low" if self.low is None else "high",),
                                 f"required for type {self.type}")]
@@ -904,34 +909,125 @@ class SearchParam(Spec):
             return [_FieldError(("high",), "must be greater than low")]
         if self.type == "loguniform" and self.low <= 0:
             return [_FieldError(("low",), "must be > 0 for loguniform")]
+        if self.type == "int":
+            return [_FieldError((bound,), f"must be an integer for type int, got "
+                                          f"{getattr(self, bound)!r}")
+                    for bound in ("low", "high") if not float(getattr(self, bound)).is_integer()]
         return []
 
+    def values_to_check(self) -> tuple[Any, ...]:
+        """The values a spec must accept for this dimension: both bounds, or every choice."""
+        if self.type == "choice":
+            return tuple(self.choices or ())
+        if self.type == "int":
+            return int(self.low), int(self.high)  # type: ignore[arg-type]
+        return self.low, self.high
 
-#: Keys a search may tune (dotted paths into the search's pretrain / evaluation specs).
-SEARCHABLE = ("pretrain.lambda_offdiag", "pretrain.alpha", "pretrain.lr_max", "pretrain.strength",
-              "pretrain.temperature", "pretrain.weight_decay", "pretrain.epochs",
-              "evaluate.lr_max", "evaluate.strength")
+
+#: The knobs of the paper's search (any other scalar field of the search's pretrain spec or
+#: evaluation settings can be searched too, by its dotted path: ``pretrain.weight_decay``,
+#: ``evaluate.lr_max``, ``pretrain.data.image_size``, ...).
+SEARCHABLE = ("pretrain.lambda_offdiag", "pretrain.alpha", "pretrain.lr_max", "pretrain.strength")
+
+#: Dotted paths a search may never set (they name the run, not its training).
+NOT_SEARCHABLE = ("pretrain.name", "pretrain.keys")
+
+
+def _scalar_field_type(cls: type, parts: list[str], path: tuple[str, ...]) -> Any:
+    """The type of the scalar field ``parts`` (a dotted path) of spec ``cls``; _FieldError
+    naming ``path`` when it does not exist or is not a scalar."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    head, rest = parts[0], parts[1:]
+    if head not in names:
+        raise _FieldError(path, f"cannot be searched: {cls.__name__} has no field {head!r}"
+                                f"{_closest(head, names)}")
+    tp = hints[head]
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    nested = [a for a in args if isinstance(a, type) and dataclasses.is_dataclass(a)]
+    if rest:
+        if not nested:
+            raise _FieldError(path, f"cannot be searched: {head!r} has no fields inside it")
+        return _scalar_field_type(nested[0], rest, path)
+    if nested or any(typing.get_origin(a) in (tuple, list, Mapping, dict) or a in (dict, Mapping)
+                     for a in args):
+        raise _FieldError(path, f"cannot be searched: {head!r} is not a single value")
+    return tp
+
+
+@dataclass(frozen=True)
+class SearchEvaluation(Spec):
+    """How a search trial is scored: batched linear probes over ``seeds`` paired seeds, trained
+    on the labelled train split of ``data`` and scored on its validation split (a stratified
+    holdout of the labelled train split when the data has no validation split). The test split
+    is never read by a search, so it stays apart for the evaluate stage."""
+
+    data: DatasetSpec = spec_field(doc="labelled data (its validation split scores the trials)")
+    seeds: int = spec_field(5, checks=(_positive,), doc="paired seed indices per trial")
+    first_seed: int = spec_field(0, checks=(_non_negative,), doc="first seed index")
+    settings: EvaluationSpec = spec_field(default_factory=EvaluationSpec, doc="probe protocol")
 
 
 @dataclass(frozen=True)
 class SearchSpec(Spec):
-    """An Optuna search inside Ray Tune over pre-training knobs (lambda, alpha, lr_max,
-    augmentation strength), scored by a downstream evaluation over ``seeds`` seeds."""
+    """An Optuna search inside Ray Tune over pre-training (and evaluation) knobs: Barlow Twins
+    lambda, sparsity alpha, lr_max, augmentation strength, ... Each trial pre-trains the
+    ``pretrain`` run with its sampled values and is scored by ``evaluate``; ASHA (Optuna's
+    successive-halving pruner) stops poor trials early on the per-epoch downstream proxy
+    (``raysweep.sweep.search``)."""
 
-    name: str = spec_field(checks=(_name,), doc="search name")
-    pretrain: PretrainSpec = spec_field(doc="the base pre-training run")
-    evaluate: EvaluateStage = spec_field(doc="how a trial is scored")
-    space: Mapping[str, SearchParam] = spec_field(checks=(_non_empty,), doc="searched keys")
-    metric: str = spec_field("f1_weighted", doc="objective metric (mean over seeds)")
+    name: str = spec_field(checks=(_name,), doc="search name (its directory and study)")
+    pretrain: PretrainSpec = spec_field(doc="the base pre-training run (the default config)")
+    evaluate: SearchEvaluation = spec_field(doc="how a trial is scored")
+    space: Mapping[str, SearchParam] = spec_field(
+        checks=(_non_empty,), doc="searched keys: pretrain.<field> or evaluate.<setting>")
+    metric: str = spec_field("f1_weighted", doc="objective: this probe metric, mean over seeds")
     mode: Literal["max", "min"] = spec_field("max", doc="maximise or minimise")
-    num_samples: int = spec_field(20, checks=(_between(1, 100_000),), doc="trials")
-    max_concurrent_trials: int | None = spec_field(None, checks=(_positive,), doc="parallelism")
+    num_samples: int = spec_field(20, checks=(_between(1, 100_000),),
+                                  doc="trials (the default is extra)")
+    max_concurrent_trials: int | None = spec_field(None, checks=(_positive,),
+                                                   doc="cap (null = as many as fit)")
     scheduler: Literal["asha", "none"] = spec_field("asha", doc="early stopping on the proxy")
+    grace_period: int = spec_field(1, checks=(_positive,),
+                                   doc="training epochs before ASHA may stop a trial")
+    reduction_factor: int = spec_field(3, checks=(_between(2, 100),),
+                                       doc="ASHA keeps 1/reduction_factor at each rung")
     seed: int = spec_field(0, checks=(_non_negative,), doc="sampler seed")
+    compare_default: bool = spec_field(
+        True, doc="also score the base run as written, for the report's paired test")
 
     def problems(self) -> list[_FieldError]:
-        return [_FieldError(("space", key), f"cannot be searched{_closest(key, list(SEARCHABLE))}")
-                for key in self.space if key not in SEARCHABLE]
+        problems = []
+        for key, param in self.space.items():
+            try:
+                self._check_searchable(key, param)
+            except _FieldError as err:
+                problems.append(err)
+        return problems
+
+    def _check_searchable(self, key: str, param: SearchParam) -> None:
+        """_FieldError at ``space.<key>`` unless ``key`` names a scalar field of the base
+        pre-training run or evaluation settings that accepts every value of ``param``."""
+        path = ("space", key)
+        stage, _, field_path = key.partition(".")
+        if stage not in ("pretrain", "evaluate") or not field_path:
+            raise _FieldError(path, "cannot be searched: use pretrain.<field> or "
+                                    f"evaluate.<setting>{_closest(key, list(SEARCHABLE))}")
+        if key in NOT_SEARCHABLE:
+            raise _FieldError(path, "cannot be searched: it names the run")
+        cls = PretrainSpec if stage == "pretrain" else EvaluationSpec
+        tp = _scalar_field_type(cls, field_path.split("."), path)
+        numeric = {a for a in (typing.get_args(tp) or (tp,)) if a in (int, float)}
+        if param.type != "choice" and not numeric:
+            raise _FieldError(path, f"type {param.type} needs a numeric field; use choice")
+        if param.type in ("uniform", "loguniform") and numeric == {int}:
+            raise _FieldError(path, "is an integer field: use type int or choice")
+        base = self.pretrain if stage == "pretrain" else self.evaluate.settings
+        for value in param.values_to_check():
+            try:
+                base.replace(**{field_path: value})
+            except _FieldError as err:
+                raise _FieldError(path, f"value {value!r}: {err.reason}") from None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,14 @@
-"""Shared test fixtures: paths to the real MedMNIST files and one Ray instance per session."""
+"""Shared test fixtures: paths to the real MedMNIST files, one Ray instance per session and a
+local S3 server (moto) for the object-store tests."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +59,68 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- object store
+
+#: moto's S3 server accepts any credentials; these are set for the tests that reach it.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                  "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_credentials() -> dict[str, str]:
+    """The environment variables a process needs to reach :func:`s3_base`'s server."""
+    return dict(S3_CREDENTIALS)
+
+
+@pytest.fixture(scope="session")
+def s3_base():
+    """The URI of a bucket on a local moto S3 server (skipped, with the reason, where moto's
+    server is not installed: ``pip install 'moto[server]'``, in the dev extra)."""
+    server = shutil.which("moto_server", path=os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if server is None:
+        pytest.skip("moto's S3 server is not installed (pip install 'moto[server]', in the dev "
+                    "extra)")
+    port = _free_port()
+    process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail("moto's S3 server did not start")
+            time.sleep(0.2)
+        import pyarrow.fs
+
+        pyarrow.fs.S3FileSystem(access_key="testing", secret_key="testing", scheme="http",
+                                endpoint_override=f"127.0.0.1:{port}", region="us-east-1",
+                                allow_bucket_creation=True).create_dir("raysweep-test")
+        yield f"s3://raysweep-test/runs?endpoint_override=127.0.0.1:{port}&scheme=http" \
+              "&region=us-east-1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def s3(s3_base, s3_credentials, monkeypatch, request):
+    """A fresh folder (a :class:`raysweep.storage.StoragePath`) in the test bucket, with the
+    credentials in this process's environment."""
+    from raysweep.storage import StoragePath, storage_path
+
+    for key, value in s3_credentials.items():
+        monkeypatch.setenv(key, value)
+    root = storage_path(s3_base)
+    assert isinstance(root, StoragePath)
+    return root / request.node.name.replace("[", "-").replace("]", "")

@@ -197,8 +197,7 @@ def _grid(tmp: Path, **section: Any) -> dict[str, Any]:
 
 def _search(tmp: Path, **changes: Any) -> dict[str, Any]:
     data = base_spec(tmp)
-    search = {"name": "s", "pretrain": data["pretrain"][0], "evaluate": {
-        "data": DIGITS, "encoders": [{"name": "x"}]},
+    search = {"name": "s", "pretrain": data["pretrain"][0], "evaluate": {"data": DIGITS},
         "space": {"pretrain.lr_max": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}}
     search.update(changes)
     data["search"] = [search]

@@ -1,19 +1,16 @@
 """Storage URIs: local folders, ``file://`` URIs and object stores through one layer.
 
 The object-store tests run against moto's S3-compatible server (``moto[server]``, in the dev
-extra), started on 127.0.0.1 for the session; they are skipped, with the reason, where it is not
-installed.
+extra; fixtures ``s3_base`` and ``s3`` of ``tests/conftest.py``), started on 127.0.0.1 for the
+session; they are skipped, with the reason, where it is not installed.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
@@ -25,9 +22,6 @@ from raysweep.storage import StoragePath, copy_tree, storage_path, walk_files
 from raysweep.sweep.lock import ExperimentLock, ExperimentLocked, read_holder
 from raysweep.sweep.results import ResultsStore, RowKey, RowRef
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1"}
-
 
 def test_local_locations_are_paths(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -36,54 +30,6 @@ def test_local_locations_are_paths(tmp_path: Path, monkeypatch):
     assert storage_path(str(tmp_path / "x")) == tmp_path / "x"
     with pytest.raises(SpecError, match="names a local folder"):
         storage_path("file://otherhost/runs")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_base():
-    """The URI of a bucket on a local moto S3 server (credentials in :data:`CREDENTIALS`)."""
-    server = shutil.which("moto_server", path=os.pathsep.join(
-        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    if server is None:
-        pytest.skip("moto's S3 server is not installed (pip install 'moto[server]', in the dev "
-                    "extra)")
-    port = _free_port()
-    process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail("moto's S3 server did not start")
-            time.sleep(0.2)
-        import pyarrow.fs
-
-        pyarrow.fs.S3FileSystem(access_key="testing", secret_key="testing", scheme="http",
-                                endpoint_override=f"127.0.0.1:{port}", region="us-east-1",
-                                allow_bucket_creation=True).create_dir("raysweep-test")
-        yield f"s3://raysweep-test/runs?endpoint_override=127.0.0.1:{port}&scheme=http" \
-              "&region=us-east-1"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-@pytest.fixture
-def s3(s3_base, monkeypatch, request) -> StoragePath:
-    """A fresh folder in the test bucket."""
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    root = storage_path(s3_base)
-    assert isinstance(root, StoragePath)
-    return root / request.node.name.replace("[", "-").replace("]", "")
 
 
 def test_object_store_paths_behave_like_paths(s3: StoragePath, tmp_path: Path):
@@ -171,7 +117,7 @@ def test_file_uri_storage(tmp_path: Path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_an_experiment_runs_in_an_object_store(s3_base, tmp_path: Path):
+def test_an_experiment_runs_in_an_object_store(s3_base, s3_credentials, tmp_path: Path):
     """Pre-training (Ray Train checkpoints included), rows, results, report and the lock all in
     S3; a rerun computes nothing; nothing lands in a local folder."""
     root = storage_path(s3_base)
@@ -192,7 +138,7 @@ def test_an_experiment_runs_in_an_object_store(s3_base, tmp_path: Path):
                                   {"name": "random", "encoder": {"name": "small_resnet"}}]},
         "report": {"bootstrap_resamples": 200},
     }))
-    env = {**os.environ, **CREDENTIALS, "RAYSWEEP_CACHE": str(tmp_path / "cache"),
+    env = {**os.environ, **s3_credentials, "RAYSWEEP_CACHE": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "raysweep.cli", "run", str(spec_file)]
     first = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
@@ -200,7 +146,7 @@ def test_an_experiment_runs_in_an_object_store(s3_base, tmp_path: Path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "4 result rows (4 new), 1 pretrain runs" in first.stdout
 
-    for key, value in CREDENTIALS.items():
+    for key, value in s3_credentials.items():
         os.environ.setdefault(key, value)
     experiment = root / "in-s3"
     table = pd.read_parquet(io.BytesIO((experiment / "results.parquet").read_bytes()))

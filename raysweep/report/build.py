@@ -34,6 +34,7 @@ from raysweep.report.inputs import (
     load_search_histories,
 )
 from raysweep.report.render import render_html, render_markdown
+from raysweep.report.search_section import has_searches, is_search_folder, search_sections
 from raysweep.report.settings import ReportSettings
 from raysweep.report.significance import iter_families, pairwise_tests
 from raysweep.report.summary import (
@@ -142,51 +143,59 @@ def write_report(
     experiment_dir = Path(experiment_dir)
     out = Path(out_dir) if out_dir is not None else experiment_dir / "report"
     # read every input before writing anything: a bad file leaves no partial report
-    results = load_results(experiment_dir)
+    search_only = has_searches(experiment_dir) and not _has_rows(experiment_dir)
+    results = None if search_only else load_results(experiment_dir)
     curves = load_pretrain_curves(experiment_dir)
     histories = load_search_histories(experiment_dir)
     representations = load_representations(experiment_dir)
     record = provenance(spec)
-    record["generated_from"] = str(experiment_dir / "results.parquet")
+    record["generated_from"] = str(experiment_dir / ("search" if search_only
+                                                      else "results.parquet"))
     record["report_settings"] = dataclasses.asdict(settings)
 
-    parts = split_test_sets(results)
-    trained = in_distribution(parts).frame
     fig_dir = out / "figures"
-    per_part, all_tests = [], []
-    for index, part in enumerate(parts):
-        tests = pairwise_tests(part.frame, settings)
-        if part.name is not None:
-            tests.insert(0, TEST_SET, part.name)
-        all_tests.append(tests)
-        per_part += [
-            _summary_section(part.frame, settings, part),
-            *_protocol_section(part.frame, settings, part),
-            *_per_class_section(part.frame, settings, part),
-            _significance_section(tests, settings, part, explain=index == 0),
+    if results is None:  # an experiment of searches only
+        tests = pd.DataFrame()
+        sections = search_sections(experiment_dir, fig_dir, dpi)
+        intro: tuple[str, ...] = (f"{len(sections)} search(es); no evaluation results yet.",)
+    else:
+        parts = split_test_sets(results)
+        trained = in_distribution(parts).frame
+        per_part, all_tests = [], []
+        for index, part in enumerate(parts):
+            tests = pairwise_tests(part.frame, settings)
+            if part.name is not None:
+                tests.insert(0, TEST_SET, part.name)
+            all_tests.append(tests)
+            per_part += [
+                _summary_section(part.frame, settings, part),
+                *_protocol_section(part.frame, settings, part),
+                *_per_class_section(part.frame, settings, part),
+                _significance_section(tests, settings, part, explain=index == 0),
+            ]
+        tests = pd.concat(all_tests, ignore_index=True) if len(all_tests) > 1 else all_tests[0]
+        sections = [
+            *_merged(per_part),
+            *_distribution_section(results, settings, fig_dir, dpi),
+            *_budget_section(results, settings, fig_dir, dpi),
+            *_validation_section(trained, settings, fig_dir, dpi),
+            *_representation_section(representations, fig_dir, dpi),
+            _figures_section(parts, settings, curves, histories, fig_dir, dpi),
+            *search_sections(experiment_dir, fig_dir, dpi),
         ]
-    tests = pd.concat(all_tests, ignore_index=True) if len(all_tests) > 1 else all_tests[0]
-    sections = [
-        *_merged(per_part),
-        *_distribution_section(results, settings, fig_dir, dpi),
-        *_budget_section(results, settings, fig_dir, dpi),
-        *_validation_section(trained, settings, fig_dir, dpi),
-        *_representation_section(representations, fig_dir, dpi),
-        _figures_section(parts, settings, curves, histories, fig_dir, dpi),
-    ]
-    conditions = list(pd.unique(results["condition"]))
-    runs = len(trained)
-    on_sets = (f" (each scored on {len(parts)} test sets: "
-               f"{', '.join(str(p.name) for p in parts)})" if len(parts) > 1 else "")
-    doc = Document(
-        title=f"raysweep report: {experiment_dir.resolve().name}",
-        intro=(
-            f"{runs} runs of {len(conditions)} conditions "
+        conditions = list(pd.unique(results["condition"]))
+        on_sets = (f" (each scored on {len(parts)} test sets: "
+                   f"{', '.join(str(p.name) for p in parts)})" if len(parts) > 1 else "")
+        intro = (
+            f"{len(trained)} runs of {len(conditions)} conditions "
             f"({', '.join(map(str, conditions))}){on_sets}, metrics "
             f"{', '.join(settings.metrics)}.",
             "Means and standard deviations are over the runs (seeds) of each condition; "
             "standard deviations are sample standard deviations (ddof = 1), as in the paper.",
-        ),
+        )
+    doc = Document(
+        title=f"raysweep report: {experiment_dir.resolve().name}",
+        intro=intro,
         sections=tuple(s for s in sections if s.blocks),
         provenance=record,
     )
@@ -209,6 +218,17 @@ def write_report(
         provenance=prov_path, tables=table_paths,
         figures=tuple(f.path for f in doc.figures()),
     )
+
+
+def _has_rows(experiment_dir: Path) -> bool:
+    """Whether ``results.parquet`` exists with at least one row (read from its footer)."""
+    import pyarrow.parquet as pq
+
+    path = experiment_dir / "results.parquet"
+    try:
+        return path.is_file() and pq.read_metadata(path).num_rows > 0
+    except Exception:  # unreadable: load_results names the problem
+        return True
 
 
 # --------------------------------------------------------------------------- sections
@@ -452,8 +472,8 @@ def _figures_section(
         add(plots.pretrain_loss_curves(curves), "pretrain-loss", "Pre-training loss",
             "Mean loss per epoch of each pre-training run.")
     for history in histories:
-        if history.trials.empty:
-            continue
+        if history.trials.empty or is_search_folder(history.path.parent):
+            continue  # a search with a study has its own section
         direction = "maximised" if history.maximize else "minimised"
         add(plots.search_history(history.trials, f"Search {history.name}", history.maximize),
             f"search-{slugify(history.name)}", f"Search history — {history.name}",

@@ -16,6 +16,9 @@ digits 5-9 (the *target*) with only a few labels.
   frozen further-pre-trained SSL encoder's probe against the random-init encoder fine-tuned).
 
 ``smoke=True`` keeps the same shape with one epoch everywhere (about a minute on 2 CPU cores).
+
+``raysweep demo --search`` (:func:`demo_search_spec`) is the search counterpart: Optuna + ASHA
+over Barlow Twins lambda, alpha, lr_max and strength on the target's images.
 """
 
 from __future__ import annotations
@@ -108,3 +111,57 @@ def demo_spec_dict(*, smoke: bool = False, storage: str | None = None) -> dict[s
 
 def demo_spec(*, smoke: bool = False, storage: str | None = None) -> ExperimentSpec:
     return spec_from_data(demo_spec_dict(smoke=smoke, storage=storage), source="<demo>")
+
+
+def demo_search_spec_dict(*, smoke: bool = False, storage: str | None = None) -> dict[str, Any]:
+    """The demo search (``raysweep demo --search``): Optuna over the paper's four knobs (Barlow
+    Twins lambda, sparsity alpha, lr_max, augmentation strength) for Barlow Twins pre-training
+    of the small ResNet on the target's images (digits 5-9, labels ignored), each trial scored
+    by 3-seed linear probes with 100 labels on a validation split; ASHA stops trials whose kNN
+    proxy lags after epoch 1 or 3 of 4. 6 trials + the default: a trial is dominated by Ray
+    Train's start-up, so the count, not the epochs, sets the wall time (benchmarks/BENCHMARKS.md).
+    ``smoke=True``: 4 trials of 2 epochs, 2 probe seeds (the CI test)."""
+    unlabelled = {"sources": [{"kind": "digits", "classes": TARGET_CLASSES, "labelled": False}],
+                  "image_size": IMAGE_SIZE, "test_fraction": 0.2}
+    # A validation split of its own: the search scores on it and never reads the test split.
+    labelled = {"sources": [{"kind": "digits", "classes": TARGET_CLASSES}],
+                "image_size": IMAGE_SIZE, "test_fraction": 0.3, "val_fraction": 0.2,
+                "label_count": 100}
+    spec: dict[str, Any] = {
+        "name": "demo-search-smoke" if smoke else "demo-search",
+        "description": "Optuna + ASHA over Barlow Twins lambda, alpha, lr_max and strength "
+                       "(digits 5-9, 100 labels)",
+        "search": [{
+            "name": "barlow_twins",
+            "pretrain": {
+                "name": "bt", "data": unlabelled, "method": "barlow_twins", "further": False,
+                "encoder": {"name": "small_resnet"}, "epochs": 2 if smoke else 4,
+                "batch_size": 64, "projector": [128, 128], "lr_max": 2e-3, "seed": 0,
+                "lambda_offdiag": 1 / 128, "alpha": 0.01, "weight_decay": 1.5e-6,
+            },
+            "evaluate": {
+                "data": labelled, "seeds": 2 if smoke else 3,
+                "settings": {"epochs": 10 if smoke else 20, "batch_size": 16,
+                             "lr_finder_iters": 20 if smoke else 50, "tta_views": 0,
+                             "augmentation": "supervised_upright"},
+            },
+            "space": {
+                "pretrain.lambda_offdiag": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
+                "pretrain.alpha": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+                "pretrain.lr_max": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+                "pretrain.strength": {"type": "uniform", "low": 0.5, "high": 1.5},
+            },
+            "num_samples": 4 if smoke else 6,
+            "grace_period": 1,
+            "reduction_factor": 3,
+            "seed": 0,
+        }],
+    }
+    if storage:
+        spec["storage"] = storage
+    return spec
+
+
+def demo_search_spec(*, smoke: bool = False, storage: str | None = None) -> ExperimentSpec:
+    return spec_from_data(demo_search_spec_dict(smoke=smoke, storage=storage),
+                          source="<demo --search>")

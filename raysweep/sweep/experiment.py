@@ -1,4 +1,4 @@
-"""One experiment, end to end: pretrain -> evaluate -> results table -> report.
+"""One experiment, end to end: pretrain -> evaluate -> search -> results table -> report.
 
 Every stage is idempotent, so running the same spec again (after a crash, a Ctrl-C or a
 resubmitted ``ray job submit``) finishes only what is missing and then prints the same paths.
@@ -179,7 +179,7 @@ def write_experiment_report(spec: ExperimentSpec) -> AnyPath | None:
     """The report stage: ``report.html`` from ``results.parquet`` (None when no rows)."""
     from raysweep.sweep.report_stage import report_settings, write_report_at
 
-    if not ResultsStore(spec.directory).parquet_path.is_file():
+    if not ResultsStore(spec.directory).parquet_path.is_file() and not spec.search:
         return None
     return write_report_at(spec.directory, settings=report_settings(spec.report)).html
 
@@ -189,18 +189,22 @@ def run_experiment(spec: ExperimentSpec) -> RunSummary:
     from raysweep.preflight import check_resources
     from raysweep.sweep.plan import make_plan
     from raysweep.sweep.pretrain_stage import run_pretrain_stage
+    from raysweep.sweep.search import check_search_fits, run_search_stage
 
     started = time.perf_counter()
     ensure_ray()
     plan = make_plan(spec)
     check_resources(plan.unreachable)  # GPUs the cluster can never offer: before any write
+    for search in spec.search:  # a search trial that can never fit: before any write too
+        check_search_fits(spec, search)
     with holding(spec):
         for note in plan.notes:  # e.g. requests that wait for the autoscaler's GPU nodes
             print(f"raysweep: {note}", flush=True)
         pretrained = run_pretrain_stage(spec)
         outcome = run_evaluate_stage(spec)
+        run_search_stage(spec)
         table = consolidate_results(spec, outcome.refs)
-        report = write_experiment_report(spec) if len(table) else None
+        report = write_experiment_report(spec) if len(table) or spec.search else None
     return RunSummary(experiment_dir=spec.directory,
                       results=ResultsStore(spec.directory).parquet_path, report=report,
                       n_rows=len(table), n_new_rows=outcome.computed,

@@ -17,10 +17,10 @@ from typing import Any
 
 from raysweep.errors import RaysweepError, TrialError
 
-__all__ = ["evaluation_failure", "root_cause", "train_failure", "trial_error"]
+__all__ = ["evaluation_failure", "root_cause", "train_failure", "trial_error", "wrapped_errors"]
 
 
-def _nested(error: BaseException) -> Iterator[BaseException]:
+def wrapped_errors(error: BaseException) -> Iterator[BaseException]:
     """``error`` and the exceptions it wraps, outermost first (breadth-first, no repeats)."""
     queue: list[Any] = [error]
     seen: set[int] = set()
@@ -50,7 +50,7 @@ def root_cause(error: BaseException) -> BaseException:
     """The exception the code raised inside Ray: the first :class:`RaysweepError` among those
     ``error`` wraps, else the outermost one that is not a Ray wrapper (of the lowest rank for
     Ray Train), else ``error``."""
-    plain = [e for e in _nested(error) if not _is_ray_wrapper(e)]
+    plain = [e for e in wrapped_errors(error) if not _is_ray_wrapper(e)]
     for candidate in plain:
         if isinstance(candidate, RaysweepError):
             return candidate

@@ -41,6 +41,7 @@ from raysweep.sweep.resources import (
     unreachable_gpus_reason,
 )
 from raysweep.sweep.results import RowKey
+from raysweep.sweep.search_plan import describe_searches
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,7 @@ class Plan:
                 lines.extend(_field_lines(stage_fields, "      "))
         else:
             lines.append("stage evaluate: none")
-        lines.append(f"stage search: {len(spec.search)} search(es)"
-                     + "".join(f"\n  {s.name}: {s.num_samples} trials over "
-                               f"{', '.join(s.space)}" for s in spec.search))
+        lines.extend(describe_searches(spec, self.cluster))
         lines.append(f"stage report: metrics {', '.join(spec.report.metrics)}, "
                      f"{spec.report.correction} correction at alpha {spec.report.alpha}")
         lines.extend(f"note: {note}" for note in self.notes)

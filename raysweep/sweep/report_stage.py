@@ -44,6 +44,8 @@ def report_settings(spec: ReportSpec):
 def _report_input(parts: tuple[str, ...]) -> bool:
     if parts[0] in _NOT_REPORT_INPUTS:
         return False
+    if parts[0] == "search":  # a search's outputs and study, not its trials' runs
+        return len(parts) == 3
     return not (parts[0] == "pretrain" and (len(parts) < 3 or parts[2] not in (
         "metrics.jsonl", "meta.json")))
 

@@ -1,140 +1,273 @@
-"""Optuna searches inside Ray Tune over pre-training knobs (Barlow Twins lambda, sparsity alpha,
-lr_max, augmentation strength, ...).
+"""The search stage: Optuna searches inside Ray Tune over pre-training knobs (Barlow Twins
+lambda, sparsity alpha, lr_max, augmentation strength, ...), persisted and resumable.
 
-A trial is a Tune *driver* function (Ray 2.60, Train V2): it builds and fits the pre-training
-``TorchTrainer`` (forwarding rank 0's per-epoch reports to Tune with ``TuneReportCallback``, so
-ASHA can stop a poor trial on the downstream proxy metric), then scores the encoder with the
-search's evaluation (batched linear probes over its seeds: ``OptunaSearch`` refuses
-``grid_search``, so seeds are looped inside the trial) and reports the mean of ``metric``.
-Every trial's row goes to ``<experiment>/search/<name>/trials.csv`` for the report's search
-history.
+For each ``search:`` of a spec (``raysweep search SPEC``, and a stage of ``raysweep run``):
+
+1. open its Optuna study in ``<experiment>/search/<name>/study.journal``
+   (:mod:`.search_study`; for an experiment in an object store through a local working copy,
+   downloaded first and uploaded after every finished trial: :mod:`.search_journal`), recover
+   the trials of a killed run, and count what is left of ``num_samples``; a finished search
+   does nothing more;
+2. run the rest as one fresh ``ray.tune.Tuner`` (no ``Tuner.restore``: the study is the state)
+   whose searcher asks the study (:class:`~raysweep.sweep.search_searcher.StudySearcher`) and
+   whose trials pre-train and score an encoder
+   (:func:`~raysweep.sweep.search_trial.search_trial`), as many at once as can hold all their
+   resources (:mod:`.search_plan`); with ``scheduler: asha`` (the default) ASHA stops trials
+   whose per-epoch downstream proxy lags (:mod:`.search_pruning`). With ``compare_default``
+   (the default) the base run as written is scored once too, outside the study and never
+   stopped early, by the same protocol over the same seeds, so that the report can test the
+   best configuration against it;
+3. write ``trials.parquet`` / ``.csv``, ``best.json`` and ``best.yaml`` (:mod:`.search_outputs`).
+
+Every artefact (the study, the trials' pre-training runs, Tune's state, the outputs) lives in
+the experiment's storage, a local folder or an object store (:mod:`raysweep.storage`).
+``raysweep search`` holds the experiment's lock (:mod:`raysweep.sweep.lock`) as ``raysweep
+run`` does, so a search and a run of one experiment never run at once; a search whose trials
+all fail ends with one line naming the first failure and its log
+(:mod:`raysweep.sweep.failures`).
+
+Using the result: ``raysweep search`` ends by printing ``best.yaml``; paste its ``pretrain:``
+keys into a pretrain run (or ``pretrain.base``) of a spec and its ``evaluate:`` keys into
+``evaluate.settings``.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import os
+import sys
+import time
+from dataclasses import dataclass
 from typing import Any
 
-from raysweep.artefacts import atomic_write_text
-from raysweep.config import ExperimentSpec, SearchParam, SearchSpec
+from raysweep.config import ExperimentSpec, SearchSpec
 from raysweep.errors import SpecError
-from raysweep.sweep.experiment import RunSummary
+from raysweep.storage import AnyPath, ray_storage
+from raysweep.sweep.search_journal import StudyJournal
+from raysweep.sweep.search_outputs import (
+    TRIALS_PARQUET,
+    best_yaml,
+    read_default,
+    write_default,
+    write_outputs,
+)
+from raysweep.sweep.search_plan import (
+    DRIVER_CPUS,
+    check_fits,
+    search_concurrency,
+    search_resources,
+    total_epochs,
+)
+from raysweep.sweep.search_space import distributions, proxy_metric
+from raysweep.sweep.search_study import (
+    finished_trials,
+    open_study,
+    recover_interrupted,
+    search_directory,
+    study_name,
+)
+
+__all__ = ["SearchOutcome", "build_search_tuner", "check_search_fits", "run_search",
+           "run_search_stage", "run_searches", "search_failure"]
 
 
-def tune_space(space: dict[str, SearchParam]) -> dict[str, Any]:
-    """The spec's search space as Ray Tune distributions (OptunaSearch converts them)."""
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What one search run did and left."""
+
+    search: SearchSpec
+    directory: AnyPath
+    study_name: str
+    record: dict[str, Any]  # best.json
+    n_new: int  # trials finished by this run
+    seconds: float
+
+    @property
+    def trials_path(self) -> AnyPath:
+        return self.directory / TRIALS_PARQUET
+
+    @property
+    def journal(self) -> AnyPath:
+        """The study's journal in the experiment's storage."""
+        return StudyJournal.of(self.directory).home
+
+    def best_yaml(self) -> str:
+        return best_yaml(self.search, self.record["best"], self.record["default"])
+
+    def one_line(self) -> str:
+        states = self.record["states"]
+        finished = sum(states.get(s, 0) for s in ("complete", "pruned", "fail"))
+        best, default = self.record["best"], self.record["default"]
+        scores = ""
+        if best is not None:
+            scores = f"; best {self.search.metric} {best['value']:.4f} (trial {best['trial']})"
+            if default is not None:
+                scores += f", default {default['value']:.4f}"
+        return (f"search {self.search.name}: {finished}/{self.search.num_samples} trials "
+                f"finished ({self.n_new} in {self.seconds:.0f} s), "
+                f"{states.get('pruned', 0)} stopped early by ASHA, {states.get('fail', 0)} "
+                f"failed{scores}; trials: {self.trials_path}")
+
+
+def resolve_base_weights(spec: ExperimentSpec, search: SearchSpec) -> tuple[str | None,
+                                                                             str | None]:
+    """``(file:PATH, sha256)`` of the base encoder when it starts from this experiment's run
+    ``pretrain:NAME`` (which must have finished), else ``(None, None)``."""
+    from raysweep.config import pretrain_reference
+
+    target = pretrain_reference(search.pretrain.encoder.weights)
+    if target is None:
+        return None, None
+    if target not in {run.name for run in spec.pretrain}:
+        raise SpecError(f"search {search.name}: pretrain.encoder.weights: no pretrain run "
+                        f"named {target!r}")
+    import hashlib
+
+    from raysweep.ssl.pretrain.run_dir import is_finished
+    from raysweep.sweep.pretrain_stage import pretrain_run_dir
+
+    run_dir = pretrain_run_dir(spec, spec.pretrain_parent(search.pretrain.encoder.weights))
+    if not is_finished(run_dir):
+        raise SpecError(f"search {search.name}: its base starts from pretrain run {target!r}, "
+                        "which has not finished: run the pretrain stage first")
+    encoder = run_dir / "encoder.pt"
+    return f"file:{encoder}", hashlib.sha256(encoder.read_bytes()).hexdigest()
+
+
+def check_search_fits(spec: ExperimentSpec, search: SearchSpec) -> None:
+    """On a local Ray instance (which never grows; an autoscaler may), refuse a search whose
+    trial can never get all it needs at once, before anything is written."""
+    from raysweep.sweep.resources import ClusterResources
+
+    if not os.environ.get("RAY_ADDRESS"):
+        cluster = ClusterResources.detect()
+        check_fits(search, search_resources(spec, search, cluster), cluster)
+
+
+def build_search_tuner(spec: ExperimentSpec, search: SearchSpec, study: Any, *,
+                       n_trials: int, include_default: bool, base_weights: str | None = None,
+                       journal: StudyJournal | None = None):
+    """The ``ray.tune.Tuner`` running ``n_trials`` more trials of ``study`` (and the default
+    first when ``include_default``); ``journal``: where ``study`` is kept (default: in the
+    search's folder)."""
+    import ray
     from ray import tune
 
-    converted = {}
-    for key, param in space.items():
-        if param.type == "uniform":
-            converted[key] = tune.uniform(param.low, param.high)
-        elif param.type == "loguniform":
-            converted[key] = tune.loguniform(param.low, param.high)
-        elif param.type == "int":
-            converted[key] = tune.randint(int(param.low), int(param.high) + 1)
-        else:
-            converted[key] = tune.choice(list(param.choices))
-    return converted
+    from raysweep.sweep.resources import ClusterResources
+    from raysweep.sweep.search_pruning import ProxyPruner
+    from raysweep.sweep.search_searcher import StudySearcher
+    from raysweep.sweep.search_trial import TrialContext, search_trial
 
+    directory = search_directory(spec, search)
+    journal = journal or StudyJournal.of(directory)
+    cluster = ClusterResources.detect()
+    resources = search_resources(spec, search, cluster)
+    check_search_fits(spec, search)
+    proxy = proxy_metric(search)
+    pruner = None
+    if proxy is not None:
+        epochs = total_epochs(search)
+        # A working copy is on this node's disk: reports from other nodes' controllers go here.
+        node = ray.get_runtime_context().get_node_id() if journal.is_copy else None  # RAY
+        pruner = ProxyPruner(journal=str(journal.local), study_name=study.study_name,
+                             trial_number=-1, min_resource=epochs - search.pretrain.epochs
+                             + search.grace_period, reduction_factor=search.reduction_factor,
+                             total_epochs=epochs, maximize=search.mode == "max", node_id=node)
 
-def trial_specs(search: SearchSpec, params: dict[str, Any], trial_id: str):
-    """The pre-training run and evaluation settings of one trial's parameters."""
-    pretrain = {k[len("pretrain."):]: v for k, v in params.items() if k.startswith("pretrain.")}
-    evaluate = {k[len("evaluate."):]: v for k, v in params.items() if k.startswith("evaluate.")}
-    run = search.pretrain.replace(name=f"{search.pretrain.name}-{trial_id}", **pretrain)
-    settings = search.evaluate.settings.replace(**evaluate) if evaluate else search.evaluate.settings
-    return run, settings
+    def on_default(result: dict[str, Any] | None, error: bool) -> None:
+        from raysweep.sweep.search_searcher import OBJECTIVE
 
+        if not error and result and OBJECTIVE in result:
+            write_default(directory, study.study_name, search, result)
 
-def score_encoder(search: SearchSpec, encoder_path: Path, settings) -> dict[str, float]:
-    """Mean (over the search's seeds) of every metric of batched linear probes."""
-    from raysweep.data import load_dataset
-    from raysweep.evaluate import probe
-    from raysweep.models import build_encoder
-
-    stage = search.evaluate
-    dataset = load_dataset(stage.data, progress=False)
-    encoder = build_encoder(search.pretrain.encoder.name, f"file:{encoder_path}")
-    seeds = list(range(stage.first_seed, stage.first_seed + stage.seeds))
-    rows = probe(encoder, dataset.labelled("train"), dataset.labelled("test"),
-                 settings=settings, seeds=seeds, class_names=dataset.classes)
-    metrics = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and k != "seed"]
-    return {m: sum(float(r[m]) for r in rows) / len(rows) for m in metrics}
-
-
-def search_trainable(config: dict[str, Any], search: SearchSpec, storage: str) -> None:
-    """Tune driver function of one search trial."""
-    import ray.tune  # --- Ray: this trial's Tune calls ---
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from raysweep.ssl.pretrain import run_pretrain
-
-    trial_id = ray.tune.get_context().get_trial_id()
-    run, settings = trial_specs(search, config, trial_id)
-    callbacks = [TuneReportCallback()] if search.scheduler == "asha" else None
-    result = run_pretrain(run, storage_dir=storage, callbacks=callbacks)
-    scores = score_encoder(search, Path(result.encoder_path), settings)
-    ray.tune.report({**scores, "epoch": run.epochs + run.frozen_epochs + 1})
-
-
-def build_search_tuner(spec: ExperimentSpec, search: SearchSpec):
-    """The ``ray.tune.Tuner`` of one search (OptunaSearch, optional ASHA on the proxy)."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    from raysweep.sweep.plan import make_plan
-
-    storage = str(spec.directory / "search" / search.name)
-    searcher = OptunaSearch(metric=search.metric, mode=search.mode, seed=search.seed)
-    scheduler = None
-    if search.scheduler == "asha":
-        if not search.pretrain.proxy_every:
-            raise SpecError(f"search {search.name}: scheduler asha needs pretrain.proxy_every > 0 "
-                            "(it stops trials on the downstream proxy metric)")
-        scheduler = ASHAScheduler(time_attr="epoch", metric=f"proxy_{search.pretrain.proxy}_acc",
-                                  mode="max", max_t=search.pretrain.epochs
-                                  + search.pretrain.frozen_epochs + 1, grace_period=1)
-    concurrency = search.max_concurrent_trials or make_plan(spec).pretrain_concurrency
-    trainable = tune.with_parameters(search_trainable, search=search, storage=storage)
+    searcher = StudySearcher(study, distributions(search.space), n_trials=n_trials,
+                             include_default=include_default, on_default=on_default,
+                             on_finished=journal.upload)
+    context = TrialContext(search=search, run_root=directory, base_weights=base_weights,
+                           proxy=proxy, pruner=pruner, probe_cpus=resources.probe.cpu,
+                           probe_gpus=resources.probe.gpu)
+    trainable = tune.with_resources(tune.with_parameters(search_trial, context=context),
+                                    {"cpu": DRIVER_CPUS})
     return tune.Tuner(
         trainable,
-        param_space=tune_space(dict(search.space)),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                    num_samples=search.num_samples,
-                                    max_concurrent_trials=concurrency),
-        run_config=tune.RunConfig(name="tune", storage_path=storage),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, num_samples=n_trials + int(include_default),
+            max_concurrent_trials=search_concurrency(resources, cluster,
+                                                     search.max_concurrent_trials)),
+        run_config=tune.RunConfig(name="tune", **ray_storage(directory)),
     )
 
 
-def run_searches(spec: ExperimentSpec, *, only: list[str] | None = None) -> RunSummary:
-    """Run the spec's searches; write each one's ``trials.csv``; summarise the best trial."""
-    import time
-
-    from raysweep.sweep.experiment import ensure_ray, record_experiment
-
+def run_search(spec: ExperimentSpec, search: SearchSpec) -> SearchOutcome:
+    """Run what is missing of one search (nothing when it has finished); write its outputs."""
     started = time.perf_counter()
-    searches = [s for s in spec.search if not only or s.name in only]
-    if not searches:
-        raise SpecError(f"{spec.name}: no search to run"
-                        + (f" named {only[0]!r}" if only else " (the spec has no `search:`)"))
-    record_experiment(spec)
+    directory = search_directory(spec, search)
+    base_weights, digest = resolve_base_weights(spec, search)
+    journal = StudyJournal.of(directory)
+    journal.download()
+    try:
+        study = open_study(journal.local.parent, search, study_name(search, digest))
+        recovered = recover_interrupted(study)
+        if recovered:
+            print(f"search {search.name}: trial(s) {', '.join(map(str, recovered))} were "
+                  "interrupted; their parameters are asked again", file=sys.stderr)
+        done_before = len(finished_trials(study))
+        remaining = max(0, search.num_samples - done_before)
+        include_default = (search.compare_default
+                           and read_default(directory, study.study_name) is None)
+        if remaining or include_default:
+            grid = build_search_tuner(spec, search, study, n_trials=remaining,
+                                      include_default=include_default,
+                                      base_weights=base_weights, journal=journal).fit()
+            if grid.num_errors and grid.num_errors == len(grid):
+                raise search_failure(search, grid)
+        record = write_outputs(directory, study, search)
+    finally:
+        journal.upload()  # also after an error or a Ctrl-C: every finished trial is kept
+    return SearchOutcome(search=search, directory=directory, study_name=study.study_name,
+                         record=record, n_new=len(finished_trials(study)) - done_before,
+                         seconds=time.perf_counter() - started)
+
+
+def search_failure(search: SearchSpec, grid: Any):
+    """The one-line :class:`~raysweep.errors.TrialError` of a search whose every trial
+    failed: the first trial's own error, and its log."""
+    from raysweep.sweep.failures import trial_error
+
+    first = next(r for r in grid if r.error is not None)
+    return trial_error(first.error, what=f"every trial of search {search.name}",
+                       log=getattr(first, "path", None))
+
+
+def run_search_stage(spec: ExperimentSpec, *, only: list[str] | None = None
+                     ) -> list[SearchOutcome]:
+    """Every ``search:`` of ``spec`` (or those named in ``only``), one after the other (the
+    caller holds the experiment's lock)."""
+    return [run_search(spec, search) for search in _selected(spec, only)]
+
+
+def _selected(spec: ExperimentSpec, only: list[str] | None) -> list[SearchSpec]:
+    """The searches of ``spec`` named in ``only`` (all when None); SpecError for an unknown
+    name."""
+    if only:
+        unknown = sorted(set(only) - {s.name for s in spec.search})
+        if unknown:
+            raise SpecError(f"{spec.name}: no search named {unknown[0]!r}")
+    return [search for search in spec.search if not only or search.name in only]
+
+
+def run_searches(spec: ExperimentSpec, *, only: list[str] | None = None
+                 ) -> tuple[list[SearchOutcome], AnyPath | None]:
+    """``raysweep search``: run the spec's searches, then write the report, holding the
+    experiment's lock as ``raysweep run`` does; returns the outcomes and the report's path
+    (None when there is nothing to report)."""
+    from raysweep.sweep.experiment import ensure_ray, holding, write_experiment_report
+
+    if not spec.search:
+        raise SpecError(f"{spec.name}: no search to run (the spec has no `search:`)")
+    selected = _selected(spec, only)
     ensure_ray()
-    last = None
-    for search in searches:
-        grid = build_search_tuner(spec, search).fit()
-        frame = grid.get_dataframe()
-        frame.insert(0, "trial", range(len(frame)))
-        frame = frame.rename(columns={search.metric: "value"})
-        out = spec.directory / "search" / search.name / "trials.csv"
-        atomic_write_text(out, frame.to_csv(index=False))
-        best = grid.get_best_result(metric=search.metric, mode=search.mode)
-        atomic_write_text(out.with_name("best.json"), json.dumps(
-            {"metric": search.metric, "value": best.metrics.get(search.metric),
-             "config": best.config}, indent=2, default=str) + "\n")
-        last = out
-    return RunSummary(experiment_dir=spec.directory, results=last or spec.directory, report=None,
-                      n_rows=0, n_new_rows=0, n_pretrain_runs=0,
-                      seconds=time.perf_counter() - started)
+    for search in selected:  # a search that can never run: refused before anything is written
+        check_search_fits(spec, search)
+    with holding(spec):
+        outcomes = [run_search(spec, search) for search in selected]
+        return outcomes, write_experiment_report(spec)

@@ -513,8 +513,9 @@ def _run(spec: PretrainSpec, hooks: WorkerHooks, device: torch.device, rank: int
             "lr_max": float(lr_max) if lr_max is not None and phase == "train" else None,
             "images_per_s": steps * spec.batch_size / elapsed, "epoch_time_s": elapsed,
         }
-        if spec.proxy_every and (epoch + 1 - frozen_epochs) % spec.proxy_every == 0 \
-                and phase == "train":
+        if spec.proxy_every and ((epoch + 1) % spec.proxy_every == 0
+                                 or epoch == total_epochs - 1):
+            # Frozen epochs too: a scheduler stopping on the proxy needs it in every report.
             metrics.update(_proxy_metrics(spec, net, device, bf16))
             configure_phase(net, phase, spec.trainable)
         history.append(metrics)

@@ -1,11 +1,13 @@
 """A cheap downstream proxy during pre-training: kNN or linear-probe accuracy.
 
-Every ``proxy_every`` epochs the encoder (eval mode, no augmentation) embeds the labelled train
-split and the validation split (the test split when the data has no validation split) of
-``spec.proxy_data``; the score is reported as ``proxy_knn_acc`` / ``proxy_linear_acc``, a
-metric a Tune scheduler (ASHA) can stop on. The decoded images are loaded once per process
-and kept (the decode-once cache makes reloading cheap anyway); features are recomputed each
-time because the encoder changes.
+Every ``proxy_every`` epochs (the frozen epochs count; the last epoch always has one) the
+encoder (eval mode, no augmentation) embeds the labelled train split and the validation split
+of ``spec.proxy_data``; the score is reported as ``proxy_knn_acc`` / ``proxy_linear_acc``, a
+metric a Tune scheduler (ASHA) can stop on. The test split is never read: data without a
+validation split are scored on a stratified holdout of their labelled train split
+(:func:`validation_split`, :data:`HOLDOUT_FRACTION`), the same images a search scores its
+trials on. The decoded images are loaded once per process and kept (the decode-once cache
+makes reloading cheap anyway); features are recomputed each time because the encoder changes.
 
 * ``knn``: weighted k-nearest-neighbour vote on L2-normalised features (cosine similarity,
   k = 20, each neighbour weighted by ``exp(sim / 0.07)``: the protocol of Wu et al. 2018, used
@@ -26,11 +28,15 @@ from torch import nn
 from raysweep.artefacts import stable_hash
 from raysweep.config import DatasetSpec
 
-__all__ = ["KNN_K", "KNN_TEMPERATURE", "embed", "knn_accuracy", "linear_probe_accuracy",
-           "proxy_score"]
+__all__ = ["HOLDOUT_FRACTION", "KNN_K", "KNN_TEMPERATURE", "embed", "knn_accuracy",
+           "linear_probe_accuracy", "proxy_score", "validation_split"]
 
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
+
+#: Share of each class's labelled training images held out for validation when the data has
+#: no validation split of its own.
+HOLDOUT_FRACTION = 0.2
 
 
 _LOADED: dict[str, tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -50,12 +56,43 @@ def _load_splits(spec: DatasetSpec) -> tuple[Any, np.ndarray, np.ndarray, np.nda
     from raysweep.data import load_dataset
 
     dataset = load_dataset(spec, progress=False)
-    train_index, train_labels = dataset.labelled_indices("train")
-    has_val = bool(np.any(dataset.labels[dataset.indices("val")] >= 0))
-    eval_index, eval_labels = dataset.labelled_indices("val" if has_val else "test")
+    train_index, train_labels, eval_index, eval_labels = validation_split(dataset)
     # Oversampling repeats do not help a kNN / probe: keep each training image once.
     train_index, first = np.unique(train_index, return_index=True)
     return dataset.images, train_index, train_labels[first], eval_index, eval_labels
+
+
+def validation_split(dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(fit indices, fit labels, validation indices, validation labels), int64 each, of an
+    :class:`~raysweep.data.ImageDataset`; its test split is never used.
+
+    The validation part is the dataset's labelled ``val`` split when it has one (the fit part
+    is then ``labelled_indices("train")``). Otherwise it is a stratified
+    :data:`HOLDOUT_FRACTION` of the labelled training images (after the label subset, chosen
+    by the dataset's split seed, so it is the same on every machine and run), and the fit part
+    is the rest, oversampled as ``labelled_indices("train")`` would be. Every held-out class
+    keeps at least one image in the fit part.
+    """
+    from raysweep.data.splits import oversample, stratified_split
+    from raysweep.errors import DataError
+
+    val = dataset.indices("val")
+    if np.any(dataset.labels[val] >= 0):
+        fit_index, fit_labels = dataset.labelled_indices("train")
+        val_index, val_labels = dataset.labelled_indices("val")
+        return fit_index, fit_labels, val_index, val_labels
+    chosen = np.asarray(dataset.train_labelled, dtype=np.int64)
+    names = [dataset.classes[c] for c in dataset.labels[chosen]]
+    codes = stratified_split(names, test_fraction=HOLDOUT_FRACTION, val_fraction=0.0,
+                             seed=dataset.split_seed, purpose="validation-holdout")
+    held, kept = chosen[codes == 2], chosen[codes != 2]
+    if len(np.unique(dataset.labels[held])) < 2:
+        raise DataError(f"dataset {dataset.name}: too few labelled training images to hold out "
+                        f"a validation set of two or more classes ({len(chosen)} labels); "
+                        "give the data a validation split (val_fraction)")
+    fit_index = oversample(kept, dataset.ratio[kept], dataset.stratum[kept],
+                           seed=dataset.split_seed, purpose="train")
+    return fit_index, dataset.labels[fit_index], held, dataset.labels[held]
 
 
 @torch.no_grad()
