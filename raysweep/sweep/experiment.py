@@ -192,6 +192,7 @@ def run_experiment(spec: ExperimentSpec) -> RunSummary:
     from raysweep.sweep.search import check_search_fits, run_search_stage
 
     started = time.perf_counter()
+    ExperimentLock(spec.directory).refuse_if_held()  # at once, before Ray starts
     ensure_ray()
     plan = make_plan(spec)
     check_resources(plan.unreachable)  # GPUs the cluster can never offer: before any write

@@ -161,6 +161,19 @@ class ExperimentLock:
 
     # -- acquiring ---------------------------------------------------------------------------
 
+    def _refusal(self, holder: Holder) -> ExperimentLocked:
+        return ExperimentLocked(
+            f"{self.directory}: another raysweep run holds this experiment: "
+            f"{holder.describe()}; wait for it, or remove {self.path} if that run is gone")
+
+    def refuse_if_held(self) -> None:
+        """Raise :class:`ExperimentLocked` when a live runner holds the experiment now; reads
+        only (a runner calls it before starting Ray, so that a refusal is immediate and
+        writes nothing; :meth:`acquire` still decides)."""
+        holder = read_holder(self.path)
+        if holder is not None and not is_stale(holder, stale_after_s=self.stale_after_s):
+            raise self._refusal(holder)
+
     def acquire(self) -> ExperimentLock:
         self.directory.mkdir(parents=True, exist_ok=True)
         payload = {"host": socket.gethostname(), "pid": os.getpid(),
@@ -174,10 +187,7 @@ class ExperimentLock:
             if holder is None:
                 continue  # released between our attempts
             if not is_stale(holder, stale_after_s=self.stale_after_s):
-                raise ExperimentLocked(
-                    f"{self.directory}: another raysweep run holds this experiment: "
-                    f"{holder.describe()}; wait for it, or remove {self.path} if that run is "
-                    "gone")
+                raise self._refusal(holder)
             self._remove_stale(holder)
         raise ExperimentLocked(f"{self.directory}: could not take the lock {self.path} "
                                "(other runners keep taking it)")

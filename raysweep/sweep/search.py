@@ -261,10 +261,12 @@ def run_searches(spec: ExperimentSpec, *, only: list[str] | None = None
     experiment's lock as ``raysweep run`` does; returns the outcomes and the report's path
     (None when there is nothing to report)."""
     from raysweep.sweep.experiment import ensure_ray, holding, write_experiment_report
+    from raysweep.sweep.lock import ExperimentLock
 
     if not spec.search:
         raise SpecError(f"{spec.name}: no search to run (the spec has no `search:`)")
     selected = _selected(spec, only)
+    ExperimentLock(spec.directory).refuse_if_held()  # at once, before Ray starts
     ensure_ray()
     for search in selected:  # a search that can never run: refused before anything is written
         check_search_fits(spec, search)
