@@ -123,6 +123,27 @@ def run_plain_tune(data: dict[str, Any], storage: Path) -> dict[str, Any]:
             "accuracy": [float(m["accuracy"]) for m in metrics]}
 
 
+def record(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
+           load_before: list[float]) -> dict[str, Any]:
+    """The JSON record of the runs so far (written after every run: a run cut short by a
+    time limit keeps what it measured)."""
+    from raysweep.artefacts import package_versions
+
+    summary = {arm: {"median_overhead": statistics.median(r["overhead"] for r in rs),
+                     "median_wall_s": statistics.median(r["wall_s"] for r in rs),
+                     "median_trial_s": statistics.median(t for r in rs for t in r["trial_s"])}
+               for arm, rs in runs.items() if rs}
+    return {
+        "benchmark": "evaluate_overhead",
+        "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "ray_num_cpus": 2, "seeds": args.seeds, "conditions": list(CONDITIONS),
+        "label_count": args.label_count, "settings": SETTINGS,
+        "load_average_before": load_before,
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "packages": package_versions(), "summary": summary, "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20, help="seeds per condition (2 conditions)")
@@ -134,7 +155,7 @@ def main() -> None:
 
     import ray
 
-    from raysweep.artefacts import atomic_write_json, package_versions
+    from raysweep.artefacts import atomic_write_json
     from raysweep.config import spec_from_data
     from raysweep.data import load_dataset
     from raysweep.sweep.experiment import ensure_ray
@@ -159,6 +180,7 @@ def main() -> None:
                                                              run["trial_s"])
                     run["load_average"] = [round(v, 2) for v in os.getloadavg()]
                     runs[arm].append(run)
+                    atomic_write_json(args.out, record(runs, args, load_before))
                     print(f"{arm} #{repeat + 1}: {run['trials']} trials, wall {run['wall_s']:.1f} s,"
                           f" trials {sum(run['trial_s']):.1f} s (median "
                           f"{statistics.median(run['trial_s']):.2f} s), overhead "
@@ -166,20 +188,7 @@ def main() -> None:
         finally:
             ray.shutdown()
 
-    summary = {arm: {"median_overhead": statistics.median(r["overhead"] for r in rs),
-                     "median_wall_s": statistics.median(r["wall_s"] for r in rs),
-                     "median_trial_s": statistics.median(t for r in rs for t in r["trial_s"])}
-               for arm, rs in runs.items()}
-    result = {
-        "benchmark": "evaluate_overhead",
-        "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "ray_num_cpus": 2, "seeds": args.seeds, "conditions": list(CONDITIONS),
-        "label_count": args.label_count, "settings": SETTINGS,
-        "load_average_before": load_before,
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        "packages": package_versions(), "summary": summary, "runs": runs,
-    }
-    atomic_write_json(args.out, result)
+    summary = record(runs, args, load_before)["summary"]
     for arm, s in summary.items():
         print(f"{arm:12s} overhead {s['median_overhead']:.1%}  wall {s['median_wall_s']:.1f} s  "
               f"trial {s['median_trial_s']:.2f} s")
