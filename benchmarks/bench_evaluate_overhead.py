@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import secrets
 import statistics
 import tempfile
 import time
@@ -164,6 +165,10 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {"raysweep": [], "plain_tune": []}
     with tempfile.TemporaryDirectory(prefix="raysweep-bench-") as tmp:
         os.environ["RAYSWEEP_CACHE"] = str(Path(tmp) / "cache")  # workers inherit it
+        # A token of this Ray instance's own (its workers inherit it): Ray 2.60 otherwise keeps
+        # the token in ~/.ray/auth_token, which another Ray started on a shared machine replaces,
+        # and every worker started after that fails to authenticate.
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
         warm = spec_from_data(experiment_data(Path(tmp) / "warm", args.seeds, args.label_count))
         assert warm.evaluate is not None
         load_dataset(warm.evaluate.data, progress=False)  # decode once, outside the timing

@@ -66,15 +66,17 @@ def _vs_lightly(r: dict[str, Any]) -> tuple[str, str]:
             parts.append(f"{name} {arm['median_images_per_s']:.1f} img/s "
                          f"({arm['median_cpu_ms_per_image']:.0f} CPU-ms/img)")
     ratio = arms["raysweep"]["ratio_to_lightly"]
-    return "; ".join(parts), f"raysweep / lightly = {ratio:.2f}x" if ratio else "n/a"
+    cpu = arms["lightly"]["median_cpu_ms_per_image"] / arms["raysweep"]["median_cpu_ms_per_image"]
+    return "; ".join(parts), (f"raysweep / lightly: images/s {ratio:.2f}x, images per "
+                              f"CPU-second {cpu:.2f}x" if ratio else "n/a")
 
 
 def _evaluate_overhead(r: dict[str, Any]) -> tuple[str, str]:
     s = r["summary"]
     numbers = "; ".join(f"{arm}: overhead {v['median_overhead']:.0%}, wall {v['median_wall_s']:.0f}"
                         f" s, trial {v['median_trial_s']:.1f} s" for arm, v in s.items())
-    ratio = (1 + s["plain_tune"]["median_overhead"]) / (1 + s["raysweep"]["median_overhead"])
-    return numbers, f"plain Tune / raysweep slot-time = {ratio:.2f}x"
+    ratio = s["plain_tune"]["median_wall_s"] / s["raysweep"]["median_wall_s"]
+    return numbers, f"plain Tune / raysweep wall = {ratio:.2f}x"
 
 
 def _probe(r: dict[str, Any]) -> tuple[str, str]:
@@ -131,7 +133,8 @@ def summary_table(out: Path = OUT) -> str:
     for bench in BENCHMARKS:
         path = out / f"{bench.name}.json"
         if not path.is_file():
-            lines.append(f"| {bench.name} | | `{bench.command}` | not run | |")
+            lines.append(f"| {bench.name} | | `{bench.command}` | no {path.name} in "
+                         "benchmarks/out: see its section below | |")
             continue
         record = json.loads(path.read_text(encoding="utf-8"))
         try:

@@ -51,7 +51,7 @@ def test_summary_rewrites_only_the_marked_block(tmp_path: Path):
     assert text.startswith("# title\n\n") and text.endswith(f"{run_all.END}\n\n## kept section\n")
     assert "old rows" not in text
     row = next(line for line in text.splitlines() if line.startswith("| evaluate_overhead"))
-    # 1.26 / 1.05 = 1.2: plain Tune needs 20% more slot-time for the same trials.
+    # 50.4 / 42.0 = 1.2: plain Tune takes 20% longer for the same trials.
     assert "| 3/4/6 |" in row and "raysweep: overhead 5%" in row and "= 1.20x" in row
     assert "unreadable record (KeyError" in text  # a record of another shape is named, not fatal
     assert "| vs_lightly | | `OMP_NUM_THREADS=1 nice python benchmarks/bench_vs_lightly.py" in text
