@@ -101,12 +101,16 @@ def protocol_display(table: pd.DataFrame, protocols: Sequence[str]) -> pd.DataFr
     """Condition, then ``mean ± std (n)`` per protocol."""
     out = pd.DataFrame({"Condition": table["condition"].astype(str)})
     for p in protocols:
-        out[str(p)] = [
-            fmt_mean_std(m, s) + ("" if _missing(n) else f" (n={int(n)})")
-            for m, s, n in zip(table[f"{p}_mean"], table[f"{p}_std"], table[f"{p}_n"],
-                               strict=True)
-        ]
+        out[str(p)] = _mean_std_n_cells(table, str(p))
     return out
+
+
+def _mean_std_n_cells(table: pd.DataFrame, prefix: str) -> list[str]:
+    """``mean ± std (n=...)`` of the ``<prefix>_mean``, ``_std`` and ``_n`` columns, row by
+    row."""
+    return [fmt_mean_std(m, s) + ("" if _missing(n) else f" (n={int(n)})")
+            for m, s, n in zip(table[f"{prefix}_mean"], table[f"{prefix}_std"],
+                               table[f"{prefix}_n"], strict=True)]
 
 
 def per_class_display(per_class: pd.DataFrame) -> pd.DataFrame:
@@ -232,11 +236,7 @@ def distribution_display(table: pd.DataFrame, test_sets: Sequence[str]) -> pd.Da
     out = pd.DataFrame({"Protocol": table["protocol"].astype(str),
                         "Condition": table["condition"].astype(str)})
     for t in test_sets:
-        out[str(t)] = [
-            fmt_mean_std(m, s) + ("" if _missing(n) else f" (n={int(n)})")
-            for m, s, n in zip(table[f"{t}_mean"], table[f"{t}_std"], table[f"{t}_n"],
-                               strict=True)
-        ]
+        out[str(t)] = _mean_std_n_cells(table, str(t))
     return out
 
 
