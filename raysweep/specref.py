@@ -182,9 +182,9 @@ def render() -> str:
     out = [
         "# Spec reference",
         "",
-        f"<!-- Generated from raysweep/config.py by `{REGENERATE}`; do not edit by hand. -->",
+        f"<!-- Generated from raysweep/config/specs.py by `{REGENERATE}`; do not edit by hand. -->",
         "",
-        "Every key a spec file may hold, class by class, as `raysweep/config.py` defines it: the",
+        "Every key a spec file may hold, class by class, as `raysweep/config/specs.py` defines it: the",
         "dotted key path (`[]` is any element of a list, `KEY` any key of a mapping), the type,",
         "the default (**required** when there is none), the allowed range or choices, and what",
         "the key means. An unknown key, a wrong type or a value out of range is an error that",
