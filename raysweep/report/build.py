@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from raysweep.artefacts import atomic_write_json, atomic_write_text, provenance
+from raysweep.config import ReportSpec
 from raysweep.report import plots, stats
 from raysweep.report.document import Document, Figure, Section, Table, Text
 from raysweep.report.inputs import (
@@ -35,7 +36,6 @@ from raysweep.report.inputs import (
 )
 from raysweep.report.render import render_html, render_markdown
 from raysweep.report.search_section import has_searches, is_search_folder, search_sections
-from raysweep.report.settings import ReportSettings
 from raysweep.report.significance import iter_families, pairwise_tests
 from raysweep.report.summary import (
     TEST_SET,
@@ -125,7 +125,7 @@ def write_report(
     experiment_dir: str | Path,
     *,
     out_dir: str | Path | None = None,
-    settings: ReportSettings | None = None,
+    settings: ReportSpec | None = None,
     spec: Any = None,
     dpi: int = 100,
 ) -> ReportPaths:
@@ -135,11 +135,12 @@ def write_report(
     Args:
         experiment_dir: holds ``results.parquet`` and optionally ``pretrain/`` and ``search/``
             (see :mod:`raysweep.report.inputs`).
-        settings: metrics, comparisons, families, correction (default :class:`ReportSettings`).
+        settings: metrics, comparisons, families, correction: the experiment spec's
+            ``report:`` section (default :class:`~raysweep.config.ReportSpec`).
         spec: the experiment spec, recorded in the provenance (optional).
         dpi: resolution of the PNG figures.
     """
-    settings = settings or ReportSettings()
+    settings = settings or ReportSpec()
     experiment_dir = Path(experiment_dir)
     out = Path(out_dir) if out_dir is not None else experiment_dir / "report"
     # read every input before writing anything: a bad file leaves no partial report
@@ -242,7 +243,7 @@ def _rows_of_family(frame: pd.DataFrame, key: dict) -> pd.DataFrame:
     return frame[mask].reset_index(drop=True)
 
 
-def _summary_section(results: pd.DataFrame, settings: ReportSettings, tag: Part) -> Section:
+def _summary_section(results: pd.DataFrame, settings: ReportSpec, tag: Part) -> Section:
     summary = summary_table(results, settings.metrics, settings.family_by)
     keys = condition_keys(results)
     blocks = []
@@ -259,7 +260,7 @@ def _summary_section(results: pd.DataFrame, settings: ReportSettings, tag: Part)
     return Section("Summary per condition", tuple(blocks))
 
 
-def _protocol_section(results: pd.DataFrame, settings: ReportSettings,
+def _protocol_section(results: pd.DataFrame, settings: ReportSpec,
                       tag: Part) -> list[Section]:
     if "protocol" not in results.columns or results["protocol"].nunique() < 2:
         return []
@@ -277,7 +278,7 @@ def _protocol_section(results: pd.DataFrame, settings: ReportSettings,
     return [Section("Protocols side by side", tuple(blocks))]
 
 
-def _per_class_section(results: pd.DataFrame, settings: ReportSettings,
+def _per_class_section(results: pd.DataFrame, settings: ReportSpec,
                        tag: Part) -> list[Section]:
     per_class = per_class_f1(results, settings.family_by)
     if per_class.empty:
@@ -295,7 +296,7 @@ def _per_class_section(results: pd.DataFrame, settings: ReportSettings,
     return [Section("Per-class F1", tuple(blocks))]
 
 
-def _significance_section(tests: pd.DataFrame, settings: ReportSettings, tag: Part,
+def _significance_section(tests: pd.DataFrame, settings: ReportSpec, tag: Part,
                           explain: bool = True) -> Section:
     labels = {name: t.label for name, t in stats.TESTS.items()}
     primary = labels[settings.primary_test]
@@ -355,7 +356,7 @@ def _significance_section(tests: pd.DataFrame, settings: ReportSettings, tag: Pa
 
 
 def _validation_section(
-    results: pd.DataFrame, settings: ReportSettings, fig_dir: Path, dpi: int,
+    results: pd.DataFrame, settings: ReportSpec, fig_dir: Path, dpi: int,
 ) -> list[Section]:
     """Per-epoch validation curves of fine-tuning (rows with a ``val_curve``), per family."""
     blocks: list[Table | Figure] = []
@@ -434,7 +435,7 @@ def _representation_section(entries: list[dict], fig_dir: Path, dpi: int) -> lis
 
 
 def _figures_section(
-    parts: list[Part], settings: ReportSettings, curves: pd.DataFrame,
+    parts: list[Part], settings: ReportSpec, curves: pd.DataFrame,
     histories: list[SearchHistory], fig_dir: Path, dpi: int,
 ) -> Section:
     blocks: list[Figure] = []
@@ -481,7 +482,7 @@ def _figures_section(
     return Section("Figures", tuple(blocks))
 
 
-def _distribution_section(results: pd.DataFrame, settings: ReportSettings, fig_dir: Path,
+def _distribution_section(results: pd.DataFrame, settings: ReportSpec, fig_dir: Path,
                           dpi: int) -> list[Section]:
     """In- vs out-of-distribution: every condition's metrics on every test set side by side,
     as a table and a figure per metric (Chaves et al.'s out-of-distribution evaluation)."""
@@ -513,7 +514,7 @@ def _distribution_section(results: pd.DataFrame, settings: ReportSettings, fig_d
     return [Section("In and out of distribution", tuple(blocks))]
 
 
-def _budget_section(results: pd.DataFrame, settings: ReportSettings, fig_dir: Path,
+def _budget_section(results: pd.DataFrame, settings: ReportSpec, fig_dir: Path,
                     dpi: int) -> list[Section]:
     """Performance against the label budget per arm, with 95% confidence bands (a study whose
     conditions differ in their label budget: ``n_labels`` and ``arm`` columns)."""
