@@ -41,7 +41,7 @@ from raysweep.report.summary import (
     TEST_SET,
     across_test_sets,
     budget_table,
-    condition_keys,
+    condition_key_columns,
     per_class_f1,
     protocol_table,
     summary_table,
@@ -144,63 +144,103 @@ def write_report(
     experiment_dir = Path(experiment_dir)
     out = Path(out_dir) if out_dir is not None else experiment_dir / "report"
     # read every input before writing anything: a bad file leaves no partial report
-    search_only = has_searches(experiment_dir) and not _has_rows(experiment_dir)
-    results = None if search_only else load_results(experiment_dir)
-    curves = load_pretrain_curves(experiment_dir)
-    histories = load_search_histories(experiment_dir)
-    representations = load_representations(experiment_dir)
+    inputs = _read_inputs(experiment_dir)
     record = provenance(spec)
-    record["generated_from"] = str(experiment_dir / ("search" if search_only
+    record["generated_from"] = str(experiment_dir / ("search" if inputs.results is None
                                                       else "results.parquet"))
     record["report_settings"] = dataclasses.asdict(settings)
 
     fig_dir = out / "figures"
-    if results is None:  # an experiment of searches only
+    if inputs.results is None:  # an experiment of searches only
         tests = pd.DataFrame()
         sections = search_sections(experiment_dir, fig_dir, dpi)
         intro: tuple[str, ...] = (f"{len(sections)} search(es); no evaluation results yet.",)
     else:
-        parts = split_test_sets(results)
-        trained = in_distribution(parts).frame
-        per_part, all_tests = [], []
-        for index, part in enumerate(parts):
-            tests = pairwise_tests(part.frame, settings)
-            if part.name is not None:
-                tests.insert(0, TEST_SET, part.name)
-            all_tests.append(tests)
-            per_part += [
-                _summary_section(part.frame, settings, part),
-                *_protocol_section(part.frame, settings, part),
-                *_per_class_section(part.frame, settings, part),
-                _significance_section(tests, settings, part, explain=index == 0),
-            ]
-        tests = pd.concat(all_tests, ignore_index=True) if len(all_tests) > 1 else all_tests[0]
-        sections = [
-            *_merged(per_part),
-            *_distribution_section(results, settings, fig_dir, dpi),
-            *_budget_section(results, settings, fig_dir, dpi),
-            *_validation_section(trained, settings, fig_dir, dpi),
-            *_representation_section(representations, fig_dir, dpi),
-            _figures_section(parts, settings, curves, histories, fig_dir, dpi),
-            *search_sections(experiment_dir, fig_dir, dpi),
-        ]
-        conditions = list(pd.unique(results["condition"]))
-        on_sets = (f" (each scored on {len(parts)} test sets: "
-                   f"{', '.join(str(p.name) for p in parts)})" if len(parts) > 1 else "")
-        intro = (
-            f"{len(trained)} runs of {len(conditions)} conditions "
-            f"({', '.join(map(str, conditions))}){on_sets}, metrics "
-            f"{', '.join(settings.metrics)}.",
-            "Means and standard deviations are over the runs (seeds) of each condition; "
-            "standard deviations are sample standard deviations (ddof = 1), as in the paper.",
-        )
+        tests, sections, intro = _results_report(inputs, inputs.results, settings, fig_dir, dpi)
     doc = Document(
         title=f"raysweep report: {experiment_dir.resolve().name}",
         intro=intro,
         sections=tuple(s for s in sections if s.blocks),
         provenance=record,
     )
+    return _write_files(doc, tests, out)
 
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """Everything the report reads from an experiment directory (``results`` None for an
+    experiment of searches only)."""
+
+    directory: Path
+    results: pd.DataFrame | None
+    curves: pd.DataFrame
+    histories: list[SearchHistory]
+    representations: list[dict]
+
+
+def _read_inputs(experiment_dir: Path) -> _Inputs:
+    search_only = has_searches(experiment_dir) and not _has_rows(experiment_dir)
+    return _Inputs(
+        directory=experiment_dir,
+        results=None if search_only else load_results(experiment_dir),
+        curves=load_pretrain_curves(experiment_dir),
+        histories=load_search_histories(experiment_dir),
+        representations=load_representations(experiment_dir),
+    )
+
+
+def _results_report(
+    inputs: _Inputs, results: pd.DataFrame, settings: ReportSpec, fig_dir: Path, dpi: int,
+) -> tuple[pd.DataFrame, list[Section], tuple[str, ...]]:
+    """The significance tests, sections and introduction of an experiment with results."""
+    parts = split_test_sets(results)
+    trained = in_distribution(parts).frame
+    tests, per_part = _per_test_set(parts, settings)
+    sections = [
+        *_merged(per_part),
+        *_distribution_section(results, settings, fig_dir, dpi),
+        *_budget_section(results, settings, fig_dir, dpi),
+        *_validation_section(trained, settings, fig_dir, dpi),
+        *_representation_section(inputs.representations, fig_dir, dpi),
+        _figures_section(parts, settings, inputs.curves, inputs.histories, fig_dir, dpi),
+        *search_sections(inputs.directory, fig_dir, dpi),
+    ]
+    conditions = list(pd.unique(results["condition"]))
+    on_sets = (f" (each scored on {len(parts)} test sets: "
+               f"{', '.join(str(p.name) for p in parts)})" if len(parts) > 1 else "")
+    intro = (
+        f"{len(trained)} runs of {len(conditions)} conditions "
+        f"({', '.join(map(str, conditions))}){on_sets}, metrics "
+        f"{', '.join(settings.metrics)}.",
+        "Means and standard deviations are over the runs (seeds) of each condition; "
+        "standard deviations are sample standard deviations (ddof = 1), as in the paper.",
+    )
+    return tests, sections, intro
+
+
+def _per_test_set(parts: list[Part],
+                  settings: ReportSpec) -> tuple[pd.DataFrame, list[Section]]:
+    """The tests of every test set (one table, a ``test_set`` column when there are several)
+    and each test set's summary, protocol, per-class and significance sections."""
+    sections, all_tests = [], []
+    for index, part in enumerate(parts):
+        tests = pairwise_tests(part.frame, settings)
+        if part.name is not None:
+            tests.insert(0, TEST_SET, part.name)
+        all_tests.append(tests)
+        sections += [
+            _summary_section(part.frame, settings, part),
+            *_protocol_section(part.frame, settings, part),
+            *_per_class_section(part.frame, settings, part),
+            _significance_section(tests, settings, part, explain=index == 0),
+        ]
+    tests = pd.concat(all_tests, ignore_index=True) if len(all_tests) > 1 else all_tests[0]
+    return tests, sections
+
+
+def _write_files(doc: Document, tests: pd.DataFrame, out: Path) -> ReportPaths:
+    """Every table (CSV, Markdown, LaTeX), ``significance.csv``, ``provenance.json``,
+    ``report.md`` and ``report.html`` of ``doc``, each written atomically."""
     table_paths: dict[str, dict[str, Path]] = {}
     for table in doc.tables():
         base = out / "tables" / table.slug
@@ -211,7 +251,7 @@ def write_report(
                                      latex_table(table.display, table.title, table.slug)),
         }
     significance_csv = atomic_write_text(out / "significance.csv", tests.to_csv(index=False))
-    prov_path = atomic_write_json(out / "provenance.json", record)
+    prov_path = atomic_write_json(out / "provenance.json", doc.provenance)
     markdown = atomic_write_text(out / "report.md", render_markdown(doc, out))
     html_path = atomic_write_text(out / "report.html", render_html(doc))
     return ReportPaths(
@@ -245,7 +285,7 @@ def _rows_of_family(frame: pd.DataFrame, key: dict) -> pd.DataFrame:
 
 def _summary_section(results: pd.DataFrame, settings: ReportSpec, tag: Part) -> Section:
     summary = summary_table(results, settings.metrics, settings.family_by)
-    keys = condition_keys(results)
+    keys = condition_key_columns(results)
     blocks = []
     for label, key, _ in iter_families(results, settings.family_by):
         part = _rows_of_family(summary, key)
@@ -498,19 +538,16 @@ def _distribution_section(results: pd.DataFrame, settings: ReportSpec, fig_dir: 
         "holds.")]
     for metric in settings.metrics:
         table = across_test_sets(results, metric)
-        slug = f"test-sets-{slugify(metric)}"
-        blocks.append(Table(
-            slug=slug, title=f"{metric_label(metric)} on every test set",
-            caption=f"{metric_label(metric)} mean ± std (n) of each condition and protocol on "
-                    "each test set.",
-            data=table, display=distribution_display(table, test_sets)))
-        fig = plots.distribution_profile(table, metric,
-                                         f"{metric_label(metric)}: in vs out of distribution")
-        if fig is not None:
-            path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)
-            blocks.append(Figure(slug, f"{metric_label(metric)}: in vs out of distribution",
-                                 "Mean per test set (the in-distribution test split first); "
-                                 "error bars one standard deviation over runs.", path))
+        title = f"{metric_label(metric)}: in vs out of distribution"
+        blocks += _table_and_figure(
+            Table(slug=f"test-sets-{slugify(metric)}",
+                  title=f"{metric_label(metric)} on every test set",
+                  caption=f"{metric_label(metric)} mean ± std (n) of each condition and "
+                          "protocol on each test set.",
+                  data=table, display=distribution_display(table, test_sets)),
+            plots.distribution_profile(table, metric, title), title,
+            "Mean per test set (the in-distribution test split first); error bars one "
+            "standard deviation over runs.", fig_dir, dpi)
     return [Section("In and out of distribution", tuple(blocks))]
 
 
@@ -523,18 +560,24 @@ def _budget_section(results: pd.DataFrame, settings: ReportSpec, fig_dir: Path,
         table = budget_table(results, metric)
         if table.empty:
             continue
-        slug = f"label-budgets-{slugify(metric)}"
-        blocks.append(Table(
-            slug=slug, title=f"{metric_label(metric)} against the label budget",
-            caption="Mean ± std over runs of each arm at each label budget (labelled training "
-                    "images, before oversampling), and the 95% confidence interval of the "
-                    "mean (Student's t).",
-            data=table, display=budget_display(table)))
-        fig = plots.budget_curves(table, metric,
-                                  f"{metric_label(metric)} against the label budget")
-        if fig is not None:
-            path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)
-            blocks.append(Figure(slug, f"{metric_label(metric)} against the label budget",
-                                 "Mean over runs per arm; the band is the 95% confidence "
-                                 "interval of the mean.", path))
+        title = f"{metric_label(metric)} against the label budget"
+        blocks += _table_and_figure(
+            Table(slug=f"label-budgets-{slugify(metric)}", title=title,
+                  caption="Mean ± std over runs of each arm at each label budget (labelled "
+                          "training images, before oversampling), and the 95% confidence "
+                          "interval of the mean (Student's t).",
+                  data=table, display=budget_display(table)),
+            plots.budget_curves(table, metric, title), title,
+            "Mean over runs per arm; the band is the 95% confidence interval of the mean.",
+            fig_dir, dpi)
     return [Section("Label budgets", tuple(blocks))] if blocks else []
+
+
+def _table_and_figure(table: Table, fig: Any, title: str, caption: str, fig_dir: Path,
+                      dpi: int) -> list[Table | Figure]:
+    """``table`` and, when ``fig`` (a matplotlib figure or None) exists, the figure saved as
+    ``<fig_dir>/<table.slug>.png`` under ``title`` and ``caption``."""
+    if fig is None:
+        return [table]
+    path = plots.save_png(fig, fig_dir / f"{table.slug}.png", dpi=dpi)
+    return [table, Figure(table.slug, title, caption, path)]
