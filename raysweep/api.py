@@ -121,20 +121,18 @@ def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None
     ``run`` stored in the directory, else the defaults; ``correction`` and ``alpha``, when
     given, replace theirs.
     """
-    import dataclasses
-
+    from raysweep.config import ReportSpec
     from raysweep.errors import OutputError
     from raysweep.preflight import directory_problem
-    from raysweep.report import ReportSettings
     from raysweep.storage import storage_path
-    from raysweep.sweep.report_stage import report_settings, write_report_at
+    from raysweep.sweep.report_stage import write_report_at
 
     directory = storage_path(experiment_dir)
     stored = directory / "experiment.yaml"
     experiment = load(spec) if spec is not None else (load(stored) if stored.is_file() else None)
-    settings = report_settings(experiment.report) if experiment is not None else ReportSettings()
+    settings = experiment.report if experiment is not None else ReportSpec()
     changes = {k: v for k, v in (("correction", correction), ("alpha", alpha)) if v is not None}
-    settings = dataclasses.replace(settings, **changes) if changes else settings
+    settings = settings.replace(**changes) if changes else settings
     out = storage_path(out_dir) if out_dir is not None else directory / "report"
     problem = directory_problem(out, "report directory") if directory.is_dir() else None
     if problem:

@@ -224,8 +224,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from raysweep.config import AUGMENTATION_PIPELINES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
-
+    """The ``raysweep`` parser: one ``_add_<command>`` function per sub-command."""
     parser = _Parser(
         prog="raysweep",
         description="Self-supervised pre-training, 35-seed evaluation and significance reports "
@@ -234,64 +233,94 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (also from Ray workers)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (_add_demo, _add_validate, _add_run, _add_status, _add_pretrain,
+                        _add_evaluate, _add_search, _add_report, _add_datasets, _add_augment):
+        add_command(sub)
+    return parser
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
-            parent: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:
-        command = parent.add_parser(name, help=help_text, description=help_text)
-        command.set_defaults(handler=handler)
-        if name in RUN_COMMANDS and parent is sub:
-            _add_verbosity_flags(command)
-        return command
 
-    demo = add("demo", _cmd_demo, "run the embedded demo study on the bundled digits (offline)")
+def _add_command(parent: argparse._SubParsersAction, name: str,
+                 handler: Callable[[argparse.Namespace], int],
+                 help_text: str) -> argparse.ArgumentParser:
+    """A sub-command ``name`` of ``parent`` run by ``handler`` (with --quiet / --verbose when
+    it runs experiment stages)."""
+    command = parent.add_parser(name, help=help_text, description=help_text)
+    command.set_defaults(handler=handler)
+    if name in RUN_COMMANDS:
+        _add_verbosity_flags(command)
+    return command
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = _add_command(sub, "demo", _cmd_demo,
+                        "run the embedded demo study on the bundled digits (offline)")
     demo.add_argument("--smoke", action="store_true", help="a ~1 minute version (for tests)")
     demo.add_argument("--search", action="store_true",
                       help="the demo search instead: Optuna + ASHA over Barlow Twins lambda, "
                            "alpha, lr_max and strength (~7 minutes on 2 cores)")
     demo.add_argument("--storage", default=None, help="storage root (default ~/raysweep_runs)")
 
-    validate = add("validate", _cmd_validate,
-                   "check spec files and the files they name; every problem, one line each, "
-                   "exit 2")
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    validate = _add_command(sub, "validate", _cmd_validate,
+                            "check spec files and the files they name; every problem, one "
+                            "line each, exit 2")
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.add_argument("--spec-only", action="store_true",
                           help="check the specs alone, not their data, weights and storage")
 
-    run = add("run", _cmd_run, "run an experiment: pretrain, evaluate, search, report")
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    run = _add_command(sub, "run", _cmd_run, "run an experiment: pretrain, evaluate, search, "
+                                             "report")
     run.add_argument("spec", metavar="SPEC")
     run.add_argument("--dry-run", action="store_true",
                      help="print the plan (stages, trials, resources), check the spec's files, "
                           "run nothing (with --verbose: every run's resolved fields that differ "
                           "from the defaults)")
 
-    status = add("status", _cmd_status,
-                 "what of an experiment is finished, running and missing, from its storage "
-                 "alone (read-only: safe while a job runs)")
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    status = _add_command(sub, "status", _cmd_status,
+                          "what of an experiment is finished, running and missing, from its "
+                          "storage alone (read-only: safe while a job runs)")
     status.add_argument("experiment_dir", metavar="EXPERIMENT_DIR")
 
-    pretrain = add("pretrain", _cmd_pretrain, "run the pretrain stage of a spec (Ray Train)")
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    pretrain = _add_command(sub, "pretrain", _cmd_pretrain,
+                            "run the pretrain stage of a spec (Ray Train)")
     pretrain.add_argument("spec", metavar="SPEC")
     pretrain.add_argument("--only", action="append", metavar="NAME",
                           help="run only this pretrain run (repeatable)")
 
-    evaluate = add("evaluate", _cmd_evaluate, "run the evaluate stage of a spec")
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    evaluate = _add_command(sub, "evaluate", _cmd_evaluate, "run the evaluate stage of a spec")
     evaluate.add_argument("spec", metavar="SPEC")
 
-    search = add("search", _cmd_search, "run the Optuna searches of a spec (rerun resumes); "
-                                         "prints the best parameters as YAML")
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    search = _add_command(sub, "search", _cmd_search,
+                          "run the Optuna searches of a spec (rerun resumes); prints the best "
+                          "parameters as YAML")
     search.add_argument("spec", metavar="SPEC")
     search.add_argument("--only", action="append", metavar="NAME",
                         help="run only this search (repeatable)")
 
-    report = add("report", _cmd_report, "significance report of an experiment's results")
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    from raysweep.config import Correction
+
+    report = _add_command(sub, "report", _cmd_report,
+                          "significance report of an experiment's results")
     report.add_argument("experiment_dir", nargs="?", metavar="EXPERIMENT_DIR")
     report.add_argument("--from-stats", metavar="TABLE.csv",
                         help="tests from published means/stds (columns model,mean,std,n)")
     report.add_argument("--comparisons", metavar="COMPARISONS.csv", default=None,
                         help="with --from-stats: columns model_1,model_2[,alternative] "
                              "(alternative 'greater' = the paper's null 'Model 1 <= Model 2')")
-    report.add_argument("--correction", default=None,
-                        choices=["holm", "fdr_bh", "bonferroni", "none"],
+    report.add_argument("--correction", default=None, choices=typing.get_args(Correction),
                         help="multiple-testing correction (default: the spec's, else holm)")
     report.add_argument("--alpha", type=_number_in(float, 0, 1, open_low=True, open_high=True),
                         default=None, help="significance level in (0, 1) (default: the "
@@ -299,17 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None,
                         help="report directory, or with --from-stats the CSV file to write")
 
+
+def _add_datasets(sub: argparse._SubParsersAction) -> None:
     datasets = sub.add_parser("datasets", help="inspect data sources")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True,
                                            metavar="COMMAND")
-    describe = add("describe", _cmd_datasets_describe,
-                   "per-split, per-class image counts (the paper's Table 1)", datasets_sub)
+    describe = _add_command(datasets_sub, "describe", _cmd_datasets_describe,
+                            "per-split, per-class image counts (the paper's Table 1)")
     describe.add_argument("target", metavar="SPEC_OR_SOURCE",
                           help="a spec YAML, an .npz, a manifest .csv, an image folder or 'digits'")
 
-    convert = add("convert-isic", _cmd_datasets_convert_isic,
-                  "ISIC 2019 one-hot ground truth CSV to a manifest path,label[,split]",
-                  datasets_sub)
+    convert = _add_command(datasets_sub, "convert-isic", _cmd_datasets_convert_isic,
+                           "ISIC 2019 one-hot ground truth CSV to a manifest path,label[,split]")
     convert.add_argument("ground_truth", metavar="GROUND_TRUTH.csv",
                          help="e.g. ISIC_2019_Training_GroundTruth.csv")
     convert.add_argument("--images", required=True, metavar="DIR",
@@ -326,11 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="labels as Table 1 names (default) or the column codes")
     convert.add_argument("--force", action="store_true", help="replace an existing manifest")
 
+
+def _add_augment(sub: argparse._SubParsersAction) -> None:
+    from raysweep.config import AUGMENTATION_PIPELINES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
     augment = sub.add_parser("augment", help="inspect augmentation pipelines")
     augment_sub = augment.add_subparsers(dest="augment_command", required=True, metavar="COMMAND")
-    preview = add("preview", _cmd_augment_preview,
-                  "a grid of originals and their augmented views (the paper's Figure 2)",
-                  augment_sub)
+    preview = _add_command(augment_sub, "preview", _cmd_augment_preview,
+                           "a grid of originals and their augmented views (the paper's Figure 2)")
     preview.add_argument("--pipeline", required=True, choices=AUGMENTATION_PIPELINES)
     preview.add_argument("--source", required=True,
                          help="an .npz, a manifest .csv, an image folder or 'digits'")
@@ -342,7 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="augmentation strength in [0, 2]")
     preview.add_argument("-n", type=_number_in(int, 1, MAX_PREVIEW_IMAGES), default=8,
                          help=f"number of originals (1 to {MAX_PREVIEW_IMAGES})")
-    return parser
 
 
 def _add_verbosity_flags(command: argparse.ArgumentParser) -> None:

@@ -668,6 +668,12 @@ class Comparison(Spec):
         return []
 
 
+#: Multiple-testing corrections (names as in ``statsmodels.stats.multitest.multipletests``).
+Correction = Literal["holm", "fdr_bh", "bonferroni", "none"]
+#: Pairwise tests the report can run (keys of ``raysweep.report.stats.TESTS``).
+PairwiseTestName = Literal["welch", "paired_t", "wilcoxon", "mannwhitney"]
+
+
 @dataclass(frozen=True)
 class ReportSpec(Spec):
     """What the ``report`` stage computes (``raysweep.report``)."""
@@ -676,13 +682,12 @@ class ReportSpec(Spec):
                                           doc="metrics tabulated and tested")
     comparisons: tuple[Comparison, ...] = spec_field((), doc="declared tests (default: all pairs)")
     family_by: tuple[str, ...] = spec_field(("protocol",), doc="columns that define a family")
-    correction: Literal["holm", "fdr_bh", "bonferroni", "none"] = spec_field(
+    correction: Correction = spec_field(
         "holm", doc="multiple-testing correction across a family")
     alpha: float = spec_field(0.05, checks=(_unit_interval_open,), doc="significance level")
-    tests: tuple[Literal["welch", "paired_t", "wilcoxon", "mannwhitney"], ...] = spec_field(
-        ("welch", "paired_t", "wilcoxon", "mannwhitney"), checks=(_non_empty,),
-        doc="pairwise tests run")
-    primary_test: Literal["welch", "paired_t", "wilcoxon", "mannwhitney"] = spec_field(
+    tests: tuple[PairwiseTestName, ...] = spec_field(
+        typing.get_args(PairwiseTestName), checks=(_non_empty,), doc="pairwise tests run")
+    primary_test: PairwiseTestName = spec_field(
         "welch", doc="the test whose corrected p-value is flagged (the paper's: welch)")
     bootstrap_resamples: int = spec_field(10_000, checks=(_between(100, 10**7),),
                                           doc="bootstrap resamples of the mean difference")

@@ -16,6 +16,7 @@ to the classification *train* split of :meth:`ImageDataset.labelled`, never to v
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,8 @@ from raysweep.data.sources import SPLITS, SourceListing, natural_key, read_sourc
 from raysweep.data.splits import oversample, stratified_split, stratified_subset
 from raysweep.errors import DataError
 
-Split = str  # "train" | "val" | "test" | "all"
+#: A split of a dataset: its train, val or test items, or all of them.
+SplitName = Literal["train", "val", "test", "all"]
 _UNLABELLED_ROW = "(unlabelled)"
 
 
@@ -72,14 +74,14 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def indices(self, split: Split) -> np.ndarray:
+    def indices(self, split: SplitName) -> np.ndarray:
         """int64 indices of every item of ``split`` (train, val, test or all), labelled or not,
         without label subsetting or oversampling."""
         if split == "all":
             return np.arange(len(self), dtype=np.int64)
         return np.flatnonzero(self.split == _split_code(split)).astype(np.int64)
 
-    def labelled_indices(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    def labelled_indices(self, split: SplitName) -> tuple[np.ndarray, np.ndarray]:
         """(indices int64, labels int64) for classification on ``split``.
 
         ``train``: the label subset, then oversampled (an index appears ``ratio`` times);
@@ -101,7 +103,7 @@ class ImageDataset:
                             f"{self.classes[present[0]]!r}; classification needs at least two")
         return index, self.labels[index]
 
-    def labelled(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    def labelled(self, split: SplitName) -> tuple[np.ndarray, np.ndarray]:
         """(images uint8 (n, C, H, W), labels int64 (n,)) of :meth:`labelled_indices`.
 
         A contiguous ascending run (e.g. a MedMNIST test split) is a zero-copy memmap slice;

@@ -219,47 +219,19 @@ def _read_folder(spec: SourceSpec) -> SourceListing:
 
 
 def _read_manifest(spec: SourceSpec) -> SourceListing:
+    """The items of a ``path,label[,split]`` manifest; every image must exist (and lie inside
+    the root unless ``allow_outside_root``), every label be one of ``classes`` when given."""
     file = Path(os.path.expanduser(spec.path or ""))
     if not file.is_file():
         raise DataError(f"manifest not found: {file}")
     root = Path(os.path.expanduser(spec.root)) if spec.root else file.parent
-    reader = csv.DictReader(io.StringIO(_manifest_text(file), newline=""))
-    try:
-        header = [h.strip() for h in (reader.fieldnames or [])]
-    except csv.Error as err:
-        raise DataError(f"{file} line {reader.line_num}: unreadable CSV ({err})") from None
-    reader.fieldnames = header
-    needed = ("path", "label") if spec.labelled else ("path",)
-    for column in needed:
-        if column not in header:
-            raise DataError(f"{file}: header must name columns path,label[,split]; "
-                            f"column {column!r} is missing (header: {','.join(header)})")
-    has_split = "split" in header
-    rows: list[tuple[int, str, str, str]] = []
-    try:
-        for row in reader:
-            if not any((value or "").strip() for value in row.values()
-                       if isinstance(value, str)):
-                continue  # blank line
-            rows.append((reader.line_num, (row.get("path") or "").strip(),
-                         (row.get("label") or "").strip(), (row.get("split") or "").strip()))
-    except csv.Error as err:
-        raise DataError(f"{file} line {reader.line_num}: unreadable CSV ({err})") from None
+    rows, has_split = _manifest_rows(file, spec.labelled)
     allowed = tuple(spec.classes) if spec.classes is not None else None
     seen: dict[str, None] = {}
     paths, names, raw_labels, splits = [], [], [], []
     for line, rel, label, split in rows:
         where = f"{file} line {line}"
-        if not rel:
-            raise DataError(f"{where}: empty path")
-        path = root / rel  # an absolute ``rel`` stays itself
-        if not spec.allow_outside_root and not _inside(path, root):
-            raise DataError(f"{where}: image path {rel!r} is outside "
-                            f"{os.path.abspath(root)} (the manifest's "
-                            f"{'root' if spec.root else 'folder'}); set root: or "
-                            "allow_outside_root: true on the source to read it")
-        if not path.is_file():
-            raise DataError(f"{where}: image not found: {path}")
+        path = _manifest_image(spec, root, rel, where)
         if label:
             if allowed is not None and label not in allowed:
                 raise DataError(f"{where}: label {label!r} is not in classes "
@@ -268,10 +240,7 @@ def _read_manifest(spec: SourceSpec) -> SourceListing:
         elif spec.labelled:
             raise DataError(f"{where}: empty label (allowed only with labelled: false)")
         if has_split:
-            code = _SPLIT_ALIASES.get(split.lower())
-            if code is None:
-                raise DataError(f"{where}: split {split!r} is not train, val or test")
-            splits.append(code)
+            splits.append(_manifest_split(split, where))
         paths.append(path)
         names.append(rel)
         raw_labels.append(label)
@@ -282,6 +251,57 @@ def _read_manifest(spec: SourceSpec) -> SourceListing:
         labels=np.asarray([lookup.get(lab, -1) for lab in raw_labels], dtype=np.int64),
         splits=np.asarray(splits, dtype=np.int8) if has_split else None,
         positions=np.arange(len(paths), dtype=np.int64), names=tuple(names), paths=tuple(paths))
+
+
+def _manifest_rows(file: Path, labelled: bool) -> tuple[list[tuple[int, str, str, str]], bool]:
+    """The manifest's non-blank rows as ``(line, path, label, split)`` (stripped; empty when a
+    cell is), and whether it has a ``split`` column. Raises :class:`DataError` for a header
+    without ``path`` (and ``label`` when ``labelled``) or a CSV that cannot be parsed."""
+    reader = csv.DictReader(io.StringIO(_manifest_text(file), newline=""))
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+    except csv.Error as err:
+        raise DataError(f"{file} line {reader.line_num}: unreadable CSV ({err})") from None
+    reader.fieldnames = header
+    for column in ("path", "label") if labelled else ("path",):
+        if column not in header:
+            raise DataError(f"{file}: header must name columns path,label[,split]; "
+                            f"column {column!r} is missing (header: {','.join(header)})")
+    rows: list[tuple[int, str, str, str]] = []
+    try:
+        for row in reader:
+            if not any((value or "").strip() for value in row.values()
+                       if isinstance(value, str)):
+                continue  # blank line
+            rows.append((reader.line_num, (row.get("path") or "").strip(),
+                         (row.get("label") or "").strip(), (row.get("split") or "").strip()))
+    except csv.Error as err:
+        raise DataError(f"{file} line {reader.line_num}: unreadable CSV ({err})") from None
+    return rows, "split" in header
+
+
+def _manifest_image(spec: SourceSpec, root: Path, rel: str, where: str) -> Path:
+    """The image a manifest row names (``rel``, relative to ``root``); a :class:`DataError`
+    at ``where`` when it is empty, outside the root or not a file."""
+    if not rel:
+        raise DataError(f"{where}: empty path")
+    path = root / rel  # an absolute ``rel`` stays itself
+    if not spec.allow_outside_root and not _inside(path, root):
+        raise DataError(f"{where}: image path {rel!r} is outside "
+                        f"{os.path.abspath(root)} (the manifest's "
+                        f"{'root' if spec.root else 'folder'}); set root: or "
+                        "allow_outside_root: true on the source to read it")
+    if not path.is_file():
+        raise DataError(f"{where}: image not found: {path}")
+    return path
+
+
+def _manifest_split(split: str, where: str) -> int:
+    """The split code (0 train, 1 val, 2 test) of a manifest row's ``split`` cell."""
+    code = _SPLIT_ALIASES.get(split.lower())
+    if code is None:
+        raise DataError(f"{where}: split {split!r} is not train, val or test")
+    return code
 
 
 def _manifest_text(file: Path) -> str:

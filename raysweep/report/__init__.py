@@ -3,16 +3,14 @@
 Public surface:
 - :func:`write_report` (experiment directory -> ``report.md``, ``report.html``, tables, PNGs)
 - :func:`report_from_stats` (published means/stds -> Welch tests, as the authors computed)
-- :class:`ReportSettings`, :class:`Comparison`, :class:`ReportPaths`
-- :func:`cli_main` / :func:`build_parser` + :func:`run` for ``raysweep report``
+- :class:`ReportPaths`
+
+The report's settings are the experiment spec's own :class:`raysweep.config.ReportSpec`
+(comparisons: :class:`raysweep.config.Comparison`); ``raysweep report`` is a sub-command of
+:mod:`raysweep.cli`.
 """
 
 from raysweep.report.build import ReportPaths, write_report
-from raysweep.report.cli import build_parser, cli_main, run
 from raysweep.report.from_stats import report_from_stats
-from raysweep.report.settings import Comparison, ReportSettings
 
-__all__ = [
-    "Comparison", "ReportPaths", "ReportSettings", "build_parser", "cli_main",
-    "report_from_stats", "run", "write_report",
-]
+__all__ = ["ReportPaths", "report_from_stats", "write_report"]

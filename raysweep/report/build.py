@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from raysweep.artefacts import atomic_write_json, atomic_write_text, provenance
+from raysweep.config import ReportSpec
 from raysweep.report import plots, stats
 from raysweep.report.document import Document, Figure, Section, Table, Text
 from raysweep.report.inputs import (
@@ -35,13 +36,12 @@ from raysweep.report.inputs import (
 )
 from raysweep.report.render import render_html, render_markdown
 from raysweep.report.search_section import has_searches, is_search_folder, search_sections
-from raysweep.report.settings import ReportSettings
 from raysweep.report.significance import iter_families, pairwise_tests
 from raysweep.report.summary import (
     TEST_SET,
     across_test_sets,
     budget_table,
-    condition_keys,
+    condition_key_columns,
     per_class_f1,
     protocol_table,
     summary_table,
@@ -125,7 +125,7 @@ def write_report(
     experiment_dir: str | Path,
     *,
     out_dir: str | Path | None = None,
-    settings: ReportSettings | None = None,
+    settings: ReportSpec | None = None,
     spec: Any = None,
     dpi: int = 100,
 ) -> ReportPaths:
@@ -135,71 +135,112 @@ def write_report(
     Args:
         experiment_dir: holds ``results.parquet`` and optionally ``pretrain/`` and ``search/``
             (see :mod:`raysweep.report.inputs`).
-        settings: metrics, comparisons, families, correction (default :class:`ReportSettings`).
+        settings: metrics, comparisons, families, correction: the experiment spec's
+            ``report:`` section (default :class:`~raysweep.config.ReportSpec`).
         spec: the experiment spec, recorded in the provenance (optional).
         dpi: resolution of the PNG figures.
     """
-    settings = settings or ReportSettings()
+    settings = settings or ReportSpec()
     experiment_dir = Path(experiment_dir)
     out = Path(out_dir) if out_dir is not None else experiment_dir / "report"
     # read every input before writing anything: a bad file leaves no partial report
-    search_only = has_searches(experiment_dir) and not _has_rows(experiment_dir)
-    results = None if search_only else load_results(experiment_dir)
-    curves = load_pretrain_curves(experiment_dir)
-    histories = load_search_histories(experiment_dir)
-    representations = load_representations(experiment_dir)
+    inputs = _read_inputs(experiment_dir)
     record = provenance(spec)
-    record["generated_from"] = str(experiment_dir / ("search" if search_only
+    record["generated_from"] = str(experiment_dir / ("search" if inputs.results is None
                                                       else "results.parquet"))
     record["report_settings"] = dataclasses.asdict(settings)
 
     fig_dir = out / "figures"
-    if results is None:  # an experiment of searches only
+    if inputs.results is None:  # an experiment of searches only
         tests = pd.DataFrame()
         sections = search_sections(experiment_dir, fig_dir, dpi)
         intro: tuple[str, ...] = (f"{len(sections)} search(es); no evaluation results yet.",)
     else:
-        parts = split_test_sets(results)
-        trained = in_distribution(parts).frame
-        per_part, all_tests = [], []
-        for index, part in enumerate(parts):
-            tests = pairwise_tests(part.frame, settings)
-            if part.name is not None:
-                tests.insert(0, TEST_SET, part.name)
-            all_tests.append(tests)
-            per_part += [
-                _summary_section(part.frame, settings, part),
-                *_protocol_section(part.frame, settings, part),
-                *_per_class_section(part.frame, settings, part),
-                _significance_section(tests, settings, part, explain=index == 0),
-            ]
-        tests = pd.concat(all_tests, ignore_index=True) if len(all_tests) > 1 else all_tests[0]
-        sections = [
-            *_merged(per_part),
-            *_distribution_section(results, settings, fig_dir, dpi),
-            *_budget_section(results, settings, fig_dir, dpi),
-            *_validation_section(trained, settings, fig_dir, dpi),
-            *_representation_section(representations, fig_dir, dpi),
-            _figures_section(parts, settings, curves, histories, fig_dir, dpi),
-            *search_sections(experiment_dir, fig_dir, dpi),
-        ]
-        conditions = list(pd.unique(results["condition"]))
-        on_sets = (f" (each scored on {len(parts)} test sets: "
-                   f"{', '.join(str(p.name) for p in parts)})" if len(parts) > 1 else "")
-        intro = (
-            f"{len(trained)} runs of {len(conditions)} conditions "
-            f"({', '.join(map(str, conditions))}){on_sets}, metrics "
-            f"{', '.join(settings.metrics)}.",
-            "Means and standard deviations are over the runs (seeds) of each condition; "
-            "standard deviations are sample standard deviations (ddof = 1), as in the paper.",
-        )
+        tests, sections, intro = _results_report(inputs, inputs.results, settings, fig_dir, dpi)
     doc = Document(
         title=f"raysweep report: {experiment_dir.resolve().name}",
         intro=intro,
         sections=tuple(s for s in sections if s.blocks),
         provenance=record,
     )
+    return _write_files(doc, tests, out)
 
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """Everything the report reads from an experiment directory (``results`` None for an
+    experiment of searches only)."""
+
+    directory: Path
+    results: pd.DataFrame | None
+    curves: pd.DataFrame
+    histories: list[SearchHistory]
+    representations: list[dict]
+
+
+def _read_inputs(experiment_dir: Path) -> _Inputs:
+    search_only = has_searches(experiment_dir) and not _has_rows(experiment_dir)
+    return _Inputs(
+        directory=experiment_dir,
+        results=None if search_only else load_results(experiment_dir),
+        curves=load_pretrain_curves(experiment_dir),
+        histories=load_search_histories(experiment_dir),
+        representations=load_representations(experiment_dir),
+    )
+
+
+def _results_report(
+    inputs: _Inputs, results: pd.DataFrame, settings: ReportSpec, fig_dir: Path, dpi: int,
+) -> tuple[pd.DataFrame, list[Section], tuple[str, ...]]:
+    """The significance tests, sections and introduction of an experiment with results."""
+    parts = split_test_sets(results)
+    trained = in_distribution(parts).frame
+    tests, per_part = _per_test_set(parts, settings)
+    sections = [
+        *_merged(per_part),
+        *_distribution_section(results, settings, fig_dir, dpi),
+        *_budget_section(results, settings, fig_dir, dpi),
+        *_validation_section(trained, settings, fig_dir, dpi),
+        *_representation_section(inputs.representations, fig_dir, dpi),
+        _figures_section(parts, settings, inputs.curves, inputs.histories, fig_dir, dpi),
+        *search_sections(inputs.directory, fig_dir, dpi),
+    ]
+    conditions = list(pd.unique(results["condition"]))
+    on_sets = (f" (each scored on {len(parts)} test sets: "
+               f"{', '.join(str(p.name) for p in parts)})" if len(parts) > 1 else "")
+    intro = (
+        f"{len(trained)} runs of {len(conditions)} conditions "
+        f"({', '.join(map(str, conditions))}){on_sets}, metrics "
+        f"{', '.join(settings.metrics)}.",
+        "Means and standard deviations are over the runs (seeds) of each condition; "
+        "standard deviations are sample standard deviations (ddof = 1), as in the paper.",
+    )
+    return tests, sections, intro
+
+
+def _per_test_set(parts: list[Part],
+                  settings: ReportSpec) -> tuple[pd.DataFrame, list[Section]]:
+    """The tests of every test set (one table, a ``test_set`` column when there are several)
+    and each test set's summary, protocol, per-class and significance sections."""
+    sections, all_tests = [], []
+    for index, part in enumerate(parts):
+        tests = pairwise_tests(part.frame, settings)
+        if part.name is not None:
+            tests.insert(0, TEST_SET, part.name)
+        all_tests.append(tests)
+        sections += [
+            _summary_section(part.frame, settings, part),
+            *_protocol_section(part.frame, settings, part),
+            *_per_class_section(part.frame, settings, part),
+            _significance_section(tests, settings, part, explain=index == 0),
+        ]
+    tests = pd.concat(all_tests, ignore_index=True) if len(all_tests) > 1 else all_tests[0]
+    return tests, sections
+
+
+def _write_files(doc: Document, tests: pd.DataFrame, out: Path) -> ReportPaths:
+    """Every table (CSV, Markdown, LaTeX), ``significance.csv``, ``provenance.json``,
+    ``report.md`` and ``report.html`` of ``doc``, each written atomically."""
     table_paths: dict[str, dict[str, Path]] = {}
     for table in doc.tables():
         base = out / "tables" / table.slug
@@ -210,7 +251,7 @@ def write_report(
                                      latex_table(table.display, table.title, table.slug)),
         }
     significance_csv = atomic_write_text(out / "significance.csv", tests.to_csv(index=False))
-    prov_path = atomic_write_json(out / "provenance.json", record)
+    prov_path = atomic_write_json(out / "provenance.json", doc.provenance)
     markdown = atomic_write_text(out / "report.md", render_markdown(doc, out))
     html_path = atomic_write_text(out / "report.html", render_html(doc))
     return ReportPaths(
@@ -242,9 +283,9 @@ def _rows_of_family(frame: pd.DataFrame, key: dict) -> pd.DataFrame:
     return frame[mask].reset_index(drop=True)
 
 
-def _summary_section(results: pd.DataFrame, settings: ReportSettings, tag: Part) -> Section:
+def _summary_section(results: pd.DataFrame, settings: ReportSpec, tag: Part) -> Section:
     summary = summary_table(results, settings.metrics, settings.family_by)
-    keys = condition_keys(results)
+    keys = condition_key_columns(results)
     blocks = []
     for label, key, _ in iter_families(results, settings.family_by):
         part = _rows_of_family(summary, key)
@@ -259,7 +300,7 @@ def _summary_section(results: pd.DataFrame, settings: ReportSettings, tag: Part)
     return Section("Summary per condition", tuple(blocks))
 
 
-def _protocol_section(results: pd.DataFrame, settings: ReportSettings,
+def _protocol_section(results: pd.DataFrame, settings: ReportSpec,
                       tag: Part) -> list[Section]:
     if "protocol" not in results.columns or results["protocol"].nunique() < 2:
         return []
@@ -277,7 +318,7 @@ def _protocol_section(results: pd.DataFrame, settings: ReportSettings,
     return [Section("Protocols side by side", tuple(blocks))]
 
 
-def _per_class_section(results: pd.DataFrame, settings: ReportSettings,
+def _per_class_section(results: pd.DataFrame, settings: ReportSpec,
                        tag: Part) -> list[Section]:
     per_class = per_class_f1(results, settings.family_by)
     if per_class.empty:
@@ -295,7 +336,7 @@ def _per_class_section(results: pd.DataFrame, settings: ReportSettings,
     return [Section("Per-class F1", tuple(blocks))]
 
 
-def _significance_section(tests: pd.DataFrame, settings: ReportSettings, tag: Part,
+def _significance_section(tests: pd.DataFrame, settings: ReportSpec, tag: Part,
                           explain: bool = True) -> Section:
     labels = {name: t.label for name, t in stats.TESTS.items()}
     primary = labels[settings.primary_test]
@@ -355,7 +396,7 @@ def _significance_section(tests: pd.DataFrame, settings: ReportSettings, tag: Pa
 
 
 def _validation_section(
-    results: pd.DataFrame, settings: ReportSettings, fig_dir: Path, dpi: int,
+    results: pd.DataFrame, settings: ReportSpec, fig_dir: Path, dpi: int,
 ) -> list[Section]:
     """Per-epoch validation curves of fine-tuning (rows with a ``val_curve``), per family."""
     blocks: list[Table | Figure] = []
@@ -434,7 +475,7 @@ def _representation_section(entries: list[dict], fig_dir: Path, dpi: int) -> lis
 
 
 def _figures_section(
-    parts: list[Part], settings: ReportSettings, curves: pd.DataFrame,
+    parts: list[Part], settings: ReportSpec, curves: pd.DataFrame,
     histories: list[SearchHistory], fig_dir: Path, dpi: int,
 ) -> Section:
     blocks: list[Figure] = []
@@ -481,7 +522,7 @@ def _figures_section(
     return Section("Figures", tuple(blocks))
 
 
-def _distribution_section(results: pd.DataFrame, settings: ReportSettings, fig_dir: Path,
+def _distribution_section(results: pd.DataFrame, settings: ReportSpec, fig_dir: Path,
                           dpi: int) -> list[Section]:
     """In- vs out-of-distribution: every condition's metrics on every test set side by side,
     as a table and a figure per metric (Chaves et al.'s out-of-distribution evaluation)."""
@@ -497,23 +538,20 @@ def _distribution_section(results: pd.DataFrame, settings: ReportSettings, fig_d
         "holds.")]
     for metric in settings.metrics:
         table = across_test_sets(results, metric)
-        slug = f"test-sets-{slugify(metric)}"
-        blocks.append(Table(
-            slug=slug, title=f"{metric_label(metric)} on every test set",
-            caption=f"{metric_label(metric)} mean ± std (n) of each condition and protocol on "
-                    "each test set.",
-            data=table, display=distribution_display(table, test_sets)))
-        fig = plots.distribution_profile(table, metric,
-                                         f"{metric_label(metric)}: in vs out of distribution")
-        if fig is not None:
-            path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)
-            blocks.append(Figure(slug, f"{metric_label(metric)}: in vs out of distribution",
-                                 "Mean per test set (the in-distribution test split first); "
-                                 "error bars one standard deviation over runs.", path))
+        title = f"{metric_label(metric)}: in vs out of distribution"
+        blocks += _table_and_figure(
+            Table(slug=f"test-sets-{slugify(metric)}",
+                  title=f"{metric_label(metric)} on every test set",
+                  caption=f"{metric_label(metric)} mean ± std (n) of each condition and "
+                          "protocol on each test set.",
+                  data=table, display=distribution_display(table, test_sets)),
+            plots.distribution_profile(table, metric, title), title,
+            "Mean per test set (the in-distribution test split first); error bars one "
+            "standard deviation over runs.", fig_dir, dpi)
     return [Section("In and out of distribution", tuple(blocks))]
 
 
-def _budget_section(results: pd.DataFrame, settings: ReportSettings, fig_dir: Path,
+def _budget_section(results: pd.DataFrame, settings: ReportSpec, fig_dir: Path,
                     dpi: int) -> list[Section]:
     """Performance against the label budget per arm, with 95% confidence bands (a study whose
     conditions differ in their label budget: ``n_labels`` and ``arm`` columns)."""
@@ -522,18 +560,24 @@ def _budget_section(results: pd.DataFrame, settings: ReportSettings, fig_dir: Pa
         table = budget_table(results, metric)
         if table.empty:
             continue
-        slug = f"label-budgets-{slugify(metric)}"
-        blocks.append(Table(
-            slug=slug, title=f"{metric_label(metric)} against the label budget",
-            caption="Mean ± std over runs of each arm at each label budget (labelled training "
-                    "images, before oversampling), and the 95% confidence interval of the "
-                    "mean (Student's t).",
-            data=table, display=budget_display(table)))
-        fig = plots.budget_curves(table, metric,
-                                  f"{metric_label(metric)} against the label budget")
-        if fig is not None:
-            path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)
-            blocks.append(Figure(slug, f"{metric_label(metric)} against the label budget",
-                                 "Mean over runs per arm; the band is the 95% confidence "
-                                 "interval of the mean.", path))
+        title = f"{metric_label(metric)} against the label budget"
+        blocks += _table_and_figure(
+            Table(slug=f"label-budgets-{slugify(metric)}", title=title,
+                  caption="Mean ± std over runs of each arm at each label budget (labelled "
+                          "training images, before oversampling), and the 95% confidence "
+                          "interval of the mean (Student's t).",
+                  data=table, display=budget_display(table)),
+            plots.budget_curves(table, metric, title), title,
+            "Mean over runs per arm; the band is the 95% confidence interval of the mean.",
+            fig_dir, dpi)
     return [Section("Label budgets", tuple(blocks))] if blocks else []
+
+
+def _table_and_figure(table: Table, fig: Any, title: str, caption: str, fig_dir: Path,
+                      dpi: int) -> list[Table | Figure]:
+    """``table`` and, when ``fig`` (a matplotlib figure or None) exists, the figure saved as
+    ``<fig_dir>/<table.slug>.png`` under ``title`` and ``caption``."""
+    if fig is None:
+        return [table]
+    path = plots.save_png(fig, fig_dir / f"{table.slug}.png", dpi=dpi)
+    return [table, Figure(table.slug, title, caption, path)]

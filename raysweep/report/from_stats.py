@@ -24,16 +24,20 @@ from __future__ import annotations
 
 import itertools
 import math
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from raysweep.artefacts import atomic_write_text
+from raysweep.config import Comparison, Correction
 from raysweep.errors import DataError, OutputError, SpecError
 from raysweep.report import stats
-from raysweep.report.settings import CORRECTIONS, Comparison
-from raysweep.report.significance import apply_correction
+from raysweep.report.significance import apply_correction, null_hypothesis
+
+#: Multiple-testing corrections (names as in ``statsmodels.stats.multitest.multipletests``).
+CORRECTIONS = typing.get_args(Correction)
 
 DEFAULT_METRIC = "value"
 
@@ -139,7 +143,8 @@ def tests_from_stats(
                                           two["mean"], two["std"], int(two["n"]))
             rows.append({
                 "family": "from-stats", "metric": metric, "model_1": comp.model_1,
-                "model_2": comp.model_2, "alternative": comp.alternative, "null": comp.null,
+                "model_2": comp.model_2, "alternative": comp.alternative,
+                "null": null_hypothesis(comp.alternative),
                 "mean_1": one["mean"], "std_1": one["std"], "n_1": int(one["n"]),
                 "mean_2": two["mean"], "std_2": two["std"], "n_2": int(two["n"]),
                 "diff": one["mean"] - two["mean"], "cohens_d": d,
@@ -187,7 +192,7 @@ def report_from_stats(
 ) -> pd.DataFrame:
     """Run :func:`tests_from_stats` on a statistics CSV; with ``out``, write the result there
     as CSV (atomically). ``comparisons`` is a comparisons CSV path or a sequence of
-    :class:`Comparison` (or ``(model_1, model_2, alternative)`` tuples). Raises
+    :class:`raysweep.config.Comparison` (or ``(model_1, model_2, alternative)`` tuples). Raises
     :class:`~raysweep.errors.OutputError` before reading anything when ``out`` cannot be
     written (a directory, or an unwritable folder)."""
     if out is not None:

@@ -20,9 +20,13 @@ Choices (the paper is silent on all but the first):
   the paired one (Cohen's d_z, statsmodels' ``TTestPower``: seeds for a paired t-test) and the
   bootstrap resamples seed indices; otherwise both treat the runs as independent (Cohen's d,
   ``TTestIndPower``; each condition resampled on its own). Cohen's d is reported either way.
-- A comparison across families (``family_1`` / ``family_2``: e.g. a probe against a
-  fine-tuning) pairs runs by seed in the same way; all of them form one family of their own
-  for the correction (``across protocols``).
+- A comparison across families (the spec's ``protocol_1`` / ``protocol_2``: e.g. a probe
+  against a fine-tuning) pairs runs by seed in the same way; all of them form one family of
+  their own for the correction (``across protocols``).
+
+The comparisons are the experiment spec's own :class:`raysweep.config.Comparison`; a comparison's
+``protocol`` (or ``protocol_1`` / ``protocol_2``) names the family label it is tested in, which
+with the default ``family_by=("protocol",)`` is the protocol itself.
 """
 
 from __future__ import annotations
@@ -34,12 +38,42 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from raysweep.config import Comparison, ReportSpec
 from raysweep.errors import DataError, SpecError
 from raysweep.report import stats
-from raysweep.report.settings import Comparison, ReportSettings, cross_family
 
 CONDITION = "condition"
 SEED = "seed"
+
+
+def cross_family(family_by: Sequence[str]) -> str:
+    """The family label of every comparison across families (``protocol_1`` != ``protocol_2``):
+    ``across protocols`` with the default ``family_by``, else ``across families``."""
+    return "across protocols" if tuple(family_by) == ("protocol",) else "across families"
+
+
+def is_across(comp: Comparison) -> bool:
+    """Whether the two sides of ``comp`` come from different families."""
+    return comp.protocol_1 is not None and comp.protocol_1 != comp.protocol_2
+
+
+def declared_family(comp: Comparison) -> str | None:
+    """The one family a comparison within a family is tested in (None: every family holding
+    both conditions)."""
+    return comp.protocol or comp.protocol_1
+
+
+def side_label(comp: Comparison, side: int) -> str:
+    """``model_1`` / ``model_2`` (``side`` 1 or 2), with its family when the comparison is
+    across families (``simclr-100 (probe)``)."""
+    model, family = ((comp.model_1, comp.protocol_1) if side == 1
+                     else (comp.model_2, comp.protocol_2))
+    return f"{model} ({family})" if is_across(comp) else model
+
+
+def null_hypothesis(alternative: str) -> str:
+    """The null hypothesis of ``alternative`` in the paper's words (Tables 13, 14)."""
+    return "Model 1 <= Model 2" if alternative == "greater" else "Model 1 = Model 2"
 
 
 def family_label(key: Sequence[object]) -> str:
@@ -73,7 +107,7 @@ def plan_comparisons(
     if declared:
         present = set(conditions)
         return [c for c in declared if c.model_1 in present and c.model_2 in present
-                and (c.family or c.family_1) in (None, family)]
+                and declared_family(c) in (None, family)]
     return [Comparison(a, b, "two-sided") for a, b in itertools.combinations(conditions, 2)]
 
 
@@ -128,10 +162,9 @@ def is_paired_design(a: np.ndarray, b: np.ndarray, pairs: tuple[np.ndarray, np.n
     return len(pairs[0]) >= 2 and len(pairs[0]) == len(a) == len(b)
 
 
-def pairwise_tests(results: pd.DataFrame, settings: ReportSettings) -> pd.DataFrame:
+def pairwise_tests(results: pd.DataFrame, settings: ReportSpec) -> pd.DataFrame:
     """Run every planned comparison in every family, for each metric and test; then every
-    declared comparison across families (family :func:`~raysweep.report.settings.cross_family`:
-    ``across protocols``).
+    declared comparison across families (family :func:`cross_family`: ``across protocols``).
 
     Returns a long DataFrame with columns ``family``, the ``family_by`` columns (empty for
     comparisons across families), ``family_1``, ``family_2`` (the families the two sides come
@@ -152,8 +185,8 @@ def pairwise_tests(results: pd.DataFrame, settings: ReportSettings) -> pd.DataFr
     check_unique_runs(results, settings.family_by)
     _check_declared(results, settings.comparisons, settings.family_by)
 
-    within = [c for c in settings.comparisons if not c.across]
-    across = [c for c in settings.comparisons if c.across]
+    within = [c for c in settings.comparisons if not is_across(c)]
+    across = [c for c in settings.comparisons if is_across(c)]
     families = list(iter_families(results, settings.family_by))
     rows: list[dict[str, object]] = []
     for label, key, frame in families:
@@ -164,9 +197,9 @@ def pairwise_tests(results: pd.DataFrame, settings: ReportSettings) -> pd.DataFr
     frames = {label: frame for label, _, frame in families}
     empty_key = dict.fromkeys(settings.family_by)
     for metric, comp in itertools.product(settings.metrics, across):
-        rows += _compare(frames[comp.family_1], frames[comp.family_2], comp, metric,
-                         cross_family(settings.family_by), empty_key, comp.family_1,
-                         comp.family_2, settings)
+        rows += _compare(frames[comp.protocol_1], frames[comp.protocol_2], comp, metric,
+                         cross_family(settings.family_by), empty_key, comp.protocol_1,
+                         comp.protocol_2, settings)
     columns = [
         "family", *settings.family_by, "family_1", "family_2", "metric", "model_1", "model_2",
         "alternative", "null", "n_1", "n_2", "mean_1", "mean_2", "diff", "design", "ci_low",
@@ -179,7 +212,7 @@ def pairwise_tests(results: pd.DataFrame, settings: ReportSettings) -> pd.DataFr
 
 def _compare(
     frame_1: pd.DataFrame, frame_2: pd.DataFrame, comp: Comparison, metric: str, family: str,
-    key: dict, family_1: str, family_2: str, settings: ReportSettings,
+    key: dict, family_1: str, family_2: str, settings: ReportSpec,
 ) -> list[dict[str, object]]:
     """The rows (one per test) of one comparison: ``model_1``'s runs in ``frame_1`` against
     ``model_2``'s in ``frame_2``."""
@@ -204,7 +237,7 @@ def _compare(
     common = {
         "family": family, **key, "family_1": family_1, "family_2": family_2, "metric": metric,
         "model_1": comp.model_1, "model_2": comp.model_2,
-        "alternative": comp.alternative, "null": comp.null,
+        "alternative": comp.alternative, "null": null_hypothesis(comp.alternative),
         "n_1": len(a), "n_2": len(b),
         "mean_1": a.mean() if len(a) else math.nan,
         "mean_2": b.mean() if len(b) else math.nan,
@@ -278,7 +311,7 @@ def _check_declared(
                for label, _, frame in iter_families(results, family_by)}
     families = set(members)
     for comp in declared:
-        for family in (comp.family, comp.family_1, comp.family_2):
+        for family in (comp.protocol, comp.protocol_1, comp.protocol_2):
             if family is not None and family not in families:
                 raise SpecError(
                     f"report comparison {comp.model_1!r} vs {comp.model_2!r}: family "
@@ -290,10 +323,11 @@ def _check_declared(
                     f"report comparison {comp.model_1!r} vs {comp.model_2!r}: condition "
                     f"{model!r} is not in the results table (known: {sorted(known)})"
                 )
-        if comp.across:
-            for model, family in ((comp.model_1, comp.family_1), (comp.model_2, comp.family_2)):
+        if is_across(comp):
+            for model, family in ((comp.model_1, comp.protocol_1),
+                                  (comp.model_2, comp.protocol_2)):
                 if model not in members[family]:
                     raise SpecError(
-                        f"report comparison {comp.label(1)} vs {comp.label(2)}: condition "
+                        f"report comparison {side_label(comp, 1)} vs {side_label(comp, 2)}: condition "
                         f"{model!r} has no runs in family {family!r}"
                     )

@@ -29,7 +29,7 @@ PER_CLASS_F1_PREFIX = "f1/"
 SUPPORT_PREFIX = "support/"
 
 
-def condition_keys(results: pd.DataFrame) -> list[str]:
+def condition_key_columns(results: pd.DataFrame) -> list[str]:
     """The :data:`CONDITION_KEYS` present in ``results``."""
     return [c for c in CONDITION_KEYS if c in results.columns]
 
@@ -51,7 +51,8 @@ def summary_table(
     if missing:
         raise DataError(f"results table has no metric column(s) {missing}")
     grouped = results.groupby(keys, sort=False, dropna=False)
-    out = grouped[condition_keys(results)].first() if condition_keys(results) else None
+    labels = condition_key_columns(results)
+    out = grouped[labels].first() if labels else None
     parts = []
     for metric in metrics:
         agg = grouped[metric].agg(["mean", "std", "count"])

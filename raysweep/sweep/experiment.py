@@ -177,11 +177,11 @@ def stored_state(spec: ExperimentSpec) -> str:
 
 def write_experiment_report(spec: ExperimentSpec) -> AnyPath | None:
     """The report stage: ``report.html`` from ``results.parquet`` (None when no rows)."""
-    from raysweep.sweep.report_stage import report_settings, write_report_at
+    from raysweep.sweep.report_stage import write_report_at
 
     if not ResultsStore(spec.directory).parquet_path.is_file() and not spec.search:
         return None
-    return write_report_at(spec.directory, settings=report_settings(spec.report)).html
+    return write_report_at(spec.directory, settings=spec.report).html
 
 
 def run_experiment(spec: ExperimentSpec) -> RunSummary:

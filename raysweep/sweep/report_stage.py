@@ -1,5 +1,5 @@
-"""The report stage: the experiment spec's ``report:`` section as the report's settings, and the
-report written wherever the experiment lives (a local folder or an object store)."""
+"""The report stage: the report written wherever the experiment lives (a local folder or an
+object store), with the experiment spec's ``report:`` section as its settings."""
 
 from __future__ import annotations
 
@@ -8,37 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from raysweep.config import ReportSpec
 from raysweep.storage import AnyPath, StoragePath, copy_tree
 
 #: Parts of an experiment the report never reads (large, or not results): not copied to the
 #: local folder a report of an object-store experiment is made in.
 _NOT_REPORT_INPUTS = ("rows", "checkpoints", "tune", "report")
-
-
-def report_settings(spec: ReportSpec):
-    """:class:`raysweep.report.ReportSettings` with the values of ``spec``.
-
-    A comparison declared for one protocol is tested in that protocol's family only; one without
-    a protocol in every family holding both conditions; one with ``protocol_1`` and
-    ``protocol_2`` across those two families (``family_by`` is then ``[protocol]``).
-    """
-    from raysweep.report import Comparison, ReportSettings
-
-    return ReportSettings(
-        metrics=spec.metrics,
-        comparisons=tuple(Comparison(c.model_1, c.model_2, c.alternative, family=c.protocol,
-                                     family_1=c.protocol_1, family_2=c.protocol_2)
-                          for c in spec.comparisons),
-        family_by=spec.family_by,
-        correction=spec.correction,
-        alpha=spec.alpha,
-        tests=spec.tests,
-        primary_test=spec.primary_test,
-        bootstrap_resamples=spec.bootstrap_resamples,
-        bootstrap_seed=spec.bootstrap_seed,
-        power=spec.power,
-    )
 
 
 def _report_input(parts: tuple[str, ...]) -> bool:

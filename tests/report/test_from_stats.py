@@ -10,8 +10,9 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
+from raysweep.cli import main
 from raysweep.errors import DataError
-from raysweep.report import cli_main, report_from_stats
+from raysweep.report import report_from_stats
 
 # docs/protocol.md's test vector, and the paper's Table 6 (linear probe) accuracies.
 VECTOR = "model,mean,std,n\nSSL+I+SSL_p,0.69112,0.011,35\nSSL,0.65701,0.021,35\n"
@@ -37,7 +38,7 @@ def test_protocol_test_vector_via_cli(tmp_path: Path, capsys) -> None:
     comparisons = _write(tmp_path / "comparisons.csv",
                          "model_1,model_2,alternative\nSSL+I+SSL_p,SSL,greater\n")
     out = tmp_path / "tests.csv"
-    assert cli_main(["--from-stats", str(table), "--comparisons", str(comparisons),
+    assert main(["report", "--from-stats", str(table), "--comparisons", str(comparisons),
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "1.0986e-11" in printed and "Model 1 ≤ Model 2" in printed
@@ -91,11 +92,11 @@ def test_bad_inputs_exit_2_and_write_nothing(tmp_path: Path, capsys) -> None:
     table = _write(tmp_path / "stats.csv", VECTOR)
     out = tmp_path / "tests.csv"
     bad = _write(tmp_path / "c.csv", "model_1,model_2\nSSL,nobody\n")
-    assert cli_main(["--from-stats", str(table), "--comparisons", str(bad),
+    assert main(["report", "--from-stats", str(table), "--comparisons", str(bad),
                      "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "'nobody'" in err and len(err.splitlines()) == 1
     assert not out.exists()
-    assert cli_main(["--from-stats", str(tmp_path / "missing.csv")]) == 2
+    assert main(["report", "--from-stats", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
-    assert cli_main([]) == 2
+    assert main(["report"]) == 2

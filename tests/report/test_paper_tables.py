@@ -13,7 +13,6 @@ import pytest
 from raysweep.config import load_spec
 from raysweep.report import write_report
 from raysweep.sweep.plan import condition_settings, eval_trials
-from raysweep.sweep.report_stage import report_settings
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 LE, EQ = "Model 1 <= Model 2", "Model 1 = Model 2"
@@ -90,9 +89,8 @@ def report_rows(tmp_path: Path, spec, results: pd.DataFrame) -> dict[str, list[t
     per comparison in the table's order (the spec's first metric and primary test only, to
     keep the test fast: every metric and test has the same rows)."""
     results.to_parquet(tmp_path / "results.parquet", index=False)
-    settings = report_settings(spec.report.replace(
-        bootstrap_resamples=100, metrics=spec.report.metrics[:1],
-        tests=[spec.report.primary_test]))
+    settings = spec.report.replace(bootstrap_resamples=100, metrics=spec.report.metrics[:1],
+                                   tests=[spec.report.primary_test])
     paths = write_report(tmp_path, settings=settings, dpi=20)
     tables = {}
     for slug, files in paths.tables.items():

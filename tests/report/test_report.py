@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raysweep.cli import main
+from raysweep.config import Comparison, ReportSpec
 from raysweep.errors import DataError
-from raysweep.report import ReportSettings, cli_main, write_report
+from raysweep.report import write_report
 from raysweep.report.stats import TESTS
 
 CONDITIONS = ("SL", "SSL", "SSL+I+SSL_p")
-SETTINGS = ReportSettings(bootstrap_resamples=200)
+SETTINGS = ReportSpec(bootstrap_resamples=200)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -148,25 +150,25 @@ def test_optional_parts_absent(tmp_path: Path) -> None:
     results.drop(columns=["lr_finder", "f1/melanoma", "f1/nevus"]).to_parquet(
         experiment / "results.parquet")
     paths = write_report(experiment, out_dir=tmp_path / "out",
-                         settings=ReportSettings(metrics=("accuracy",), tests=("welch",),
-                                                 bootstrap_resamples=200), dpi=30)
+                         settings=ReportSpec(metrics=("accuracy",), tests=("welch",),
+                                             bootstrap_resamples=200), dpi=30)
     assert [p.name for p in paths.figures] == ["box-accuracy.png"]
     assert not any(slug.startswith("per-class") for slug in paths.tables)
     assert "Per-class" not in paths.markdown.read_text()
 
 
 def test_cli_errors_name_the_file(tmp_path: Path, capsys) -> None:
-    assert cli_main([str(tmp_path / "nowhere")]) == 2
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "results.parquet").write_bytes(b"not parquet")
-    assert cli_main([str(tmp_path / "exp")]) == 2
+    assert main(["report", str(tmp_path / "exp")]) == 2
     assert "results.parquet" in capsys.readouterr().err
     assert not (tmp_path / "exp" / "report").exists()
     bad = make_experiment(tmp_path / "bad")
     (bad / "pretrain" / "0a1b2c" / "metrics.jsonl").write_text("{oops\n{}\n")
     with pytest.raises(DataError, match="metrics.jsonl line 1"):
-        write_report(bad, settings=ReportSettings(tests=("welch",), bootstrap_resamples=200))
+        write_report(bad, settings=ReportSpec(tests=("welch",), bootstrap_resamples=200))
     assert not (bad / "report").exists()  # inputs are read before anything is written
 
 
@@ -188,17 +190,15 @@ def representations_file(root: Path) -> list[dict]:
 
 
 def test_logistic_protocol_representations_and_cross_protocol_comparison(tmp_path) -> None:
-    from raysweep.report.settings import Comparison
-
     experiment = make_experiment(tmp_path / "exp", optional_parts=False)
     results = pd.read_parquet(experiment / "results.parquet")
     logistic = results[results.protocol == "probe"].assign(protocol="logistic")
     logistic["accuracy"] += 0.05
     pd.concat([results, logistic]).to_parquet(experiment / "results.parquet")
     entries = representations_file(experiment)
-    settings = ReportSettings(bootstrap_resamples=200, tests=("welch", "paired_t"), comparisons=(
+    settings = ReportSpec(bootstrap_resamples=200, tests=("welch", "paired_t"), comparisons=(
         Comparison("SSL", "SL", "greater"),
-        Comparison("SSL", "SL", "greater", family_1="logistic", family_2="finetune")))
+        Comparison("SSL", "SL", "greater", protocol_1="logistic", protocol_2="finetune")))
     paths = write_report(experiment, settings=settings, dpi=30)
     markdown = paths.markdown.read_text(encoding="utf-8")
     # the logistic protocol beside the paper's

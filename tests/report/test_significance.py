@@ -12,10 +12,15 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
+from raysweep.config import Comparison, ReportSpec
 from raysweep.errors import DataError, SpecError
 from raysweep.report import stats
-from raysweep.report.settings import ReportSettings
-from raysweep.report.significance import apply_correction, pairwise_tests
+from raysweep.report.significance import (
+    apply_correction,
+    is_across,
+    pairwise_tests,
+    side_label,
+)
 
 CONDITIONS = tuple("ABCDEFGH")
 PLANTED = "H"
@@ -39,7 +44,7 @@ def planted() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Seed 0: the 21 null pairs hold raw false positives, and every Holm-adjusted null p is
     far from alpha (min 0.38 over all tests and metrics), so the assertions are not luck."""
     table = planted_table(seed=0)
-    holm = pairwise_tests(table, ReportSettings(correction="holm", bootstrap_resamples=200))
+    holm = pairwise_tests(table, ReportSpec(correction="holm", bootstrap_resamples=200))
     out = {"holm": holm}
     for correction in ("fdr_bh", "none"):  # the same tests, corrected differently
         out[correction] = apply_correction(holm.drop(columns=["p_adjusted", "reject", "flagged"]),
@@ -114,7 +119,7 @@ def test_paired_tests_join_on_seed() -> None:
     a = pd.DataFrame({"condition": "A", "seed": np.arange(0, 12), "accuracy": rng.random(12)})
     b = pd.DataFrame({"condition": "B", "seed": np.arange(3, 15), "accuracy": rng.random(12)})
     table = pd.concat([a, b.iloc[::-1]]).assign(protocol="probe")
-    tests = pairwise_tests(table, ReportSettings(metrics=("accuracy",), bootstrap_resamples=200))
+    tests = pairwise_tests(table, ReportSpec(metrics=("accuracy",), bootstrap_resamples=200))
     common = a.merge(b, on="seed")
     paired = tests.set_index("test").loc["paired_t"]
     assert paired.n_pairs == 9
@@ -126,8 +131,9 @@ def test_paired_tests_join_on_seed() -> None:
 
 def test_declared_one_sided_comparisons() -> None:
     table = planted_table(seed=1)
-    settings = ReportSettings(comparisons=(("H", "A", "greater"), ("A", "B", "two-sided")),
-                              bootstrap_resamples=200)
+    settings = ReportSpec(comparisons=(Comparison("H", "A", "greater"),
+                                       Comparison("A", "B", "two-sided")),
+                          bootstrap_resamples=200)
     tests = pairwise_tests(table, settings)
     welch = tests[(tests.test == "welch") & (tests.metric == "accuracy")].set_index("model_1")
     assert list(welch.index) == ["H", "A"]
@@ -142,7 +148,7 @@ def test_declared_one_sided_comparisons() -> None:
 def test_families_are_corrected_separately() -> None:
     table = pd.concat([planted_table(seed=1).assign(protocol="probe"),
                        planted_table(seed=2, shift=0.0).assign(protocol="finetune")])
-    settings = ReportSettings(metrics=("accuracy",), tests=("welch",), bootstrap_resamples=200)
+    settings = ReportSpec(metrics=("accuracy",), tests=("welch",), bootstrap_resamples=200)
     tests = pairwise_tests(table, settings)
     assert set(tests.family) == {"probe", "finetune"}
     part = tests[(tests.family == "finetune") & (tests.metric == "accuracy")
@@ -151,37 +157,37 @@ def test_families_are_corrected_separately() -> None:
                                multipletests(part.p_value, method="holm")[1], rtol=1e-12)
     assert not tests[tests.family == "finetune"].flagged.any()
     # a comparison declared for one family is tested there only
-    declared = ReportSettings(metrics=("accuracy",), tests=("welch",), bootstrap_resamples=200,
-                              comparisons=(("H", "A", "greater", "probe"), ("B", "C")))
+    declared = ReportSpec(metrics=("accuracy",), tests=("welch",), bootstrap_resamples=200,
+                          comparisons=(Comparison("H", "A", "greater", "probe"),
+                                       Comparison("B", "C")))
     tests = pairwise_tests(table, declared)
     assert sorted(zip(tests.family, tests.model_1, strict=True)) == [
         ("finetune", "B"), ("probe", "B"), ("probe", "H")]
-    with pytest.raises(SpecError, match="'linear'"):
-        pairwise_tests(table, ReportSettings(comparisons=(("H", "A", "greater", "linear"),)))
+    with pytest.raises(SpecError, match="family 'logistic' is not in the results table"):
+        pairwise_tests(table, ReportSpec(comparisons=(Comparison("H", "A", "greater",
+                                                                 "logistic"),)))
 
 
 def test_bad_inputs_name_the_fault() -> None:
     table = planted_table(seed=1, n_seeds=4)
     with pytest.raises(SpecError, match="'Z'"):
-        pairwise_tests(table, ReportSettings(comparisons=(("A", "Z", "greater"),)))
+        pairwise_tests(table, ReportSpec(comparisons=(Comparison("A", "Z", "greater"),)))
     with pytest.raises(DataError, match="more than one row"):
-        pairwise_tests(pd.concat([table, table.iloc[:1]]), ReportSettings())
+        pairwise_tests(pd.concat([table, table.iloc[:1]]), ReportSpec())
     with pytest.raises(DataError, match="auc_ovr"):
-        pairwise_tests(table, ReportSettings(metrics=("auc_ovr",)))
+        pairwise_tests(table, ReportSpec(metrics=("auc_ovr",)))
     disjoint = table[table.condition.isin(["A", "B"])].copy()
     disjoint.loc[disjoint.condition == "B", "seed"] += 100
     with pytest.raises(DataError, match="share no seed"):
-        pairwise_tests(disjoint, ReportSettings(bootstrap_resamples=200))
-    with pytest.raises(SpecError, match="alternative"):
-        ReportSettings(comparisons=(("A", "B", "less"),))
+        pairwise_tests(disjoint, ReportSpec(bootstrap_resamples=200))
+    with pytest.raises(SpecError, match="alternative: must be one of 'greater', 'two-sided'"):
+        ReportSpec(comparisons=({"model_1": "A", "model_2": "B", "alternative": "less"},))
 
 
 def test_cross_protocol_comparison_pairs_rows_by_seed() -> None:
     """SimCLR probed against a baseline fine-tuned: the two sides come from different families,
     rows in any order, some seeds on one side only; paired tests use the common seeds aligned
     by seed, and the comparison is corrected in a family of its own."""
-    from raysweep.report.settings import Comparison
-
     rng = np.random.default_rng(5)
     seed_effect = rng.normal(0, 0.02, 14)
     rows = []
@@ -193,9 +199,9 @@ def test_cross_protocol_comparison_pairs_rows_by_seed() -> None:
                   "accuracy": 0.7 + shift + seed_effect[s] + rng.normal(0, 0.003)}
                  for s in seeds]
     table = pd.DataFrame(rows).sample(frac=1.0, random_state=1).reset_index(drop=True)
-    settings = ReportSettings(metrics=("accuracy",), bootstrap_resamples=500, comparisons=(
-        Comparison("simclr", "baseline", "greater", family_1="probe", family_2="finetune"),
-        Comparison("simclr", "simclr", "two-sided", family_1="probe", family_2="finetune")))
+    settings = ReportSpec(metrics=("accuracy",), bootstrap_resamples=500, comparisons=(
+        Comparison("simclr", "baseline", "greater", protocol_1="probe", protocol_2="finetune"),
+        Comparison("simclr", "simclr", "two-sided", protocol_1="probe", protocol_2="finetune")))
     tests = pairwise_tests(table, settings)
     assert set(tests.family) == {"across protocols"}  # only cross comparisons declared
     first = tests[(tests.model_2 == "baseline")].set_index("test")
@@ -226,13 +232,13 @@ def test_cross_protocol_comparison_pairs_rows_by_seed() -> None:
     np.testing.assert_allclose(adjusted, multipletests(p, method="holm")[1], rtol=1e-12)
 
     with pytest.raises(SpecError, match="no runs in family 'probe'"):
-        pairwise_tests(table, ReportSettings(metrics=("accuracy",), comparisons=(
-            Comparison("baseline", "simclr", family_1="probe", family_2="finetune"),)))
+        pairwise_tests(table, ReportSpec(metrics=("accuracy",), comparisons=(
+            Comparison("baseline", "simclr", protocol_1="probe", protocol_2="finetune"),)))
 
 
 def test_paired_design_within_a_family_uses_paired_power_and_bootstrap() -> None:
     table = planted_table(seed=3, n_seeds=8)
-    tests = pairwise_tests(table, ReportSettings(metrics=("accuracy",), tests=("welch",),
+    tests = pairwise_tests(table, ReportSpec(metrics=("accuracy",), tests=("welch",),
                                                  bootstrap_resamples=300))
     assert set(tests.design) == {"paired"}
     row = tests[(tests.model_1 + tests.model_2).isin(["AH", "HA"])].iloc[0]
@@ -242,7 +248,7 @@ def test_paired_design_within_a_family_uses_paired_power_and_bootstrap() -> None
                                           rel=1e-12)
     # unequal seed sets: independent design, Cohen's d and TTestIndPower
     partial = table[~((table.condition == "A") & (table.seed == 0))]
-    tests = pairwise_tests(partial, ReportSettings(metrics=("accuracy",), tests=("welch",),
+    tests = pairwise_tests(partial, ReportSpec(metrics=("accuracy",), tests=("welch",),
                                                    bootstrap_resamples=300))
     row = tests[(tests.model_1 + tests.model_2).isin(["AH", "HA"])].iloc[0]
     assert row.design == "independent" and math.isnan(row.cohens_dz)
@@ -250,23 +256,22 @@ def test_paired_design_within_a_family_uses_paired_power_and_bootstrap() -> None
 
 
 def test_cross_protocol_comparisons_in_the_spec() -> None:
-    from raysweep.config import Comparison as SpecComparison
-    from raysweep.config import ReportSpec
-    from raysweep.sweep.report_stage import report_settings
-
-    spec = ReportSpec(comparisons=(SpecComparison(
+    spec = ReportSpec(comparisons=(Comparison(
         model_1="simclr-100", protocol_1="probe", model_2="supervised-baseline-100",
         protocol_2="finetune"),))
-    [comp] = report_settings(spec).comparisons
-    assert (comp.family_1, comp.family_2, comp.across) == ("probe", "finetune", True)
-    assert comp.label(1) == "simclr-100 (probe)"
+    [comp] = spec.comparisons
+    assert is_across(comp) and side_label(comp, 1) == "simclr-100 (probe)"
+    assert side_label(comp, 2) == "supervised-baseline-100 (finetune)"
+    # one protocol for both sides is a comparison within that protocol's family
+    within = Comparison(model_1="a", model_2="b", protocol_1="probe", protocol_2="probe")
+    assert not is_across(within) and side_label(within, 1) == "a"
     with pytest.raises(SpecError, match="protocol_2: give protocol_1 and protocol_2 together"):
-        SpecComparison(model_1="a", model_2="b", protocol_1="probe")
+        Comparison(model_1="a", model_2="b", protocol_1="probe")
     with pytest.raises(SpecError, match="not both"):
-        SpecComparison(model_1="a", model_2="b", protocol="probe", protocol_1="probe",
+        Comparison(model_1="a", model_2="b", protocol="probe", protocol_1="probe",
                        protocol_2="finetune")
     with pytest.raises(SpecError, match="itself"):
-        SpecComparison(model_1="a", model_2="a", protocol_1="probe", protocol_2="probe")
+        Comparison(model_1="a", model_2="a", protocol_1="probe", protocol_2="probe")
     with pytest.raises(SpecError, match="family_by"):
         ReportSpec(family_by=("protocol", "initial"), comparisons=spec.comparisons)
     # a side whose condition is not evaluated under its protocol, named in one line
