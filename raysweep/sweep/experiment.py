@@ -78,7 +78,7 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
     """Compute the evaluate stage's missing rows with a fresh Tuner (the caller holds the
     lock), then the missing representation analyses; say how many stored rows no longer match
     the spec."""
-    from raysweep.sweep.evaluate_stage import build_tuner, remove_old_tune_state
+    from raysweep.sweep.evaluate_stage import evaluation_tuners, remove_old_tune_state
     from raysweep.sweep.failures import evaluation_failure
     from raysweep.sweep.identity import identify_trials, planned_refs
     from raysweep.sweep.representation_stage import run_representation_stage
@@ -95,9 +95,9 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
               f"stay in {store.rows_dir} but are left out of the results", flush=True)
     if before.missing:
         remove_old_tune_state(spec)
-        results = build_tuner(spec, trials).fit()
-        if (failure := evaluation_failure(results)) is not None:
-            raise failure  # one line: the trial's error, its name and log (--debug: all)
+        for tuner in evaluation_tuners(spec, trials):  # a measuring pass first, when needed
+            if (failure := evaluation_failure(tuner.fit())) is not None:
+                raise failure  # one line: the trial's error, its name and log (--debug: all)
     run_representation_stage(spec)  # once per encoder; writes representations.json
     return EvaluateOutcome(refs, len(before.missing) - len(store.status(refs).missing))
 
