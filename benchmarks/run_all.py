@@ -108,8 +108,9 @@ def _estimate(r: dict[str, Any]) -> tuple[str, str]:
                f"{pre['real_wall_s']:.0f} s; evaluate wall: estimated {ev['estimated_wall_s']:.0f}"
                f" s, real {ev['real_wall_s']:.0f} s; trial time: estimated "
                f"{ev['estimated_trial_s']:.0f} s, real {ev['real_trial_s']:.0f} s")
-    return numbers, (f"real / estimated: pretrain {pre['real_wall_s'] / pre['estimated_wall_s']:.2f}x"
-                     f", evaluate {ev['real_wall_s'] / ev['estimated_wall_s']:.2f}x, trial time "
+    pre_ratio = pre["real_wall_s"] / pre["estimated_wall_s"]
+    return numbers, (f"real / estimated: pretrain {pre_ratio:.2f}x, evaluate "
+                     f"{ev['real_wall_s'] / ev['estimated_wall_s']:.2f}x, trial time "
                      f"{ev['real_trial_s'] / ev['estimated_trial_s']:.2f}x")
 
 

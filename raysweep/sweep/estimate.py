@@ -18,7 +18,9 @@ Two ingredients, multiplied:
     encoder is frozen; batched probes once for all seeds), the logistic protocol one forward pass
     over its images; then ``(1 + tta_views) x ceil(test / batch_size)`` forward steps of testing.
 
-A stage's wall time packs its runs into the plan's slots: pre-training wave by wave (each wave
+Ray's own start-up (a Ray Train worker group, actors, scheduling) and data loading are not
+counted: on a small study they dominate (``benchmarks/BENCHMARKS.md``), on a long one the steps
+do. A stage's wall time packs its runs into the plan's slots: pre-training wave by wave (each wave
 ``ceil(runs / concurrent runs)`` times its longest run), evaluation trials as ``max(longest
 trial, total / slots)``. Device-hours are run time x the run's devices: GPU-hours when the stage
 uses GPUs (a trial's GPU share, a run's whole GPUs), else CPU-hours (its CPUs). Trials that share
@@ -268,5 +270,6 @@ def describe_estimates(plan: Plan, timer: Timer | None = None) -> str:
                           f"{u}-hours" for u in units)
         lines.append(f"estimate total: {hours}, wall "
                      f"{format_duration(sum(e.wall_s for e in estimates))} (step times measured "
-                     f"on this machine's {device}; the search stage is not estimated)")
+                     f"on this machine's {device}; Ray's start-up and the search stage are not "
+                     "counted)")
     return "\n".join(lines)
