@@ -102,6 +102,18 @@ def _chaos(r: dict[str, Any]) -> tuple[str, str]:
             f"{r['rows_equal']}", f"chaos / reference wall = {r['ratio']:.2f}x")
 
 
+def _estimate(r: dict[str, Any]) -> tuple[str, str]:
+    pre, ev = r["pretrain"], r["evaluate"]
+    numbers = (f"pretrain wall: estimated {pre['estimated_wall_s']:.0f} s, real "
+               f"{pre['real_wall_s']:.0f} s; evaluate wall: estimated {ev['estimated_wall_s']:.0f}"
+               f" s, real {ev['real_wall_s']:.0f} s; trial time: estimated "
+               f"{ev['estimated_trial_s']:.0f} s, real {ev['real_trial_s']:.0f} s")
+    pre_ratio = pre["real_wall_s"] / pre["estimated_wall_s"]
+    return numbers, (f"real / estimated: pretrain {pre_ratio:.2f}x, evaluate "
+                     f"{ev['real_wall_s'] / ev['estimated_wall_s']:.2f}x, trial time "
+                     f"{ev['real_trial_s'] / ev['estimated_trial_s']:.2f}x")
+
+
 ONE_THREAD = (("OMP_NUM_THREADS", "1"),)
 BENCHMARKS = (
     Benchmark("vs_lightly", "bench_vs_lightly.py", ("--rounds", "4", "--steps", "1"), ONE_THREAD,
@@ -113,6 +125,7 @@ BENCHMARKS = (
     Benchmark("decode", "bench_decode.py", ("--images", "2000", "--size", "256", "--repeat", "2"),
               (), _decode),
     Benchmark("chaos", "bench_chaos.py", (), ONE_THREAD, _chaos),
+    Benchmark("estimate", "bench_estimate.py", (), ONE_THREAD, _estimate),
 )
 
 

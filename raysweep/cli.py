@@ -152,13 +152,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from raysweep import api
 
-    if args.dry_run:
+    if args.dry_run or args.estimate:
         from raysweep.sweep.experiment import stored_state
 
         spec = api.load(args.spec)
-        print(api.plan(spec).describe(verbose=args.verbosity == 2))
+        plan = api.plan(spec)
+        print(plan.describe(verbose=args.verbosity == 2))
         api.check(args.spec)  # the files' problems, after the plan they concern
         print(stored_state(spec))
+        if args.estimate:
+            from raysweep.sweep.estimate import describe_estimates
+
+            print(describe_estimates(plan))
         return EXIT_OK
     summary = api.run(args.spec)
     print(summary.one_line())
@@ -278,6 +283,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                      help="print the plan (stages, trials, resources), check the spec's files, "
                           "run nothing (with --verbose: every run's resolved fields that differ "
                           "from the defaults)")
+    run.add_argument("--estimate", action="store_true",
+                     help="with the plan (implies --dry-run): GPU- or CPU-hours and wall time "
+                          "of each stage, from a few timed steps per encoder on this machine")
 
 
 def _add_status(sub: argparse._SubParsersAction) -> None:

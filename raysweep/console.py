@@ -90,10 +90,13 @@ def tune_verbosity() -> int:
 
 
 def ray_log_level() -> str:
-    """Level of Ray Train's console logs: ``RAYSWEEP_RAY_LOG_LEVEL`` when set, else INFO with
-    ``--verbose`` and WARNING otherwise (its per-epoch INFO lines would drown the progress)."""
-    return os.environ.get("RAYSWEEP_RAY_LOG_LEVEL") or ("INFO" if verbosity() >= VERBOSE
-                                                        else "WARNING")
+    """Level of Ray Train's console logs: ``RAYSWEEP_RAY_LOG_LEVEL`` when set
+    (:mod:`raysweep.sweep.defaults`), else INFO with ``--verbose`` and WARNING otherwise (its
+    per-epoch INFO lines would drown the progress)."""
+    from raysweep.sweep.defaults import RAY_LOG_LEVEL_ENV
+
+    return os.environ.get(RAY_LOG_LEVEL_ENV) or ("INFO" if verbosity() >= VERBOSE
+                                                 else "WARNING")
 
 
 def plural(count: int, noun: str) -> str:

@@ -718,6 +718,10 @@ class ResourcesSpec(Spec):
     gpus_per_trial: float | None = spec_field(
         None, checks=(_between(0.0, 1.0),), doc="fraction of a GPU per single-process trial")
     max_concurrent_trials: int | None = spec_field(None, checks=(_positive,), doc="cap")
+    gpu_memory_margin: float = spec_field(
+        1.25, checks=(_between(1.0, 10.0),),
+        doc="unset gpus_per_trial: each kind of trial's GPU share is 1 / floor(device memory / "
+            "(its measured peak x this margin))")
 
 
 @dataclass(frozen=True)

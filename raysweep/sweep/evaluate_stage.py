@@ -28,7 +28,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from raysweep.artefacts import atomic_torch_save, provenance, stable_hash
@@ -36,16 +36,20 @@ from raysweep.config import IN_DISTRIBUTION, EncoderCondition, ExperimentSpec
 from raysweep.errors import RaysweepError
 from raysweep.seeding import torch_generator
 from raysweep.storage import AnyPath, ray_storage, remove_tree, torch_load
+from raysweep.sweep.defaults import CHECKPOINT_INTERVAL_S, TRIAL_MAX_FAILURES
+from raysweep.sweep.gpu_memory import (
+    MemoryMeasurement,
+    measuring_peak,
+    read_measurements,
+    write_measurement,
+)
 from raysweep.sweep.identity import identify_trials, planned_refs, trial_refs
-from raysweep.sweep.plan import EvalTrial, condition_settings, make_plan
+from raysweep.sweep.plan import EvalTrial, Plan, condition_settings, make_plan, trial_kind
 from raysweep.sweep.results import TEST_SET_COLUMN, ResultsStore, RowKey, RowRef
 
 #: Metrics a trial reports to Tune (means over its seeds).
 REPORTED_METRICS = ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy")
 
-#: Minimum seconds between two epoch checkpoints of a fine-tuning run (a ResNet-50 with its
-#: Adam state is ~300 MB: checkpoint long runs, not the short ones).
-CHECKPOINT_INTERVAL_S = float(os.environ.get("RAYSWEEP_CHECKPOINT_INTERVAL_S", "120"))
 CHECKPOINT_DIR = "checkpoints"
 TUNE_DIR = "tune"
 
@@ -145,67 +149,99 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
     (they are computed here). Fine-tuning runs checkpoint every ``checkpoint_interval_s``
     (default :data:`CHECKPOINT_INTERVAL_S`) and continue from their checkpoint."""
     from raysweep.data import load_dataset
-    from raysweep.evaluate import finetune, logistic_probe, probe
     from raysweep.evaluate.external import load_externals
 
     assert spec.evaluate is not None
-    if not trial.row_ids:
-        [trial] = identify_trials(spec, (trial,))
-    refs = trial_refs(trial)
-    unknown = [ref for ref in refs if ref.row_id is None]
-    if unknown:
-        raise RaysweepError(f"condition {trial.condition}: its encoder "
-                            f"{condition_by_name(spec, trial.condition).encoder.weights} does "
-                            "not exist yet (run the pretrain stage first)")
+    refs = _identified_refs(spec, trial)
     store = ResultsStore(spec.directory)
     todo = {ref.key: ref for ref in refs if not store.has(ref)}
     if todo:
         cond = condition_by_name(spec, trial.condition)
-        settings = condition_settings(spec.evaluate.settings, cond)
         dataset = load_dataset(cond.data or spec.evaluate.data, progress=progress)
-        train, test = dataset.labelled("train"), dataset.labelled("test")
         needed = {key.test_set for key in todo}
         externals = load_externals([t for t in spec.evaluate.test_sets if t.name in needed],
                                    cond.data or spec.evaluate.data, dataset.classes,
                                    progress=progress)
-        training = {ref.key.seed: ref for ref in refs if ref.key.test_set == IN_DISTRIBUTION}
-        seeds = sorted({key.seed for key in todo})
-
-        common = {"condition": cond.name, "spec_hash": stable_hash(spec),
-                  **_provenance_columns()}
-
-        def store_run(row: dict[str, Any]) -> None:
-            """Store the rows of one training run that are missing."""
-            seed = int(row["seed"])
-            run = {**common, "run_id": uuid.uuid4().hex}
-            if trial.test_sets:
-                run["training_id"] = training[seed].row_id
-            for test_set, part in split_by_test_set(row).items():
-                ref = todo.get(RowKey(trial.condition, trial.protocol, seed, test_set))
-                if ref is not None:
-                    _store_row(store, part, run, ref)
-
+        run = _TrialRun(spec, trial, cond, dataset, externals, refs, todo, store, device)
         if trial.protocol in ("probe", "logistic"):
-            run = probe if trial.protocol == "probe" else logistic_probe
-            for row in run(condition_encoder(spec, cond), train, test, settings=settings,
-                           seeds=seeds, class_names=dataset.classes, device=device,
-                           test_sets=externals):
-                store_run(row)
+            run.probes()
         else:
-            interval = CHECKPOINT_INTERVAL_S if checkpoint_interval_s is None \
-                else checkpoint_interval_s
-            val = validation_split(dataset, cond.name) if settings.validation_curves else None
-            for seed in seeds:  # each seed's rows are stored as soon as it is done
-                path = checkpoint_path(spec, training[seed])
-                resume = load_checkpoint(path)
-                row = finetune(condition_encoder(spec, cond), train, test, settings=settings,
-                               seed=seed, class_names=dataset.classes, device=device,
-                               progress=progress, on_epoch=_epoch_saver(path, interval),
-                               resume=resume, val=val, test_sets=externals)
-                row["resumed_from_epoch"] = int(resume["epoch"]) if resume else 0
-                store_run(row)
-                path.unlink(missing_ok=True)
+            run.finetunes(progress, CHECKPOINT_INTERVAL_S if checkpoint_interval_s is None
+                          else checkpoint_interval_s)
     return [store.read(ref) for ref in refs]
+
+
+def _identified_refs(spec: ExperimentSpec, trial: EvalTrial) -> list[RowRef]:
+    """The trial's rows, identified (a :class:`RaysweepError` when its encoder does not exist
+    yet)."""
+    if not trial.row_ids:
+        [trial] = identify_trials(spec, (trial,))
+    refs = trial_refs(trial)
+    if any(ref.row_id is None for ref in refs):
+        raise RaysweepError(f"condition {trial.condition}: its encoder "
+                            f"{condition_by_name(spec, trial.condition).encoder.weights} does "
+                            "not exist yet (run the pretrain stage first)")
+    return refs
+
+
+class _TrialRun:
+    """The training runs of one trial whose rows are missing (``todo``), and how their rows
+    are stored: one per test set, each carrying the run's ``run_id`` and provenance."""
+
+    def __init__(self, spec: ExperimentSpec, trial: EvalTrial, cond: EncoderCondition,
+                 dataset: Any, externals: Any, refs: list[RowRef],
+                 todo: dict[RowKey, RowRef], store: ResultsStore, device: str) -> None:
+        assert spec.evaluate is not None
+        self.spec, self.trial, self.cond, self.dataset = spec, trial, cond, dataset
+        self.externals, self.todo, self.store, self.device = externals, todo, store, device
+        self.settings = condition_settings(spec.evaluate.settings, cond)
+        self.train, self.test = dataset.labelled("train"), dataset.labelled("test")
+        self.training = {ref.key.seed: ref for ref in refs if ref.key.test_set == IN_DISTRIBUTION}
+        self.seeds = sorted({key.seed for key in todo})
+        self.common = {"condition": cond.name, "spec_hash": stable_hash(spec),
+                       **_provenance_columns()}
+
+    def store_run(self, row: dict[str, Any]) -> None:
+        """Store the rows of one training run that are missing."""
+        seed = int(row["seed"])
+        run = {**self.common, "run_id": uuid.uuid4().hex}
+        if self.trial.test_sets:
+            run["training_id"] = self.training[seed].row_id
+        for test_set, part in split_by_test_set(row).items():
+            ref = self.todo.get(RowKey(self.trial.condition, self.trial.protocol, seed,
+                                       test_set))
+            if ref is not None:
+                _store_row(self.store, part, run, ref)
+
+    def probes(self) -> None:
+        """All missing seeds' probes (or logistic regressions) in one pass over the encoder."""
+        from raysweep.evaluate import logistic_probe, probe
+
+        run = probe if self.trial.protocol == "probe" else logistic_probe
+        for row in run(condition_encoder(self.spec, self.cond), self.train, self.test,
+                       settings=self.settings, seeds=self.seeds,
+                       class_names=self.dataset.classes, device=self.device,
+                       test_sets=self.externals):
+            self.store_run(row)
+
+    def finetunes(self, progress: bool, interval_s: float) -> None:
+        """Each missing seed's fine-tuning, from its checkpoint when it has one; its rows are
+        stored as soon as it is done."""
+        from raysweep.evaluate import finetune
+
+        val = (validation_split(self.dataset, self.cond.name)
+               if self.settings.validation_curves else None)
+        for seed in self.seeds:
+            path = checkpoint_path(self.spec, self.training[seed])
+            resume = load_checkpoint(path)
+            row = finetune(condition_encoder(self.spec, self.cond), self.train, self.test,
+                           settings=self.settings, seed=seed, class_names=self.dataset.classes,
+                           device=self.device, progress=progress,
+                           on_epoch=_epoch_saver(path, interval_s), resume=resume, val=val,
+                           test_sets=self.externals)
+            row["resumed_from_epoch"] = int(resume["epoch"]) if resume else 0
+            self.store_run(row)
+            path.unlink(missing_ok=True)
 
 
 def split_by_test_set(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -263,16 +299,34 @@ def trial_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def evaluation_trainable(config: dict[str, Any], spec: ExperimentSpec) -> None:
-    """Tune function trainable: one evaluation trial (``config["trial"]``, identified)."""
+    """Tune function trainable: one evaluation trial (``config["trial"]``, identified). On a
+    GPU it measures the trial's peak memory and stores it when its kind has none yet
+    (:mod:`raysweep.sweep.gpu_memory`)."""
     import ray  # --- Ray: the trainable's only Ray calls are below ---
     import ray.tune
     import torch
 
-    trial = EvalTrial(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in config["trial"].items()})
+    trial = _trial_of(config)
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    rows = evaluate_trial_rows(spec, trial, device=device)
+    computes = bool(missing_trials(spec, (trial,)))
+    with measuring_peak(device) as peak:
+        rows = evaluate_trial_rows(spec, trial, device=device)
+    if computes and peak["measurement"] is not None:
+        record_first_measurement(spec, trial, peak["measurement"])
     ray.tune.report(trial_summary(rows))
+
+
+def record_first_measurement(spec: ExperimentSpec, trial: EvalTrial,
+                             measurement: MemoryMeasurement) -> None:
+    """Store ``measurement`` as the peak GPU memory of ``trial``'s kind, unless it has one."""
+    kind = trial_kind(spec, trial)
+    if kind not in read_measurements(spec.directory):
+        write_measurement(spec.directory, kind, measurement)
+
+
+def _trial_of(config: dict[str, Any]) -> EvalTrial:
+    return EvalTrial(**{k: tuple(v) if isinstance(v, list) else v
+                        for k, v in config["trial"].items()})
 
 
 def missing_trials(spec: ExperimentSpec, trials: tuple[EvalTrial, ...]) -> tuple[EvalTrial, ...]:
@@ -290,18 +344,33 @@ def remove_old_tune_state(spec: ExperimentSpec) -> None:
             remove_tree(path)
 
 
-def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = None):
+def evaluation_tuners(spec: ExperimentSpec, trials: tuple[EvalTrial, ...]) -> Iterator[Any]:
+    """The Tuners of the stage, in order, each built once the one before has run: first, when
+    GPU shares are sized from memory and a kind of trial is not measured yet, one over the
+    first missing trial of each such kind (each alone on a whole GPU: it measures); then one
+    over the trials still missing, packed by the measurements."""
+    plan = make_plan(spec)
+    first = plan.measuring_trials(missing_trials(spec, trials))
+    if first:
+        yield build_tuner(spec, trials, plan=plan, only=first)
+    yield build_tuner(spec, trials, plan=make_plan(spec, measure_first=False))
+
+
+def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = None, *,
+                plan: Plan | None = None, only: tuple[EvalTrial, ...] | None = None):
     """A fresh ``ray.tune.Tuner`` over the evaluate stage's trials that still have rows to
-    compute (``trials``: identified trials, default those of the current spec). When every row
-    exists it runs every trial: each then only reads its stored rows and reports their means
-    (Tune refuses an empty grid)."""
+    compute (``trials``: identified trials, default those of the current spec; ``only``: just
+    these of them). When every row exists it runs every trial: each then only reads its stored
+    rows and reports their means (Tune refuses an empty grid). Each trial takes its resources
+    from ``plan`` (default: :func:`make_plan` with the stored measurements, unmeasured kinds at
+    the default share)."""
     from ray import tune
 
     from raysweep.console import tune_verbosity
     from raysweep.preflight import check_resources
     from raysweep.sweep.progress import StageProgress
 
-    plan = make_plan(spec)
+    plan = plan or make_plan(spec, measure_first=False)
     check_resources(plan.unreachable_evaluate)  # GPUs the cluster can never offer
     if trials is None:
         trials = identify_trials(spec)
@@ -309,28 +378,39 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
         if pending:
             raise RaysweepError(f"{spec.name}: the encoders of {', '.join(pending)} do not exist "
                                 "yet: run the pretrain stage first (raysweep pretrain SPEC)")
-    todo = missing_trials(spec, trials) or trials
+    todo = only or missing_trials(spec, trials) or trials
+    concurrency = (plan.measuring_concurrency(len(todo)) if only else plan.eval_concurrency)
     trainable = tune.with_resources(tune.with_parameters(evaluation_trainable, spec=spec),
-                                    plan.eval_resources.as_ray())
+                                    _resource_request(plan))
     return tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search([
             {"condition": t.condition, "protocol": t.protocol, "seeds": list(t.seeds),
              "row_ids": list(t.row_ids), "test_sets": list(t.test_sets)} for t in todo])},
         # Reused actors keep torch imported and the decoded data mapped between trials.
-        tune_config=tune.TuneConfig(max_concurrent_trials=plan.eval_concurrency,
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency,
                                     reuse_actors=True,
-                                    trial_name_creator=lambda t: EvalTrial(
-                                        t.config["trial"]["condition"],
-                                        t.config["trial"]["protocol"],
-                                        tuple(t.config["trial"]["seeds"])).trial_name,
+                                    trial_name_creator=lambda t: _trial_of(t.config).trial_name,
                                     trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
         run_config=tune.RunConfig(
             name=f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
             **ray_storage(spec.directory / TUNE_DIR),
-            failure_config=tune.FailureConfig(max_failures=2),
+            failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES),
             callbacks=[StageProgress("evaluate")], verbose=tune_verbosity()),
     )
+
+
+def _resource_request(plan: Plan) -> Callable[[dict[str, Any]], Any]:
+    """What ``tune.with_resources`` takes: each trial's resources from the plan (by its
+    kind)."""
+    from ray.tune import PlacementGroupFactory
+
+    def request(config: dict[str, Any]) -> PlacementGroupFactory:
+        res = plan.resources_of(_trial_of(config))
+        bundle = {"CPU": res.cpu, **({"GPU": res.gpu} if res.gpu > 0 else {})}
+        return PlacementGroupFactory([bundle])
+
+    return request
 
 
 def stage_refs(spec: ExperimentSpec) -> list[RowRef]:

@@ -10,7 +10,6 @@ again (:mod:`raysweep.sweep.identity`). One runner at a time holds the experimen
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from raysweep.artefacts import (
 from raysweep.config import ExperimentSpec, dump_spec
 from raysweep.storage import AnyPath
 from raysweep.sweep.lock import ExperimentLock
+from raysweep.sweep.ray_session import ensure_ray
 from raysweep.sweep.results import ResultsStore, RowRef
 
 
@@ -46,44 +46,6 @@ class RunSummary:
         report = f", report: {self.report}" if self.report else ""
         return (f"done in {self.seconds:.0f} s: {self.n_rows} result rows ({self.n_new_rows} new), "
                 f"{self.n_pretrain_runs} pretrain runs; results: {self.results}{report}")
-
-
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to the cluster in ``RAY_ADDRESS`` (``ray job submit`` sets it), or start a
-    local Ray instance bound to 127.0.0.1, with its dashboard on 127.0.0.1 too.
-
-    The dashboard carries Ray's State API, which Ray Train 2.60 queries once a second from a
-    detached ``PlacementGroupCleaner`` actor per run (to free the run's placement group if its
-    controller dies). Without it every query fails and logs "Failed to query Ray Train
-    Controller actor state" once a second for the whole run. The job's workers are told the
-    dashboard's address (``RAY_API_SERVER_ADDRESS``), so the cleaner does not have to guess it
-    among the other Ray instances a shared machine may run.
-    """
-    import ray
-
-    from raysweep.console import ray_log_level
-
-    if ray.is_initialized():
-        return
-    # Workers log at WARNING: Ray Train's per-epoch INFO lines would drown the progress lines.
-    quiet = ray.LoggingConfig(log_level=ray_log_level())
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_config=quiet)
-        return
-    port = _free_local_port()
-    ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", logging_config=quiet,
-             include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
-
-
-def _free_local_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for the local dashboard)."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def record_experiment(spec: ExperimentSpec) -> None:
@@ -116,7 +78,7 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
     """Compute the evaluate stage's missing rows with a fresh Tuner (the caller holds the
     lock), then the missing representation analyses; say how many stored rows no longer match
     the spec."""
-    from raysweep.sweep.evaluate_stage import build_tuner, remove_old_tune_state
+    from raysweep.sweep.evaluate_stage import evaluation_tuners, remove_old_tune_state
     from raysweep.sweep.failures import evaluation_failure
     from raysweep.sweep.identity import identify_trials, planned_refs
     from raysweep.sweep.representation_stage import run_representation_stage
@@ -133,9 +95,9 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
               f"stay in {store.rows_dir} but are left out of the results", flush=True)
     if before.missing:
         remove_old_tune_state(spec)
-        results = build_tuner(spec, trials).fit()
-        if (failure := evaluation_failure(results)) is not None:
-            raise failure  # one line: the trial's error, its name and log (--debug: all)
+        for tuner in evaluation_tuners(spec, trials):  # a measuring pass first, when needed
+            if (failure := evaluation_failure(tuner.fit())) is not None:
+                raise failure  # one line: the trial's error, its name and log (--debug: all)
     run_representation_stage(spec)  # once per encoder; writes representations.json
     return EvaluateOutcome(refs, len(before.missing) - len(store.status(refs).missing))
 

@@ -39,13 +39,13 @@ from typing import Any
 
 from raysweep.errors import RaysweepError
 from raysweep.storage import AnyPath, StoragePath, storage_path
+from raysweep.sweep.defaults import LOCK_HEARTBEAT_S, LOCK_STALE_S
 
 LOCK_FILE = ".raysweep.lock"
-#: Seconds between two heartbeats of the holder.
-HEARTBEAT_S = 10.0
-#: A lock whose heartbeat is older than this is stale (6 missed heartbeats; generous for NFS
-#: attribute caching and clock skew between nodes).
-STALE_AFTER_S = float(os.environ.get("RAYSWEEP_LOCK_STALE_S", "60"))
+#: Seconds between two heartbeats of the holder, and the age of a stale heartbeat
+#: (:mod:`raysweep.sweep.defaults`).
+HEARTBEAT_S = LOCK_HEARTBEAT_S
+STALE_AFTER_S = LOCK_STALE_S
 #: Seconds an object-store lock is left to settle before it is read back.
 SETTLE_S = 1.0
 

@@ -29,6 +29,13 @@ from raysweep.config import (
     pretrain_reference,
 )
 from raysweep.errors import SpecError
+from raysweep.sweep.gpu_memory import (
+    MemoryMeasurement,
+    TrialKind,
+    describe_measurement,
+    gpu_fraction,
+    read_measurements,
+)
 from raysweep.sweep.resources import (
     ClusterResources,
     PretrainResources,
@@ -37,6 +44,7 @@ from raysweep.sweep.resources import (
     evaluation_trial_resources,
     gpu_wait,
     max_concurrent_trials,
+    measuring_trial_resources,
     pretrain_resources,
     unreachable_gpus_reason,
 )
@@ -84,6 +92,9 @@ class Plan:
     #: of the pretrain stage and of the evaluate stage.
     unreachable_pretrain: dict[str, str] = field(default_factory=dict)  # by run name
     unreachable_evaluate: tuple[str, ...] = field(default=())
+    #: Each kind's resources when GPU shares are sized from measured memory (auto GPU share on
+    #: a cluster with GPUs), else empty: every trial then takes ``eval_resources``.
+    eval_kinds: dict[TrialKind, TrialResources] = field(default_factory=dict)
 
     @property
     def unreachable(self) -> tuple[str, ...]:
@@ -92,6 +103,29 @@ class Plan:
     @property
     def n_rows(self) -> int:
         return sum(len(t.row_keys()) for t in self.eval_trials)
+
+    def kind_of(self, trial: EvalTrial) -> TrialKind:
+        return trial_kind(self.spec, trial)
+
+    def resources_of(self, trial: EvalTrial) -> TrialResources:
+        """The resources of one evaluation trial: its kind's (measured, or a whole GPU while
+        the kind's first trial measures) when GPU shares are sized from memory, else the
+        stage's."""
+        return self.eval_kinds.get(self.kind_of(trial), self.eval_resources)
+
+    def measuring_trials(self, trials: tuple[EvalTrial, ...]) -> tuple[EvalTrial, ...]:
+        """Of ``trials``, the first of each kind whose peak GPU memory is not measured yet."""
+        first: dict[TrialKind, EvalTrial] = {}
+        for trial in trials:
+            if self.resources_of(trial).measures_itself:
+                first.setdefault(self.kind_of(trial), trial)
+        return tuple(first.values())
+
+    def measuring_concurrency(self, n_trials: int) -> int:
+        """How many of ``n_trials`` measuring trials (a whole GPU each) run at once."""
+        whole = measuring_trial_resources(self.spec.resources, self.cluster)
+        return max_concurrent_trials(whole, self.cluster,
+                                     self.spec.resources.max_concurrent_trials, n_trials)
 
     def describe(self, verbose: bool = False) -> str:
         """The human-readable plan printed by ``raysweep run --dry-run``; ``verbose`` adds,
@@ -103,10 +137,19 @@ class Plan:
                  if isinstance(spec.directory, Path) and "://" in spec.storage
                  else spec.directory)
         lines = [f"experiment {spec.name!r} -> {where}",
-                 f"cluster: {self.cluster.describe()}"]
+                 f"cluster: {self.cluster.describe()}",
+                 *self._pretrain_lines(verbose), *self._evaluate_lines(verbose),
+                 *describe_searches(spec, self.cluster),
+                 f"stage report: metrics {', '.join(spec.report.metrics)}, "
+                 f"{spec.report.correction} correction at alpha {spec.report.alpha}"]
+        lines.extend(f"note: {note}" for note in self.notes)
+        lines.extend(f"cannot run on this cluster: {line}" for line in self.unreachable)
+        return "\n".join(lines)
+
+    def _pretrain_lines(self, verbose: bool) -> list[str]:
         n_pre = sum(len(w) for w in self.pretrain_waves)
-        lines.append(f"stage pretrain: {n_pre} Ray Train runs in {len(self.pretrain_waves)} "
-                     f"wave(s), up to {self.pretrain_concurrency} at once")
+        lines = [f"stage pretrain: {n_pre} Ray Train runs in {len(self.pretrain_waves)} "
+                 f"wave(s), up to {self.pretrain_concurrency} at once"]
         for index, wave in enumerate(self.pretrain_waves, 1):
             for run in wave:
                 res = self.pretrain_resources[run.name]
@@ -120,42 +163,48 @@ class Plan:
                 if verbose:
                     lines.extend(_field_lines([(k, v) for k, v in non_default_fields(run)
                                                if k != "name"], "      "))
-        if spec.evaluate is not None:
-            lines.append(
-                f"stage evaluate: {len(self.eval_trials)} Tune trials, {self.n_rows} result rows "
-                f"({len(spec.evaluate.encoders)} encoders, {spec.evaluate.seeds} seeds"
-                f"{_per_test_set(spec)}); each "
-                f"trial {self.eval_resources.cpu:g} CPU ({self.eval_resources.cpu_basis}), "
-                f"{self.eval_resources.gpu:g} GPU ({self.eval_resources.basis}); up to "
-                f"{self.eval_concurrency} at once")
-            for cond in spec.evaluate.encoders:
-                trials = [t for t in self.eval_trials if t.condition == cond.name]
-                protocols = sorted({t.protocol for t in trials})
-                seeds = (f"; {cond.seeds} seeds" if cond.seeds is not None
-                         and cond.seeds != spec.evaluate.seeds else "")
-                lines.append(f"  {cond.name}: {cond.encoder.name}:{cond.encoder.weights}; "
-                             f"{', '.join(protocols)}; {len(trials)} trials{seeds}")
-                if verbose:
-                    lines.extend(_field_lines(condition_fields(spec, cond), "      "))
-            lines.extend(_test_set_lines(spec))
-            lines.extend(_budget_lines(spec))
-            if spec.evaluate.representations is not None:
-                lines.append(f"  representation analysis of each encoder: "
-                             f"{len(spec.evaluate.encoders)} conditions, once each (not per "
-                             "seed)")
+        return lines
+
+    def _evaluate_lines(self, verbose: bool) -> list[str]:
+        spec = self.spec
+        if spec.evaluate is None:
+            return ["stage evaluate: none"]
+        lines = [f"stage evaluate: {len(self.eval_trials)} Tune trials, {self.n_rows} result "
+                 f"rows ({len(spec.evaluate.encoders)} encoders, {spec.evaluate.seeds} seeds"
+                 f"{_per_test_set(spec)}); each trial {self._share_text()}; up to "
+                 f"{self.eval_concurrency} at once"]
+        lines.extend(self._kind_lines())
+        for cond in spec.evaluate.encoders:
+            trials = [t for t in self.eval_trials if t.condition == cond.name]
+            protocols = sorted({t.protocol for t in trials})
+            seeds = (f"; {cond.seeds} seeds" if cond.seeds is not None
+                     and cond.seeds != spec.evaluate.seeds else "")
+            lines.append(f"  {cond.name}: {cond.encoder.name}:{cond.encoder.weights}; "
+                         f"{', '.join(protocols)}; {len(trials)} trials{seeds}")
             if verbose:
-                stage_fields = [(k, v) for k, v in non_default_fields(spec.evaluate)
-                                if not k.startswith(("encoders", "settings."))]
-                lines.append("  stage fields:")
-                lines.extend(_field_lines(stage_fields, "      "))
-        else:
-            lines.append("stage evaluate: none")
-        lines.extend(describe_searches(spec, self.cluster))
-        lines.append(f"stage report: metrics {', '.join(spec.report.metrics)}, "
-                     f"{spec.report.correction} correction at alpha {spec.report.alpha}")
-        lines.extend(f"note: {note}" for note in self.notes)
-        lines.extend(f"cannot run on this cluster: {line}" for line in self.unreachable)
-        return "\n".join(lines)
+                lines.extend(_field_lines(condition_fields(spec, cond), "      "))
+        lines.extend(_test_set_lines(spec))
+        lines.extend(_budget_lines(spec))
+        if spec.evaluate.representations is not None:
+            lines.append(f"  representation analysis of each encoder: "
+                         f"{len(spec.evaluate.encoders)} conditions, once each (not per seed)")
+        if verbose:
+            stage_fields = [(k, v) for k, v in non_default_fields(spec.evaluate)
+                            if not k.startswith(("encoders", "settings."))]
+            lines.append("  stage fields:")
+            lines.extend(_field_lines(stage_fields, "      "))
+        return lines
+
+    def _share_text(self) -> str:
+        res = self.eval_resources
+        text = f"{res.cpu:g} CPU ({res.cpu_basis}), {res.gpu:g} GPU ({res.basis})"
+        return (f"the share of its kind (encoder, protocol, batch size; below), else {text}"
+                if self.eval_kinds else text)
+
+    def _kind_lines(self) -> list[str]:
+        """The GPU share of each kind of trial, and where it came from."""
+        return [f"  {kind.describe()}: {res.cpu:g} CPU, {res.gpu:.4g} GPU ({res.basis})"
+                for kind, res in sorted(self.eval_kinds.items())]
 
 
 def _per_test_set(spec: ExperimentSpec) -> str:
@@ -265,47 +314,105 @@ def _waits(what: str, cluster: ClusterResources) -> str:
             "to add GPU nodes")
 
 
-def make_plan(spec: ExperimentSpec, cluster: ClusterResources | None = None) -> Plan:
-    """The plan of ``spec`` on ``cluster`` (default: :meth:`ClusterResources.detect`)."""
-    cluster = cluster or ClusterResources.detect()
-    waves = pretrain_waves(spec.pretrain)
-    pre_res = {run.name: pretrain_resources(run, cluster) for run in spec.pretrain}
-    notes: list[str] = []
-    unreachable_pretrain: dict[str, str] = {}
+def trial_kind(spec: ExperimentSpec, trial: EvalTrial) -> TrialKind:
+    """The kind of an evaluation trial, for its GPU memory: its condition's encoder
+    architecture, its protocol and its batch size (the condition's settings)."""
+    assert spec.evaluate is not None
+    [cond] = [c for c in spec.evaluate.encoders if c.name == trial.condition]
+    settings = condition_settings(spec.evaluate.settings, cond)
+    return TrialKind(cond.encoder.name, trial.protocol, settings.batch_size)
+
+
+def kind_resources(spec: ExperimentSpec, cluster: ClusterResources,
+                   trials: tuple[EvalTrial, ...],
+                   measurements: dict[TrialKind, MemoryMeasurement], *,
+                   measure_first: bool = True) -> dict[TrialKind, TrialResources]:
+    """Each kind's resources, its GPU share sized from its measured peak memory; a kind not
+    measured yet gets a whole GPU to measure (``measure_first``) or the default share. Empty
+    when the share does not depend on memory (given in the spec, or no GPU)."""
+    default = evaluation_trial_resources(spec.resources, cluster)
+    if spec.resources.gpus_per_trial is not None or default.gpu <= 0:
+        return {}
+    margin = spec.resources.gpu_memory_margin
+    kinds: dict[TrialKind, TrialResources] = {}
+    for kind in sorted({trial_kind(spec, trial) for trial in trials}):
+        measured = measurements.get(kind)
+        if measured is not None:
+            kinds[kind] = evaluation_trial_resources(spec.resources, cluster, measured=(
+                gpu_fraction(measured, margin), describe_measurement(measured, margin)))
+        elif measure_first:
+            kinds[kind] = measuring_trial_resources(spec.resources, cluster)
+        else:
+            kinds[kind] = dataclasses.replace(default, basis=f"{default.basis}; not measured")
+    return kinds
+
+
+def _pretrain_needs(pre_res: dict[str, PretrainResources], cluster: ClusterResources,
+                    notes: list[str]) -> dict[str, str]:
+    """The pretrain runs whose GPUs the cluster can never offer (why, by run name); a note
+    when some wait for the autoscaler."""
+    unreachable: dict[str, str] = {}
     waiting = []
     for name, res in pre_res.items():
         wait = gpu_wait(res.total_gpus, cluster)
         if wait == "autoscaler":
             waiting.append(res.total_gpus)
         elif wait == "never":
-            unreachable_pretrain[name] = (
+            unreachable[name] = (
                 f"pretrain run {name} asks for {res.total_gpus} whole GPU(s) ({res.basis}) "
                 f"but {unreachable_gpus_reason(res.total_gpus, cluster)}")
     if waiting:
         notes.append(_waits(f"{len(waiting)} pretrain run(s) ask for whole GPUs (up to "
                             f"{max(waiting)} per run)", cluster))
-    trials = eval_trials(spec)
-    trial_res = evaluation_trial_resources(spec.resources, cluster)
-    unreachable_evaluate = []
-    wait = gpu_wait(trial_res.gpu, cluster) if trials else None
+    return unreachable
+
+
+def _evaluate_needs(trial_res: TrialResources, cluster: ClusterResources,
+                    notes: list[str]) -> tuple[str, ...]:
+    """Why the cluster can never offer an evaluation trial's GPU share (empty when it can);
+    a note when the trials wait for the autoscaler."""
+    wait = gpu_wait(trial_res.gpu, cluster)
     if wait == "autoscaler":
         notes.append(_waits(f"evaluation trials ask for {trial_res.gpu:g} GPU each", cluster))
     elif wait == "never":
-        unreachable_evaluate.append(
-            f"evaluation trials ask for {trial_res.gpu:g} GPU each ({trial_res.basis}) but "
-            f"{unreachable_gpus_reason(trial_res.gpu, cluster)}")
+        return (f"evaluation trials ask for {trial_res.gpu:g} GPU each ({trial_res.basis}) "
+                f"but {unreachable_gpus_reason(trial_res.gpu, cluster)}",)
+    return ()
+
+
+def make_plan(spec: ExperimentSpec, cluster: ClusterResources | None = None, *,
+              measurements: dict[TrialKind, MemoryMeasurement] | None = None,
+              measure_first: bool = True) -> Plan:
+    """The plan of ``spec`` on ``cluster`` (default: :meth:`ClusterResources.detect`), with
+    the GPU memory ``measurements`` of its kinds of trials (default: those stored in the
+    experiment; ``measure_first``: see :func:`kind_resources`)."""
+    cluster = cluster or ClusterResources.detect()
+    pre_res = {run.name: pretrain_resources(run, cluster) for run in spec.pretrain}
+    notes: list[str] = []
+    unreachable_pretrain = _pretrain_needs(pre_res, cluster, notes)
+    trials = eval_trials(spec)
+    trial_res = evaluation_trial_resources(spec.resources, cluster)
+    unreachable_evaluate = _evaluate_needs(trial_res, cluster, notes) if trials else ()
+    kinds = {}
+    if trials:
+        stored = read_measurements(spec.directory) if measurements is None else measurements
+        kinds = kind_resources(spec, cluster, trials, stored, measure_first=measure_first)
+    # Concurrency once measured: a kind still to measure counts at the stage's share.
+    packed = {res if not res.measures_itself else trial_res for res in kinds.values()}
+    concurrency = max(max_concurrent_trials(res, cluster, spec.resources.max_concurrent_trials,
+                                            n_trials=len(trials) or None)
+                      for res in packed or {trial_res})
     return Plan(
         spec=spec,
         cluster=cluster,
-        pretrain_waves=waves,
+        pretrain_waves=pretrain_waves(spec.pretrain),
         pretrain_resources=pre_res,
         pretrain_concurrency=concurrent_pretrain_runs(list(pre_res.values()), cluster),
         eval_trials=trials,
         eval_resources=trial_res,
-        eval_concurrency=max_concurrent_trials(trial_res, cluster,
-                                               spec.resources.max_concurrent_trials,
-                                               n_trials=len(trials) or None),
+        eval_concurrency=concurrency,
         notes=tuple(notes),
         unreachable_pretrain=unreachable_pretrain,
-        unreachable_evaluate=tuple(unreachable_evaluate),
+        unreachable_evaluate=unreachable_evaluate,
+        eval_kinds=kinds,
     )

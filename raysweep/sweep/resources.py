@@ -6,9 +6,10 @@ yet, and an autoscaler adds the nodes the queued requests need (a cluster of CPU
 workers start at ``min_workers: 0`` gets them). Only ``auto`` (the field unset) looks at the
 cluster: GPUs are used when the cluster has some now *or its autoscaler can add GPU nodes*.
 
-Single-process evaluation trials request a *fraction* of a GPU (``resources.gpus_per_trial``,
-default 0.25: four fine-tunes of a ResNet-50 at batch 64 fit an 80 GB card with room to spare),
-so several share one device. DDP pre-training runs request whole GPUs per worker and never share
+Single-process evaluation trials request a *fraction* of a GPU, so several share one device:
+``resources.gpus_per_trial`` when given, else sized from the measured peak memory of the
+trial's kind (:mod:`raysweep.sweep.gpu_memory`; the kind's first trial measures on a whole
+GPU), else 0.25 (four fine-tunes of a ResNet-50 at batch 64 fit an 80 GB card). DDP pre-training runs request whole GPUs per worker and never share
 one: two NCCL ranks on one GPU break. ``max_concurrent_trials`` follows from the resources the
 cluster can reach (its current nodes, or its autoscaler's node types at their maximum counts), so
 that pending trials ask the autoscaler for the nodes they need.
@@ -41,6 +42,8 @@ from raysweep.config import PretrainSpec, ResourcesSpec
 from raysweep.errors import SpecError
 
 DEFAULT_GPU_FRACTION = 0.25
+#: The basis of the whole GPU a kind's first trial gets while it measures its peak memory.
+MEASURING = "measuring"
 
 #: The cluster launcher's config on the head node of a ``ray up`` cluster.
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
@@ -293,30 +296,48 @@ class TrialResources:
         """The mapping ``tune.with_resources`` takes."""
         return {"cpu": self.cpu, "gpu": self.gpu}
 
+    @property
+    def measures_itself(self) -> bool:
+        """Whether this is a whole GPU given to a kind's first trial to measure its peak."""
+        return self.basis.startswith(MEASURING)
 
-def evaluation_trial_resources(spec: ResourcesSpec, cluster: ClusterResources) -> TrialResources:
+
+def evaluation_trial_resources(spec: ResourcesSpec, cluster: ClusterResources,
+                               measured: tuple[float, str] | None = None) -> TrialResources:
     """CPU and GPU share of one single-process evaluation trial.
 
-    GPU: ``gpus_per_trial`` as given (0 = CPU only), else (``auto``)
-    :data:`DEFAULT_GPU_FRACTION` when the cluster has or can add GPUs, else none. CPU:
-    ``cpus_per_trial`` as given, else (``auto``) the GPU share of a GPU node's CPUs
-    (:func:`auto_cpus_per_trial`), so that the CPUs of a node never run out before its GPUs
-    are full."""
+    GPU: ``gpus_per_trial`` as given (0 = CPU only), else (``auto``) none when the cluster has
+    no GPU and cannot add any, else ``measured`` (the share sized from the trial kind's
+    measured peak memory, and its description: :mod:`raysweep.sweep.gpu_memory`), else
+    :data:`DEFAULT_GPU_FRACTION`. The basis starts with where the share came from: ``spec:``,
+    ``measured:``, ``default:`` or ``auto:`` (no GPU). CPU: ``cpus_per_trial`` as given, else
+    (``auto``) the GPU share of a GPU node's CPUs (:func:`auto_cpus_per_trial`), so that the
+    CPUs of a node never run out before its GPUs are full."""
     if spec.gpus_per_trial is not None:
-        gpu, basis = spec.gpus_per_trial, "resources.gpus_per_trial in the spec"
+        gpu, basis = spec.gpus_per_trial, "spec: resources.gpus_per_trial"
     elif cluster.max_gpus <= 0:
         gpu, basis = 0.0, "auto: the cluster has no GPU and cannot add any"
+    elif measured is not None:
+        gpu, basis = measured
     else:
-        gpu, basis = DEFAULT_GPU_FRACTION, f"auto: {_gpu_reason(cluster)}"
+        gpu, basis = DEFAULT_GPU_FRACTION, f"default: {_gpu_reason(cluster)}"
     if spec.cpus_per_trial is not None:
         wanted, cpu_basis = spec.cpus_per_trial, "resources.cpus_per_trial in the spec"
     else:
         wanted = auto_cpus_per_trial(gpu, cluster)
         per_gpu = cpus_per_gpu(cluster) if gpu > 0 else None
-        cpu_basis = (f"auto: {per_gpu:g} CPUs per GPU x {gpu:g} GPU" if per_gpu
+        cpu_basis = (f"auto: {per_gpu:g} CPUs per GPU x {gpu:.4g} GPU" if per_gpu
                      else "auto: one per CPU-only trial")
     return TrialResources(cpu=min(wanted, max(cluster.max_cpus, 1.0)), gpu=gpu, basis=basis,
                           cpu_basis=cpu_basis)
+
+
+def measuring_trial_resources(spec: ResourcesSpec, cluster: ClusterResources) -> TrialResources:
+    """A whole GPU (and its node's CPUs per GPU) for the first trial of a kind whose peak GPU
+    memory is not measured yet."""
+    return evaluation_trial_resources(spec, cluster, measured=(
+        1.0, f"{MEASURING}: the first trial of its kind, alone on a GPU, measures its peak "
+             "memory; the others are packed by it"))
 
 
 def cpus_per_gpu(cluster: ClusterResources) -> float | None:

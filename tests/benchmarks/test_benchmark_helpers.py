@@ -55,3 +55,13 @@ def test_summary_rewrites_only_the_marked_block(tmp_path: Path):
     assert "| 3/4/6 |" in row and "raysweep: overhead 5%" in row and "= 1.20x" in row
     assert "unreadable record (KeyError" in text  # a record of another shape is named, not fatal
     assert "| vs_lightly | | `OMP_NUM_THREADS=1 nice python benchmarks/bench_vs_lightly.py" in text
+
+
+def test_the_estimate_row_gives_real_over_estimated_per_stage(tmp_path: Path):
+    run_all = load("run_all")
+    numbers, ratio = run_all._estimate({
+        "pretrain": {"estimated_wall_s": 100.0, "real_wall_s": 150.0},
+        "evaluate": {"estimated_wall_s": 40.0, "real_wall_s": 80.0, "estimated_trial_s": 60.0,
+                     "real_trial_s": 66.0}})
+    assert "pretrain wall: estimated 100 s, real 150 s" in numbers
+    assert ratio == "real / estimated: pretrain 1.50x, evaluate 2.00x, trial time 1.10x"

@@ -64,7 +64,7 @@ def test_explicit_gpu_requests_are_made_on_a_cpu_cluster_that_can_add_gpu_nodes(
     text = plan.describe()
     assert "0 GPUs now" in text and "gpu_worker (up to 8 x 32 CPU, 4 GPU)" in text
     assert "up to 264 CPUs, 32 GPUs" in text
-    assert "0.25 GPU (resources.gpus_per_trial in the spec)" in text
+    assert "0.25 GPU (spec: resources.gpus_per_trial)" in text
     assert "2 whole GPU" not in text and "1 whole GPU each (use_gpu: true in the spec)" in text
     waits = [line for line in text.splitlines() if "waiting for the autoscaler" in line]
     assert len(waits) == 2  # the pretrain run and the evaluation trials
@@ -116,7 +116,7 @@ def test_auto_uses_gpus_the_autoscaler_can_add():
     plan = make_plan(experiment(), ClusterResources(cpus=8, gpus=0, autoscaler=GPU_AUTOSCALER))
     assert plan.eval_resources.gpu == resources.DEFAULT_GPU_FRACTION
     assert plan.pretrain_resources["P"].use_gpu
-    assert "auto: the autoscaler can add GPU nodes" in plan.describe()
+    assert "default: the autoscaler can add GPU nodes" in plan.describe()
 
 
 def test_auto_stays_on_cpus_when_no_node_type_has_a_gpu():
@@ -132,7 +132,7 @@ def test_auto_on_a_gpu_cluster_without_autoscaler_packs_trials_by_fraction():
     plan = make_plan(experiment(), cluster)
     assert plan.eval_resources == TrialResources(cpu=2, gpu=0.25)
     assert plan.eval_concurrency == 4  # four fine-tunes share the one GPU
-    assert "auto: the cluster has 1 GPUs" in plan.describe()
+    assert "default: the cluster has 1 GPUs" in plan.describe()
 
 
 # ------------------------------------------------------------------------- packing

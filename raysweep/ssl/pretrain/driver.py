@@ -81,12 +81,10 @@ def _result(run_dir: AnyPath, skipped: bool) -> PretrainResult:
 def cluster_resources() -> ClusterResources:
     """What the Ray cluster (connected, or started here) offers now, and what its autoscaler
     can add (:class:`~raysweep.sweep.resources.ClusterResources`)."""
-    import ray
-
+    from raysweep.sweep.ray_session import ensure_ray
     from raysweep.sweep.resources import ClusterResources
 
-    if not ray.is_initialized():
-        ray.init()  # RAY: joins RAY_ADDRESS / a running cluster, or starts a local one
+    ensure_ray()  # joins RAY_ADDRESS, or starts a local instance
     return ClusterResources.detect()
 
 
