@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from raysweep.config import ExperimentSpec, load_spec, spec_from_data
+from raysweep.storage import AnyPath, StoragePath
 
-SpecLike = ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str]
+SpecLike = ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str] | StoragePath
 
 
 def load(spec: SpecLike) -> ExperimentSpec:
@@ -94,7 +95,7 @@ def pretrain(spec: SpecLike, *, only: list[str] | None = None) -> list:
         return run_pretrain_stage(experiment, only=only)
 
 
-def evaluate(spec: SpecLike) -> Path:
+def evaluate(spec: SpecLike) -> AnyPath:
     """Run the evaluate stage and consolidate ``results.parquet``; returns its path."""
     from raysweep.sweep.experiment import (
         consolidate_results,
@@ -140,7 +141,7 @@ def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None
     return write_report_at(directory, out_dir=out, settings=settings, spec=experiment)
 
 
-def report_from_stats(table_csv: str | os.PathLike[str], *, comparisons: str | None = None,
+def report_from_stats(table_csv: str | Path, *, comparisons: str | None = None,
                       correction: str = "holm", alpha: float = 0.05,
                       out: str | None = None) -> str:
     """Welch tests from published means and standard deviations (the authors' computation),

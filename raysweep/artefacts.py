@@ -21,13 +21,13 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, overload
 
-from raysweep.storage import StoragePath
+from raysweep.storage import AnyPath, StoragePath
 
 #: Packages whose versions are recorded in every artefact.
 RECORDED_PACKAGES = (
@@ -67,7 +67,7 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[io.IOBase]:
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; on success move it over ``path`` with
     the umask's mode and fsync the directory.
 
@@ -80,7 +80,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[io.I
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX,
                                dir=target.parent)
     try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
+        with os.fdopen(fd, mode, encoding="utf-8" if mode == "w" else None) as handle:
             yield handle
             handle.flush()
             os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # mkstemp creates 0600
@@ -111,7 +111,11 @@ def remove_stale_temporaries(root: str | os.PathLike[str], *, older_than_s: floa
     return removed
 
 
-def atomic_write_bytes(path: Any, data: bytes) -> Any:
+@overload
+def atomic_write_bytes(path: StoragePath, data: bytes) -> StoragePath: ...
+@overload
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path: ...
+def atomic_write_bytes(path: str | os.PathLike[str] | StoragePath, data: bytes) -> AnyPath:
     """Write ``data`` to a local path (:func:`atomic_open`) or an object-store path (one
     request); returns the path."""
     if isinstance(path, StoragePath):
@@ -122,7 +126,11 @@ def atomic_write_bytes(path: Any, data: bytes) -> Any:
     return Path(path)
 
 
-def atomic_write_text(path: Any, text: str) -> Any:
+@overload
+def atomic_write_text(path: StoragePath, text: str) -> StoragePath: ...
+@overload
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path: ...
+def atomic_write_text(path: str | os.PathLike[str] | StoragePath, text: str) -> AnyPath:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -143,11 +151,19 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_json(path: Any, obj: Any) -> Any:
+@overload
+def atomic_write_json(path: StoragePath, obj: Any) -> StoragePath: ...
+@overload
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path: ...
+def atomic_write_json(path: str | os.PathLike[str] | StoragePath, obj: Any) -> AnyPath:
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
-def atomic_torch_save(obj: Any, path: Any) -> Any:
+@overload
+def atomic_torch_save(obj: Any, path: StoragePath) -> StoragePath: ...
+@overload
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path: ...
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str] | StoragePath) -> AnyPath:
     """``torch.save`` through a temporary file, or in one request to an object store (the
     result loads with ``weights_only=True`` as long as ``obj`` holds only tensors and plain
     containers/scalars)."""
@@ -167,17 +183,18 @@ def atomic_torch_save(obj: Any, path: Any) -> Any:
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
-def file_sha256(path: Any) -> str:
+def file_sha256(path: str | os.PathLike[str] | StoragePath) -> str:
     """The SHA-256 hex digest of a file's (or an object's) bytes, remembered while its size and
     modification time stay."""
+    opener: Callable[[], contextlib.AbstractContextManager[Any]]
     if isinstance(path, StoragePath):
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        stored = path.stat()
+        key = (str(path), stored.st_size, stored.st_mtime_ns)
         opener = path.open_input
     else:
         resolved = os.path.realpath(path)
-        stat = os.stat(resolved)
-        key = (resolved, stat.st_size, stat.st_mtime_ns)
+        local = os.stat(resolved)
+        key = (resolved, local.st_size, local.st_mtime_ns)
         opener = lambda: open(resolved, "rb")  # noqa: E731 - one-line opener
     if key not in _FILE_DIGESTS:
         digest = hashlib.sha256()

@@ -18,6 +18,8 @@ so the maths in :mod:`raysweep.ssl.losses` runs unchanged in a single process.
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -76,15 +78,20 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return _AllReduceSum.apply(tensor)
 
 
+class _GatherContext(Protocol):
+    """What :class:`_AllGatherRows` keeps on autograd's ``ctx`` for its backward pass."""
+
+    sizes: list[int]  # rows per rank, rank order
+    rank: int
+
+
 class _AllGatherRows(torch.autograd.Function):
     """Concatenate every rank's rows (rank order); backward sums gradients, keeps local rows."""
 
     @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor, sizes: list[int]
-    ) -> torch.Tensor:
+    def forward(ctx: _GatherContext, tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
         rank, longest = dist.get_rank(), max(sizes)
-        ctx.sizes, ctx.rank, ctx.longest = sizes, rank, longest
+        ctx.sizes, ctx.rank = sizes, rank
         padded = tensor.new_zeros((longest, *tensor.shape[1:]))
         padded[: tensor.shape[0]] = tensor
         chunks = [torch.empty_like(padded) for _ in sizes]
@@ -92,9 +99,7 @@ class _AllGatherRows(torch.autograd.Function):
         return torch.cat([chunk[:n] for chunk, n in zip(chunks, sizes, strict=True)])
 
     @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-    ) -> tuple[torch.Tensor, None]:
+    def backward(ctx: _GatherContext, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         # Every rank holds d(its loss)/d(all rows); the local rows' gradient is the sum over
         # ranks of their slices. An all_reduce followed by slicing works on every backend
         # (gloo has no reduce_scatter).
@@ -179,13 +184,16 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         if self.track_running_stats:
+            # The three buffers exist (are not None) whenever statistics are tracked.
+            tracked = cast(torch.Tensor, self.num_batches_tracked)
+            running_mean = cast(torch.Tensor, self.running_mean)
+            running_var = cast(torch.Tensor, self.running_var)
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                          else self.momentum)
+                tracked.add_(1)
+                factor = 1.0 / float(tracked) if self.momentum is None else self.momentum
                 unbiased = var * count / (count - 1).clamp_min(1)
-                self.running_mean.mul_(1 - factor).add_(factor * mean)
-                self.running_var.mul_(1 - factor).add_(factor * unbiased)
+                running_mean.mul_(1 - factor).add_(factor * mean)
+                running_var.mul_(1 - factor).add_(factor * unbiased)
         return out.to(input.dtype)
 
 

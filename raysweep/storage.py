@@ -34,14 +34,14 @@ import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from raysweep.errors import SpecError
 
 __all__ = ["AnyPath", "StoragePath", "StorageStat", "copy_tree", "is_remote", "ray_storage",
-           "read_bytes", "remove_tree", "storage_path", "torch_load", "walk_files"]
+           "read_bytes", "relative_to", "remove_tree", "storage_path", "torch_load", "walk_files"]
 
 #: URI schemes that name a local folder.
 LOCAL_SCHEMES = ("", "file", "local")
@@ -124,7 +124,7 @@ class StoragePath:
             return StoragePath(self.base, self.parts[:-1])
         return self
 
-    def relative_to(self, other: StoragePath) -> PurePosixPath:
+    def relative_to(self, other: StoragePath | str | os.PathLike[str]) -> PurePosixPath:
         """This path below ``other`` (``ValueError`` when it is not below it)."""
         if isinstance(other, StoragePath) and _same_store(self.base, other.base):
             mine = self.fs_path.strip("/").split("/")
@@ -312,6 +312,16 @@ def torch_load(path: AnyPath | str, **kwargs: Any) -> Any:
     return torch.load(source, map_location="cpu", weights_only=True, **kwargs)
 
 
+def relative_to(path: AnyPath, root: AnyPath) -> PurePath:
+    """``path`` below ``root``, both local or both in one object store (``ValueError`` when it
+    is not below it)."""
+    if isinstance(path, StoragePath):
+        return path.relative_to(root)
+    if isinstance(root, StoragePath):
+        raise ValueError(f"{path} is not below {root}")
+    return path.relative_to(root)
+
+
 def remove_tree(path: AnyPath) -> None:
     """Delete a folder and everything in it (nothing when it does not exist)."""
     import shutil
@@ -325,8 +335,8 @@ def remove_tree(path: AnyPath) -> None:
 def walk_files(root: AnyPath) -> Iterator[tuple[tuple[str, ...], AnyPath]]:
     """Every file under ``root`` (recursively) as (its path parts below ``root``, its path)."""
     if isinstance(root, StoragePath):
-        for path in root._children(recursive=True, files_only=True):
-            yield path.parts[len(root.parts):], path
+        for stored in root._children(recursive=True, files_only=True):
+            yield stored.parts[len(root.parts):], stored
         return
     for path in sorted(root.rglob("*")):
         if path.is_file():

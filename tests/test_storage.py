@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from raysweep.artefacts import atomic_write_bytes
 from raysweep.errors import SpecError
-from raysweep.storage import StoragePath, copy_tree, storage_path, walk_files
+from raysweep.storage import StoragePath, copy_tree, relative_to, storage_path, walk_files
 from raysweep.sweep.lock import ExperimentLock, ExperimentLocked, read_holder
 from raysweep.sweep.results import ResultsStore, RowKey, RowRef
 
@@ -87,6 +88,36 @@ def test_results_and_lock_in_an_object_store(s3: StoragePath):
     finally:
         lock.release()
     assert not (s3 / ".raysweep.lock").exists()
+
+
+def test_listings_in_an_object_store_sort_by_name(s3: StoragePath, tmp_path: Path):
+    """Object-store paths have no order of their own: a key's stored rows (several identities
+    and a pre-identity file) and a run's checkpoints come sorted by name, as locally."""
+    from raysweep.sweep.status import _checkpoints
+
+    key = RowKey("SL", "probe", 3)
+    names = {}
+    for root in (s3, tmp_path):
+        store = ResultsStore(root)
+        for row_id in ("ff", "aa"):
+            store.write({"condition": "SL", "protocol": "probe", "seed": 3, "row_id": row_id})
+        (store.rows_dir / "SL" / "probe" / "seed-0003.json").write_text("{}")
+        assert store.status([RowRef(key, "other")]).stale
+        for epoch in (10, 2):
+            atomic_write_bytes(root / "run" / "train" / f"checkpoint_{epoch:06d}" / "state.pt", b"")
+        names[root] = ([p.name for p in store.stored_for(key)],
+                       [p.name for p in _checkpoints(root / "run")])
+    assert names[s3] == names[tmp_path] == (
+        ["seed-0003-aa.json", "seed-0003-ff.json", "seed-0003.json"],
+        ["checkpoint_000002", "checkpoint_000010"])
+
+
+def test_relative_to_local_and_object_store_paths(s3: StoragePath, tmp_path: Path):
+    assert relative_to(s3 / "pretrain" / "run-1", s3) == PurePosixPath("pretrain/run-1")
+    assert relative_to(tmp_path / "pretrain" / "run-1", tmp_path) == Path("pretrain/run-1")
+    for path, root in ((s3 / "a", tmp_path), (tmp_path / "a", s3), (s3, s3 / "a")):
+        with pytest.raises(ValueError, match="not below"):
+            relative_to(path, root)
 
 
 def test_file_uri_storage(tmp_path: Path, monkeypatch):

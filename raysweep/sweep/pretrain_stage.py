@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import functools
 import time
-from pathlib import Path
 
 from raysweep import console
 from raysweep.config import ExperimentSpec, PretrainSpec
+from raysweep.storage import AnyPath
 from raysweep.sweep.interrupt import run_concurrently
 from raysweep.sweep.plan import make_plan
 
@@ -31,7 +31,7 @@ def resolved_run(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: bool 
 
 
 def pretrain_run_dir(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: bool = True
-                     ) -> Path:
+                     ) -> AnyPath:
     """The run directory of ``run`` (``save_digests=False``: a dry run, writes nothing)."""
     from raysweep.ssl.pretrain.run_dir import run_directory
 
@@ -40,7 +40,7 @@ def pretrain_run_dir(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: b
 
 
 def pretrain_encoder_path(spec: ExperimentSpec, run: PretrainSpec, *,
-                          save_digests: bool = True) -> Path:
+                          save_digests: bool = True) -> AnyPath:
     """Where run ``run`` of ``spec`` leaves (or left) its ``encoder.pt``."""
     from raysweep.ssl.pretrain.run_dir import ENCODER_FILE
 

@@ -132,8 +132,10 @@ class ResultsStore:
         if not directory.is_dir():
             return []
         stem = f"seed-{key.seed:04d}"
-        return sorted(p for p in directory.glob(f"{stem}*.json")
-                      if p.stem == stem or p.stem.startswith(stem + "-"))
+        # By name: object-store paths have no order of their own (all share ``directory``).
+        return sorted((p for p in directory.glob(f"{stem}*.json")
+                       if p.stem == stem or p.stem.startswith(stem + "-")),
+                      key=lambda p: p.name)
 
     def status(self, refs: Iterable[RowRef]) -> RowStatus:
         done, stale, new, pending = [], [], [], []

@@ -125,7 +125,8 @@ def resolve_base_weights(spec: ExperimentSpec, search: SearchSpec) -> tuple[str 
     from raysweep.ssl.pretrain.run_dir import is_finished
     from raysweep.sweep.pretrain_stage import pretrain_run_dir
 
-    run_dir = pretrain_run_dir(spec, spec.pretrain_parent(search.pretrain.encoder.weights))
+    parent = next(run for run in spec.pretrain if run.name == target)
+    run_dir = pretrain_run_dir(spec, parent)
     if not is_finished(run_dir):
         raise SpecError(f"search {search.name}: its base starts from pretrain run {target!r}, "
                         "which has not finished: run the pretrain stage first")

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from raysweep.config import EvaluationSpec, SearchSpec
 from raysweep.errors import SpecError
+from raysweep.storage import AnyPath
 
 __all__ = ["TrialScore", "score_encoder", "search_seeds"]
 
@@ -49,7 +49,7 @@ def _overall_metrics(row: dict[str, Any]) -> list[str]:
             and isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
-def score_encoder(search: SearchSpec, encoder_path: str | Path,
+def score_encoder(search: SearchSpec, encoder_path: str | AnyPath,
                   settings: EvaluationSpec) -> TrialScore:
     """Probe the encoder saved at ``encoder_path`` (a ``file:`` weight source of
     ``search.pretrain.encoder.name``) on the search's fit / validation data."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,6 +22,7 @@ import yaml
 
 from raysweep.artefacts import atomic_write_bytes, atomic_write_json, atomic_write_text, provenance
 from raysweep.config import SearchSpec
+from raysweep.storage import AnyPath
 from raysweep.sweep.search_space import default_values, grouped
 from raysweep.sweep.search_study import (
     STUDY_FILE,
@@ -73,8 +73,8 @@ def trials_table(study: Any, search: SearchSpec) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns if not rows else None)
 
 
-def write_default(directory: Path, study: str, search: SearchSpec,
-                  result: dict[str, Any]) -> Path:
+def write_default(directory: AnyPath, study: str, search: SearchSpec,
+                  result: dict[str, Any]) -> AnyPath:
     """``default.json``: the default configuration's score (from its trial's final result),
     valid for the study named ``study``."""
     from raysweep.sweep.search_searcher import MEAN_PREFIX, OBJECTIVE, VALUES_PER_SEED
@@ -89,7 +89,7 @@ def write_default(directory: Path, study: str, search: SearchSpec,
     return atomic_write_json(directory / DEFAULT_JSON, record)
 
 
-def read_default(directory: Path, study: str) -> dict[str, Any] | None:
+def read_default(directory: AnyPath, study: str) -> dict[str, Any] | None:
     """The stored default score when it belongs to the study named ``study``, else None."""
     import json
 
@@ -131,7 +131,7 @@ def best_yaml(search: SearchSpec, best: dict[str, Any] | None,
     return "\n".join(header) + "\n" + body
 
 
-def write_outputs(directory: Path, study: Any, search: SearchSpec) -> dict[str, Any]:
+def write_outputs(directory: AnyPath, study: Any, search: SearchSpec) -> dict[str, Any]:
     """Write ``trials.parquet`` / ``.csv``, ``best.json`` and ``best.yaml``; return
     ``best.json``'s content."""
     table = trials_table(study, search)

@@ -78,7 +78,8 @@ class StudySearcher(Searcher):
             self._default_id = trial_id
             return {"role": DEFAULT_ROLE, "number": None, "params": {}}
         if self._asked >= self._n_trials:
-            return Searcher.FINISHED
+            # Ray's annotation (Optional[Dict]) leaves out the FINISHED str its docs allow.
+            return Searcher.FINISHED  # type: ignore[return-value]
         trial = self._study.ask(self._distributions)
         trial.set_user_attr("runner", self._runner)
         self._asked += 1

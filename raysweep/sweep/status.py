@@ -29,9 +29,9 @@ from pathlib import Path
 
 from raysweep.config import ExperimentSpec, load_spec
 from raysweep.errors import RaysweepError
-from raysweep.storage import storage_path
+from raysweep.storage import AnyPath, relative_to, storage_path
 from raysweep.sweep.lock import LOCK_FILE, Holder, is_stale, read_holder
-from raysweep.sweep.results import ResultsStore, RowStatus
+from raysweep.sweep.results import ResultsStore, RowRef, RowStatus
 
 __all__ = ["ExperimentStatus", "PretrainRunState", "experiment_status"]
 
@@ -45,7 +45,7 @@ class PretrainRunState:
 
     name: str
     state: str
-    run_dir: Path | None
+    run_dir: AnyPath | None
     detail: str = ""
 
 
@@ -62,7 +62,7 @@ class ConditionRows:
 
 @dataclass(frozen=True)
 class ExperimentStatus:
-    directory: Path
+    directory: AnyPath
     spec: ExperimentSpec
     holder: Holder | None
     holder_stale: bool
@@ -71,7 +71,7 @@ class ExperimentStatus:
     by_condition: tuple[ConditionRows, ...]
     unidentified: str | None  # why identities could not be computed here (data unreadable)
     results_rows: int | None
-    report: Path | None
+    report: AnyPath | None
 
     @property
     def running(self) -> bool:
@@ -95,7 +95,7 @@ class ExperimentStatus:
                          f"{counts['checkpoints']} with checkpoints, {counts['none']} not started")
             width = max(len(r.name) for r in self.pretrain)
             for run in self.pretrain:
-                where = f"  {run.run_dir.relative_to(self.directory)}" if run.run_dir else ""
+                where = f"  {relative_to(run.run_dir, self.directory)}" if run.run_dir else ""
                 detail = f" ({run.detail})" if run.detail else ""
                 lines.append(f"  {run.name:<{width}}  {run.state}{detail}{where}")
         if self.rows is not None:
@@ -118,7 +118,7 @@ class ExperimentStatus:
         return "\n".join(lines)
 
 
-def _recorded_spec(directory: Path) -> ExperimentSpec:
+def _recorded_spec(directory: AnyPath) -> ExperimentSpec:
     """The spec recorded in ``directory``, pointed at ``directory`` wherever it now lives."""
     if not directory.is_dir():
         raise RaysweepError(f"{directory}: no such experiment directory")
@@ -134,16 +134,18 @@ def _recorded_spec(directory: Path) -> ExperimentSpec:
     return spec
 
 
-def _checkpoints(run_dir: Path) -> list[Path]:
+def _checkpoints(run_dir: AnyPath) -> list[AnyPath]:
     from raysweep.ssl.pretrain.driver import RAY_RUN_NAME
 
     train = run_dir / RAY_RUN_NAME
     if not train.is_dir():
         return []
-    return sorted(p for p in train.glob("checkpoint_[0-9]*") if p.is_dir())
+    # By name: object-store paths have no order of their own (all share ``train``).
+    return sorted((p for p in train.glob("checkpoint_[0-9]*") if p.is_dir()),
+                  key=lambda p: p.name)
 
 
-def _epochs_logged(run_dir: Path) -> int:
+def _epochs_logged(run_dir: AnyPath) -> int:
     from raysweep.ssl.pretrain.run_dir import METRICS_FILE
 
     try:
@@ -153,7 +155,7 @@ def _epochs_logged(run_dir: Path) -> int:
     return sum(1 for line in text.splitlines() if line.strip())
 
 
-def _run_state(name: str, total_epochs: int, run_dir: Path | None) -> PretrainRunState:
+def _run_state(name: str, total_epochs: int, run_dir: AnyPath | None) -> PretrainRunState:
     from raysweep.ssl.pretrain.run_dir import META_FILE, is_finished
 
     if run_dir is None or not run_dir.is_dir():
@@ -173,7 +175,7 @@ def _run_state(name: str, total_epochs: int, run_dir: Path | None) -> PretrainRu
     return PretrainRunState(name, "none", run_dir, "started, no checkpoint yet")
 
 
-def _by_name(spec: ExperimentSpec, name: str) -> Path | None:
+def _by_name(spec: ExperimentSpec, name: str) -> AnyPath | None:
     """The newest run directory named ``<name>-<hash>`` (when identities are unknown)."""
     root = spec.directory / "pretrain"
     if not root.is_dir():
@@ -205,7 +207,8 @@ def _row_status(spec: ExperimentSpec, identified: bool) -> RowStatus | None:
     if identified:
         return store.status(planned_refs(identify_trials(spec, save_digests=False)))
     # Identities unknown: a key with any stored row counts as done.
-    done, new = [], []
+    done: list[RowRef] = []
+    new: list[RowRef] = []
     for ref in unidentified_refs(eval_trials(spec)):
         (done if store.stored_for(ref.key) else new).append(ref)
     return RowStatus(done=tuple(done), new=tuple(new))
@@ -237,9 +240,9 @@ def _results_rows(store: ResultsStore) -> int | None:
 def experiment_status(directory: str | os.PathLike[str]) -> ExperimentStatus:
     """The status of the experiment in ``directory`` (see the module docstring); raises
     :class:`RaysweepError` when it is no experiment directory."""
-    directory = storage_path(directory)
-    spec = _recorded_spec(directory)
-    holder = read_holder(directory / LOCK_FILE)
+    where = storage_path(directory)
+    spec = _recorded_spec(where)
+    holder = read_holder(where / LOCK_FILE)
     unidentified = None
     try:
         pretrain = _pretrain_states(spec, identified=True)
@@ -250,10 +253,10 @@ def experiment_status(directory: str | os.PathLike[str]) -> ExperimentStatus:
                         "that they match the spec")
         pretrain = _pretrain_states(spec, identified=False)
         rows = _row_status(spec, identified=False)
-    store = ResultsStore(directory)
-    report = directory / "report" / "report.html"
+    store = ResultsStore(where)
+    report = where / "report" / "report.html"
     return ExperimentStatus(
-        directory=directory, spec=spec, holder=holder,
+        directory=where, spec=spec, holder=holder,
         holder_stale=holder is not None and is_stale(holder), pretrain=pretrain, rows=rows,
         by_condition=_by_condition(rows) if rows is not None else (),
         unidentified=unidentified, results_rows=_results_rows(store),

@@ -475,3 +475,26 @@ def test_a_search_whose_every_trial_failed_ends_in_one_line(tmp_path: Path) -> N
     assert str(failure) == ("every trial of search bt failed: digits: image 3 cannot be "
                             "decoded; log: /t/trial_1")
     assert failure.__cause__ is wrapped
+
+
+def test_a_search_from_a_pretrain_run_starts_from_its_finished_encoder(tmp_path: Path) -> None:
+    import hashlib
+
+    from raysweep.ssl.pretrain.run_dir import ENCODER_FILE, META_FILE, METRICS_FILE
+    from raysweep.sweep.pretrain_stage import pretrain_run_dir
+    from raysweep.sweep.search import resolve_base_weights
+
+    data = experiment(tmp_path)
+    data["pretrain"] = [{"name": "base", "data": DIGITS, "encoder": {"name": "small_resnet"},
+                         "further": False, "epochs": 1, "batch_size": 32, "projector": [32, 32]}]
+    data["search"][0]["pretrain"]["encoder"] = {"name": "small_resnet", "weights": "pretrain:base"}
+    spec = spec_from_data(data)
+    with pytest.raises(SpecError, match="pretrain run 'base', which has not finished"):
+        resolve_base_weights(spec, spec.search[0])
+    run_dir = pretrain_run_dir(spec, spec.pretrain[0])
+    run_dir.mkdir(parents=True)
+    (run_dir / ENCODER_FILE).write_bytes(b"encoder bytes")
+    (run_dir / METRICS_FILE).write_text("{}\n")
+    (run_dir / META_FILE).write_text(json.dumps({"status": "finished"}))
+    assert resolve_base_weights(spec, spec.search[0]) == (
+        f"file:{run_dir / ENCODER_FILE}", hashlib.sha256(b"encoder bytes").hexdigest())
