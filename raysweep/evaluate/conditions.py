@@ -10,7 +10,7 @@ from torch import nn
 from raysweep.config import EvaluationSpec
 from raysweep.errors import RaysweepError
 from raysweep.evaluate.batched import probe_batched
-from raysweep.evaluate.inputs import Split
+from raysweep.evaluate.inputs import ImagesLabels
 from raysweep.evaluate.logistic import logistic_probe
 from raysweep.evaluate.optimizers import uses_fastai_defaults
 from raysweep.evaluate.protocol import finetune, probe_single
@@ -19,9 +19,9 @@ from raysweep.evaluate.tta import Augment
 __all__ = ["evaluate_condition", "probe"]
 
 
-def probe(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,
+def probe(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *, settings: EvaluationSpec,
           seeds: Sequence[int], class_names: Sequence[str], augment: Augment | None = None,
-          device: Any = "cpu", test_sets: Mapping[str, Split] | None = None
+          device: Any = "cpu", test_sets: Mapping[str, ImagesLabels] | None = None
           ) -> list[dict[str, Any]]:
     """Linear probes of ``encoder`` for each seed; one row per seed, in ``seeds`` order, each
     scored on the external ``test_sets`` too.
@@ -48,11 +48,11 @@ def probe(encoder: nn.Module, train: Split, test: Split, *, settings: Evaluation
             for seed in seeds]
 
 
-def evaluate_condition(encoder: nn.Module, dataset_pair: tuple[Split, Split], *,
+def evaluate_condition(encoder: nn.Module, dataset_pair: tuple[ImagesLabels, ImagesLabels], *,
                        settings: EvaluationSpec, protocols: Sequence[str], seeds: Sequence[int],
                        class_names: Sequence[str], augment: Augment | None = None,
                        device: Any = "cpu", progress: bool = False,
-                       test_sets: Mapping[str, Split] | None = None) -> list[dict[str, Any]]:
+                       test_sets: Mapping[str, ImagesLabels] | None = None) -> list[dict[str, Any]]:
     """Every protocol x seed of one encoder condition: fine-tuning seed by seed, probes batched,
     the logistic protocol from one feature pass; every trained head also scored on the
     external ``test_sets`` (the rows' ``test_sets`` lists).

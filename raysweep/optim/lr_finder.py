@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from raysweep.errors import RaysweepError
 
@@ -41,11 +42,24 @@ class LRFinderResult:
     losses: tuple[float, ...]
     suggestion: float
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{"lrs": [...], "losses": [...], "suggestion": float}``: plain lists and floats, so
+        it saves and loads with ``torch.load(..., weights_only=True)`` (run checkpoints)."""
+        return {"lrs": list(self.lrs), "losses": list(self.losses),
+                "suggestion": self.suggestion}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LRFinderResult:
+        """The result :meth:`to_dict` wrote."""
+        return cls(lrs=tuple(float(v) for v in data["lrs"]),
+                   losses=tuple(float(v) for v in data["losses"]),
+                   suggestion=float(data["suggestion"]))
+
     def to_json(self) -> str:
-        """``{"lrs": [...], "losses": [...], "suggestion": float}`` (the results-row format)."""
-        losses = [loss if math.isfinite(loss) else None for loss in self.losses]
-        return json.dumps({"lrs": list(self.lrs), "losses": losses,
-                           "suggestion": self.suggestion})
+        """:meth:`to_dict` as JSON, non-finite losses as ``null`` (the results-row format)."""
+        data = self.to_dict()
+        data["losses"] = [loss if math.isfinite(loss) else None for loss in self.losses]
+        return json.dumps(data)
 
 
 def valley(lrs: Sequence[float], losses: Sequence[float]) -> float:
