@@ -755,7 +755,9 @@ class EvaluationSpec(Spec):
     seed_scope: Literal["head", "all"] = spec_field(
         "head", doc="head: only the head init varies with the seed (paper)")
     batched_probes: bool = spec_field(True, doc="probe K seeds in one pass")
-    device: str = spec_field("auto", doc="auto | cpu | cuda")
+    device: str = spec_field(
+        "auto", doc="search scoring's probes: auto | cpu | cuda (evaluate-stage trials run on "
+                    "the device Tune gives them)")
     validation_curves: bool = spec_field(
         False, doc="fine-tuning: metrics on the data's val split after every epoch")
     logistic: LogisticSpec = spec_field(default_factory=LogisticSpec,

@@ -9,7 +9,7 @@ from raysweep.optim.lr_finder import (
     suggest_lr,
     valley,
 )
-from raysweep.optim.schedules import fastai_one_cycle, fastai_one_cycle_table, one_cycle
+from raysweep.optim.schedules import fastai_one_cycle, fastai_one_cycle_table
 
-__all__ = ["BatchedAdam", "LRFinderResult", "fastai_one_cycle", "fastai_one_cycle_table", "lr_range_test",
-           "lr_range_test_batched", "one_cycle", "suggest_lr", "valley"]
+__all__ = ["BatchedAdam", "LRFinderResult", "fastai_one_cycle", "fastai_one_cycle_table",
+           "lr_range_test", "lr_range_test_batched", "suggest_lr", "valley"]

@@ -1,4 +1,5 @@
-"""Many seeds of one encoder: :func:`probe` (batched by default) and :func:`evaluate_condition`."""
+"""Linear probes of one encoder over many seeds (:func:`probe`): batched by default, separate
+runs where batching cannot reproduce them."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from raysweep.config import EvaluationSpec
 from raysweep.errors import RaysweepError
 from raysweep.evaluate.batched import probe_batched
 from raysweep.evaluate.inputs import ImagesLabels
-from raysweep.evaluate.logistic import logistic_probe
 from raysweep.evaluate.optimizers import uses_fastai_defaults
-from raysweep.evaluate.protocol import finetune, probe_single
+from raysweep.evaluate.protocol import probe_single
 from raysweep.evaluate.tta import Augment
 
-__all__ = ["evaluate_condition", "probe"]
+__all__ = ["probe"]
 
 
 def probe(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *, settings: EvaluationSpec,
@@ -46,35 +46,3 @@ def probe(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *, settin
                          class_names=class_names, augment=augment, device=device,
                          test_sets=test_sets)
             for seed in seeds]
-
-
-def evaluate_condition(encoder: nn.Module, dataset_pair: tuple[ImagesLabels, ImagesLabels], *,
-                       settings: EvaluationSpec, protocols: Sequence[str], seeds: Sequence[int],
-                       class_names: Sequence[str], augment: Augment | None = None,
-                       device: Any = "cpu", progress: bool = False,
-                       test_sets: Mapping[str, ImagesLabels] | None = None) -> list[dict[str, Any]]:
-    """Every protocol x seed of one encoder condition: fine-tuning seed by seed, probes batched,
-    the logistic protocol from one feature pass; every trained head also scored on the
-    external ``test_sets`` (the rows' ``test_sets`` lists).
-
-    ``dataset_pair`` is ``(train, test)``. Rows come out per protocol, in seed order; the
-    encoder itself is never changed.
-    """
-    train, test = dataset_pair
-    rows: list[dict[str, Any]] = []
-    for protocol in protocols:
-        if protocol == "finetune":
-            rows += [finetune(encoder, train, test, settings=settings, seed=seed,
-                              class_names=class_names, augment=augment, device=device,
-                              progress=progress, test_sets=test_sets) for seed in seeds]
-        elif protocol == "probe":
-            rows += probe(encoder, train, test, settings=settings, seeds=seeds,
-                          class_names=class_names, augment=augment, device=device,
-                          test_sets=test_sets)
-        elif protocol == "logistic":
-            rows += logistic_probe(encoder, train, test, settings=settings, seeds=seeds,
-                                   class_names=class_names, device=device, test_sets=test_sets)
-        else:
-            raise RaysweepError(f"unknown protocol {protocol!r}; use 'finetune', 'probe' or "
-                                "'logistic'")
-    return rows
