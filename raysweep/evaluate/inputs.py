@@ -1,7 +1,8 @@
 """Checked inputs of an evaluation run: the labelled train/test pair, batches and the device.
 
-A split is an :data:`ImagesLabels` pair ``(images, labels)``: images uint8 ``(N, C, H, W)`` with C in {1, 3} (tensor or
-array, e.g. ``ImageDataset.labelled(split)``), labels int64 ``(N,)`` indexing ``class_names``.
+A split is an :data:`ImagesLabels` pair ``(images, labels)``: images uint8 ``(N, C, H, W)``
+with C in {1, 3} (tensor or array, e.g. ``ImageDataset.labelled(split)``), labels int64
+``(N,)`` indexing ``class_names``.
 Every problem a user can cause is a :class:`~raysweep.errors.DataError` naming the split.
 """
 

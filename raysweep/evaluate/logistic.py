@@ -51,7 +51,8 @@ from raysweep.evaluate.metrics import classification_metrics, external_metrics
 from raysweep.evaluate.protocol import TEST_SETS, lr_finder_json
 from raysweep.seeding import numpy_rng
 
-__all__ = ["c_grid", "choose_c", "final_fit", "fit_logistic", "logistic_probe", "logistic_rows", "validation_split"]
+__all__ = ["c_grid", "choose_c", "final_fit", "fit_logistic", "logistic_probe", "logistic_rows",
+           "validation_split"]
 
 
 def c_grid(spec: LogisticSpec) -> np.ndarray:
@@ -218,7 +219,8 @@ def logistic_rows(features: LabelledFeatures, spec: LogisticSpec, seeds: Sequenc
     return rows
 
 
-def logistic_probe(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *, settings: EvaluationSpec,
+def logistic_probe(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
+                   settings: EvaluationSpec,
                    seeds: Sequence[int], class_names: Sequence[str],
                    device: Any = "cpu", test_sets: Mapping[str, ImagesLabels] | None = None
                    ) -> list[dict[str, Any]]:

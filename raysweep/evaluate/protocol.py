@@ -17,9 +17,11 @@ section 3.4, appendix A.1; the authors' fastai code), for one seed.
 Optimiser: fastai's Adam = ``torch.optim.AdamW`` with ``eps=1e-5``, ``betas=(0.9, 0.99)``
 (beta1 cycled 0.95 -> 0.85 -> 0.95 by the 1cycle schedule; fastai's decoupled weight decay,
 0 in the paper's code); ``settings.optimizer`` / ``settings.schedule`` choose the thesis'
-instead (:mod:`raysweep.evaluate.optimizers`). Training batches: ``batch_size`` (64), reshuffled each epoch from the
-``data_order`` stream, incomplete last batch dropped (fastai), augmented with the ``supervised``
-pipeline from the ``train_aug`` stream; the LR finder draws its batches from its own stream.
+instead (:mod:`raysweep.evaluate.optimizers`). Training batches: ``batch_size`` (64),
+reshuffled each epoch from the ``data_order`` stream, incomplete last batch dropped (fastai),
+augmented with the ``supervised`` pipeline from the ``train_aug`` stream; the LR finder draws
+its batches from its own stream. The phases are :mod:`raysweep.evaluate.phases`, shared with
+batched probes.
 
 Linear probe: the encoder is frozen *throughout*, BatchNorm included, and runs in eval mode, so
 its features are a fixed function of the (augmented) image. (The authors' fastai ``freeze``
@@ -316,7 +318,8 @@ class _SeedRun:
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "data_order_rng": self.order.get_state(),
                     "train_aug_rng": self.aug_generator.get_state(), "lr_max": lr_max,
-                    "val_curve": val_curve, "finder": None if finder is None else finder.to_dict()}))
+                    "val_curve": val_curve,
+                    "finder": None if finder is None else finder.to_dict()}))
 
         train_epochs(partial(self.train_step, optimizer), self.batches,
                      steps_per_epoch=self.steps, epochs=self.settings.epochs,
@@ -369,7 +372,8 @@ def _run_seed(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
     return (row, probs.cpu()) if return_probabilities else row
 
 
-def finetune(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *, settings: EvaluationSpec,
+def finetune(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
+             settings: EvaluationSpec,
              seed: int, class_names: Sequence[str], augment: Augment | None = None,
              device: Any = "cpu", progress: bool = False,
              on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -412,7 +416,8 @@ def finetune(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *, set
                 on_epoch=on_epoch, resume=resume, val=val, test_sets=test_sets)
 
 
-def probe_single(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *, settings: EvaluationSpec,
+def probe_single(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
+                 settings: EvaluationSpec,
                  seed: int, class_names: Sequence[str], augment: Augment | None = None,
                  device: Any = "cpu", progress: bool = False,
                  return_probabilities: bool = False,

@@ -28,7 +28,13 @@ from typing import Any
 
 from raysweep.errors import RaysweepError
 
-__all__ = ["LRFinderResult", "lr_range_test", "lr_range_test_batched", "suggest_lr", "valley"]
+__all__ = ["LR_FINDER_END", "LR_FINDER_START", "LRFinderResult", "lr_range_test",
+           "lr_range_test_batched", "suggest_lr", "valley"]
+
+#: The lr range of every LR finder (fastai ``lr_find``'s defaults): the evaluation protocol's
+#: ``lr_finder_start`` / ``lr_finder_end`` default to it, pre-training uses it as is.
+LR_FINDER_START = 1e-7
+LR_FINDER_END = 10.0
 
 SMOOTHING_BETA = 0.98  # fastai Recorder(beta=0.98)
 DIVERGENCE_FACTOR = 4.0  # fastai LRFinder: stop when smooth_loss > 4 * best_loss
@@ -108,8 +114,9 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float], iters: int) -> flo
 
 
 def lr_range_test_batched(step: Callable[[float, Sequence[bool]], Sequence[float]],
-                          num_runs: int, *, start: float = 1e-7, end: float = 10.0,
-                          iters: int = 100, stop_div: bool = True) -> list[LRFinderResult]:
+                          num_runs: int, *, start: float = LR_FINDER_START,
+                          end: float = LR_FINDER_END, iters: int = 100,
+                          stop_div: bool = True) -> list[LRFinderResult]:
     """The range test for ``num_runs`` independent runs sharing one lr sweep (batched heads).
 
     ``step(lr, active)`` takes one optimiser step at ``lr`` for every run and returns the
@@ -145,8 +152,9 @@ def lr_range_test_batched(step: Callable[[float, Sequence[bool]], Sequence[float
             for k in range(num_runs)]
 
 
-def lr_range_test(step: Callable[[float], float], *, start: float = 1e-7, end: float = 10.0,
-                  iters: int = 100, stop_div: bool = True) -> LRFinderResult:
+def lr_range_test(step: Callable[[float], float], *, start: float = LR_FINDER_START,
+                  end: float = LR_FINDER_END, iters: int = 100,
+                  stop_div: bool = True) -> LRFinderResult:
     """fastai's LR range test: ``step(lr)`` takes one optimiser step at ``lr`` and returns the
     training loss; returns the curve and the ``valley`` suggestion. The caller restores its
     model and optimiser afterwards (the test changes them)."""
