@@ -760,6 +760,10 @@ class EvaluationSpec(Spec):
     device: str = spec_field(
         "auto", doc="search scoring's probes: auto | cpu | cuda (evaluate-stage trials run on "
                     "the device Tune gives them)")
+    precision: Literal["auto", "fp32", "bf16"] = spec_field(
+        "auto", doc="fine-tuning and probes: auto = bf16 autocast on GPU, fp32 on CPU")
+    channels_last: bool | None = spec_field(
+        None, doc="fine-tuning and probes in channels_last memory format; null = on for GPUs")
     validation_curves: bool = spec_field(
         False, doc="fine-tuning: metrics on the data's val split after every epoch")
     logistic: LogisticSpec = spec_field(default_factory=LogisticSpec,

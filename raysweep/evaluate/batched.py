@@ -16,6 +16,10 @@ a single run, so its ``valley`` decisions (comparisons of losses, where a last-b
 could change ``lr_max``) are the same. A head whose LR finder has stopped is left out
 of the loss until the finder ends (its state is restored anyway).
 
+Under bf16 autocast (``precision``, on by default on GPUs) the heads run in the same
+precision as single probes, within the tolerance of :class:`raysweep.evaluate.phases.Precision`
+of them rather than bit for bit.
+
 Per-row timings are the shared wall time divided by K (``batched_heads`` = K says so).
 """
 
@@ -42,6 +46,7 @@ from raysweep.evaluate.inputs import (
 from raysweep.evaluate.metrics import classification_metrics
 from raysweep.evaluate.optimizers import ADAM_BETAS, ADAM_EPS
 from raysweep.evaluate.phases import (
+    Precision,
     lr_finder_phase,
     run_steps,
     test_probabilities,
@@ -161,8 +166,11 @@ class _BatchedProbe:
                                                    ).to(pair.train_images.device)
         self.num_heads = len(seeds)
         self.steps = batches_per_epoch(pair.train_images.shape[0], settings.batch_size)
+        self.precision = Precision.resolve(settings, pair.train_images.device)
+        self.precision.prepare(self.encoder)
+        self.logits = self.precision.wrap(self._logits)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C) logits of every head; no gradient reaches the encoder."""
         with torch.no_grad():
             features = self.encoder(x)
@@ -255,7 +263,8 @@ def probe_batched(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *
                      lr_max=float(lr_max[k]), finder=finders[k] if finders else None,
                      bn_in_head_epoch="frozen", time_train_s=(trained - start) / k_heads,
                      time_eval_s=(end - trained) / k_heads,
-                     time_total_s=(end - start) / k_heads, batched_heads=k_heads)
+                     time_total_s=(end - start) / k_heads, batched_heads=k_heads,
+                     precision=run.precision)
             for k, seed in enumerate(seeds)]
     entries = test_set_entries(run.logits, external, augment=augment, settings=settings,
                                tta_generator=run.shared.tta, class_names=pair.class_names,

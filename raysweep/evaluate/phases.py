@@ -7,6 +7,8 @@ by a single seed's run (:mod:`raysweep.evaluate.protocol`) and K batched probe h
 - :func:`lr_finder_phase`: fastai's LR finder from a saved state that is restored afterwards;
 - :func:`test_probabilities` / :func:`test_set_entries`: TTA scoring of the test split and of
   each external test set;
+- :class:`Precision`: bf16 autocast and channels_last (``EvaluationSpec.precision`` /
+  ``channels_last``, on by default for GPUs), applied to the model and every forward pass.
 
 A step function takes one batch ``(x float (B, 3, H, W), y int64 (B,))`` and takes one
 optimiser step; single runs and batched heads differ only in their step function.
@@ -14,9 +16,11 @@ optimiser step; single runs and batched heads differ only in their step function
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,11 +33,69 @@ from raysweep.evaluate.metrics import external_metrics
 from raysweep.evaluate.tta import Augment, tta_probabilities
 from raysweep.optim import LRFinderResult, lr_range_test_batched
 
-__all__ = ["lr_finder_phase", "run_steps", "test_probabilities",
+__all__ = ["Precision", "lr_finder_phase", "run_steps", "test_probabilities",
            "test_set_entries", "train_epochs", "training_batches"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 StepFn = Callable[[torch.Tensor, torch.Tensor], Any]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a run computes: bf16 autocast and/or channels_last memory format.
+
+    Both default on for CUDA devices and off on CPU (``precision: auto``, ``channels_last:
+    null``), as in pre-training (:func:`raysweep.ssl.pretrain.loop.resolve_precision`). Off, the
+    run is exactly the fp32 path: no autocast context is entered and no tensor is converted.
+    With bf16, logits are returned in float32, so the loss, softmax and metrics stay fp32.
+    Tolerance, tested on CPU (``torch.autocast("cpu", dtype=torch.bfloat16)``) with a fixed
+    ``lr_max``: TTA probabilities within 0.01 of fp32's and every metric within 0.05
+    (tests/evaluate/test_precision.py; docs/protocol.md "Precision").
+    """
+
+    bf16: bool = False
+    channels_last: bool = False
+    device_type: str = "cpu"
+
+    @classmethod
+    def resolve(cls, settings: EvaluationSpec, device: torch.device) -> Precision:
+        on_gpu = device.type == "cuda"
+        bf16 = settings.precision == "bf16" or (settings.precision == "auto" and on_gpu)
+        channels_last = on_gpu if settings.channels_last is None else settings.channels_last
+        return cls(bf16=bf16, channels_last=channels_last, device_type=device.type)
+
+    def row_columns(self) -> dict[str, Any]:
+        """The row's ``precision`` and ``channels_last`` columns when either is on (a plain
+        fp32 row, as every row before them, has neither)."""
+        if not self.bf16 and not self.channels_last:
+            return {}
+        return {"precision": "bf16" if self.bf16 else "fp32",
+                "channels_last": self.channels_last}
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        """``module`` in channels_last when enabled (in place, as ``Module.to``)."""
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16)
+
+    def wrap(self, logits_fn: Callable[[torch.Tensor], torch.Tensor]
+             ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``logits_fn`` with inputs in channels_last and under autocast when enabled, its
+        logits in float32; ``logits_fn`` itself when both are off."""
+        if not self.bf16 and not self.channels_last:
+            return logits_fn
+
+        def wrapped(x: torch.Tensor) -> torch.Tensor:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                logits = logits_fn(x)
+            return logits.float()
+
+        return wrapped
 
 
 def training_batches(pair: LabelledPair, batch_size: int, order: torch.Generator,

@@ -67,6 +67,7 @@ from raysweep.evaluate.optimizers import (
     make_schedule,
 )
 from raysweep.evaluate.phases import (
+    Precision,
     lr_finder_phase,
     run_steps,
     test_probabilities,
@@ -134,9 +135,9 @@ def lr_finder_json(result: LRFinderResult | None) -> str:
 def make_row(*, protocol: str, seed: int, settings: EvaluationSpec, metrics: dict[str, Any],
              lr_max: float, finder: LRFinderResult | None, bn_in_head_epoch: str,
              time_train_s: float, time_eval_s: float, time_total_s: float,
-             batched_heads: int) -> dict[str, Any]:
+             batched_heads: int, precision: Precision | None = None) -> dict[str, Any]:
     """One results row (docs/design.md "The results table"); the sweep adds the condition's
-    keys."""
+    keys. ``precision``: bf16 / channels_last columns when the run used either."""
     row = {
         "protocol": protocol,
         "seed": int(seed),
@@ -156,6 +157,8 @@ def make_row(*, protocol: str, seed: int, settings: EvaluationSpec, metrics: dic
     }
     if settings.optimizer != "fastai_adam" or settings.schedule != "onecycle":
         row["optimizer"], row["schedule"] = settings.optimizer, settings.schedule
+    if precision is not None:
+        row.update(precision.row_columns())
     return row
 
 
@@ -221,11 +224,14 @@ class _SeedRun:
         self.head = LinearHead(in_dim, self.pair.num_classes,
                                generator=self.streams.head()).to(dev)
         self.model = nn.ModuleDict({"encoder": self.encoder, "head": self.head})
+        self.precision = Precision.resolve(settings, dev)
+        self.precision.prepare(self.model)
+        self.forward = self.precision.wrap(self._logits)
         self.probing = protocol == "probe"
         self.bn_mode = "frozen" if self.probing else settings.bn_in_head_epoch
         self.steps = batches_per_epoch(self.pair.train_images.shape[0], settings.batch_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.probing or not torch.is_grad_enabled():
             with torch.no_grad():
                 features = self.encoder(x)
@@ -364,7 +370,7 @@ def _run_seed(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
     row = make_row(protocol=protocol, seed=seed, settings=settings, metrics=metrics,
                    lr_max=lr_max, finder=finder, bn_in_head_epoch=run.bn_mode,
                    time_train_s=trained - start, time_eval_s=end - trained,
-                   time_total_s=end - start, batched_heads=1)
+                   time_total_s=end - start, batched_heads=1, precision=run.precision)
     if run.val is not None:
         row["val_curve"] = json.dumps(val_curve)
     if entries:
