@@ -45,7 +45,7 @@ class Precision:
     """How a run computes: bf16 autocast and/or channels_last memory format.
 
     Both default on for CUDA devices and off on CPU (``precision: auto``, ``channels_last:
-    null``), as in pre-training (:func:`raysweep.ssl.pretrain.loop.resolve_precision`). Off, the
+    null``), as ``PretrainSpec.precision`` / ``channels_last`` in pre-training. Off, the
     run is exactly the fp32 path: no autocast context is entered and no tensor is converted.
     With bf16, logits are returned in float32, so the loss, softmax and metrics stay fp32.
     Tolerance, tested on CPU (``torch.autocast("cpu", dtype=torch.bfloat16)``) with a fixed
