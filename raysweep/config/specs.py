@@ -32,6 +32,7 @@ from raysweep.config.validation import (
     spec_field,
     to_dict,
 )
+from raysweep.optim.lr_finder import LR_FINDER_END, LR_FINDER_START
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -264,7 +265,7 @@ class PretrainSpec(Spec):
         return problems
 
 
-Protocol = Literal["finetune", "probe", "logistic"]
+ProtocolName = Literal["finetune", "probe", "logistic"]
 
 #: Metrics the logistic protocol may choose its regularisation by (``log_loss``: the lowest).
 LogisticSelection = Literal["accuracy", "f1_weighted", "f1_macro", "balanced_accuracy",
@@ -336,8 +337,9 @@ class EvaluationSpec(Spec):
     batch_size: int = spec_field(64, checks=(_positive,), doc="batch size")
     lr_max: float | None = spec_field(None, checks=(_positive,), doc="null = LR finder")
     lr_finder_iters: int = spec_field(100, checks=(_positive,), doc="LR finder iterations")
-    lr_finder_start: float = spec_field(1e-7, checks=(_positive,), doc="LR finder first lr")
-    lr_finder_end: float = spec_field(10.0, checks=(_positive,), doc="LR finder last lr")
+    lr_finder_start: float = spec_field(LR_FINDER_START, checks=(_positive,),
+                                        doc="LR finder first lr")
+    lr_finder_end: float = spec_field(LR_FINDER_END, checks=(_positive,), doc="LR finder last lr")
     pct_start: float = spec_field(0.25, checks=(_unit_interval_open,), doc="1cycle warm-up share")
     div_factor: float = spec_field(25.0, checks=(_positive,), doc="lr_max / initial lr")
     final_div_factor: float = spec_field(1e5, checks=(_positive,),
@@ -361,7 +363,13 @@ class EvaluationSpec(Spec):
     seed_scope: Literal["head", "all"] = spec_field(
         "head", doc="head: only the head init varies with the seed (paper)")
     batched_probes: bool = spec_field(True, doc="probe K seeds in one pass")
-    device: str = spec_field("auto", doc="auto | cpu | cuda")
+    device: str = spec_field(
+        "auto", doc="search scoring's probes: auto | cpu | cuda (evaluate-stage trials run on "
+                    "the device Tune gives them)")
+    precision: Literal["auto", "fp32", "bf16"] = spec_field(
+        "auto", doc="fine-tuning and probes: auto = bf16 autocast on GPU, fp32 on CPU")
+    channels_last: bool | None = spec_field(
+        None, doc="fine-tuning and probes in channels_last memory format; null = on for GPUs")
     validation_curves: bool = spec_field(
         False, doc="fine-tuning: metrics on the data's val split after every epoch")
     logistic: LogisticSpec = spec_field(default_factory=LogisticSpec,
@@ -390,7 +398,7 @@ class EncoderCondition(Spec):
 
     name: str = spec_field(checks=(_name,), doc="condition name")
     encoder: EncoderSpec = spec_field(default_factory=EncoderSpec, doc="architecture + weights")
-    protocols: tuple[Protocol, ...] | None = spec_field(None, checks=(_non_empty,),
+    protocols: tuple[ProtocolName, ...] | None = spec_field(None, checks=(_non_empty,),
                                                         doc="null = the stage's protocols")
     keys: Mapping[str, str] = spec_field(default_factory=dict, doc="condition keys")
     overrides: Mapping[str, Any] = spec_field(default_factory=dict,
@@ -468,7 +476,7 @@ class EvaluateStage(Spec):
 
     data: DatasetSpec = spec_field(doc="labelled train/test data")
     encoders: tuple[EncoderCondition, ...] = spec_field(checks=(_non_empty,), doc="conditions")
-    protocols: tuple[Protocol, ...] = spec_field(("finetune", "probe"), checks=(_non_empty,),
+    protocols: tuple[ProtocolName, ...] = spec_field(("finetune", "probe"), checks=(_non_empty,),
                                                  doc="finetune, probe and/or logistic")
     seeds: int = spec_field(35, checks=(_between(1, MAX_SEEDS),),
                             doc="seed indices first_seed .. +seeds-1")
@@ -648,9 +656,9 @@ class Comparison(Spec):
     model_1: str = spec_field(doc="condition name")
     model_2: str = spec_field(doc="condition name")
     alternative: Literal["greater", "two-sided"] = spec_field("greater", doc="H1")
-    protocol: Protocol | None = spec_field(None, doc="null = every protocol")
-    protocol_1: Protocol | None = spec_field(None, doc="model_1's protocol (with protocol_2)")
-    protocol_2: Protocol | None = spec_field(None, doc="model_2's protocol (with protocol_1)")
+    protocol: ProtocolName | None = spec_field(None, doc="null = every protocol")
+    protocol_1: ProtocolName | None = spec_field(None, doc="model_1's protocol (with protocol_2)")
+    protocol_2: ProtocolName | None = spec_field(None, doc="model_2's protocol (with protocol_1)")
 
     @property
     def across_protocols(self) -> bool:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from raysweep.data import to_float_rgb
-from raysweep.evaluate.inputs import Split, prepare_pair, resolve_device
+from raysweep.evaluate.inputs import ImagesLabels, prepare_pair, resolve_device
 from raysweep.evaluate.protocol import encoder_output_dim, prepare_test_sets
 
 __all__ = ["FEATURE_BATCH", "LabelledFeatures", "encode", "labelled_features"]
@@ -55,9 +55,9 @@ def encode(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = FEATUR
     return torch.cat(chunks).numpy()
 
 
-def labelled_features(encoder: nn.Module, train: Split, test: Split, *,
+def labelled_features(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
                       class_names: Sequence[str], device: Any = "cpu",
-                      test_sets: Mapping[str, Split] | None = None) -> LabelledFeatures:
+                      test_sets: Mapping[str, ImagesLabels] | None = None) -> LabelledFeatures:
     """Frozen features of the labelled ``train`` and ``test`` splits (checked like every
     protocol's inputs: :func:`raysweep.evaluate.inputs.prepare_pair`) and of the external
     ``test_sets``. A copy of ``encoder`` runs in eval mode (BatchNorm uses its running

@@ -1,7 +1,8 @@
 """Checked inputs of an evaluation run: the labelled train/test pair, batches and the device.
 
-A split is ``(images, labels)``: images uint8 ``(N, C, H, W)`` with C in {1, 3} (tensor or
-array, e.g. ``ImageDataset.labelled(split)``), labels int64 ``(N,)`` indexing ``class_names``.
+A split is an :data:`ImagesLabels` pair ``(images, labels)``: images uint8 ``(N, C, H, W)``
+with C in {1, 3} (tensor or array, e.g. ``ImageDataset.labelled(split)``), labels int64
+``(N,)`` indexing ``class_names``.
 Every problem a user can cause is a :class:`~raysweep.errors.DataError` naming the split.
 """
 
@@ -15,9 +16,11 @@ import torch
 
 from raysweep.errors import DataError
 
-__all__ = ["LabelledPair", "epoch_batches", "prepare_pair", "prepare_split", "resolve_device"]
+__all__ = ["ImagesLabels", "LabelledPair", "batches_per_epoch", "epoch_batches", "prepare_pair",
+           "prepare_split", "resolve_device"]
 
-Split = tuple["torch.Tensor | np.ndarray", "torch.Tensor | np.ndarray"]
+#: A labelled split as given: ``(images uint8 (N, C, H, W), labels int (N,))``.
+ImagesLabels = tuple["torch.Tensor | np.ndarray", "torch.Tensor | np.ndarray"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _split(split: Split, name: str, num_classes: int,
+def _split(split: ImagesLabels, name: str, num_classes: int,
            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         images, labels = split
@@ -76,13 +79,13 @@ def _split(split: Split, name: str, num_classes: int,
     return images.to(device), labels.to(device)
 
 
-def prepare_split(split: Split, name: str, class_names: Sequence[str],
+def prepare_split(split: ImagesLabels, name: str, class_names: Sequence[str],
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """One checked split ``(images uint8, labels int64)`` on ``device`` (e.g. ``val``)."""
     return _split(split, name, len(class_names), device)
 
 
-def prepare_pair(train: Split, test: Split, class_names: Sequence[str],
+def prepare_pair(train: ImagesLabels, test: ImagesLabels, class_names: Sequence[str],
                  device: torch.device) -> LabelledPair:
     """Validate and move a train/test pair to ``device``.
 
@@ -119,6 +122,6 @@ def epoch_batches(num_items: int, batch_size: int,
     return [order[i * batch_size:(i + 1) * batch_size] for i in range(num_items // batch_size)]
 
 
-def steps_per_epoch(num_items: int, batch_size: int) -> int:
+def batches_per_epoch(num_items: int, batch_size: int) -> int:
     """Number of batches :func:`epoch_batches` yields."""
     return max(1, num_items // batch_size)

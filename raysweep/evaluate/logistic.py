@@ -46,12 +46,13 @@ from torch import nn
 from raysweep.config import EvaluationSpec, LogisticSpec
 from raysweep.errors import DataError, RaysweepError
 from raysweep.evaluate.features import LabelledFeatures, labelled_features
-from raysweep.evaluate.inputs import Split
-from raysweep.evaluate.metrics import classification_metrics
-from raysweep.evaluate.protocol import TEST_SETS, external_metrics, lr_finder_json
+from raysweep.evaluate.inputs import ImagesLabels
+from raysweep.evaluate.metrics import classification_metrics, external_metrics
+from raysweep.evaluate.protocol import TEST_SETS, lr_finder_json
 from raysweep.seeding import numpy_rng
 
-__all__ = ["c_grid", "fit_logistic", "logistic_probe", "logistic_rows", "validation_split"]
+__all__ = ["c_grid", "choose_c", "final_fit", "fit_logistic", "logistic_probe", "logistic_rows",
+           "validation_split"]
 
 
 def c_grid(spec: LogisticSpec) -> np.ndarray:
@@ -129,57 +130,68 @@ def _converged(model: Pipeline, spec: LogisticSpec) -> tuple[int, bool]:
     return n_iter, n_iter < spec.max_iter
 
 
+#: A final fit's test probabilities, n_iter, convergence, and ``{test set: (probs, seconds)}``.
+FinalFit = tuple[np.ndarray, int, bool, dict[str, tuple[np.ndarray, float]]]
+
+
+def choose_c(features: LabelledFeatures, spec: LogisticSpec, grid: Sequence[float],
+             seed: int) -> tuple[float, float, list[float], int]:
+    """``(C, its validation score, every C's score, validation size)`` for ``seed``: each C fit
+    on the seed's fit part and scored on its validation part by ``spec.select_by``; the best C
+    wins (ties: the smallest, the strongest regularisation). One C: no validation (NaN, [], 0)."""
+    if len(grid) == 1:
+        return float(grid[0]), math.nan, [], 0
+    fit, val = validation_split(features.train_x, features.train_y, features.class_names,
+                                fraction=spec.val_fraction, seed=seed)
+    if len(val) == 0:
+        raise DataError(
+            f"logistic: a validation share of {spec.val_fraction:g} of "
+            f"{len(features.train_y)} training labels holds no item (each class keeps "
+            "one to fit on); raise logistic.val_fraction or give one C (c_num: 1)")
+    scores = []
+    for candidate in grid:
+        model = fit_logistic(features.train_x[fit], features.train_y[fit], candidate, spec)
+        probs = class_probabilities(model, features.train_x[val], features.num_classes)
+        scores.append(selection_score(spec.select_by, features.train_y[val], probs))
+    index = int(np.argmax(scores))  # the first maximum: the smallest C among ties
+    return float(grid[index]), scores[index], scores, len(val)
+
+
+def final_fit(features: LabelledFeatures, spec: LogisticSpec, c: float) -> FinalFit:
+    """The fit at ``c`` on all training items, scored on the test set and every external one."""
+    model = fit_logistic(features.train_x, features.train_y, c, spec)
+    external = {}
+    for name, (x, _) in features.external.items():
+        began = time.perf_counter()
+        external[name] = (class_probabilities(model, x, features.num_classes),
+                          time.perf_counter() - began)
+    return (class_probabilities(model, features.test_x, features.num_classes),
+            *_converged(model, spec), external)
+
+
 def logistic_rows(features: LabelledFeatures, spec: LogisticSpec, seeds: Sequence[int], *,
                   feature_seconds: float = 0.0) -> list[dict[str, Any]]:
     """One row per seed (in ``seeds`` order) from features computed once.
 
-    Per seed: fit on the seed's fit part for every C of :func:`c_grid`, score its validation
-    part by ``spec.select_by``, take the best C (ties: the smallest C, the strongest
-    regularisation), refit on all training items and score the test set. Rows carry the
-    metrics of :func:`classification_metrics` and ``logistic_c``, ``logistic_val_score``,
+    Per seed: the C of :func:`choose_c` over :func:`c_grid`, then :func:`final_fit` at that C
+    (seeds choosing the same C share it). Rows carry the metrics of
+    :func:`classification_metrics` and ``logistic_c``, ``logistic_val_score``,
     ``logistic_val_scores`` (JSON, one per C), ``logistic_val_size``, ``logistic_n_iter`` and
     ``logistic_converged`` of the final fit. ``feature_seconds`` (the shared feature pass) is
     divided among the seeds' timings. With external test sets (``features.external``) the
     final fit is scored on each too: the row's ``test_sets`` list
-    (:func:`raysweep.evaluate.protocol.external_metrics`).
+    (:func:`raysweep.evaluate.metrics.external_metrics`).
     """
     seeds = [int(s) for s in seeds]
     grid = c_grid(spec)
-    num_classes = features.num_classes
-    # C -> test probs, n_iter, converged, and {test set: (probs, seconds)}
-    finals: dict[float, tuple[np.ndarray, int, bool, dict[str, tuple[np.ndarray, float]]]] = {}
+    finals: dict[float, FinalFit] = {}
     rows = []
     for seed in seeds:
         start = time.perf_counter()
-        if len(grid) == 1:
-            c, best, scores, n_val = float(grid[0]), math.nan, [], 0
-        else:
-            fit, val = validation_split(features.train_x, features.train_y,
-                                        features.class_names, fraction=spec.val_fraction,
-                                        seed=seed)
-            if len(val) == 0:
-                raise DataError(
-                    f"logistic: a validation share of {spec.val_fraction:g} of "
-                    f"{len(features.train_y)} training labels holds no item (each class keeps "
-                    "one to fit on); raise logistic.val_fraction or give one C (c_num: 1)")
-            scores = []
-            for candidate in grid:
-                model = fit_logistic(features.train_x[fit], features.train_y[fit], candidate,
-                                     spec)
-                probs = class_probabilities(model, features.train_x[val], num_classes)
-                scores.append(selection_score(spec.select_by, features.train_y[val], probs))
-            index = int(np.argmax(scores))  # the first maximum: the smallest C among ties
-            c, best, n_val = float(grid[index]), scores[index], len(val)
+        c, best, scores, n_val = choose_c(features, spec, grid, seed)
         trained = time.perf_counter()
-        if c not in finals:  # seeds choosing the same C share the final fit
-            model = fit_logistic(features.train_x, features.train_y, c, spec)
-            external = {}
-            for name, (x, _) in features.external.items():
-                began = time.perf_counter()
-                external[name] = (class_probabilities(model, x, num_classes),
-                                  time.perf_counter() - began)
-            finals[c] = (class_probabilities(model, features.test_x, num_classes),
-                         *_converged(model, spec), external)
+        if c not in finals:
+            finals[c] = final_fit(features, spec, c)
         probs, n_iter, converged, external = finals[c]
         metrics = classification_metrics(features.test_y, probs, features.class_names)
         end = time.perf_counter()
@@ -207,9 +219,10 @@ def logistic_rows(features: LabelledFeatures, spec: LogisticSpec, seeds: Sequenc
     return rows
 
 
-def logistic_probe(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,
+def logistic_probe(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
+                   settings: EvaluationSpec,
                    seeds: Sequence[int], class_names: Sequence[str],
-                   device: Any = "cpu", test_sets: Mapping[str, Split] | None = None
+                   device: Any = "cpu", test_sets: Mapping[str, ImagesLabels] | None = None
                    ) -> list[dict[str, Any]]:
     """The ``logistic`` protocol for ``seeds``: features of ``encoder`` once (eval mode), then
     :func:`logistic_rows` with ``settings.logistic``. One row per seed, in ``seeds`` order, each

@@ -25,6 +25,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -36,7 +37,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["classification_metrics"]
+__all__ = ["classification_metrics", "external_metrics"]
 
 
 def _auc_ovr(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -107,3 +108,15 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, class_names: S
     row["confusion_matrix"] = json.dumps(
         confusion_matrix(labels, predictions, labels=classes).tolist())
     return row
+
+
+def external_metrics(name: str, labels: Any, probs: Any, class_names: Sequence[str],
+                     seconds: float) -> dict[str, Any]:
+    """One entry of a row's ``test_sets`` list: the metrics of an external test set, over the
+    classes it holds (:func:`classification_metrics` with ``over_present_classes``), and its
+    inference time. ``labels`` (N,) and ``probs`` (N, C) are arrays or tensors (any device)."""
+    labels = labels.cpu().numpy() if hasattr(labels, "cpu") else labels
+    probs = probs.cpu().numpy() if hasattr(probs, "cpu") else probs
+    return {"test_set": name,
+            **classification_metrics(labels, probs, class_names, over_present_classes=True),
+            "time_eval_s": float(seconds)}

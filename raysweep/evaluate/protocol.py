@@ -17,9 +17,11 @@ section 3.4, appendix A.1; the authors' fastai code), for one seed.
 Optimiser: fastai's Adam = ``torch.optim.AdamW`` with ``eps=1e-5``, ``betas=(0.9, 0.99)``
 (beta1 cycled 0.95 -> 0.85 -> 0.95 by the 1cycle schedule; fastai's decoupled weight decay,
 0 in the paper's code); ``settings.optimizer`` / ``settings.schedule`` choose the thesis'
-instead (:mod:`raysweep.evaluate.optimizers`). Training batches: ``batch_size`` (64), reshuffled each epoch from the
-``data_order`` stream, incomplete last batch dropped (fastai), augmented with the ``supervised``
-pipeline from the ``train_aug`` stream; the LR finder draws its batches from its own stream.
+instead (:mod:`raysweep.evaluate.optimizers`). Training batches: ``batch_size`` (64),
+reshuffled each epoch from the ``data_order`` stream, incomplete last batch dropped (fastai),
+augmented with the ``supervised`` pipeline from the ``train_aug`` stream; the LR finder draws
+its batches from its own stream. The phases are :mod:`raysweep.evaluate.phases`, shared with
+batched probes.
 
 Linear probe: the encoder is frozen *throughout*, BatchNorm included, and runs in eval mode, so
 its features are a fixed function of the (augmented) image. (The authors' fastai ``freeze``
@@ -30,7 +32,7 @@ would forbid sharing one encoder pass between seeds.) Probe rows record
 External test sets (``test_sets``): after step 6 the same trained model is scored on each, with
 the same TTA (views from the run's ``tta`` stream of that test set's name), so the in-distribution
 row is the same with or without them; their metrics go to the row's ``test_sets`` list
-(:func:`external_metrics`).
+(:func:`raysweep.evaluate.metrics.external_metrics`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -50,13 +53,11 @@ from raysweep.config import EvaluationSpec
 from raysweep.data import to_float_rgb
 from raysweep.errors import WeightsError
 from raysweep.evaluate.inputs import (
-    LabelledPair,
-    Split,
-    epoch_batches,
+    ImagesLabels,
+    batches_per_epoch,
     prepare_pair,
     prepare_split,
     resolve_device,
-    steps_per_epoch,
 )
 from raysweep.evaluate.metrics import classification_metrics
 from raysweep.evaluate.optimizers import (
@@ -65,13 +66,22 @@ from raysweep.evaluate.optimizers import (
     make_optimizer,
     make_schedule,
 )
+from raysweep.evaluate.phases import (
+    Precision,
+    lr_finder_phase,
+    run_steps,
+    test_probabilities,
+    test_set_entries,
+    train_epochs,
+    training_batches,
+)
 from raysweep.evaluate.streams import SeedStreams
-from raysweep.evaluate.tta import Augment, tta_probabilities
+from raysweep.evaluate.tta import Augment
 from raysweep.models import LinearHead
-from raysweep.optim import LRFinderResult, lr_range_test
+from raysweep.optim import LRFinderResult
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "TEST_SETS", "default_augment", "encoder_output_dim",
-           "external_metrics", "finetune", "probe_single"]
+           "finetune", "probe_single"]
 
 #: The row key holding the metrics of every external test set (a list of dicts, each with its
 #: ``test_set`` name); :mod:`raysweep.sweep.results` expands it into one table row each.
@@ -115,23 +125,6 @@ def _bn_parameters(module: nn.Module) -> list[nn.Parameter]:
             for p in m.parameters(recurse=False)]
 
 
-def _set_bn_train(module: nn.Module, train: bool) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.train(train)
-
-
-def training_batches(pair: LabelledPair, batch_size: int, order: torch.Generator,
-                     aug_generator: torch.Generator, augment: Augment
-                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless augmented training batches, epoch after epoch: (float (B, 3, H, W), labels)."""
-    while True:
-        for index in epoch_batches(pair.train_images.shape[0], batch_size, order):
-            index = index.to(pair.train_images.device)
-            x = augment(to_float_rgb(pair.train_images[index]), generator=aug_generator)
-            yield x, pair.train_labels[index]
-
-
 def lr_finder_json(result: LRFinderResult | None) -> str:
     """The ``lr_finder`` column: the curve and suggestion, or empty when lr_max was given."""
     if result is None:
@@ -142,9 +135,9 @@ def lr_finder_json(result: LRFinderResult | None) -> str:
 def make_row(*, protocol: str, seed: int, settings: EvaluationSpec, metrics: dict[str, Any],
              lr_max: float, finder: LRFinderResult | None, bn_in_head_epoch: str,
              time_train_s: float, time_eval_s: float, time_total_s: float,
-             batched_heads: int) -> dict[str, Any]:
+             batched_heads: int, precision: Precision | None = None) -> dict[str, Any]:
     """One results row (docs/design.md "The results table"); the sweep adds the condition's
-    keys."""
+    keys. ``precision``: bf16 / channels_last columns when the run used either."""
     row = {
         "protocol": protocol,
         "seed": int(seed),
@@ -164,22 +157,12 @@ def make_row(*, protocol: str, seed: int, settings: EvaluationSpec, metrics: dic
     }
     if settings.optimizer != "fastai_adam" or settings.schedule != "onecycle":
         row["optimizer"], row["schedule"] = settings.optimizer, settings.schedule
+    if precision is not None:
+        row.update(precision.row_columns())
     return row
 
 
-def external_metrics(name: str, labels: torch.Tensor | Any, probs: torch.Tensor | Any,
-                     class_names: Sequence[str], seconds: float) -> dict[str, Any]:
-    """One entry of a row's ``test_sets`` list: the metrics of an external test set, over the
-    classes it holds (:func:`raysweep.evaluate.metrics.classification_metrics` with
-    ``over_present_classes``), and its inference time."""
-    labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
-    probs = probs.cpu().numpy() if isinstance(probs, torch.Tensor) else probs
-    return {"test_set": name,
-            **classification_metrics(labels, probs, class_names, over_present_classes=True),
-            "time_eval_s": float(seconds)}
-
-
-def prepare_test_sets(test_sets: Mapping[str, Split] | None, class_names: Sequence[str],
+def prepare_test_sets(test_sets: Mapping[str, ImagesLabels] | None, class_names: Sequence[str],
                       image_size: int, device: torch.device
                       ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Checked external test sets on ``device`` (images of the training images' size)."""
@@ -221,165 +204,188 @@ def validation_record(logits_fn: Callable[[torch.Tensor], torch.Tensor], model: 
     return {"loss": loss, **{name: float(metrics[name]) for name in CURVE_METRICS}}
 
 
-def _run(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec, seed: int,
-         class_names: Sequence[str], augment: Augment | None, device: Any, progress: bool,
-         protocol: str, return_probabilities: bool = False,
-         resume: Mapping[str, Any] | None = None,
-         on_epoch: Callable[[dict[str, Any]], None] | None = None,
-         val: Split | None = None, test_sets: Mapping[str, Split] | None = None) -> Any:
-    start = time.perf_counter()
-    dev = resolve_device(device)
-    pair = prepare_pair(train, test, class_names, dev)
-    val_pair = None if val is None else prepare_split(val, "val", pair.class_names, dev)
-    external = prepare_test_sets(test_sets, pair.class_names, pair.image_size, dev)
-    augment = augment or default_augment(settings, pair.image_size)
-    streams = SeedStreams(seed, settings.seed_scope)
-    encoder = copy.deepcopy(encoder).to(dev)  # the caller's encoder stays as it was
-    in_dim = encoder_output_dim(encoder, pair.train_images[:2])
-    head = LinearHead(in_dim, pair.num_classes, generator=streams.head()).to(dev)
-    model = nn.ModuleDict({"encoder": encoder, "head": head})
-    probing = protocol == "probe"
-    bn_mode = "frozen" if probing else settings.bn_in_head_epoch
-    steps = steps_per_epoch(pair.train_images.shape[0], settings.batch_size)
+class _SeedRun:
+    """One seed's fine-tuning or probe run, phase by phase (the module docstring's steps)."""
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if probing or not torch.is_grad_enabled():
+    def __init__(self, encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
+                 settings: EvaluationSpec, seed: int, class_names: Sequence[str],
+                 augment: Augment | None, device: Any, protocol: str,
+                 val: ImagesLabels | None, test_sets: Mapping[str, ImagesLabels] | None):
+        dev = resolve_device(device)
+        self.settings, self.seed, self.protocol = settings, seed, protocol
+        self.pair = prepare_pair(train, test, class_names, dev)
+        self.val = None if val is None else prepare_split(val, "val", self.pair.class_names, dev)
+        self.external = prepare_test_sets(test_sets, self.pair.class_names,
+                                          self.pair.image_size, dev)
+        self.augment = augment or default_augment(settings, self.pair.image_size)
+        self.streams = SeedStreams(seed, settings.seed_scope)
+        self.encoder = copy.deepcopy(encoder).to(dev)  # the caller's encoder stays as it was
+        in_dim = encoder_output_dim(self.encoder, self.pair.train_images[:2])
+        self.head = LinearHead(in_dim, self.pair.num_classes,
+                               generator=self.streams.head()).to(dev)
+        self.model = nn.ModuleDict({"encoder": self.encoder, "head": self.head})
+        self.precision = Precision.resolve(settings, dev)
+        self.precision.prepare(self.model)
+        self.forward = self.precision.wrap(self._logits)
+        self.probing = protocol == "probe"
+        self.bn_mode = "frozen" if self.probing else settings.bn_in_head_epoch
+        self.steps = batches_per_epoch(self.pair.train_images.shape[0], settings.batch_size)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.probing or not torch.is_grad_enabled():
             with torch.no_grad():
-                features = encoder(x)
-            return head(features)
-        return head(encoder(x))
+                features = self.encoder(x)
+            return self.head(features)
+        return self.head(self.encoder(x))
 
-    def train_step(optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
-        loss = F.cross_entropy(forward(x), y)
+    def train_step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                   y: torch.Tensor) -> float:
+        loss = F.cross_entropy(self.forward(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
 
-    # --- 1-2: head-only epoch(s) ----------------------------------------------------------
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    trainable = list(head.parameters())
-    model.train()
-    if probing or bn_mode == "frozen":
-        encoder.eval()
-    else:  # fastai freeze: BatchNorm trains with the head
-        for p in _bn_parameters(encoder):
-            p.requires_grad_(True)
-        trainable += _bn_parameters(encoder)
-    optimizer = make_optimizer(trainable, settings.head_lr, settings)
-    order, aug_generator = streams.data_order(), streams.train_aug()
-    batches = training_batches(pair, settings.batch_size, order, aug_generator, augment)
-    epochs_bar = tqdm(total=settings.head_epochs + settings.epochs, disable=not progress,
-                      desc=f"{protocol} seed {seed}", unit="epoch")
-    if resume is None:
-        for _ in range(settings.head_epochs * steps):
-            train_step(optimizer, *next(batches))
-    epochs_bar.update(settings.head_epochs)
-
-    # --- 3: unfreeze (fine-tuning) ------------------------------------------------------
-    if not probing:
+    def head_phase(self, resume: Mapping[str, Any] | None) -> torch.optim.Optimizer:
+        """Steps 1-3: the head-only epoch(s) (skipped when resuming), then the optimiser of
+        the scheduled epochs (fine-tuning: the whole model, a fresh state)."""
+        encoder, settings = self.encoder, self.settings
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        trainable = list(self.head.parameters())
+        self.model.train()
+        if self.probing or self.bn_mode == "frozen":
+            encoder.eval()
+        else:  # fastai freeze: BatchNorm trains with the head
+            for p in _bn_parameters(encoder):
+                p.requires_grad_(True)
+            trainable += _bn_parameters(encoder)
+        optimizer = make_optimizer(trainable, settings.head_lr, settings)
+        self.order, self.aug_generator = self.streams.data_order(), self.streams.train_aug()
+        self.batches = training_batches(self.pair, settings.batch_size, self.order,
+                                        self.aug_generator, self.augment)
+        if resume is None:
+            run_steps(partial(self.train_step, optimizer), self.batches,
+                      settings.head_epochs * self.steps)
+        if self.probing:  # a probe keeps its optimiser
+            return optimizer
         for p in encoder.parameters():
             p.requires_grad_(True)
         encoder.train()
-        optimizer = make_optimizer(list(model.parameters()), settings.head_lr, settings)
+        return make_optimizer(list(self.model.parameters()), settings.head_lr, settings)
 
-    # --- 4: LR finder ---------------------------------------------------------------------
-    finder: LRFinderResult | None = None
-    if resume is not None:
-        saved = resume["finder"]
-        finder = None if not saved else LRFinderResult(
-            lrs=tuple(saved["lrs"]), losses=tuple(saved["losses"]),
-            suggestion=float(saved["suggestion"]))
-        lr_max = float(resume["lr_max"])
-    elif settings.lr_max is None:
-        saved_model = copy.deepcopy(model.state_dict())
-        saved_optimizer = copy.deepcopy(optimizer.state_dict())
-        finder_batches = training_batches(pair, settings.batch_size, *streams.lr_finder(),
-                                          augment=augment)
+    def find_lr(self, optimizer: torch.optim.Optimizer, resume: Mapping[str, Any] | None
+                ) -> tuple[float, LRFinderResult | None]:
+        """Step 4: ``(lr_max, the LR finder's result or None)``."""
+        settings = self.settings
+        if resume is not None:
+            saved = resume["finder"]
+            return float(resume["lr_max"]), (LRFinderResult.from_dict(saved) if saved else None)
+        if settings.lr_max is not None:
+            return settings.lr_max, None
+        finder_batches = training_batches(self.pair, settings.batch_size,
+                                          *self.streams.lr_finder(), augment=self.augment)
 
-        def finder_step(lr: float) -> float:
+        def finder_step(lr: float, active: Sequence[bool]) -> list[float]:
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            return train_step(optimizer, *next(finder_batches))
+            return [self.train_step(optimizer, *next(finder_batches))]
 
-        finder = lr_range_test(finder_step, start=settings.lr_finder_start,
-                               end=settings.lr_finder_end, iters=settings.lr_finder_iters)
-        model.load_state_dict(saved_model)
-        optimizer.load_state_dict(saved_optimizer)
-        lr_max = finder.suggestion
-    else:
-        lr_max = settings.lr_max
+        [finder] = lr_finder_phase(self.model, optimizer, finder_step, 1, settings)
+        return finder.suggestion, finder
 
-    # --- 5: 1cycle (or the chosen schedule) ----------------------------------------------
-    scheduler = make_schedule(optimizer, settings, lr_max, steps)
-    first_epoch = 0
-    val_curve: list[dict[str, float]] = []
-    if resume is not None:
-        # Every generator sits at an epoch boundary in a checkpoint, so restoring the states of
-        # model, optimiser, schedule and both random streams continues the run bit for bit.
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        order.set_state(resume["data_order_rng"])
-        aug_generator.set_state(resume["train_aug_rng"])
-        first_epoch = int(resume["epoch"])
-        val_curve = [dict(record) for record in resume.get("val_curve", [])]
-        epochs_bar.update(first_epoch)
-    for epoch in range(first_epoch, settings.epochs):
-        for _ in range(steps):
-            train_step(optimizer, *next(batches))
-            scheduler.step()
-        epochs_bar.update(1)
-        if val_pair is not None:
-            val_curve.append({"epoch": epoch + 1, **validation_record(
-                forward, model, *val_pair, pair.class_names, settings.batch_size)})
-        if on_epoch is not None:
-            on_epoch(copy.deepcopy({  # a snapshot: state dicts alias the live tensors
-                      "epoch": epoch + 1, "model": model.state_dict(),
-                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "data_order_rng": order.get_state(), "train_aug_rng": aug_generator.get_state(),
-                      "lr_max": lr_max, "val_curve": val_curve,
-                      "finder": None if finder is None else {
-                          "lrs": list(finder.lrs), "losses": list(finder.losses),
-                          "suggestion": finder.suggestion}}))
-    epochs_bar.close()
+    def train(self, optimizer: torch.optim.Optimizer, lr_max: float,
+              finder: LRFinderResult | None, resume: Mapping[str, Any] | None,
+              on_epoch: Callable[[dict[str, Any]], None] | None, bar: Any) -> list[dict]:
+        """Step 5: the scheduled epochs (continued from ``resume``); returns the val curve."""
+        scheduler = make_schedule(optimizer, self.settings, lr_max, self.steps)
+        first_epoch, val_curve = 0, []
+        if resume is not None:
+            # Every generator sits at an epoch boundary in a checkpoint, so restoring the states
+            # of model, optimiser, schedule and both random streams continues the run bit for bit.
+            self.model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            self.order.set_state(resume["data_order_rng"])
+            self.aug_generator.set_state(resume["train_aug_rng"])
+            first_epoch = int(resume["epoch"])
+            val_curve = [dict(record) for record in resume.get("val_curve", [])]
+            bar.update(first_epoch)
+
+        def after_epoch(epoch: int) -> None:
+            bar.update(1)
+            if self.val is not None:
+                val_curve.append({"epoch": epoch, **validation_record(
+                    self.forward, self.model, *self.val, self.pair.class_names,
+                    self.settings.batch_size)})
+            if on_epoch is not None:
+                on_epoch(copy.deepcopy({  # a snapshot: state dicts alias the live tensors
+                    "epoch": epoch, "model": self.model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "data_order_rng": self.order.get_state(),
+                    "train_aug_rng": self.aug_generator.get_state(), "lr_max": lr_max,
+                    "val_curve": val_curve,
+                    "finder": None if finder is None else finder.to_dict()}))
+
+        train_epochs(partial(self.train_step, optimizer), self.batches,
+                     steps_per_epoch=self.steps, epochs=self.settings.epochs,
+                     first_epoch=first_epoch, after_step=scheduler.step, after_epoch=after_epoch)
+        return val_curve
+
+    def score(self) -> tuple[torch.Tensor, dict[str, Any], list[dict[str, Any]]]:
+        """Step 6: TTA probabilities (N_test, C), their metrics, and the external test sets'
+        entries."""
+        self.model.eval()
+        probs = test_probabilities(self.forward, self.pair.test_images, augment=self.augment,
+                                   settings=self.settings, generator=self.streams.tta())
+        metrics = classification_metrics(self.pair.test_labels.cpu().numpy(),
+                                         probs.cpu().numpy(), self.pair.class_names)
+        [entries] = test_set_entries(self.forward, self.external, augment=self.augment,
+                                     settings=self.settings, tta_generator=self.streams.tta,
+                                     class_names=self.pair.class_names, num_heads=1)
+        return probs, metrics, entries
+
+
+def _run_seed(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
+              settings: EvaluationSpec, seed: int, class_names: Sequence[str],
+              augment: Augment | None, device: Any, progress: bool, protocol: str,
+              return_probabilities: bool = False, resume: Mapping[str, Any] | None = None,
+              on_epoch: Callable[[dict[str, Any]], None] | None = None,
+              val: ImagesLabels | None = None,
+              test_sets: Mapping[str, ImagesLabels] | None = None) -> Any:
+    start = time.perf_counter()
+    run = _SeedRun(encoder, train, test, settings=settings, seed=seed,
+                   class_names=class_names, augment=augment, device=device, protocol=protocol,
+                   val=val, test_sets=test_sets)
+    bar = tqdm(total=settings.head_epochs + settings.epochs, disable=not progress,
+               desc=f"{protocol} seed {seed}", unit="epoch")
+    optimizer = run.head_phase(resume)
+    bar.update(settings.head_epochs)
+    lr_max, finder = run.find_lr(optimizer, resume)
+    val_curve = run.train(optimizer, lr_max, finder, resume, on_epoch, bar)
+    bar.close()
     trained = time.perf_counter()
-
-    # --- 6: TTA and metrics -------------------------------------------------------------
-    model.eval()
-    probs = tta_probabilities(forward, pair.test_images, augment=augment,
-                              views=settings.tta_views, generator=streams.tta(),
-                              batch_size=settings.batch_size)
-    metrics = classification_metrics(pair.test_labels.cpu().numpy(), probs.cpu().numpy(),
-                                     pair.class_names)
+    probs, metrics, entries = run.score()
     end = time.perf_counter()
     row = make_row(protocol=protocol, seed=seed, settings=settings, metrics=metrics,
-                   lr_max=lr_max, finder=finder, bn_in_head_epoch=bn_mode,
+                   lr_max=lr_max, finder=finder, bn_in_head_epoch=run.bn_mode,
                    time_train_s=trained - start, time_eval_s=end - trained,
-                   time_total_s=end - start, batched_heads=1)
-    if val_pair is not None:
+                   time_total_s=end - start, batched_heads=1, precision=run.precision)
+    if run.val is not None:
         row["val_curve"] = json.dumps(val_curve)
-    if external:
-        entries = []
-        for name, (images, labels) in external.items():
-            began = time.perf_counter()
-            external_probs = tta_probabilities(
-                forward, images, augment=augment, views=settings.tta_views,
-                generator=streams.tta(name), batch_size=settings.batch_size)
-            entries.append(external_metrics(name, labels, external_probs, pair.class_names,
-                                            time.perf_counter() - began))
+    if entries:
         row[TEST_SETS] = entries
     return (row, probs.cpu()) if return_probabilities else row
 
 
-def finetune(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,
+def finetune(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
+             settings: EvaluationSpec,
              seed: int, class_names: Sequence[str], augment: Augment | None = None,
              device: Any = "cpu", progress: bool = False,
              on_epoch: Callable[[dict[str, Any]], None] | None = None,
              resume: Mapping[str, Any] | None = None,
-             val: Split | None = None,
-             test_sets: Mapping[str, Split] | None = None) -> dict[str, Any]:
+             val: ImagesLabels | None = None,
+             test_sets: Mapping[str, ImagesLabels] | None = None) -> dict[str, Any]:
     """Fine-tune a copy of ``encoder`` with a new head and return the results row.
 
     Args:
@@ -405,25 +411,27 @@ def finetune(encoder: nn.Module, train: Split, test: Split, *, settings: Evaluat
         test_sets: external test sets ``{name: (images, labels)}`` (labels index
             ``class_names``; a set may hold only some classes): the trained model is scored
             on each too, and the row gets their metrics as ``test_sets``, a list of
-            ``{"test_set": name, <metrics>, "time_eval_s"}`` (:func:`external_metrics`). They
+            ``{"test_set": name, <metrics>, "time_eval_s"}``
+            (:func:`raysweep.evaluate.metrics.external_metrics`). They
             change nothing else of the row.
 
     Bit-reproducible on CPU from ``(settings, seed)``.
     """
-    return _run(encoder, train, test, settings=settings, seed=seed, class_names=class_names,
+    return _run_seed(encoder, train, test, settings=settings, seed=seed, class_names=class_names,
                 augment=augment, device=device, progress=progress, protocol="finetune",
                 on_epoch=on_epoch, resume=resume, val=val, test_sets=test_sets)
 
 
-def probe_single(encoder: nn.Module, train: Split, test: Split, *, settings: EvaluationSpec,
+def probe_single(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
+                 settings: EvaluationSpec,
                  seed: int, class_names: Sequence[str], augment: Augment | None = None,
                  device: Any = "cpu", progress: bool = False,
                  return_probabilities: bool = False,
-                 test_sets: Mapping[str, Split] | None = None) -> Any:
+                 test_sets: Mapping[str, ImagesLabels] | None = None) -> Any:
     """A linear probe of one seed (the encoder frozen throughout): the reference that batched
     probes must equal. Arguments as :func:`finetune`; with ``return_probabilities`` the result
     is ``(row, probabilities float (N_test, C))``, the TTA-averaged test probabilities."""
-    return _run(encoder, train, test, settings=settings, seed=seed, class_names=class_names,
+    return _run_seed(encoder, train, test, settings=settings, seed=seed, class_names=class_names,
                 augment=augment, device=device, progress=progress, protocol="probe",
                 return_probabilities=return_probabilities, test_sets=test_sets)
 

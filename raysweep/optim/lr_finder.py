@@ -22,12 +22,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from raysweep.errors import RaysweepError
 
-__all__ = ["LRFinderResult", "lr_range_test", "lr_range_test_batched", "suggest_lr", "valley"]
+__all__ = ["LR_FINDER_END", "LR_FINDER_START", "LRFinderResult", "lr_range_test",
+           "lr_range_test_batched", "suggest_lr", "valley"]
+
+#: The lr range of every LR finder (fastai ``lr_find``'s defaults): the evaluation protocol's
+#: ``lr_finder_start`` / ``lr_finder_end`` default to it, pre-training uses it as is.
+LR_FINDER_START = 1e-7
+LR_FINDER_END = 10.0
 
 SMOOTHING_BETA = 0.98  # fastai Recorder(beta=0.98)
 DIVERGENCE_FACTOR = 4.0  # fastai LRFinder: stop when smooth_loss > 4 * best_loss
@@ -41,11 +48,24 @@ class LRFinderResult:
     losses: tuple[float, ...]
     suggestion: float
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{"lrs": [...], "losses": [...], "suggestion": float}``: plain lists and floats, so
+        it saves and loads with ``torch.load(..., weights_only=True)`` (run checkpoints)."""
+        return {"lrs": list(self.lrs), "losses": list(self.losses),
+                "suggestion": self.suggestion}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LRFinderResult:
+        """The result :meth:`to_dict` wrote."""
+        return cls(lrs=tuple(float(v) for v in data["lrs"]),
+                   losses=tuple(float(v) for v in data["losses"]),
+                   suggestion=float(data["suggestion"]))
+
     def to_json(self) -> str:
-        """``{"lrs": [...], "losses": [...], "suggestion": float}`` (the results-row format)."""
-        losses = [loss if math.isfinite(loss) else None for loss in self.losses]
-        return json.dumps({"lrs": list(self.lrs), "losses": losses,
-                           "suggestion": self.suggestion})
+        """:meth:`to_dict` as JSON, non-finite losses as ``null`` (the results-row format)."""
+        data = self.to_dict()
+        data["losses"] = [loss if math.isfinite(loss) else None for loss in self.losses]
+        return json.dumps(data)
 
 
 def valley(lrs: Sequence[float], losses: Sequence[float]) -> float:
@@ -94,8 +114,9 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float], iters: int) -> flo
 
 
 def lr_range_test_batched(step: Callable[[float, Sequence[bool]], Sequence[float]],
-                          num_runs: int, *, start: float = 1e-7, end: float = 10.0,
-                          iters: int = 100, stop_div: bool = True) -> list[LRFinderResult]:
+                          num_runs: int, *, start: float = LR_FINDER_START,
+                          end: float = LR_FINDER_END, iters: int = 100,
+                          stop_div: bool = True) -> list[LRFinderResult]:
     """The range test for ``num_runs`` independent runs sharing one lr sweep (batched heads).
 
     ``step(lr, active)`` takes one optimiser step at ``lr`` for every run and returns the
@@ -131,8 +152,9 @@ def lr_range_test_batched(step: Callable[[float, Sequence[bool]], Sequence[float
             for k in range(num_runs)]
 
 
-def lr_range_test(step: Callable[[float], float], *, start: float = 1e-7, end: float = 10.0,
-                  iters: int = 100, stop_div: bool = True) -> LRFinderResult:
+def lr_range_test(step: Callable[[float], float], *, start: float = LR_FINDER_START,
+                  end: float = LR_FINDER_END, iters: int = 100,
+                  stop_div: bool = True) -> LRFinderResult:
     """fastai's LR range test: ``step(lr)`` takes one optimiser step at ``lr`` and returns the
     training loss; returns the curve and the ``valley`` suggestion. The caller restores its
     model and optimiser afterwards (the test changes them)."""

@@ -25,19 +25,17 @@ formula). fastai itself computes ``pos`` against a float32 tensor of phase bound
 differs from the exact formula by float32 rounding; we follow the exact formula.
 
 For Adam, the momentum is ``beta1`` (OneCycleLR sets ``group["betas"][0]``), as in fastai.
-:func:`one_cycle` is the same formula as a pure function (vectorised over ``lr_max`` tensors),
-used where one optimiser holds several heads with different ``lr_max`` (batched probes).
+Where one optimiser holds several heads with different ``lr_max`` (batched probes),
+:func:`fastai_one_cycle_table` reads every head's values from the same scheduler.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import OneCycleLR
 
-__all__ = ["fastai_one_cycle", "fastai_one_cycle_table", "one_cycle"]
+__all__ = ["fastai_one_cycle", "fastai_one_cycle_table"]
 
 
 def fastai_one_cycle(optimizer: Optimizer, *, max_lr: float | list[float], total_steps: int,
@@ -91,29 +89,3 @@ def fastai_one_cycle_table(max_lrs: list[float], total_steps: int, **kwargs: flo
             optimizer.step()  # no gradients: nothing changes, but torch expects the order
             scheduler.step()
     return torch.tensor(lrs, dtype=torch.float64), moms
-
-
-def _sched_cos(start: float | torch.Tensor, end: float | torch.Tensor,
-               pos: float) -> float | torch.Tensor:
-    return start + (1.0 + math.cos(math.pi * (1.0 - pos))) * (end - start) / 2.0
-
-
-def one_cycle(step: int, total_steps: int, *, lr_max: float | torch.Tensor,
-              pct_start: float = 0.25, div: float = 25.0, div_final: float = 1e5,
-              max_momentum: float = 0.95, base_momentum: float = 0.85,
-              ) -> tuple[float | torch.Tensor, float]:
-    """fastai's ``(lr, momentum)`` before batch ``step`` of ``total_steps`` (``pos = step / N``).
-
-    ``lr_max`` may be a tensor (e.g. one value per head, shape ``(K,)``); the lr then has its
-    shape. Valid for ``0 <= step <= total_steps``.
-    """
-    if not 0 <= step <= total_steps:
-        raise ValueError(f"step {step} outside 0..{total_steps}")
-    pos = step / total_steps
-    if pos < pct_start:
-        x = pos / pct_start
-        return (_sched_cos(lr_max / div, lr_max, x),
-                float(_sched_cos(max_momentum, base_momentum, x)))
-    x = (pos - pct_start) / (1.0 - pct_start)
-    return (_sched_cos(lr_max, lr_max / div_final, x),
-            float(_sched_cos(base_momentum, max_momentum, x)))

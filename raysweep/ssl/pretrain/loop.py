@@ -67,6 +67,7 @@ from raysweep.distributed import (
     get_world_size,
 )
 from raysweep.errors import DataError, SpecError, WeightsError
+from raysweep.optim.lr_finder import LR_FINDER_END, LR_FINDER_START
 from raysweep.seeding import derive_seed, torch_generator
 from raysweep.ssl.losses import barlow_twins_terms, l21_norm, nt_xent_loss
 from raysweep.ssl.pretrain import checkpoint as ckpt
@@ -83,10 +84,6 @@ __all__ = [
     "pretrain_worker",
     "ray_train_loop",
 ]
-
-#: LR range test sweep for pre-training (not in PretrainSpec; fastai's lr_find defaults).
-LR_FINDER_START = 1e-7
-LR_FINDER_END = 10.0
 
 #: A two-view transform: float (B, 3, H, W) in [0, 1] -> two views, randomness from ``generator``.
 TwoViews = Callable[..., tuple[torch.Tensor, torch.Tensor]]

@@ -1,4 +1,5 @@
-"""Seed streams, the LR finder leaving no trace, and evaluate_condition (tiny encoder)."""
+"""Seed streams, the LR finder leaving no trace, and the multi-seed probe's batching and
+fallbacks (tiny encoder)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from raysweep.config import EvaluationSpec
 from raysweep.errors import RaysweepError
-from raysweep.evaluate import SeedStreams, evaluate_condition, probe, probe_single
+from raysweep.evaluate import SeedStreams, probe, probe_single
 
 TIMINGS = ("time_train_s", "time_eval_s", "time_total_s", "batched_heads")
 
@@ -80,28 +81,23 @@ def test_lr_finder_leaves_no_trace(toy_pair) -> None:
     assert json.loads(given["lr_finder"])["suggestion"] is None
 
 
-def test_evaluate_condition_rows_and_fallbacks(toy_pair) -> None:
+def test_probe_batches_seeds_and_falls_back_to_separate_runs(toy_pair) -> None:
     encoder = TinyEncoder()
-    rows = evaluate_condition(encoder, toy_pair, settings=SETTINGS,
-                              protocols=("probe", "finetune"), seeds=[0, 1], class_names=NAMES,
-                              augment=flip_and_jitter)
-    assert [(r["protocol"], r["seed"]) for r in rows] == [("probe", 0), ("probe", 1),
-                                                          ("finetune", 0), ("finetune", 1)]
-    assert [r["batched_heads"] for r in rows] == [2, 2, 1, 1]
-    assert rows[2]["bn_in_head_epoch"] == "trainable" and rows[0]["bn_in_head_epoch"] == "frozen"
+    rows = probe(encoder, *toy_pair, settings=SETTINGS, seeds=[0, 1], class_names=NAMES,
+                 augment=flip_and_jitter)
+    assert [(r["protocol"], r["seed"]) for r in rows] == [("probe", 0), ("probe", 1)]
+    assert [r["batched_heads"] for r in rows] == [2, 2]
+    assert all(r["bn_in_head_epoch"] == "frozen" for r in rows)
     # batching off, or seed_scope "all": separate runs; the former gives the same rows
     separate = probe(encoder, *toy_pair, settings=SETTINGS.replace(batched_probes=False),
                      seeds=[0, 1], class_names=NAMES, augment=flip_and_jitter)
-    for got, want in zip(separate, rows[:2], strict=True):
+    for got, want in zip(separate, rows, strict=True):
         assert {k: v for k, v in got.items() if k not in TIMINGS} == \
             {k: v for k, v in want.items() if k not in TIMINGS}
     scoped = probe(encoder, *toy_pair, settings=SETTINGS.replace(seed_scope="all"),
                    seeds=[0, 1], class_names=NAMES, augment=flip_and_jitter)
     assert [r["batched_heads"] for r in scoped] == [1, 1]
     assert scoped[0]["seed_scope"] == "all" and scoped[1]["lr_finder"] != rows[1]["lr_finder"]
-    with pytest.raises(RaysweepError, match="unknown protocol 'knn'"):
-        evaluate_condition(encoder, toy_pair, settings=SETTINGS, protocols=("knn",), seeds=[0],
-                           class_names=NAMES, augment=flip_and_jitter)
     with pytest.raises(RaysweepError, match="duplicate seeds"):
         probe(encoder, *toy_pair, settings=SETTINGS, seeds=[1, 1], class_names=NAMES,
               augment=flip_and_jitter)
