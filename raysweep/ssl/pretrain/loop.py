@@ -69,7 +69,7 @@ from raysweep.seeding import derive_seed, torch_generator
 from raysweep.ssl.methods import ObjectiveInput, pretrain_method
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.hooks import WorkerHooks
-from raysweep.ssl.pretrain.sharding import epoch_order, local_batch, steps_per_epoch
+from raysweep.ssl.pretrain.sharding import epoch_order, global_batches, local_batch
 from raysweep.storage import storage_path
 
 __all__ = [
@@ -396,7 +396,7 @@ def pretrain_worker(
                         f"of num_workers x grad_accum_steps = {world * spec.grad_accum_steps}")
     with _deterministic(spec.deterministic):
         data = data if data is not None else load_training_data(spec)
-        steps = steps_per_epoch(len(data.indices), spec.batch_size)
+        steps = global_batches(len(data.indices), spec.batch_size)
         if steps == 0:
             raise DataError(f"pretrain {spec.name}: {len(data.indices)} images are fewer than "
                             f"one batch of {spec.batch_size}")
