@@ -25,6 +25,7 @@ from pathlib import Path
 
 from raysweep.config import DatasetSpec, ExperimentSpec, PretrainSpec, SourceSpec
 from raysweep.errors import Problems, RaysweepError
+from raysweep.ssl.methods import pretrain_method
 
 __all__ = ["check", "check_resources", "directory_problem", "output_file_problem",
            "pretrain_data_problems", "pretrain_gpu_problem", "spec_file_problems"]
@@ -173,11 +174,11 @@ class _DataChecker:
 
 def _batch_problem(run: PretrainSpec, index) -> str | None:
     """Why ``run`` cannot train one batch on its indexed data (None when it can)."""
-    if run.method == "supervised":
+    if pretrain_method(run.method).needs_labels:
         try:
             count = len(index.labelled_indices("train")[0])
         except RaysweepError as err:
-            return f"a supervised run needs labelled training images: {err}"
+            return f"a {run.method} run needs labelled training images: {err}"
         kind = "labelled training images"
     else:
         count, kind = len(index.unlabelled()), "images"

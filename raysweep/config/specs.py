@@ -33,6 +33,7 @@ from raysweep.config.validation import (
     to_dict,
 )
 from raysweep.optim.lr_finder import LR_FINDER_END, LR_FINDER_START
+from raysweep.ssl.methods import METHODS
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -184,7 +185,13 @@ class EncoderSpec(Spec):
         return []
 
 
-PretrainMethod = Literal["barlow_twins", "simclr", "supervised"]
+def _pretrain_method(value: Any) -> str | None:
+    if value in METHODS:
+        return None
+    return (f"unknown method {value!r}{_closest(str(value), list(METHODS))}; "
+            f"choose one of {', '.join(METHODS)}")
+
+
 Trainable = Literal["encoder", "last_block"]
 
 
@@ -197,7 +204,8 @@ class PretrainSpec(Spec):
 
     name: str = spec_field(checks=(_name,), doc="run name (unique within the experiment)")
     data: DatasetSpec = spec_field(doc="pre-training data (labels ignored unless supervised)")
-    method: PretrainMethod = spec_field("barlow_twins", doc="barlow_twins | simclr | supervised")
+    method: str = spec_field("barlow_twins", checks=(_pretrain_method,),
+                             doc="training objective (raysweep.ssl.methods)")
     encoder: EncoderSpec = spec_field(default_factory=EncoderSpec, doc="architecture + weights")
     further: bool = spec_field(True, doc="further pre-training protocol (frozen first epoch)")
     trainable: Trainable = spec_field("encoder", doc="encoder (SSL) or last_block (SSL_p)")
@@ -212,6 +220,14 @@ class PretrainSpec(Spec):
                                       doc="peak lr; null = LR finder on rank 0")
     lr_min: float = spec_field(1e-5, checks=(_positive,), doc="cosine schedule's final lr")
     lr_finder_iters: int = spec_field(100, checks=(_positive,), doc="LR finder iterations")
+    pct_start: float = spec_field(0.25, checks=(_unit_interval_open,), doc="1cycle warm-up share")
+    div_factor: float = spec_field(25.0, checks=(_positive,), doc="1cycle: lr_max / initial lr")
+    final_div_factor: float = spec_field(1e5, checks=(_positive,),
+                                         doc="1cycle: lr_max / final lr (fastai's div_final)")
+    max_momentum: float = spec_field(0.95, checks=(_between(0.0, 1.0),),
+                                     doc="1cycle: Adam beta1 max")
+    base_momentum: float = spec_field(0.85, checks=(_between(0.0, 1.0),),
+                                      doc="1cycle: Adam beta1 min")
     weight_decay: float = spec_field(1.5e-6, checks=(_non_negative,), doc="(code: 1.5e-6)")
     lambda_offdiag: float = spec_field(1 / 8192, checks=(_non_negative,),
                                        doc="Barlow Twins off-diagonal weight (eq. 1)")
@@ -245,6 +261,8 @@ class PretrainSpec(Spec):
                     for index, width in enumerate(self.projector) if width <= 0]
         if self.proxy_every and self.proxy_data is None:
             problems.append(_FieldError(("proxy_data",), "required when proxy_every > 0"))
+        if self.base_momentum > self.max_momentum:
+            problems.append(_FieldError(("base_momentum",), "must not exceed max_momentum"))
         ranks = self.num_workers * self.grad_accum_steps
         if self.batch_size % ranks:
             problems.append(_FieldError(
@@ -258,10 +276,11 @@ class PretrainSpec(Spec):
         elif gpus is not None and self.use_gpu is not None and bool(gpus) != self.use_gpu:
             problems.append(_FieldError(("resources_per_worker", "GPU"), f"is {gpus:g} but "
                                         f"use_gpu is {str(self.use_gpu).lower()}"))
-        if self.method == "supervised" and not any(s.labelled for s in self.data.sources):
-            problems.append(_FieldError(("data", "sources"), "a supervised run needs a labelled "
-                                                             "source (every source has "
-                                                             "labelled: false)"))
+        method = METHODS.get(self.method)
+        if method and method.needs_labels and not any(s.labelled for s in self.data.sources):
+            problems.append(_FieldError(("data", "sources"), f"a {self.method} run needs a "
+                                                             "labelled source (every source "
+                                                             "has labelled: false)"))
         return problems
 
 

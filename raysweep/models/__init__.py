@@ -2,7 +2,6 @@
 
 from raysweep.models.encoders import ENCODERS, IMAGENET_MEAN, IMAGENET_STD, ResNetEncoder
 from raysweep.models.factory import build_encoder
-from raysweep.models.groups import PARAMETER_GROUPS, parameter_group, set_trainable
 from raysweep.models.heads import LinearHead, Projector
 from raysweep.models.init import seeded_init
 from raysweep.models.weights import (
@@ -19,7 +18,6 @@ __all__ = [
     "HUB_MODELS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "PARAMETER_GROUPS",
     "WEIGHT_SOURCES",
     "LinearHead",
     "LoadReport",
@@ -28,8 +26,6 @@ __all__ = [
     "build_encoder",
     "hub_checkpoint_path",
     "load_encoder_weights",
-    "parameter_group",
     "resolve_weights",
     "seeded_init",
-    "set_trainable",
 ]

@@ -83,13 +83,13 @@ def test_ddp_across_two_nodes_equals_one_worker(local_cluster, tmp_path: Path):
 
     start = build_net(single_spec).state_dict()
     encoder = torch.load(run_dir / "encoder.pt", weights_only=True)
-    assert encoder.keys() == single["encoder"].keys()
-    grads = [s["exp_avg"] for s in single["optimizer"]["state"].values()]
-    params = [k for k in single["net"] if k.endswith(("weight", "bias"))]
+    assert encoder.keys() == single.encoder.keys()
+    grads = [s["exp_avg"] for s in single.optimizer["state"].values()]
+    params = [k for k in single.net if k.endswith(("weight", "bias"))]
     assert len(grads) == len(params) > 0
     moved = 0.0
-    for key, value in single["net"].items():
-        other = double["net"][key]
+    for key, value in single.net.items():
+        other = double.net[key]
         if not value.is_floating_point():
             assert torch.equal(other, value), key
             continue
@@ -101,5 +101,5 @@ def test_ddp_across_two_nodes_equals_one_worker(local_cluster, tmp_path: Path):
         moved = max(moved, float((value - start[key]).abs().max()))
         if key.startswith("encoder."):
             torch.testing.assert_close(encoder[key.removeprefix("encoder.")],
-                                       double["net"][key], rtol=0, atol=0)
+                                       double.net[key], rtol=0, atol=0)
     assert moved > 1e-4, "the step changed nothing: the comparison would be vacuous"

@@ -1,4 +1,4 @@
-"""Encoder contract, parametrised over every registered encoder, plus heads and groups."""
+"""Encoder contract, parametrised over every registered encoder, plus heads."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from raysweep.models import (
     LinearHead,
     Projector,
     build_encoder,
-    parameter_group,
-    set_trainable,
 )
 
 EXPECTED_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "small_resnet": 128}
@@ -116,27 +114,3 @@ def test_linear_head() -> None:
     assert head(torch.randn(3, 10)).shape == (3, 4)
     with pytest.raises(ValueError, match="num_classes"):
         LinearHead(10, 1)
-
-
-def test_parameter_groups_by_name() -> None:
-    encoder = build_encoder("resnet50")
-    projector, head = Projector(2048, (16, 8)), LinearHead(2048, 3)
-    ids = lambda params: {id(p) for p in params}  # noqa: E731
-    last = encoder.layer4[-1]
-    # The paper's SSL_p block: the final 1x1, 3x3, 1x1 bottleneck.
-    assert [c.kernel_size for c in (last.conv1, last.conv2, last.conv3)] == [(1, 1), (3, 3), (1, 1)]
-    assert ids(parameter_group("last_block", encoder=encoder)) == ids(last.parameters())
-    assert ids(parameter_group("encoder", encoder=encoder)) == ids(encoder.parameters())
-    assert ids(parameter_group("head", head=head)) == ids(head.parameters())
-    assert ids(parameter_group("projector", projector=projector)) == ids(projector.parameters())
-    everything = parameter_group("all", encoder=encoder, projector=projector, head=head)
-    assert len(everything) == sum(1 for m in (encoder, projector, head) for _ in m.parameters())
-    with pytest.raises(ValueError, match="needs the head"):
-        parameter_group("head", encoder=encoder)
-    with pytest.raises(ValueError, match="unknown parameter group 'layer9'"):
-        parameter_group("layer9", encoder=encoder)
-
-    set_trainable([encoder, projector], parameter_group("last_block", encoder=encoder))
-    trainable = {id(p) for p in encoder.parameters() if p.requires_grad}
-    assert trainable == ids(last.parameters())
-    assert not any(p.requires_grad for p in projector.parameters())

@@ -117,8 +117,8 @@ def test_planted_pretraining_checkpoint_never_runs(tmp_path: Path):
         pretrain_worker(spec, LocalHooks(planted), data=data, transform=views)
     assert not marker.exists()
     pretrain_worker(spec, LocalHooks(tmp_path / "clean"), data=data, transform=views)
-    got = ckpt.load_state(planted / "checkpoint_000000")["net"]  # epoch 0, trained afresh
-    expected = ckpt.load_state(tmp_path / "clean" / "checkpoint_000000")["net"]
+    got = ckpt.load_state(planted / "checkpoint_000000").net  # epoch 0, trained afresh
+    expected = ckpt.load_state(tmp_path / "clean" / "checkpoint_000000").net
     assert got.keys() == expected.keys()
     assert all(torch.equal(got[k], expected[k]) for k in got)
 

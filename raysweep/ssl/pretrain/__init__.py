@@ -3,8 +3,9 @@
 * :func:`run_pretrain` (:mod:`.driver`): one ``TorchTrainer`` per run, idempotent by a content
   hash of the spec; returns :class:`PretrainResult` (``encoder.pt``, ``metrics.jsonl``,
   ``meta.json``, the run directory).
-* :func:`pretrain_worker` (:mod:`.loop`): one worker's plain-PyTorch loop (Barlow Twins,
-  SimCLR, supervised; the frozen-encoder epoch; SSL / SSL_p; 1cycle; LR finder; checkpoints).
+* :func:`pretrain_worker` (:mod:`.loop`): one worker's plain-PyTorch loop (every method of
+  :mod:`raysweep.ssl.methods`; the frozen-encoder epoch; SSL / SSL_p; 1cycle; LR finder;
+  checkpoints).
 """
 
 from raysweep.ssl.pretrain.driver import PretrainResult, run_pretrain

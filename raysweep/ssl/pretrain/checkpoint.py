@@ -3,19 +3,25 @@
 Layout (each file written atomically; the directory is handed to Ray Train, which merges the
 directories of all ranks into one)::
 
-    state.pt            rank 0: encoder, projector (or head), optimiser, scheduler, scaler,
-                        the sampler position (next epoch; checkpoints fall on epoch ends, so
-                        step 0), lr_max, the metrics history, spec and provenance
+    state.pt            rank 0: :class:`PretrainState` (the network, optimiser, scheduler,
+                        the next epoch (checkpoints fall on epoch ends), lr_max and the LR
+                        finder's curve, the metrics history, the worker's settings and
+                        provenance), plus the encoder's own state dict under ``encoder`` for
+                        the ``file:`` weight source (its tensors are the network's, stored once)
     rng_rank<R>.pt      every rank: torch CPU (and CUDA) RNG, Python ``random``, NumPy global
 
 All randomness of the loop itself comes from streams derived from ``(seed, purpose, epoch,
 step, rank)``, so the RNG files only matter for code that draws from the global generators.
-Everything loads with ``torch.load(..., weights_only=True)``.
+Everything loads with ``torch.load(..., weights_only=True)``. Checkpoints written before
+:class:`PretrainState` existed load too: their ``step`` (always 0) and ``scaler`` (always empty)
+entries are ignored.
 """
 
 from __future__ import annotations
 
+import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ from raysweep.errors import WeightsError
 
 __all__ = [
     "STATE_FILE",
+    "PretrainState",
     "capture_rng_state",
     "load_rng_state",
     "load_state",
@@ -36,6 +43,79 @@ __all__ = [
 ]
 
 STATE_FILE = "state.pt"
+
+#: Entries of checkpoints written by earlier versions that are no longer read.
+_RETIRED_ENTRIES = frozenset({"step", "scaler"})
+
+#: Prefix of the encoder's entries in :attr:`PretrainState.net`.
+_ENCODER_PREFIX = "encoder."
+
+
+@dataclass
+class PretrainState:
+    """What rank 0 checkpoints at the end of an epoch, and everything a resumed run reads back.
+
+    ``net`` is the whole :class:`~raysweep.ssl.pretrain.loop.PretrainNet` state dict (encoder
+    and projector or head); ``history`` one metrics dict per epoch so far; ``meta`` the worker's
+    settings (provenance, world size, device, precision); ``resumed_from`` the epochs at which
+    the run restarted from a checkpoint.
+    """
+
+    next_epoch: int
+    phase: str
+    net: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    lr_max: float | None
+    lr_finder: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    meta: dict[str, Any]
+    resumed_from: list[int]
+
+    @property
+    def encoder(self) -> dict[str, torch.Tensor]:
+        """The encoder's state dict (``net`` without the ``encoder.`` prefix, no head)."""
+        return {key[len(_ENCODER_PREFIX):]: value for key, value in self.net.items()
+                if key.startswith(_ENCODER_PREFIX)}
+
+    def to_file(self) -> dict[str, Any]:
+        """The ``weights_only``-loadable dict written to ``state.pt`` (the structured entries as
+        JSON text)."""
+        return {
+            "next_epoch": self.next_epoch, "phase": self.phase, "net": self.net,
+            "encoder": self.encoder, "optimizer": self.optimizer, "scheduler": self.scheduler,
+            "lr_max": self.lr_max,
+            "lr_finder": json.dumps(self.lr_finder) if self.lr_finder else "",
+            "history": json.dumps(self.history), "meta": json.dumps(self.meta),
+            "resumed_from": json.dumps(self.resumed_from),
+        }
+
+    @classmethod
+    def from_file(cls, raw: Any, path: Path) -> PretrainState:
+        """Inverse of :meth:`to_file`; anything else is a one-line WeightsError naming ``path``."""
+        expected = {*_FIELDS, "encoder"}
+        if not isinstance(raw, dict):
+            raise WeightsError(f"{path}: not a pre-training checkpoint (a {type(raw).__name__}, "
+                               f"expected a dict)")
+        missing = sorted(expected - raw.keys())
+        unknown = sorted(raw.keys() - expected - _RETIRED_ENTRIES)
+        if missing or unknown:
+            raise WeightsError(f"{path}: not a pre-training checkpoint (missing entries: "
+                               f"{', '.join(missing) or 'none'}; unknown: "
+                               f"{', '.join(map(str, unknown)) or 'none'})")
+        try:
+            return cls(
+                next_epoch=int(raw["next_epoch"]), phase=str(raw["phase"]), net=raw["net"],
+                optimizer=raw["optimizer"], scheduler=raw["scheduler"],
+                lr_max=None if raw["lr_max"] is None else float(raw["lr_max"]),
+                lr_finder=json.loads(raw["lr_finder"]) if raw["lr_finder"] else None,
+                history=json.loads(raw["history"]), meta=json.loads(raw["meta"]),
+                resumed_from=[int(e) for e in json.loads(raw["resumed_from"])])
+        except (TypeError, ValueError) as err:
+            raise WeightsError(f"{path}: damaged pre-training checkpoint ({err})") from None
+
+
+_FIELDS = tuple(PretrainState.__dataclass_fields__)
 
 
 def _rng_file(rank: int) -> str:
@@ -79,14 +159,16 @@ def load_rng_state(directory: Path, rank: int) -> None:
         restore_rng_state(_load(path))
 
 
-def save_state(directory: Path, state: dict[str, Any]) -> None:
-    """Write the rank-0 training state (a dict of tensors, state dicts and plain values)."""
-    atomic_torch_save(state, directory / STATE_FILE)
+def save_state(directory: Path, state: PretrainState) -> None:
+    """Write the rank-0 training state to ``directory/state.pt``."""
+    atomic_torch_save(state.to_file(), directory / STATE_FILE)
 
 
-def load_state(directory: Path) -> dict[str, Any]:
-    """Read a checkpoint's training state; a missing or unreadable file is a WeightsError."""
-    return _load(directory / STATE_FILE)
+def load_state(directory: Path) -> PretrainState:
+    """Read a checkpoint's training state; a missing, unreadable or foreign file is a
+    one-line WeightsError."""
+    path = directory / STATE_FILE
+    return PretrainState.from_file(_load(path), path)
 
 
 def _load(path: Path) -> Any:

@@ -35,7 +35,7 @@ from raysweep.artefacts import (
 from raysweep.config import PretrainSpec, to_dict
 from raysweep.errors import DataProblems, SpecError
 from raysweep.ssl.pretrain import checkpoint as ckpt
-from raysweep.ssl.pretrain.loop import FaultInjection, ray_train_loop
+from raysweep.ssl.pretrain.loop import StepHook, ray_train_loop
 from raysweep.ssl.pretrain.progress import EpochProgress
 from raysweep.ssl.pretrain.run_dir import (
     ENCODER_FILE,
@@ -125,11 +125,9 @@ def write_artefacts(spec: PretrainSpec, run_dir: AnyPath, checkpoint_dir: Path,
     """``encoder.pt``, ``metrics.jsonl``, then ``meta.json`` (the finished marker) from the
     final checkpoint's state."""
     state = ckpt.load_state(checkpoint_dir)
-    atomic_torch_save({k: v.clone() for k, v in state["encoder"].items()},
-                      run_dir / ENCODER_FILE)
-    history = json.loads(state["history"])
-    atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in history))
-    worker_meta = json.loads(state["meta"])
+    atomic_torch_save({k: v.clone() for k, v in state.encoder.items()}, run_dir / ENCODER_FILE)
+    atomic_write_text(run_dir / METRICS_FILE,
+                      "".join(json.dumps(m) + "\n" for m in state.history))
     meta = {
         **provenance(spec),
         "status": "finished",
@@ -138,12 +136,12 @@ def write_artefacts(spec: PretrainSpec, run_dir: AnyPath, checkpoint_dir: Path,
         "initial_weights_sha256": weights_digest(spec.encoder.weights, spec.encoder.name),
         "name": spec.name,
         "keys": dict(spec.keys),
-        "lr_max": state["lr_max"],
-        "lr_finder": json.loads(state["lr_finder"]) if state["lr_finder"] else None,
-        "epochs_trained": int(state["next_epoch"]),
-        "resumed_from_epochs": json.loads(state["resumed_from"]),
-        "final_metrics": history[-1] if history else None,
-        "worker": {k: v for k, v in worker_meta.items() if k != "provenance"},
+        "lr_max": state.lr_max,
+        "lr_finder": state.lr_finder,
+        "epochs_trained": state.next_epoch,
+        "resumed_from_epochs": state.resumed_from,
+        "final_metrics": state.history[-1] if state.history else None,
+        "worker": {k: v for k, v in state.meta.items() if k != "provenance"},
         **extra,
     }
     atomic_write_json(run_dir / META_FILE, meta)
@@ -156,7 +154,7 @@ def run_pretrain(
     storage_dir: str | os.PathLike[str],
     use_gpu: bool | None = None,
     callbacks: list[Any] | None = None,
-    _fault: FaultInjection | None = None,
+    _after_step: StepHook | None = None,
     _views: Any = None,
 ) -> PretrainResult:
     """Pre-train ``spec`` on the connected Ray cluster (``ray.init`` first, or Ray starts a
@@ -170,7 +168,8 @@ def run_pretrain(
             the cluster has them or its autoscaler can add them).
         callbacks: extra ``RunConfig.callbacks`` (e.g. Tune's ``TuneReportCallback`` when a
             Tune trial drives this run).
-        _fault: test-only worker-kill injection.
+        _after_step: test-only step hook run on every worker (a picklable callable, e.g.
+            :class:`~raysweep.ssl.pretrain.faults.KillOnce`).
         _views: test-only replacement of the spec's augmentation on every worker (a picklable
             callable, see :func:`~raysweep.ssl.pretrain.loop.pretrain_worker`'s ``transform``).
     """
@@ -178,16 +177,6 @@ def run_pretrain(
     if is_finished(run_dir):
         console.say(f"pretrain {spec.name}: finished before, reusing {run_dir / ENCODER_FILE}")
         return _result(run_dir, skipped=True)
-
-    from ray.train import (  # RAY
-        CheckpointConfig,
-        FailureConfig,
-        LoggingConfig,
-        RunConfig,
-        ScalingConfig,
-    )
-    from ray.train.torch import TorchConfig, TorchTrainer  # RAY
-
     cluster = None
     gpu = use_gpu
     if gpu is None:
@@ -198,11 +187,38 @@ def run_pretrain(
     config = {
         "spec": to_jsonable(to_dict(spec)),
         "metrics_path": str(run_dir / METRICS_FILE),
-        "fault": to_jsonable(_fault) if _fault else None,
+        "after_step": _after_step,
         "log_level": console.ray_log_level(),
         "transform": _views,
     }
-    trainer = TorchTrainer(  # RAY: one worker group, DDP over num_workers ranks
+    started = time.time()
+    checkpoint = _fit(_trainer(spec, run_dir, gpu, config, callbacks), spec, run_dir, gpu)
+    with checkpoint.as_directory() as directory:
+        written = write_artefacts(spec, run_dir, Path(directory), {
+            "use_gpu": bool(gpu), "num_workers": spec.num_workers,
+            "fit_time_s": time.time() - started,
+            "ray_run_dir": str(run_dir / RAY_RUN_NAME),
+            "torch_version": torch.__version__,
+        })
+    console.say(f"pretrain {spec.name}: done in {console.format_duration(time.time() - started)}"
+                f", encoder: {written.encoder_path}")
+    return written
+
+
+def _trainer(spec: PretrainSpec, run_dir: AnyPath, gpu: bool, config: dict[str, Any],
+             callbacks: list[Any] | None) -> Any:
+    """The run's ``TorchTrainer``: DDP over ``num_workers`` ranks, Ray Train's run directory
+    ``RAY_RUN_NAME`` inside ``run_dir`` (so a rerun resumes from its newest checkpoint)."""
+    from ray.train import (  # RAY
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
+    from ray.train.torch import TorchConfig, TorchTrainer  # RAY
+
+    return TorchTrainer(  # RAY: one worker group, DDP over num_workers ranks
         ray_train_loop,
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
@@ -219,7 +235,11 @@ def run_pretrain(
             logging_config=LoggingConfig(log_level=console.ray_log_level()),
         ),
     )
-    started = time.time()
+
+
+def _fit(trainer: Any, spec: PretrainSpec, run_dir: AnyPath, gpu: bool) -> Any:
+    """Run ``trainer`` with a progress line per epoch; its final checkpoint. A worker's error
+    (after ``max_failures`` restarts) becomes one line."""
     total_epochs = (spec.frozen_epochs if spec.further else 0) + spec.epochs
     with EpochProgress(spec.name, run_dir / METRICS_FILE, total_epochs) as progress:
         resumed = (f", resuming after epoch {progress.resumed_after}"
@@ -235,13 +255,4 @@ def run_pretrain(
             raise train_failure(err, spec.name, run_dir / RAY_RUN_NAME) from err
     if result.checkpoint is None:
         raise RuntimeError(f"pretrain {spec.name}: Ray Train finished without a checkpoint")
-    with result.checkpoint.as_directory() as directory:
-        written = write_artefacts(spec, run_dir, Path(directory), {
-            "use_gpu": bool(gpu), "num_workers": spec.num_workers,
-            "fit_time_s": time.time() - started,
-            "ray_run_dir": str(run_dir / RAY_RUN_NAME),
-            "torch_version": torch.__version__,
-        })
-    console.say(f"pretrain {spec.name}: done in {console.format_duration(time.time() - started)}"
-                f", encoder: {written.encoder_path}")
-    return written
+    return result.checkpoint

@@ -7,7 +7,8 @@ process group they start themselves. Its only contact with Ray is the ``hooks`` 
 
 The protocol (docs/protocol.md "Further pre-training", section 3.7 of the paper):
 
-1. a fresh, randomly initialised projector (SSL methods) or linear head (``supervised``);
+1. a fresh, randomly initialised head: the projector or linear head that the method's entry in
+   :mod:`raysweep.ssl.methods` names (which also gives the objective and the number of views);
 2. ``frozen_epochs`` (paper: 1) with the encoder frozen: only the projector trains, with Adam at
    the fixed ``frozen_lr`` (1e-3). Only when ``spec.further``; from scratch this is skipped;
 3. ``epochs`` of training of the ``trainable`` part (``encoder``: the paper's SSL; ``last_block``:
@@ -43,7 +44,6 @@ import gc
 import json
 import math
 import os
-import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -53,14 +53,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from raysweep.artefacts import atomic_write_text, provenance, to_jsonable
 from raysweep.config import PretrainSpec, from_dict
 from raysweep.distributed import (
-    all_reduce_sum,
     broadcast_float,
     convert_to_global_batchnorm,
     get_rank,
@@ -69,34 +67,23 @@ from raysweep.distributed import (
 from raysweep.errors import DataError, SpecError, WeightsError
 from raysweep.optim.lr_finder import LR_FINDER_END, LR_FINDER_START
 from raysweep.seeding import derive_seed, torch_generator
-from raysweep.ssl.losses import barlow_twins_terms, l21_norm, nt_xent_loss
+from raysweep.ssl.methods import ObjectiveInput, pretrain_method
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.hooks import WorkerHooks
-from raysweep.ssl.pretrain.sharding import epoch_order, local_batch, steps_per_epoch
+from raysweep.ssl.pretrain.sharding import epoch_order, global_batches, local_batch
 from raysweep.storage import storage_path
 
 __all__ = [
-    "LR_FINDER_END",
-    "LR_FINDER_START",
-    "FaultInjection",
     "PretrainNet",
+    "StepHook",
     "TrainingData",
     "pretrain_worker",
     "ray_train_loop",
 ]
 
-#: A two-view transform: float (B, 3, H, W) in [0, 1] -> two views, randomness from ``generator``.
-TwoViews = Callable[..., tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass(frozen=True)
-class FaultInjection:
-    """Test-only: SIGKILL rank ``rank`` after the first step of ``epoch``, once (``marker`` is
-    created first, and its existence disarms the fault on the restarted run)."""
-
-    epoch: int
-    marker: str
-    rank: int = 0
+#: Called after every optimisation step as ``hook(epoch, step, rank)`` (tests inject worker
+#: failures with it: :class:`raysweep.ssl.pretrain.faults.KillOnce`).
+StepHook = Callable[[int, int, int], None]
 
 
 @dataclass
@@ -137,7 +124,7 @@ def load_training_data(spec: PretrainSpec) -> TrainingData:
     from raysweep.data import load_dataset
 
     dataset = load_dataset(spec.data)
-    if spec.method == "supervised":
+    if pretrain_method(spec.method).needs_labels:
         indices, _ = dataset.labelled_indices("train")
         return TrainingData(dataset.images, np.asarray(indices, dtype=np.int64),
                             np.asarray(dataset.labels, dtype=np.int64), tuple(dataset.classes))
@@ -152,28 +139,32 @@ def build_net(spec: PretrainSpec, num_classes: int = 0) -> PretrainNet:
     encoder = build_encoder(spec.encoder.name, spec.encoder.weights,
                             generator=torch_generator(spec.seed, "pretrain-init-encoder"))
     head_generator = torch_generator(spec.seed, "pretrain-init-head")
-    if spec.method == "supervised":
+    kind = pretrain_method(spec.method).head
+    if kind == "classifier":
         head: nn.Module = LinearHead(encoder.output_dim, num_classes, generator=head_generator)
     else:
         head = Projector(encoder.output_dim, spec.projector,
-                         batch_norm=spec.method == "barlow_twins", generator=head_generator)
+                         batch_norm=kind == "projector_bn", generator=head_generator)
     return PretrainNet(encoder, head)
 
 
+#: The spec's default ``augmentation`` (a method may replace it by its own pipeline).
+_DEFAULT_AUGMENTATION = PretrainSpec.__dataclass_fields__["augmentation"].default
+
+
 def build_transform(spec: PretrainSpec) -> Callable[..., Any]:
-    """Two views (SSL) or one augmented view (supervised), batched on the device."""
+    """Two views or one augmented view (as the method asks), batched on the device."""
     from raysweep import augment
 
+    method = pretrain_method(spec.method)
     # The watermark cutout of the paper applies when a source asks for it (DermNet).
     cutout = any(source.watermark_cutout for source in spec.data.sources)
-    if spec.method == "supervised":
-        # The default augmentation of a PretrainSpec names the Barlow Twins views; a
-        # supervised run then uses the supervised pipeline instead.
-        name = "supervised" if spec.augmentation == "barlow_twins" else spec.augmentation
-        return augment.build_pipeline(name, image_size=spec.data.image_size,
-                                      strength=spec.strength, center_dropout=cutout)
-    return augment.build_views(spec.augmentation, image_size=spec.data.image_size,
-                               strength=spec.strength, center_dropout=cutout)
+    name = spec.augmentation
+    if method.augmentation is not None and name == _DEFAULT_AUGMENTATION:
+        name = method.augmentation
+    build = augment.build_views if method.views == 2 else augment.build_pipeline
+    return build(name, image_size=spec.data.image_size, strength=spec.strength,
+                 center_dropout=cutout)
 
 
 def resolve_precision(spec: PretrainSpec, device: torch.device) -> tuple[bool, bool]:
@@ -221,7 +212,9 @@ def make_optimizer(spec: PretrainSpec, params: list[nn.Parameter], phase: str,
 
 def make_scheduler(spec: PretrainSpec, optimizer: torch.optim.Optimizer, lr_max: float,
                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """fastai's 1cycle (docs/protocol.md defaults) or cosine from lr_max to ``lr_min``."""
+    """fastai's 1cycle with the spec's settings (``pct_start``, ``div_factor``,
+    ``final_div_factor``, ``max_momentum``, ``base_momentum``; docs/protocol.md's defaults) or
+    cosine from lr_max to ``lr_min``."""
     if spec.schedule == "cosine":
         for group in optimizer.param_groups:
             group["lr"] = lr_max
@@ -230,7 +223,10 @@ def make_scheduler(spec: PretrainSpec, optimizer: torch.optim.Optimizer, lr_max:
                                                           eta_min=spec.lr_min)
     from raysweep.optim.schedules import fastai_one_cycle
 
-    return fastai_one_cycle(optimizer, max_lr=lr_max, total_steps=total_steps)
+    return fastai_one_cycle(optimizer, max_lr=lr_max, total_steps=total_steps,
+                            pct_start=spec.pct_start, div=spec.div_factor,
+                            div_final=spec.final_div_factor, max_momentum=spec.max_momentum,
+                            base_momentum=spec.base_momentum)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,8 +248,7 @@ class StepContext:
     channels_last: bool
     rank: int
     world_size: int
-    sparse_weight: nn.Parameter | None = None
-    terms: dict[str, float] = field(default_factory=dict)
+    sparse_weight: nn.Parameter | None = None  # the projector's last weight (eq. 2)
 
 
 def _to_device(ctx: StepContext, index: np.ndarray) -> torch.Tensor:
@@ -271,34 +266,19 @@ def _layout(ctx: StepContext, x: torch.Tensor) -> torch.Tensor:
 
 def micro_batch_loss(ctx: StepContext, index: np.ndarray,
                      generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of one micro-batch (global over ranks for SSL methods) and its logged terms."""
-    spec = ctx.spec
+    """Loss of one micro-batch (global over ranks where the method's loss is) and its logged
+    terms: the views the method asks for, through the network, into its objective."""
+    method = pretrain_method(ctx.spec.method)
     x = _to_device(ctx, index)
-    autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.bf16)
-    if spec.method == "supervised":
-        view = _layout(ctx, ctx.transform(x, generator=generator))
-        labels = torch.from_numpy(ctx.data.labels[index]).to(ctx.device)
-        with autocast:
-            (logits,) = ctx.model(view)
-        loss = F.cross_entropy(logits.float(), labels)
-        mean = all_reduce_sum(loss.detach()) / ctx.world_size
-        return loss, {"loss": float(mean)}
-    view_a, view_b = ctx.transform(x, generator=generator)
-    with autocast:
-        z_a, z_b = ctx.model(_layout(ctx, view_a), _layout(ctx, view_b))
-    if spec.method == "simclr":
-        loss = nt_xent_loss(z_a, z_b, temperature=spec.temperature)
-        return loss, {"loss": float(loss.detach())}
-    terms = barlow_twins_terms(z_a, z_b, lambda_offdiag=spec.lambda_offdiag)
-    logged = {"invariance": float(terms.invariance.detach()),
-              "redundancy": float(terms.redundancy.detach())}
-    loss = terms.loss
-    if spec.alpha > 0 and ctx.sparse_weight is not None:
-        sparsity = l21_norm(ctx.sparse_weight.float())
-        loss = loss + spec.alpha * sparsity
-        logged["sparsity"] = float(sparsity.detach())
-    logged["loss"] = float(loss.detach())
-    return loss, logged
+    views = ctx.transform(x, generator=generator)
+    if method.views == 1:
+        views = (views,)
+    labels = (torch.from_numpy(ctx.data.labels[index]).to(ctx.device)
+              if method.needs_labels else None)
+    with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.bf16):
+        outputs = ctx.model(*(_layout(ctx, view) for view in views))
+    return method.objective(ctx.spec, ObjectiveInput(outputs, labels, ctx.sparse_weight,
+                                                     ctx.world_size))
 
 
 def train_step(ctx: StepContext, optimizer: torch.optim.Optimizer, index: np.ndarray, *,
@@ -390,7 +370,7 @@ def pretrain_worker(
     metrics_path: str | os.PathLike[str] | None = None,
     transform: Callable[..., Any] | None = None,
     data: TrainingData | None = None,
-    fault: FaultInjection | None = None,
+    after_step: StepHook | None = None,
 ) -> None:
     """Pre-train per ``spec`` on this rank; report every epoch; checkpoint per ``checkpoint_every``.
 
@@ -400,147 +380,220 @@ def pretrain_worker(
         metrics_path: rank 0 rewrites this ``metrics.jsonl`` (atomically) after every epoch.
         transform: replaces the spec's augmentation (tests use deterministic views).
         data: replaces ``load_dataset(spec.data)`` (tests).
-        fault: test-only SIGKILL injection.
+        after_step: called after every optimisation step (tests inject failures with it).
 
     Must be called on every rank of the process group (if any); the default process group's
     backend must suit ``hooks.device`` (gloo for CPU, nccl for CUDA).
     """
     rank, world = get_rank(), get_world_size()
-    device = hooks.device
     if spec.batch_size % (world * spec.grad_accum_steps):
         raise SpecError(f"pretrain {spec.name}: batch_size {spec.batch_size} must be a multiple "
                         f"of num_workers x grad_accum_steps = {world * spec.grad_accum_steps}")
     with _deterministic(spec.deterministic):
         data = data if data is not None else load_training_data(spec)
-        steps = steps_per_epoch(len(data.indices), spec.batch_size)
+        steps = global_batches(len(data.indices), spec.batch_size)
         if steps == 0:
             raise DataError(f"pretrain {spec.name}: {len(data.indices)} images are fewer than "
                             f"one batch of {spec.batch_size}")
-        _run(spec, hooks, device, rank, world, data, steps,
-             transform if transform is not None else build_transform(spec),
-             storage_path(metrics_path) if metrics_path else None, fault)
+        worker = _Worker.build(spec, hooks, rank, world, data, steps,
+                               transform if transform is not None else build_transform(spec),
+                               storage_path(metrics_path) if metrics_path else None, after_step)
+        train_epochs(worker)
 
 
-def _run(spec: PretrainSpec, hooks: WorkerHooks, device: torch.device, rank: int, world: int,
-         data: TrainingData, steps: int, transform: Callable[..., Any],
-         metrics_path: Path | None, fault: FaultInjection | None) -> None:
-    bf16, channels_last = resolve_precision(spec, device)
-    net = build_net(spec, num_classes=len(data.classes))
-    if world > 1:
-        net = (nn.SyncBatchNorm.convert_sync_batchnorm(net) if device.type == "cuda"
-               else convert_to_global_batchnorm(net))
-    net = net.to(device, memory_format=torch.channels_last if channels_last else
-                 torch.contiguous_format)
-    frozen_epochs = spec.frozen_epochs if spec.further else 0
-    total_epochs = frozen_epochs + spec.epochs
+@dataclass
+class _Worker:
+    """One rank's fixed setting for a whole run: the spec, the runtime, the data, the network
+    (converted for DDP and on the device) and what the checkpoints record about the worker."""
 
-    start_epoch, history, lr_max, lr_finder = 0, [], spec.lr_max, None
-    resumed_from: list[int] = []  # epochs at which this run restarted from a checkpoint
-    resumed: dict[str, Any] | None = None
-    with hooks.latest_checkpoint() as directory:
-        if directory is not None:
-            try:
-                resumed = ckpt.load_state(directory)
-                ckpt.load_rng_state(directory, rank)
-            except WeightsError as err:  # a damaged or planted file: never trust it
-                warnings.warn(f"{err}; starting this run from its first epoch", stacklevel=1)
-                resumed = None
-        if resumed is not None:
-            net.load_state_dict(resumed["net"])
-            start_epoch = int(resumed["next_epoch"])
-            history = json.loads(resumed["history"])
-            lr_max = resumed["lr_max"]
-            lr_finder = json.loads(resumed["lr_finder"]) if resumed["lr_finder"] else None
-            resumed_from = [*json.loads(resumed["resumed_from"]), start_epoch]
+    spec: PretrainSpec
+    hooks: WorkerHooks
+    rank: int
+    world: int
+    data: TrainingData
+    steps: int  # optimisation steps per epoch
+    transform: Callable[..., Any]
+    metrics_path: Path | None
+    after_step: StepHook | None
+    net: PretrainNet
+    bf16: bool
+    channels_last: bool
+    meta: dict[str, Any]  # provenance and resolved settings, recorded in every checkpoint
 
-    meta = {"provenance": provenance(spec), "world_size": world, "device": str(device),
-            "bf16": bf16, "channels_last": channels_last}
-    phase_built: str | None = None
-    model: nn.Module = net
-    optimizer: torch.optim.Optimizer | None = None
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    ctx: StepContext | None = None
-    for epoch in range(start_epoch, total_epochs):
-        phase = "frozen" if epoch < frozen_epochs else "train"
-        if phase != phase_built:
-            del model, optimizer, scheduler, ctx
+    @classmethod
+    def build(cls, spec: PretrainSpec, hooks: WorkerHooks, rank: int, world: int,
+              data: TrainingData, steps: int, transform: Callable[..., Any],
+              metrics_path: Path | None, after_step: StepHook | None) -> _Worker:
+        device = hooks.device
+        bf16, channels_last = resolve_precision(spec, device)
+        net = build_net(spec, num_classes=len(data.classes))
+        if world > 1:
+            net = (nn.SyncBatchNorm.convert_sync_batchnorm(net) if device.type == "cuda"
+                   else convert_to_global_batchnorm(net))
+        net = net.to(device, memory_format=torch.channels_last if channels_last else
+                     torch.contiguous_format)
+        meta = {"provenance": provenance(spec), "world_size": world, "device": str(device),
+                "bf16": bf16, "channels_last": channels_last}
+        return cls(spec, hooks, rank, world, data, steps, transform, metrics_path, after_step,
+                   net, bf16, channels_last, to_jsonable(meta))
+
+    @property
+    def device(self) -> torch.device:
+        return self.hooks.device
+
+    @property
+    def frozen_epochs(self) -> int:
+        return self.spec.frozen_epochs if self.spec.further else 0
+
+    @property
+    def total_epochs(self) -> int:
+        return self.frozen_epochs + self.spec.epochs
+
+
+@dataclass
+class _Progress:
+    """What carries over from epoch to epoch, and across a restart through the checkpoint."""
+
+    start_epoch: int  # the first epoch this call trains
+    history: list[dict[str, Any]]
+    lr_max: float | None
+    lr_finder: dict[str, Any] | None = None
+    resumed_from: list[int] = field(default_factory=list)  # epochs the run restarted at
+    restored: ckpt.PretrainState | None = None  # the checkpoint restored, for its optimiser
+
+
+@dataclass
+class _Phase:
+    """The optimisation set-up of one phase (``frozen`` or ``train``)."""
+
+    name: str
+    ctx: StepContext
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+
+
+def train_epochs(worker: _Worker) -> None:
+    """Restore from the newest checkpoint, then train every remaining epoch, building each
+    phase's optimiser when the phase begins."""
+    progress = restore(worker)
+    phase: _Phase | None = None
+    for epoch in range(progress.start_epoch, worker.total_epochs):
+        name = "frozen" if epoch < worker.frozen_epochs else "train"
+        if phase is None or phase.name != name:
+            phase = None
             gc.collect()  # the old DDP reducer must drop its hooks before a new one is built
-            params = configure_phase(net, phase, spec.trainable)
-            model = _wrap(net, device, world)
-            ctx = StepContext(spec, model, net, data, transform, device, bf16, channels_last,
-                              rank, world, getattr(getattr(net.head, "last_layer", None),
-                                                   "weight", None))
-            scheduler = None
-            if phase == "train" and lr_max is None:
-                lr_finder = find_lr_max(ctx, params, steps)
-                lr_max = lr_finder["suggestion"]
-                configure_phase(net, phase, spec.trainable)
-            optimizer = make_optimizer(spec, params, phase, lr_max or spec.frozen_lr)
-            if phase == "train":
-                scheduler = make_scheduler(spec, optimizer, float(lr_max),
-                                           spec.epochs * steps)
-            if resumed is not None and resumed["phase"] == phase and epoch == start_epoch:
-                optimizer.load_state_dict(resumed["optimizer"])
-                if scheduler is not None and resumed["scheduler"] is not None:
-                    scheduler.load_state_dict(resumed["scheduler"])
-            phase_built = phase
+            phase = enter_phase(worker, name, epoch, progress)
+        metrics = train_epoch(worker, phase, epoch, progress)
+        finish_epoch(worker, phase, epoch, progress, metrics)
 
-        assert ctx is not None and optimizer is not None
-        order = epoch_order(data.indices, seed=spec.seed, epoch=epoch)
-        sums: dict[str, float] = {}
-        lr_first = optimizer.param_groups[0]["lr"]
-        started = time.perf_counter()
-        for step in range(steps):
-            index = local_batch(order, step=step, batch_size=spec.batch_size, rank=rank,
-                                world_size=world)
-            logged = train_step(ctx, optimizer, index, epoch=epoch, step=step)
-            if scheduler is not None:
-                scheduler.step()
-            for key, value in logged.items():
-                sums[key] = sums.get(key, 0.0) + value / steps
-            if fault and epoch == fault.epoch and rank == fault.rank and step == 0 \
-                    and not Path(fault.marker).exists():
-                Path(fault.marker).write_text("killed\n", encoding="utf-8")
-                os.kill(os.getpid(), signal.SIGKILL)
-        elapsed = time.perf_counter() - started
-        if any(not math.isfinite(v) for v in sums.values()):
-            raise FloatingPointError(f"pretrain {spec.name}: non-finite loss at epoch {epoch}")
-        metrics: dict[str, Any] = {
-            "epoch": epoch, "phase": phase, **sums, "lr": float(lr_first),
-            "lr_max": float(lr_max) if lr_max is not None and phase == "train" else None,
-            "images_per_s": steps * spec.batch_size / elapsed, "epoch_time_s": elapsed,
-        }
-        if spec.proxy_every and ((epoch + 1) % spec.proxy_every == 0
-                                 or epoch == total_epochs - 1):
-            # Frozen epochs too: a scheduler stopping on the proxy needs it in every report.
-            metrics.update(_proxy_metrics(spec, net, device, bf16))
-            configure_phase(net, phase, spec.trainable)
-        history.append(metrics)
-        if rank == 0 and metrics_path is not None:
-            atomic_write_text(metrics_path, "".join(json.dumps(to_jsonable(m)) + "\n"
-                                                    for m in history))
-        last = epoch == total_epochs - 1
-        write = None
-        if last or (epoch + 1) % spec.checkpoint_every == 0:
-            state = {
-                "next_epoch": epoch + 1, "step": 0, "phase": phase,
-                "net": net.state_dict(), "encoder": net.encoder.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": {},  # bf16 autocast needs no loss scaling; kept for the format
-                "lr_max": float(lr_max) if lr_max is not None else None,
-                "lr_finder": json.dumps(lr_finder) if lr_finder else "",
-                "history": json.dumps(to_jsonable(history)),
-                "meta": json.dumps(to_jsonable(meta)),
-                "resumed_from": json.dumps(resumed_from),
-            }
 
-            def write(directory: Path, state: dict[str, Any] = state) -> None:
-                ckpt.save_rng_state(directory, rank)
-                if rank == 0:
-                    ckpt.save_state(directory, state)
+def restore(worker: _Worker) -> _Progress:
+    """The progress of the newest checkpoint (its network loaded into ``worker.net``, this
+    rank's RNG states restored), or a fresh start when there is none or it is unreadable."""
+    fresh = _Progress(start_epoch=0, history=[], lr_max=worker.spec.lr_max)
+    with worker.hooks.latest_checkpoint() as directory:
+        if directory is None:
+            return fresh
+        try:
+            state = ckpt.load_state(directory)
+            ckpt.load_rng_state(directory, worker.rank)
+        except WeightsError as err:  # a damaged or planted file: never trust it
+            warnings.warn(f"{err}; starting this run from its first epoch", stacklevel=1)
+            return fresh
+    worker.net.load_state_dict(state.net)
+    return _Progress(start_epoch=state.next_epoch, history=state.history, lr_max=state.lr_max,
+                     lr_finder=state.lr_finder,
+                     resumed_from=[*state.resumed_from, state.next_epoch], restored=state)
 
-        hooks.report({k: v for k, v in metrics.items() if v is not None}, write)
+
+def enter_phase(worker: _Worker, name: str, epoch: int, progress: _Progress) -> _Phase:
+    """Freeze all but the phase's trainable part, wrap for DDP, run the LR finder when the
+    training phase has no lr_max yet, and build the optimiser (and, when training, the
+    schedule), restored from the checkpoint when the run resumes inside this phase."""
+    spec, net = worker.spec, worker.net
+    params = configure_phase(net, name, spec.trainable)
+    ctx = StepContext(spec, _wrap(net, worker.device, worker.world), net, worker.data,
+                      worker.transform, worker.device, worker.bf16, worker.channels_last,
+                      worker.rank, worker.world,
+                      getattr(getattr(net.head, "last_layer", None), "weight", None))
+    if name == "train" and progress.lr_max is None:
+        progress.lr_finder = find_lr_max(ctx, params, worker.steps)
+        progress.lr_max = progress.lr_finder["suggestion"]
+        configure_phase(net, name, spec.trainable)
+    optimizer = make_optimizer(spec, params, name, progress.lr_max or spec.frozen_lr)
+    scheduler = None
+    if name == "train":
+        scheduler = make_scheduler(spec, optimizer, float(progress.lr_max),
+                                   spec.epochs * worker.steps)
+    restored = progress.restored
+    if restored is not None and restored.phase == name and epoch == progress.start_epoch:
+        optimizer.load_state_dict(restored.optimizer)
+        if scheduler is not None and restored.scheduler is not None:
+            scheduler.load_state_dict(restored.scheduler)
+    return _Phase(name, ctx, optimizer, scheduler)
+
+
+def train_epoch(worker: _Worker, phase: _Phase, epoch: int, progress: _Progress
+                ) -> dict[str, Any]:
+    """One epoch of ``phase``: its metrics (the mean logged terms, lr, throughput, and the
+    proxy when it is due). A non-finite loss stops the run."""
+    spec = worker.spec
+    order = epoch_order(worker.data.indices, seed=spec.seed, epoch=epoch)
+    sums: dict[str, float] = {}
+    lr_first = phase.optimizer.param_groups[0]["lr"]
+    started = time.perf_counter()
+    for step in range(worker.steps):
+        index = local_batch(order, step=step, batch_size=spec.batch_size, rank=worker.rank,
+                            world_size=worker.world)
+        logged = train_step(phase.ctx, phase.optimizer, index, epoch=epoch, step=step)
+        if phase.scheduler is not None:
+            phase.scheduler.step()
+        for key, value in logged.items():
+            sums[key] = sums.get(key, 0.0) + value / worker.steps
+        if worker.after_step is not None:
+            worker.after_step(epoch, step, worker.rank)
+    elapsed = time.perf_counter() - started
+    if any(not math.isfinite(v) for v in sums.values()):
+        raise FloatingPointError(f"pretrain {spec.name}: non-finite loss at epoch {epoch}")
+    lr_max = progress.lr_max
+    metrics: dict[str, Any] = {
+        "epoch": epoch, "phase": phase.name, **sums, "lr": float(lr_first),
+        "lr_max": float(lr_max) if lr_max is not None and phase.name == "train" else None,
+        "images_per_s": worker.steps * spec.batch_size / elapsed, "epoch_time_s": elapsed,
+    }
+    if spec.proxy_every and ((epoch + 1) % spec.proxy_every == 0
+                             or epoch == worker.total_epochs - 1):
+        # Frozen epochs too: a scheduler stopping on the proxy needs it in every report.
+        metrics.update(_proxy_metrics(spec, worker.net, worker.device, worker.bf16))
+        configure_phase(worker.net, phase.name, spec.trainable)
+    return metrics
+
+
+def finish_epoch(worker: _Worker, phase: _Phase, epoch: int, progress: _Progress,
+                 metrics: dict[str, Any]) -> None:
+    """Record the epoch's metrics (``metrics.jsonl`` on rank 0) and report them, with a
+    checkpoint when one is due (every ``checkpoint_every`` epochs and after the last)."""
+    spec = worker.spec
+    progress.history.append(metrics)
+    if worker.rank == 0 and worker.metrics_path is not None:
+        atomic_write_text(worker.metrics_path, "".join(json.dumps(to_jsonable(m)) + "\n"
+                                                       for m in progress.history))
+    write = None
+    if epoch == worker.total_epochs - 1 or (epoch + 1) % spec.checkpoint_every == 0:
+        state = ckpt.PretrainState(
+            next_epoch=epoch + 1, phase=phase.name, net=worker.net.state_dict(),
+            optimizer=phase.optimizer.state_dict(),
+            scheduler=phase.scheduler.state_dict() if phase.scheduler is not None else None,
+            lr_max=float(progress.lr_max) if progress.lr_max is not None else None,
+            lr_finder=progress.lr_finder, history=to_jsonable(progress.history),
+            meta=worker.meta, resumed_from=list(progress.resumed_from))
+
+        def write(directory: Path, state: ckpt.PretrainState = state) -> None:
+            ckpt.save_rng_state(directory, worker.rank)
+            if worker.rank == 0:
+                ckpt.save_state(directory, state)
+
+    worker.hooks.report({k: v for k, v in metrics.items() if v is not None}, write)
 
 
 def _proxy_metrics(spec: PretrainSpec, net: PretrainNet, device: torch.device,
@@ -574,6 +627,5 @@ def ray_train_loop(config: dict[str, Any]) -> None:
 
     _match_report_log_level(config.get("log_level", "WARNING"))
     spec = from_dict(PretrainSpec, config["spec"])
-    fault = FaultInjection(**config["fault"]) if config.get("fault") else None
-    pretrain_worker(spec, RayTrainHooks(), metrics_path=config.get("metrics_path"), fault=fault,
-                    transform=config.get("transform"))
+    pretrain_worker(spec, RayTrainHooks(), metrics_path=config.get("metrics_path"),
+                    transform=config.get("transform"), after_step=config.get("after_step"))

@@ -21,6 +21,9 @@ every finished run again:
   rank draws its own augmentation stream, so the views depend on the number of ranks) and
   ``use_gpu`` / ``precision`` as written in the spec (``auto`` is hashed as ``auto``: the
   resolved device and precision are recorded in ``meta.json``);
+- the 1cycle settings (:data:`ONLY_WHEN_SET`: ``pct_start``, ``div_factor``,
+  ``final_div_factor``, ``max_momentum``, ``base_momentum``) only when they differ from their
+  defaults, so that every run stored before they were spec fields keeps its hash;
 - the data as its content fingerprint (:func:`raysweep.data.fingerprint.dataset_fingerprint`)
   instead of its paths;
 - initial weights read from a file (``file:PATH``, which is also how a further pre-training run
@@ -31,6 +34,7 @@ every finished run again:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -43,6 +47,7 @@ __all__ = [
     "META_FILE",
     "METRICS_FILE",
     "NOT_IN_HASH",
+    "ONLY_WHEN_SET",
     "is_finished",
     "result_hash",
     "run_directory",
@@ -57,6 +62,11 @@ META_FILE = "meta.json"
 NOT_IN_HASH = frozenset({
     "name", "keys", "checkpoint_every", "max_failures", "resources_per_worker",
     "deterministic", "channels_last", "proxy", "proxy_every", "proxy_data",
+})
+
+#: PretrainSpec fields hashed only when they differ from their defaults (see the module docstring).
+ONLY_WHEN_SET = frozenset({
+    "pct_start", "div_factor", "final_div_factor", "max_momentum", "base_momentum",
 })
 
 
@@ -81,7 +91,11 @@ def result_hash(spec: PretrainSpec, *, save_digests: bool = True) -> str:
     """
     from raysweep.data.fingerprint import dataset_fingerprint
 
-    fields: dict[str, Any] = {k: v for k, v in to_jsonable(spec).items() if k not in NOT_IN_HASH}
+    defaults = {f.name: f.default for f in dataclasses.fields(PretrainSpec)
+                if f.name in ONLY_WHEN_SET}
+    fields: dict[str, Any] = {
+        k: v for k, v in to_jsonable(spec).items()
+        if k not in NOT_IN_HASH and (k not in ONLY_WHEN_SET or v != defaults[k])}
     fields["data"] = dataset_fingerprint(spec.data, save_digests=save_digests)
     digest = weights_digest(spec.encoder.weights, spec.encoder.name)
     if digest is not None:

@@ -14,11 +14,12 @@ import numpy as np
 
 from raysweep.seeding import numpy_rng
 
-__all__ = ["epoch_order", "local_batch", "steps_per_epoch"]
+__all__ = ["epoch_order", "global_batches", "local_batch"]
 
 
-def steps_per_epoch(num_images: int, batch_size: int) -> int:
-    """Optimisation steps in an epoch: whole global batches only (drop-last)."""
+def global_batches(num_images: int, batch_size: int) -> int:
+    """Optimisation steps in an epoch: whole global batches only (drop-last), 0 when there are
+    fewer images than one batch (the evaluation's ``steps_per_epoch`` is at least 1)."""
     return num_images // batch_size
 
 

@@ -72,7 +72,7 @@ def run_local(spec: PretrainSpec, root: Path, data: TrainingData | None = None) 
     return hooks
 
 
-def final_state(root: Path) -> dict[str, Any]:
+def final_state(root: Path) -> ckpt.PretrainState:
     return ckpt.load_state(sorted(root.glob("checkpoint_*"))[-1])
 
 
@@ -108,18 +108,18 @@ def test_one_step_on_two_gloo_ranks_equals_one_rank(tmp_path: Path) -> None:
         run_local(spec, tmp_path / "single" / method)
         single, double = (final_state(tmp_path / run / method) for run in ("single", "ddp"))
         start = initial_net(spec)
-        assert single["net"].keys() == double["net"].keys()
+        assert single.net.keys() == double.net.keys()
         # The gradients: after one Adam step, exp_avg = (1 - beta1) * grad, in parameter order;
         # equal up to float32 summation order (1e-5 of the tensor's largest gradient).
-        grads_1 = [s["exp_avg"] for s in single["optimizer"]["state"].values()]
-        grads_2 = [s["exp_avg"] for s in double["optimizer"]["state"].values()]
+        grads_1 = [s["exp_avg"] for s in single.optimizer["state"].values()]
+        grads_2 = [s["exp_avg"] for s in double.optimizer["state"].values()]
         assert len(grads_1) == len(grads_2) > 0
         for g1, g2 in zip(grads_1, grads_2, strict=True):
             torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-5 * float(g1.abs().max()))
-        params = [k for k in single["net"] if k.endswith(("weight", "bias"))]
+        params = [k for k in single.net if k.endswith(("weight", "bias"))]
         moved = 0.0
-        for key, value in single["net"].items():
-            other = double["net"][key]
+        for key, value in single.net.items():
+            other = double.net[key]
             if not value.is_floating_point():
                 assert torch.equal(other, value), f"{method}: {key}"
                 continue
@@ -144,14 +144,14 @@ def test_frozen_epoch_keeps_encoder_bit_identical_and_trains_projector(tmp_path:
     run_local(spec, tmp_path)
     start = initial_net(spec, 0)
     frozen = ckpt.load_state(tmp_path / "checkpoint_000000")
-    assert frozen["phase"] == "frozen"
-    for key, value in frozen["encoder"].items():  # parameters AND BatchNorm buffers
+    assert frozen.phase == "frozen"
+    for key, value in frozen.encoder.items():  # parameters AND BatchNorm buffers
         assert torch.equal(value, start[f"encoder.{key}"]), key
     changed = [k for k in start if k.startswith("head.")
-               and not torch.equal(frozen["net"][k], start[k])]
+               and not torch.equal(frozen.net[k], start[k])]
     assert any(k.endswith("weight") for k in changed)
     # The following 1cycle epoch trains the whole encoder (SSL).
-    trained = final_state(tmp_path)["encoder"]
+    trained = final_state(tmp_path).encoder
     assert not torch.equal(trained["conv1.weight"], start["encoder.conv1.weight"])
 
 
@@ -159,7 +159,7 @@ def test_ssl_p_changes_only_the_last_block(tmp_path: Path) -> None:
     spec = tiny_spec(trainable="last_block", epochs=2)
     run_local(spec, tmp_path, tiny_data(16))
     start = initial_net(spec, 0)
-    final = final_state(tmp_path)["encoder"]
+    final = final_state(tmp_path).encoder
     last = f"layer4.{len(build_net(spec).encoder.layer4) - 1}."
     inside = [k for k in final if k.startswith(last)]
     assert inside and any(not torch.equal(final[k], start[f"encoder.{k}"]) for k in inside)
@@ -184,11 +184,12 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None
     resumed = run_local(spec, tmp_path / "resumed", data)
     assert [m["epoch"] for m in resumed.reported] == [2, 3]
     a, b = final_state(tmp_path / "full"), final_state(tmp_path / "resumed")
-    for key in a["net"]:
-        assert torch.equal(a["net"][key], b["net"][key]), key
+    for key in a.net:
+        assert torch.equal(a.net[key], b.net[key]), key
     # The history is carried through the checkpoint: same epochs and losses (timings differ).
-    assert [(m["epoch"], m["loss"]) for m in json.loads(a["history"])] == [
-        (m["epoch"], m["loss"]) for m in json.loads(b["history"])]
+    assert [(m["epoch"], m["loss"]) for m in a.history] == [
+        (m["epoch"], m["loss"]) for m in b.history]
+    assert (a.resumed_from, b.resumed_from) == ([], [2])
     assert [m["phase"] for m in full.reported] == ["frozen", "train", "train", "train"]
     for m in full.reported:
         assert {"loss", "invariance", "redundancy", "sparsity", "lr", "images_per_s"} <= set(m)
@@ -202,13 +203,13 @@ def test_lr_finder_sets_lr_max_and_is_recorded(tmp_path: Path) -> None:
     spec = tiny_spec(lr_max=None, lr_finder_iters=12, epochs=1)
     hooks = run_local(spec, tmp_path, tiny_data(16))
     state = final_state(tmp_path)
-    finder = json.loads(state["lr_finder"])
+    finder = state.lr_finder
     assert 0 < len(finder["lrs"]) <= 12 and len(finder["lrs"]) == len(finder["losses"])
     assert finder["lrs"] == sorted(finder["lrs"])
-    assert state["lr_max"] == finder["suggestion"] == hooks.reported[-1]["lr_max"]
-    assert finder["lrs"][0] <= state["lr_max"] <= finder["lrs"][-1]
+    assert state.lr_max == finder["suggestion"] == hooks.reported[-1]["lr_max"]
+    assert finder["lrs"][0] <= state.lr_max <= finder["lrs"][-1]
     # 1cycle starts at lr_max / 25 (fastai's div).
-    assert hooks.reported[-1]["lr"] == pytest.approx(state["lr_max"] / 25)
+    assert hooks.reported[-1]["lr"] == pytest.approx(state.lr_max / 25)
 
 
 # ------------------------------------------------------------------------------------------
@@ -251,6 +252,36 @@ def test_bad_inputs_raise_one_line_errors(tmp_path: Path) -> None:
         ckpt.load_state(tmp_path / "broken")
     with pytest.raises(WeightsError, match="not found"):
         ckpt.load_state(tmp_path)
+
+
+def test_checkpoint_state_round_trips_and_earlier_files_still_load(tmp_path: Path) -> None:
+    spec = tiny_spec(lr_max=None, lr_finder_iters=6, epochs=1)
+    run_local(spec, tmp_path / "run", tiny_data(16))
+    directory = tmp_path / "run" / "checkpoint_000001"
+    state = ckpt.load_state(directory)
+    raw = torch.load(directory / ckpt.STATE_FILE, weights_only=True)
+    assert raw.keys() == {*ckpt.PretrainState.__dataclass_fields__, "encoder"}
+    assert raw["encoder"].keys() == state.encoder.keys() and all(
+        torch.equal(raw["encoder"][k], state.net[f"encoder.{k}"]) for k in state.encoder)
+    assert state.next_epoch == 2 and state.phase == "train" and state.resumed_from == []
+    assert [m["epoch"] for m in state.history] == [0, 1] and state.meta["world_size"] == 1
+    assert state.lr_finder is not None and state.lr_max == state.lr_finder["suggestion"]
+    # A file of the earlier format (with its never-read "step" and "scaler") loads the same.
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save({**raw, "step": 0, "scaler": {}}, old / ckpt.STATE_FILE)
+    again = ckpt.load_state(old)
+    assert (again.next_epoch, again.history, again.lr_finder, again.meta) == (
+        state.next_epoch, state.history, state.lr_finder, state.meta)
+    # Anything else is refused in one line naming the file.
+    for name, obj in (("plain", state.encoder), ("partial", {"next_epoch": 1, "net": {}}),
+                      ("list", [1, 2])):
+        (tmp_path / name).mkdir()
+        torch.save(obj, tmp_path / name / ckpt.STATE_FILE)
+        with pytest.raises(WeightsError, match=f"{tmp_path / name / ckpt.STATE_FILE}: not a "
+                                               "pre-training checkpoint") as err:
+            ckpt.load_state(tmp_path / name)
+        assert "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, to_dict
 from raysweep.models import build_encoder
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain import run_directory, run_pretrain
-from raysweep.ssl.pretrain.loop import FaultInjection
+from raysweep.ssl.pretrain.faults import KillOnce
 
 WORKER_SCRIPT = Path(__file__).resolve().parent / "test_pretrain_loop.py"
 
@@ -51,7 +51,7 @@ def uninterrupted_reference(spec: PretrainSpec, out: Path) -> dict[str, torch.Te
     for proc in procs:
         log, _ = proc.communicate(timeout=180)
         assert proc.returncode == 0, log.decode()[-3000:]
-    return ckpt.load_state(sorted((out / "run").glob("checkpoint_*"))[-1])["encoder"]
+    return ckpt.load_state(sorted((out / "run").glob("checkpoint_*"))[-1]).encoder
 
 
 @pytest.mark.ray
@@ -61,7 +61,7 @@ def test_killed_worker_resumes_to_the_uninterrupted_encoder_and_rerun_skips(
     spec = ray_spec(breastmnist_npz, tmp_path / "cache")
     marker = tmp_path / "killed"
     result = run_pretrain(spec, storage_dir=tmp_path / "store",
-                          _fault=FaultInjection(epoch=2, marker=str(marker), rank=1))
+                          _after_step=KillOnce(epoch=2, marker=str(marker), rank=1))
     assert marker.exists(), "the fault was never injected"
     assert result.run_dir == run_directory(spec, tmp_path / "store") and not result.skipped
 
