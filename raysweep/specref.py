@@ -133,8 +133,8 @@ def _yaml(value: Any) -> str:
 def _default(f: dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING:
         return f"`{_yaml(f.default)}`"
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        made = f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        made = f.default_factory()
         if _is_spec(type(made)):
             return f"[{type(made).__name__}](#{type(made).__name__.lower()}) defaults"
         return f"`{_yaml(made)}`"
