@@ -78,6 +78,7 @@ def protocol_table(
     agg = results.groupby(keys, sort=False)[metric].agg(["mean", "std", "count"])
     agg.columns = ["mean", "std", "n"]
     wide = agg.unstack(protocol_col)
+    assert isinstance(wide, pd.DataFrame)  # two index levels: unstacking one leaves a frame
     protocols = list(pd.unique(results[protocol_col]))
     wide = wide.reindex(
         columns=pd.MultiIndex.from_product([["mean", "std", "n"], protocols])
@@ -136,6 +137,7 @@ def across_test_sets(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     agg = results.groupby(keys, sort=False)[metric].agg(["mean", "std", "count"])
     agg.columns = ["mean", "std", "n"]
     wide = agg.unstack(TEST_SET)
+    assert isinstance(wide, pd.DataFrame)  # two index levels: unstacking one leaves a frame
     wide = wide.reindex(columns=pd.MultiIndex.from_product([["mean", "std", "n"], test_sets]))
     wide.columns = [f"{t}_{stat}" for stat, t in wide.columns]
     wide = wide[[f"{t}_{stat}" for t in test_sets for stat in ("mean", "std", "n")]]
@@ -149,11 +151,11 @@ def mean_ci(values: pd.Series, level: float = 0.95) -> tuple[float, float]:
     than two values)."""
     from scipy import stats as sps
 
-    values = values.dropna().to_numpy(float)
-    if len(values) < 2:
+    sample = values.dropna().to_numpy(float)
+    if len(sample) < 2:
         return float("nan"), float("nan")
-    half = sps.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / len(values) ** 0.5
-    return float(values.mean() - half), float(values.mean() + half)
+    half = sps.t.ppf(0.5 + level / 2, len(sample) - 1) * sample.std(ddof=1) / len(sample) ** 0.5
+    return float(sample.mean() - half), float(sample.mean() + half)
 
 
 def budget_table(results: pd.DataFrame, metric: str) -> pd.DataFrame:
