@@ -8,8 +8,9 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,16 +80,19 @@ def per_class_bars(per_class: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def parse_lr_finder(value: object) -> dict | None:
-    """The ``lr_finder`` JSON string of a results row -> ``{"lrs", "losses", "suggestion"}``,
-    or None when missing or unreadable."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def parse_lr_finder(value: object) -> dict[str, Any] | None:
+    """The ``lr_finder`` JSON string (or mapping) of a results row -> ``{"lrs", "losses",
+    "suggestion"}``, or None when missing or unreadable."""
+    if isinstance(value, (str, bytes)):
+        try:
+            record = json.loads(value)
+        except ValueError:
+            return None
+    elif isinstance(value, Mapping):
+        record = dict(value)
+    else:
         return None
-    try:
-        record = json.loads(value) if isinstance(value, (str, bytes)) else dict(value)
-    except (TypeError, ValueError):
-        return None
-    if not record.get("lrs") or not record.get("losses"):
+    if not isinstance(record, dict) or not record.get("lrs") or not record.get("losses"):
         return None
     return record
 
@@ -98,9 +102,9 @@ def lr_finder_curves(frame: pd.DataFrame, title: str) -> Figure | None:
     thin line, the suggested ``lr_max`` marked. None when no row has a readable record."""
     if "lr_finder" not in frame.columns:
         return None
-    records = [(str(c), parse_lr_finder(v)) for c, v in zip(frame["condition"],
-                                                              frame["lr_finder"], strict=True)]
-    records = [(c, r) for c, r in records if r is not None]
+    parsed = [(str(c), parse_lr_finder(v)) for c, v in zip(frame["condition"],
+                                                             frame["lr_finder"], strict=True)]
+    records = [(c, r) for c, r in parsed if r is not None]
     if not records:
         return None
     fig = new_figure(6.0, 3.6)
@@ -152,14 +156,19 @@ def search_history(history: pd.DataFrame, title: str, maximize: bool = True) -> 
     return fig
 
 
-def parse_val_curve(value: object) -> list[dict] | None:
-    """The ``val_curve`` JSON string of a fine-tuning row -> its per-epoch records, or None
-    when missing, unreadable or empty."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
+def parse_val_curve(value: object) -> list[dict[str, Any]] | None:
+    """The ``val_curve`` JSON string (or list) of a fine-tuning row -> its per-epoch records,
+    or None when missing, unreadable or empty."""
     try:
-        records = json.loads(value) if isinstance(value, (str, bytes)) else list(value)
+        if isinstance(value, (str, bytes)):
+            records = json.loads(value)
+        elif isinstance(value, Iterable):
+            records = list(value)
+        else:
+            return None
     except (TypeError, ValueError):
+        return None
+    if not isinstance(records, list):
         return None
     ok = [r for r in records if isinstance(r, dict) and "epoch" in r]
     return ok or None
