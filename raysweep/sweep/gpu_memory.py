@@ -69,11 +69,15 @@ class MemoryMeasurement:
         """From the stored JSON object; ``ValueError`` when it is not one."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        peak, device = data.get("peak_bytes"), data.get("device_bytes")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                   for v in (peak, device)):
-            raise ValueError("peak_bytes and device_bytes must be positive integers")
-        return cls(int(peak), int(device), str(data.get("device_name", "")))
+        return cls(_positive_int(data.get("peak_bytes")), _positive_int(data.get("device_bytes")),
+                   str(data.get("device_name", "")))
+
+
+def _positive_int(value: object) -> int:
+    """``value`` when it is a positive integer (a bool is not one), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("peak_bytes and device_bytes must be positive integers")
+    return value
 
 
 def trials_per_gpu(peak_bytes: float, device_bytes: float, margin: float) -> int:
@@ -108,7 +112,8 @@ def read_measurements(experiment_dir: AnyPath) -> dict[TrialKind, MemoryMeasurem
     if not folder.is_dir():
         return {}
     found = {}
-    for path in sorted(folder.glob("*.json")):
+    # By name: object-store paths have no order of their own (all share ``folder``).
+    for path in sorted((p for p in folder.glob("*.json")), key=lambda p: p.name):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             kind = TrialKind(str(data["encoder"]), str(data["protocol"]),

@@ -96,6 +96,24 @@ def test_an_unreadable_measurement_is_skipped_with_a_warning(tmp_path: Path):
     assert read_measurements(tmp_path / "nowhere") == {}
 
 
+def test_measurements_in_an_object_store_are_read_back(s3) -> None:
+    """Object-store paths have no order of their own: two stored kinds are listed by name."""
+    probe = TrialKind("small_resnet", "probe", 256)
+    write_measurement(s3, probe, MemoryMeasurement(2 * GIB, 40 * GIB))
+    write_measurement(s3, FINETUNE, MemoryMeasurement(5 * GIB, 40 * GIB, "GPU-X"))
+    assert read_measurements(s3) == {FINETUNE: MemoryMeasurement(5 * GIB, 40 * GIB, "GPU-X"),
+                                     probe: MemoryMeasurement(2 * GIB, 40 * GIB)}
+    assert list(read_measurements(s3)) == [FINETUNE, probe]
+
+
+@pytest.mark.parametrize("peak", [True, 0, -1, 1.5, "5", None])
+def test_a_peak_that_is_not_a_positive_integer_is_refused(peak: object) -> None:
+    with pytest.raises(ValueError, match="must be positive integers"):
+        MemoryMeasurement.from_dict({"peak_bytes": peak, "device_bytes": 10})
+    assert MemoryMeasurement.from_dict({"peak_bytes": 3, "device_bytes": 10}) == \
+        MemoryMeasurement(3, 10)
+
+
 # ---------------------------------------------------------------------------------- plan
 
 
@@ -271,3 +289,4 @@ def test_nothing_is_measured_on_a_cpu():
     with measuring_peak("cpu") as peak:
         pass
     assert peak["measurement"] is None
+
