@@ -128,7 +128,9 @@ def view_from_launcher_config(config: Mapping[str, Any], source: str) -> Autosca
     types, workers = [], []
     for name, entry in node_types.items():
         entry = entry if isinstance(entry, Mapping) else {}
-        resources = entry.get("resources") if isinstance(entry.get("resources"), Mapping) else {}
+        resources = entry.get("resources")
+        if not isinstance(resources, Mapping):
+            resources = {}
         max_workers = min(_count(entry.get("max_workers"), cluster_max), cluster_max)
         node = NodeType(name=str(name), cpus=_amount(resources.get("CPU")),
                         gpus=_amount(resources.get("GPU")),
