@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure as PlotFigure
 
 from raysweep.artefacts import atomic_write_json, atomic_write_text, provenance
 from raysweep.config import ReportSpec
@@ -480,7 +481,7 @@ def _figures_section(
 ) -> Section:
     blocks: list[Figure] = []
 
-    def add(fig: object, slug: str, title: str, caption: str) -> None:
+    def add(fig: PlotFigure | None, slug: str, title: str, caption: str) -> None:
         if fig is None:
             return
         path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from raysweep.artefacts import atomic_write_text
-from raysweep.config import Comparison, Correction
+from raysweep.config import Comparison, Correction, from_dict
 from raysweep.errors import DataError, OutputError, SpecError
 from raysweep.report import stats
 from raysweep.report.significance import apply_correction, null_hypothesis
@@ -60,8 +60,7 @@ def load_stats_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path} has no column(s) {missing} (need model,mean,std,n)")
     if "metric" not in table.columns:
         table["metric"] = DEFAULT_METRIC
-    for i, row in table.iterrows():
-        line = int(i) + 2  # 1-based, after the header
+    for line, (_, row) in enumerate(table.iterrows(), start=2):  # 1-based, after the header
         for column in ("model", "mean", "std", "n", "metric"):
             if pd.isna(row[column]):
                 raise DataError(f"{path} line {line}: {column} is empty")
@@ -91,13 +90,15 @@ def load_comparisons(path: str | Path) -> list[Comparison]:
     if missing:
         raise DataError(f"{path} has no column(s) {missing} (need model_1,model_2)")
     comparisons = []
-    for i, row in table.iterrows():
+    for line, (_, row) in enumerate(table.iterrows(), start=2):  # 1-based, after the header
         alternative = row.get("alternative", "greater")
         alternative = "greater" if pd.isna(alternative) else str(alternative).strip()
         try:
-            comparisons.append(Comparison(str(row["model_1"]), str(row["model_2"]), alternative))
+            comparisons.append(from_dict(Comparison, {
+                "model_1": str(row["model_1"]), "model_2": str(row["model_2"]),
+                "alternative": alternative}))
         except SpecError as exc:
-            raise DataError(f"{path} line {int(i) + 2}: {exc}") from exc
+            raise DataError(f"{path} line {line}: {exc}") from exc
     return comparisons
 
 

@@ -197,9 +197,11 @@ def pairwise_tests(results: pd.DataFrame, settings: ReportSpec) -> pd.DataFrame:
     frames = {label: frame for label, _, frame in families}
     empty_key = dict.fromkeys(settings.family_by)
     for metric, comp in itertools.product(settings.metrics, across):
-        rows += _compare(frames[comp.protocol_1], frames[comp.protocol_2], comp, metric,
-                         cross_family(settings.family_by), empty_key, comp.protocol_1,
-                         comp.protocol_2, settings)
+        family_1, family_2 = comp.protocol_1, comp.protocol_2
+        assert family_1 is not None and family_2 is not None  # is_across; Comparison.problems
+        rows += _compare(frames[family_1], frames[family_2], comp, metric,
+                         cross_family(settings.family_by), empty_key, family_1, family_2,
+                         settings)
     columns = [
         "family", *settings.family_by, "family_1", "family_2", "metric", "model_1", "model_2",
         "alternative", "null", "n_1", "n_2", "mean_1", "mean_2", "diff", "design", "ci_low",
