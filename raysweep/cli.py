@@ -459,11 +459,11 @@ def _run_environment(args: argparse.Namespace) -> Iterator[None]:
         yield
     finally:
         set_verbosity(previous)
-        for key, value in saved.items():
-            if value is None:
+        for key, old in saved.items():
+            if old is None:
                 os.environ.pop(key, None)
             else:
-                os.environ[key] = value
+                os.environ[key] = old
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -204,7 +204,7 @@ class _TrialRun:
     def store_run(self, row: dict[str, Any]) -> None:
         """Store the rows of one training run that are missing."""
         seed = int(row["seed"])
-        run = {**self.common, "run_id": uuid.uuid4().hex}
+        run: dict[str, Any] = {**self.common, "run_id": uuid.uuid4().hex}
         if self.trial.test_sets:
             run["training_id"] = self.training[seed].row_id
         for test_set, part in split_by_test_set(row).items():
@@ -325,8 +325,9 @@ def record_first_measurement(spec: ExperimentSpec, trial: EvalTrial,
 
 
 def _trial_of(config: dict[str, Any]) -> EvalTrial:
-    return EvalTrial(**{k: tuple(v) if isinstance(v, list) else v
-                        for k, v in config["trial"].items()})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in config["trial"].items()}
+    return EvalTrial(**fields)
 
 
 def missing_trials(spec: ExperimentSpec, trials: tuple[EvalTrial, ...]) -> tuple[EvalTrial, ...]:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TypeVar
 
 from raysweep.config import ExperimentSpec
+from raysweep.storage import AnyPath
 
 __all__ = ["kept_lines", "latest_checkpoint_epoch", "run_concurrently", "stop_ray"]
 
@@ -72,7 +72,7 @@ def stop_ray() -> None:
         ray.shutdown()
 
 
-def latest_checkpoint_epoch(run_dir: Path) -> int | None:
+def latest_checkpoint_epoch(run_dir: AnyPath) -> int | None:
     """Epochs covered by the newest complete checkpoint of a pre-training run, or None.
 
     Ray Train keeps them as ``<run_dir>/train/checkpoint_<epoch>`` (the epoch counted from 0);

@@ -58,7 +58,7 @@ def _moved(value: Any, source: Path, target: AnyPath) -> Any:
         return {k: _moved(v, source, target) for k, v in value.items()}
     if isinstance(value, tuple):
         return tuple(_moved(v, source, target) for v in value)
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(value, **{f.name: _moved(getattr(value, f.name), source,
                                                              target)
                                              for f in dataclasses.fields(value)})
