@@ -22,10 +22,14 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raysweep.config import DatasetSpec, ExperimentSpec, PretrainSpec, SourceSpec
 from raysweep.errors import Problems, RaysweepError
 from raysweep.ssl.methods import pretrain_method
+
+if TYPE_CHECKING:
+    from raysweep.storage import StoragePath
 
 __all__ = ["check", "check_resources", "directory_problem", "output_file_problem",
            "pretrain_data_problems", "pretrain_gpu_problem", "spec_file_problems"]
@@ -34,7 +38,7 @@ __all__ = ["check", "check_resources", "directory_problem", "output_file_problem
 # ------------------------------------------------------------------------------- outputs
 
 
-def directory_problem(path: str | os.PathLike[str], what: str) -> str | None:
+def directory_problem(path: str | os.PathLike[str] | StoragePath, what: str) -> str | None:
     """Why directory ``path`` cannot be created or written (None when it can): it is a file,
     an ancestor is a file, or the nearest existing ancestor refuses a new entry."""
     from raysweep.storage import StoragePath, storage_path

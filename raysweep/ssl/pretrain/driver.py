@@ -151,7 +151,7 @@ def write_artefacts(spec: PretrainSpec, run_dir: AnyPath, checkpoint_dir: Path,
 def run_pretrain(
     spec: PretrainSpec,
     *,
-    storage_dir: str | os.PathLike[str],
+    storage_dir: str | os.PathLike[str] | AnyPath,
     use_gpu: bool | None = None,
     callbacks: list[Any] | None = None,
     _after_step: StepHook | None = None,
