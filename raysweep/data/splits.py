@@ -93,7 +93,8 @@ def fraction_count(fraction: float, n: int, rounding: str = "nearest") -> int:
 
 def stratified_subset(indices: np.ndarray, classes: Sequence[str] | np.ndarray, *,
                       fraction: float = 1.0, count: int | None = None,
-                      per_class: int | None = None, rounding: str = "nearest", seed: int, purpose: str) -> np.ndarray:
+                      per_class: int | None = None, rounding: str = "nearest", seed: int,
+                      purpose: str) -> np.ndarray:
     """A stratified subset of ``indices`` (sorted int64), given each item's class name.
 
     ``count`` items (or :func:`fraction_count` of ``fraction``) are allocated over classes by
