@@ -79,13 +79,15 @@ def render_preview(
     Returns the written path.
     """
     check_preview_arguments(pipeline_name, n=n, image_size=image_size, strength=strength)
-    kwargs = {"image_size": image_size, "strength": strength, "center_dropout": center_dropout}
     x = _as_float_rgb(images_uint8, n, image_size)
     generator = torch_generator(seed, "preview")
     if pipeline_name in VIEWS:
-        first, second = build_views(pipeline_name, **kwargs)(x, generator=generator)
+        views = build_views(pipeline_name, image_size=image_size, strength=strength,
+                            center_dropout=center_dropout)
+        first, second = views(x, generator=generator)
     else:
-        pipeline = build_pipeline(pipeline_name, **kwargs)
+        pipeline = build_pipeline(pipeline_name, image_size=image_size, strength=strength,
+                                  center_dropout=center_dropout)
         first, second = pipeline(x, generator=generator), pipeline(x, generator=generator)
 
     columns = (("original", x), ("view 1", first), ("view 2", second))

@@ -202,6 +202,7 @@ def read_entry(directory: Path, key: str, *, verify: bool) -> CacheEntry:
         raise DamagedEntry("meta.json is not valid JSON") from None
     shape, kept, skipped, size, blocks = _checked_meta(meta)
     images_file = directory / _IMAGES
+    images: np.ndarray  # a read-only memmap, or zeros for an entry without images
     if size:
         try:
             actual = images_file.stat().st_size

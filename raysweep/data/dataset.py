@@ -140,7 +140,7 @@ class ImageDataset:
                 counts = np.append(counts, int((labels < 0).sum()))
             return counts
 
-        table = {split: per_row(self.indices(split)) for split in SPLITS}
+        table: dict[str, np.ndarray] = {split: per_row(self.indices(split)) for split in SPLITS}
         table["total"] = per_row(self.indices("all"))
         train = self.indices("train")
         all_labels_used = len(self.train_labelled) == int((self.labels[train] >= 0).sum())

@@ -37,6 +37,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -44,7 +45,7 @@ from raysweep.config import SourceSpec
 from raysweep.data.decode import IMAGE_EXTENSIONS
 from raysweep.errors import DataError
 
-SPLITS = ("train", "val", "test")
+SPLITS: tuple[Literal["train", "val", "test"], ...] = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
 
 #: Official MedMNIST class names (label index order), used when the ``medmnist`` package
@@ -173,7 +174,7 @@ def _is_image(path: Path) -> bool:
 
 
 def _images_under(directory: Path) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for root, dirs, files in os.walk(directory):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found.extend(Path(root) / f for f in files)

@@ -91,9 +91,10 @@ def fraction_count(fraction: float, n: int, rounding: str = "nearest") -> int:
     return max(1, _round_half_up(fraction * n))
 
 
-def stratified_subset(indices: np.ndarray, classes: Sequence[str], *, fraction: float = 1.0,
-                      count: int | None = None, per_class: int | None = None,
-                      rounding: str = "nearest", seed: int, purpose: str) -> np.ndarray:
+def stratified_subset(indices: np.ndarray, classes: Sequence[str] | np.ndarray, *,
+                      fraction: float = 1.0, count: int | None = None,
+                      per_class: int | None = None, rounding: str = "nearest", seed: int,
+                      purpose: str) -> np.ndarray:
     """A stratified subset of ``indices`` (sorted int64), given each item's class name.
 
     ``count`` items (or :func:`fraction_count` of ``fraction``) are allocated over classes by
@@ -104,15 +105,16 @@ def stratified_subset(indices: np.ndarray, classes: Sequence[str], *, fraction: 
     """
     indices = np.asarray(indices, dtype=np.int64)
     names = np.asarray(classes, dtype=object)
-    if count is None and per_class is None:
-        if fraction >= 1.0:
-            return np.sort(indices)
-        count = fraction_count(fraction, len(indices), rounding)
+    if count is None and per_class is None and fraction >= 1.0:
+        return np.sort(indices)
     strata = sorted(set(names.tolist()))
     members = [np.flatnonzero(names == s) for s in strata]
     sizes = np.array([len(m) for m in members], dtype=np.int64)
-    shares = (np.minimum(sizes, per_class) if per_class is not None
-              else allocate(sizes, int(count)))
+    if per_class is not None:
+        shares = np.minimum(sizes, per_class)
+    else:
+        total = fraction_count(fraction, len(indices), rounding) if count is None else count
+        shares = allocate(sizes, int(total))
     chosen = []
     for stratum, member, share in zip(strata, members, shares, strict=True):
         order = numpy_rng(seed, "subset", purpose, stratum).permutation(len(member))
@@ -120,8 +122,8 @@ def stratified_subset(indices: np.ndarray, classes: Sequence[str], *, fraction: 
     return np.sort(np.concatenate(chosen)) if chosen else indices[:0]
 
 
-def oversample(indices: np.ndarray, ratios: np.ndarray, strata: Sequence[str], *, seed: int,
-               purpose: str) -> np.ndarray:
+def oversample(indices: np.ndarray, ratios: np.ndarray, strata: Sequence[str] | np.ndarray, *,
+               seed: int, purpose: str) -> np.ndarray:
     """Repeat each index by its ratio, exactly and deterministically (sorted int64 result).
 
     An integer ratio r puts every index in the result exactly r times. A fractional ratio r

@@ -134,7 +134,7 @@ def _converged(model: Pipeline, spec: LogisticSpec) -> tuple[int, bool]:
 FinalFit = tuple[np.ndarray, int, bool, dict[str, tuple[np.ndarray, float]]]
 
 
-def choose_c(features: LabelledFeatures, spec: LogisticSpec, grid: Sequence[float],
+def choose_c(features: LabelledFeatures, spec: LogisticSpec, grid: Sequence[float] | np.ndarray,
              seed: int) -> tuple[float, float, list[float], int]:
     """``(C, its validation score, every C's score, validation size)`` for ``seed``: each C fit
     on the seed's fit part and scored on its validation part by ``spec.select_by``; the best C
@@ -185,7 +185,7 @@ def logistic_rows(features: LabelledFeatures, spec: LogisticSpec, seeds: Sequenc
     seeds = [int(s) for s in seeds]
     grid = c_grid(spec)
     finals: dict[float, FinalFit] = {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for seed in seeds:
         start = time.perf_counter()
         c, best, scores, n_val = choose_c(features, spec, grid, seed)

@@ -38,9 +38,8 @@ def tta_probabilities(logits_fn: Callable[[torch.Tensor], torch.Tensor], images:
         if views == 0:
             chunks.append(torch.softmax(logits_fn(x), dim=-1))
             continue
-        total = None
-        for _ in range(views):
-            probs = torch.softmax(logits_fn(augment(x, generator=generator)), dim=-1)
-            total = probs if total is None else total + probs
+        total = torch.softmax(logits_fn(augment(x, generator=generator)), dim=-1)
+        for _ in range(views - 1):
+            total = total + torch.softmax(logits_fn(augment(x, generator=generator)), dim=-1)
         chunks.append(total / views)
     return torch.cat(chunks, dim=-2)

@@ -11,11 +11,15 @@ paper's SSL_p block (section 3.7: the last bottleneck of ResNet-50).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torchvision.models import resnet
 from torchvision.models.resnet import BasicBlock
+
+if TYPE_CHECKING:
+    from raysweep.models.weights import LoadReport
 
 __all__ = ["ENCODERS", "IMAGENET_MEAN", "IMAGENET_STD", "ResNetEncoder", "small_resnet"]
 
@@ -29,7 +33,21 @@ class ResNetEncoder(nn.Module):
     Attributes:
         output_dim: width of the pooled feature vector (512 for resnet18/34, 2048 for resnet50).
         arch: the encoder's registry name (``resnet50``, ``small_resnet``, ...).
+        weights_report: what :func:`raysweep.models.build_encoder` loaded into it.
     """
+
+    # Buffers and trunk stages registered by name in ``__init__``.
+    mean: torch.Tensor
+    std: torch.Tensor
+    conv1: nn.Module
+    bn1: nn.Module
+    relu: nn.Module
+    maxpool: nn.Module
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+    weights_report: LoadReport
 
     def __init__(self, trunk: nn.Module, output_dim: int, arch: str) -> None:
         super().__init__()

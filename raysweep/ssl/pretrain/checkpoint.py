@@ -125,7 +125,10 @@ def _rng_file(rank: int) -> str:
 def capture_rng_state() -> dict[str, Any]:
     """Global RNG states as tensors and plain containers (``weights_only``-loadable)."""
     version, mt_state, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    if not isinstance(np_state, tuple):  # a dict only when the global generator is not MT19937
+        raise TypeError(f"numpy's global generator is {np_state['bit_generator']}, not MT19937")
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np_state
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": [version, list(mt_state), gauss],

@@ -232,7 +232,10 @@ def _trainer(spec: PretrainSpec, run_dir: AnyPath, gpu: bool, config: dict[str, 
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
             # Per-epoch "checkpoint created" INFO lines would drown the progress output.
-            logging_config=LoggingConfig(log_level=console.ray_log_level()),
+            # mypy resolves ray.train.RunConfig to ray.air's (no logging_config); ray.train
+            # exports the v2 RunConfig, which has it, at run time.
+            logging_config=LoggingConfig(  # type: ignore[call-arg]
+                log_level=console.ray_log_level()),
         ),
     )
 
@@ -252,7 +255,7 @@ def _fit(trainer: Any, spec: PretrainSpec, run_dir: AnyPath, gpu: bool) -> Any:
         except Exception as err:  # the worker's own error, in one line (raysweep --debug: all)
             from raysweep.sweep.failures import train_failure
 
-            raise train_failure(err, spec.name, run_dir / RAY_RUN_NAME) from err
+            raise train_failure(err, spec.name, str(run_dir / RAY_RUN_NAME)) from err
     if result.checkpoint is None:
         raise RuntimeError(f"pretrain {spec.name}: Ray Train finished without a checkpoint")
     return result.checkpoint

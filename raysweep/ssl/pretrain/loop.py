@@ -49,7 +49,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -71,7 +71,10 @@ from raysweep.ssl.methods import ObjectiveInput, pretrain_method
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.hooks import WorkerHooks
 from raysweep.ssl.pretrain.sharding import epoch_order, global_batches, local_batch
-from raysweep.storage import storage_path
+from raysweep.storage import AnyPath, storage_path
+
+if TYPE_CHECKING:
+    from raysweep.models import ResNetEncoder
 
 __all__ = [
     "PretrainNet",
@@ -104,7 +107,10 @@ class PretrainNet(nn.Module):
     them as a tuple, so that DDP sees one forward per backward (as in the Barlow Twins code).
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+    encoder: ResNetEncoder
+    head: nn.Module
+
+    def __init__(self, encoder: ResNetEncoder, head: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
@@ -273,8 +279,12 @@ def micro_batch_loss(ctx: StepContext, index: np.ndarray,
     views = ctx.transform(x, generator=generator)
     if method.views == 1:
         views = (views,)
-    labels = (torch.from_numpy(ctx.data.labels[index]).to(ctx.device)
-              if method.needs_labels else None)
+    labels = None
+    if method.needs_labels:
+        if ctx.data.labels is None:
+            raise DataError(f"pretrain {ctx.spec.name}: method {ctx.spec.method} needs labels; "
+                            "the training data has none")
+        labels = torch.from_numpy(ctx.data.labels[index]).to(ctx.device)
     with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.bf16):
         outputs = ctx.model(*(_layout(ctx, view) for view in views))
     return method.objective(ctx.spec, ObjectiveInput(outputs, labels, ctx.sparse_weight,
@@ -290,8 +300,9 @@ def train_step(ctx: StepContext, optimizer: torch.optim.Optimizer, index: np.nda
     totals: dict[str, float] = {}
     for micro, chunk in enumerate(chunks):
         generator = torch_generator(ctx.spec.seed, purpose, epoch, step, ctx.rank, micro)
-        sync = micro == accum - 1 or not isinstance(ctx.model, DistributedDataParallel)
-        with contextlib.nullcontext() if sync else ctx.model.no_sync():
+        model, last = ctx.model, micro == accum - 1
+        with (model.no_sync() if isinstance(model, DistributedDataParallel) and not last
+              else contextlib.nullcontext()):
             loss, logged = micro_batch_loss(ctx, chunk, generator)
             (loss / accum).backward()
         for key, value in logged.items():
@@ -413,7 +424,7 @@ class _Worker:
     data: TrainingData
     steps: int  # optimisation steps per epoch
     transform: Callable[..., Any]
-    metrics_path: Path | None
+    metrics_path: AnyPath | None
     after_step: StepHook | None
     net: PretrainNet
     bf16: bool
@@ -423,15 +434,17 @@ class _Worker:
     @classmethod
     def build(cls, spec: PretrainSpec, hooks: WorkerHooks, rank: int, world: int,
               data: TrainingData, steps: int, transform: Callable[..., Any],
-              metrics_path: Path | None, after_step: StepHook | None) -> _Worker:
+              metrics_path: AnyPath | None, after_step: StepHook | None) -> _Worker:
         device = hooks.device
         bf16, channels_last = resolve_precision(spec, device)
         net = build_net(spec, num_classes=len(data.classes))
         if world > 1:
-            net = (nn.SyncBatchNorm.convert_sync_batchnorm(net) if device.type == "cuda"
-                   else convert_to_global_batchnorm(net))
-        net = net.to(device, memory_format=torch.channels_last if channels_last else
-                     torch.contiguous_format)
+            converted = (nn.SyncBatchNorm.convert_sync_batchnorm(net) if device.type == "cuda"
+                         else convert_to_global_batchnorm(net))
+            assert isinstance(converted, PretrainNet)  # both convert in place, returning the root
+            net = converted
+        net = net.to(device).to(memory_format=torch.channels_last if channels_last else
+                                torch.contiguous_format)
         meta = {"provenance": provenance(spec), "world_size": world, "device": str(device),
                 "bf16": bf16, "channels_last": channels_last}
         return cls(spec, hooks, rank, world, data, steps, transform, metrics_path, after_step,
@@ -516,15 +529,17 @@ def enter_phase(worker: _Worker, name: str, epoch: int, progress: _Progress) -> 
                       worker.transform, worker.device, worker.bf16, worker.channels_last,
                       worker.rank, worker.world,
                       getattr(getattr(net.head, "last_layer", None), "weight", None))
-    if name == "train" and progress.lr_max is None:
-        progress.lr_finder = find_lr_max(ctx, params, worker.steps)
-        progress.lr_max = progress.lr_finder["suggestion"]
-        configure_phase(net, name, spec.trainable)
-    optimizer = make_optimizer(spec, params, name, progress.lr_max or spec.frozen_lr)
-    scheduler = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     if name == "train":
-        scheduler = make_scheduler(spec, optimizer, float(progress.lr_max),
-                                   spec.epochs * worker.steps)
+        if progress.lr_max is None:
+            progress.lr_finder = find_lr_max(ctx, params, worker.steps)
+            progress.lr_max = progress.lr_finder["suggestion"]
+            configure_phase(net, name, spec.trainable)
+        lr_max = progress.lr_max
+        optimizer = make_optimizer(spec, params, name, lr_max or spec.frozen_lr)
+        scheduler = make_scheduler(spec, optimizer, float(lr_max), spec.epochs * worker.steps)
+    else:
+        optimizer = make_optimizer(spec, params, name, progress.lr_max or spec.frozen_lr)
     restored = progress.restored
     if restored is not None and restored.phase == name and epoch == progress.start_epoch:
         optimizer.load_state_dict(restored.optimizer)

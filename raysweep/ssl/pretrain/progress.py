@@ -21,11 +21,10 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from raysweep import console
-from raysweep.storage import storage_path
+from raysweep.storage import AnyPath, storage_path
 
 __all__ = ["EpochProgress", "epoch_line"]
 
@@ -69,7 +68,7 @@ class EpochProgress:
     ``epoch_time_s`` until two epochs have been seen.
     """
 
-    def __init__(self, run: str, metrics_path: str | Path, total_epochs: int, *,
+    def __init__(self, run: str, metrics_path: str | AnyPath, total_epochs: int, *,
                  interval_s: float = 1.0) -> None:
         self.run = run
         self.path = storage_path(metrics_path)

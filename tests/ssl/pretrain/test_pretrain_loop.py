@@ -246,6 +246,9 @@ def test_global_batchnorm_is_batchnorm_in_one_process() -> None:
 def test_bad_inputs_raise_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="fewer than one batch"):
         run_local(tiny_spec(batch_size=16), tmp_path, tiny_data(8))
+    unlabelled = TrainingData(tiny_data(8).images, np.arange(8, dtype=np.int64), None, ("a", "b"))
+    with pytest.raises(DataError, match="supervised needs labels"):
+        run_local(tiny_spec(method="supervised"), tmp_path / "unlabelled", unlabelled)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="unreadable checkpoint"):
