@@ -35,12 +35,13 @@ every finished run again:
 from __future__ import annotations
 
 import dataclasses
-import json
+import warnings
 from typing import Any
 
 from raysweep.artefacts import file_sha256, stable_hash, to_jsonable
 from raysweep.config import PretrainSpec
 from raysweep.storage import AnyPath, storage_path
+from raysweep.stored import StoredFileError, check_within, read_json
 
 __all__ = [
     "ENCODER_FILE",
@@ -49,6 +50,7 @@ __all__ = [
     "NOT_IN_HASH",
     "ONLY_WHEN_SET",
     "is_finished",
+    "read_meta",
     "result_hash",
     "run_directory",
     "weights_digest",
@@ -113,12 +115,25 @@ def run_directory(spec: PretrainSpec, storage_dir: Any, *, save_digests: bool = 
 
 
 def is_finished(run_dir: AnyPath) -> bool:
-    """True when ``meta.json`` says ``finished`` and the encoder and metrics files exist."""
+    """True when ``meta.json`` says ``finished`` and the encoder and metrics files exist, all
+    three inside ``run_dir`` (no symbolic link out of it). A ``meta.json`` that cannot be read
+    as a JSON object, or a file that links out of the run, makes the run unfinished, with a
+    warning naming it (the run is trained again)."""
     meta = run_dir / META_FILE
     if not (meta.is_file() and (run_dir / ENCODER_FILE).is_file()
             and (run_dir / METRICS_FILE).is_file()):
         return False
     try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("status") == "finished"
-    except (OSError, ValueError):
+        for name in (ENCODER_FILE, METRICS_FILE):
+            check_within(run_dir / name, run_dir)
+        return read_json(meta, root=run_dir).get("status") == "finished"
+    except StoredFileError as err:
+        warnings.warn(f"{err}: the pre-training run counts as unfinished (it is trained again)",
+                      stacklevel=2)
         return False
+
+
+def read_meta(run_dir: AnyPath) -> dict[str, Any]:
+    """``meta.json`` of a run as a JSON object (:class:`~raysweep.stored.StoredFileError` or
+    ``FileNotFoundError`` when it cannot be)."""
+    return read_json(run_dir / META_FILE, root=run_dir)
