@@ -233,7 +233,7 @@ class PretrainSpec(Spec):
                                        doc="Barlow Twins off-diagonal weight (eq. 1)")
     alpha: float = spec_field(0.01, checks=(_non_negative,),
                               doc="sparsity weight on the projector's last layer (eq. 2)")
-    temperature: float = spec_field(0.07, checks=(_positive,), doc="SimCLR NT-Xent temperature")
+    temperature: float = spec_field(0.07, checks=(_positive,), doc="NT-Xent (SimCLR) and SupCon temperature")
     projector: tuple[int, ...] = spec_field((8192, 8192, 8192), checks=(_non_empty,),
                                             doc="projector widths")
     augmentation: str = spec_field("barlow_twins", checks=(_augmentation,),
@@ -253,6 +253,10 @@ class PretrainSpec(Spec):
                                   doc="kNN/linear proxy every k epochs (0 = off)")
     proxy: Literal["knn", "linear"] = spec_field("knn", doc="downstream proxy metric")
     proxy_data: DatasetSpec | None = spec_field(None, doc="labelled data for the proxy")
+    validation_fraction: float = spec_field(
+        0.0, checks=(_fraction_or_zero,),
+        doc="share of the pre-training images held out (not trained on) for a validation loss "
+            "and contrastive top-1 accuracy after every epoch (the thesis' Figure 7.1); 0 = off")
     keys: Mapping[str, str] = spec_field(default_factory=dict,
                                          doc="condition keys (initial, further_data, ...)")
 
