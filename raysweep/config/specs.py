@@ -724,6 +724,10 @@ class ReportSpec(Spec):
                                           doc="bootstrap resamples of the mean difference")
     bootstrap_seed: int = spec_field(0, checks=(_non_negative,), doc="bootstrap seed")
     power: float = spec_field(0.8, checks=(_unit_interval_open,), doc="power for seeds needed")
+    curve_smoothing: float = spec_field(
+        0.0, checks=(_fraction_or_zero,),
+        doc="exponential smoothing alpha of plotted per-epoch curves, s_i = (1 - alpha) x_i + "
+            "alpha s_(i-1) (the thesis' Appendix D: 0.6); 0 = none")
 
     def problems(self) -> list[_FieldError]:
         problems = []
