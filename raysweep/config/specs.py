@@ -154,7 +154,7 @@ def _augmentation(value: Any) -> str | None:
     return (f"unknown pipeline {value!r}{_closest(str(value), list(AUGMENTATION_PIPELINES))}; "
             f"choose one of {', '.join(AUGMENTATION_PIPELINES)}")
 
-EncoderName = Literal["resnet18", "resnet34", "resnet50", "small_resnet"]
+EncoderName = Literal["resnet18", "resnet34", "resnet50", "resnet200x2", "small_resnet"]
 
 PRETRAIN_PREFIX = "pretrain:"
 
