@@ -382,6 +382,9 @@ class EvaluationSpec(Spec):
     augmentation: str = spec_field("supervised", checks=(_augmentation,),
                                    doc="training and TTA pipeline (supervised_upright: no flips)")
     strength: float = spec_field(1.0, checks=(_between(0.0, 2.0),), doc="augmentation strength")
+    train_augmentation: bool = spec_field(
+        True, doc="false: train (and find the lr) on the non-augmented images, as the thesis' "
+                  "unfrozen backbone (section 3.2.3); TTA keeps `augmentation`")
     tta_views: int = spec_field(3, checks=(_non_negative,), doc="TTA views (0 = no TTA)")
     seed_scope: Literal["head", "all"] = spec_field(
         "head", doc="head: only the head init varies with the seed (paper)")

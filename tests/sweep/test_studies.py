@@ -118,7 +118,8 @@ def test_specs_without_the_new_fields_keep_their_row_identities():
     # the new fields at their defaults, written out, change nothing either
     explicit = json.loads(json.dumps(PINNED_SPEC))
     explicit["evaluate"]["settings"].update(optimizer="fastai_adam", schedule="onecycle",
-                                            milestones=[0.6, 0.8], gamma=0.1)
+                                            milestones=[0.6, 0.8], gamma=0.1,
+                                            train_augmentation=True)
     explicit["evaluate"]["data"].update(label_rounding="nearest", label_per_class=None)
     explicit["evaluate"]["test_sets"] = []
     explicit["evaluate"]["encoders"][0]["seeds"] = 2
@@ -129,6 +130,7 @@ def test_specs_without_the_new_fields_keep_their_row_identities():
     ({"optimizer": "adamw"}, {"finetune", "probe"}),
     ({"schedule": "multistep"}, {"finetune", "probe"}),
     ({"gamma": 0.5}, {"finetune", "probe"}),
+    ({"train_augmentation": False}, {"finetune", "probe"}),
 ])
 def test_a_downstream_optimiser_changes_the_rows_it_trains_only(change, protocols):
     data = json.loads(json.dumps(PINNED_SPEC))
