@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats as sps
+from statsmodels.stats.multitest import multipletests
 
 from raysweep.config import load_spec
 from raysweep.report import write_report
@@ -30,6 +32,12 @@ TABLE_14 = ([("SSL", "SL", LE)]
             + [(f"SL-{d}-SSL_p", "SL", LE) for d in ("IUD", "IU", "I")]
             + [(f"SL-{d}-SSL_p", "SSL", LE) for d in ("IUD", "IU", "I")]
             + [(f"SSL-{d}-SSL_p", "SSL", LE) for d in ("IUD", "IU", "I")])
+# Tables 7 and 8, linear probe against fine-tuning (a family of their own): the SSL encoder's
+# probe against the SL encoder's fine-tuning (section 4.2), then the encoders further
+# pre-trained on I with SSL_p, each probed against its own fine-tuning (section 4.4).
+TABLE_7_8 = [("SSL (probe)", "SL (finetune)", EQ),
+             ("SSL-I-SSL_p (probe)", "SSL-I-SSL_p (finetune)", EQ),
+             ("SL-I-SSL_p (probe)", "SL-I-SSL_p (finetune)", EQ)]
 # Section 4.5 on Table 10 (oral cancer), in its order.
 ORAL = [("SSL", "SL", LE), ("SL-oral-SSL_p", "SSL", EQ), ("SL-oral-SSL_p", "SL", LE)]
 # Chaves et al.: self-supervised beats supervised at 100, 10 and 1 % of the labels.
@@ -111,7 +119,8 @@ def report_rows(tmp_path: Path, spec, results: pd.DataFrame) -> dict[str, list[t
 def test_paper_isic_declares_tables_13_and_14_in_order(tmp_path: Path):
     spec = load_spec(SEARCH_SPACES / "paper_isic.yaml")
     tables = report_rows(tmp_path, spec, results_of(spec, n_seeds=4))
-    assert tables == {"tests-finetune": TABLE_13, "tests-probe": TABLE_14}
+    assert tables == {"tests-finetune": TABLE_13, "tests-probe": TABLE_14,
+                      "tests-across-protocols": TABLE_7_8}
     # Table 5: the random baseline fine-tuned for 40 / 80 / 160 epochs, 5 runs each (seeds
     # 0-4, paired with the first five of the other conditions' 35)
     random = {}
@@ -124,6 +133,44 @@ def test_paper_isic_declares_tables_13_and_14_in_order(tmp_path: Path):
         assert condition_settings(spec.evaluate.settings, cond).epochs == epochs
     assert {len(spec.evaluate.condition_seeds(c)) for c in spec.evaluate.encoders
             if not c.name.startswith("random-")} == {35}
+
+
+def test_table_8_is_tested_across_protocols_on_a_stored_results_table(tmp_path: Path):
+    """The paper's Table 8 claim on a stored results table (no training): a planted
+    difference between probe and fine-tuning is flagged, planted equality is not, and the
+    p-values are Welch's on the stored values (Holm-corrected over the three comparisons
+    across protocols)."""
+    spec = load_spec(SEARCH_SPACES / "paper_isic.yaml")
+    results = results_of(spec, n_seeds=12)
+    rng = np.random.default_rng(8)
+    planted = {("SSL-I-SSL_p", "probe"): 0.694, ("SSL-I-SSL_p", "finetune"): 0.694,
+               ("SL-I-SSL_p", "probe"): 0.676, ("SL-I-SSL_p", "finetune"): 0.72,
+               ("SSL", "probe"): 0.663, ("SL", "finetune"): 0.663}
+    for (condition, protocol), mean in planted.items():
+        rows = (results.condition == condition) & (results.protocol == protocol)
+        results.loc[rows, "accuracy"] = mean + rng.normal(0, 0.006, rows.sum())
+    results.to_parquet(tmp_path / "results.parquet", index=False)
+    settings = spec.report.replace(bootstrap_resamples=100, metrics=["accuracy"],
+                                   tests=["welch"])
+    paths = write_report(tmp_path, settings=settings, dpi=20)
+    table = pd.read_csv(paths.tables["tests-across-protocols"]["csv"])
+    assert table.family.unique().tolist() == ["across protocols"]
+    stored = pd.read_parquet(tmp_path / "results.parquet")
+
+    def values(condition: str, protocol: str) -> np.ndarray:
+        return stored[(stored.condition == condition)
+                      & (stored.protocol == protocol)].accuracy.to_numpy()
+
+    expected = [sps.ttest_ind(values(r.model_1, r.family_1), values(r.model_2, r.family_2),
+                              equal_var=False).pvalue for r in table.itertuples()]
+    np.testing.assert_allclose(table.p_value, expected, rtol=1e-10)
+    np.testing.assert_allclose(table.p_adjusted, multipletests(expected, method="holm")[1],
+                               rtol=1e-10)
+    flagged = {r.model_1: bool(r.flagged) for r in table.itertuples()}
+    assert flagged == {"SSL": False, "SSL-I-SSL_p": False, "SL-I-SSL_p": True}
+    assert (table.design == "paired").all() and (table.n_1 == 12).all()
+    report = paths.markdown.read_text()
+    assert "SL-I-SSL_p (probe) vs SL-I-SSL_p (finetune)" in report
 
 
 def test_oral_cancer_declares_section_4_5_in_order(tmp_path: Path):
