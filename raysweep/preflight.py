@@ -3,7 +3,8 @@
 :func:`spec_file_problems` lists, one line each, every problem that the spec's files reveal:
 data sources that cannot be listed, evaluation data with fewer than two classes in its train
 or test split, pre-training data smaller than one batch (or, for a supervised run, without
-labelled training images), external test sets whose sources cannot be listed or whose classes
+labelled training images; with ``validation_fraction``, a hold-out or a training share smaller
+than one batch), external test sets whose sources cannot be listed or whose classes
 do not map onto the training classes, weight files that are missing, unreadable or hold NaN/inf,
 and a storage root or decode cache that cannot be written. :func:`check` raises them all at once as
 :class:`~raysweep.errors.Problems`; ``raysweep validate``, ``raysweep run --dry-run`` and the
@@ -223,6 +224,18 @@ def _batch_problem(run: PretrainSpec, index) -> str | None:
         kind = "labelled training images"
     else:
         count, kind = len(index.unlabelled()), "images"
+    if run.validation_fraction and count:
+        # the package of the pre-training loop imports torch and Ray: only when asked for
+        from raysweep.ssl.pretrain.sharding import validation_split
+
+        indices = (index.labelled_indices("train")[0] if pretrain_method(run.method).needs_labels
+                   else index.unlabelled())
+        train, held = validation_split(indices, run.validation_fraction,
+                                       seed=run.data.split_seed)
+        if len(held) < run.batch_size:
+            return (f"validation_fraction {run.validation_fraction:g} holds out {len(held)} "
+                    f"images, fewer than one batch of {run.batch_size}")
+        count, kind = len(train), f"{kind} left after the validation hold-out"
     if count < run.batch_size:
         return f"{count} {kind} are fewer than one batch of {run.batch_size}"
     return None

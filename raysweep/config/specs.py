@@ -156,7 +156,7 @@ def _augmentation(value: Any) -> str | None:
     return (f"unknown pipeline {value!r}{_closest(str(value), list(AUGMENTATION_PIPELINES))}; "
             f"choose one of {', '.join(AUGMENTATION_PIPELINES)}")
 
-EncoderName = Literal["resnet18", "resnet34", "resnet50", "small_resnet"]
+EncoderName = Literal["resnet18", "resnet34", "resnet50", "resnet200x2", "small_resnet"]
 
 PRETRAIN_PREFIX = "pretrain:"
 
@@ -235,7 +235,7 @@ class PretrainSpec(Spec):
                                        doc="Barlow Twins off-diagonal weight (eq. 1)")
     alpha: float = spec_field(0.01, checks=(_non_negative,),
                               doc="sparsity weight on the projector's last layer (eq. 2)")
-    temperature: float = spec_field(0.07, checks=(_positive,), doc="SimCLR NT-Xent temperature")
+    temperature: float = spec_field(0.07, checks=(_positive,), doc="NT-Xent (SimCLR) and SupCon temperature")
     projector: tuple[int, ...] = spec_field((8192, 8192, 8192), checks=(_non_empty,),
                                             doc="projector widths")
     augmentation: str = spec_field("barlow_twins", checks=(_augmentation,),
@@ -255,6 +255,10 @@ class PretrainSpec(Spec):
                                   doc="kNN/linear proxy every k epochs (0 = off)")
     proxy: Literal["knn", "linear"] = spec_field("knn", doc="downstream proxy metric")
     proxy_data: DatasetSpec | None = spec_field(None, doc="labelled data for the proxy")
+    validation_fraction: float = spec_field(
+        0.0, checks=(_fraction_or_zero,),
+        doc="share of the pre-training images held out (not trained on) for a validation loss "
+            "and contrastive top-1 accuracy after every epoch (the thesis' Figure 7.1); 0 = off")
     keys: Mapping[str, str] = spec_field(default_factory=dict,
                                          doc="condition keys (initial, further_data, ...)")
 
@@ -380,6 +384,9 @@ class EvaluationSpec(Spec):
     augmentation: str = spec_field("supervised", checks=(_augmentation,),
                                    doc="training and TTA pipeline (supervised_upright: no flips)")
     strength: float = spec_field(1.0, checks=(_between(0.0, 2.0),), doc="augmentation strength")
+    train_augmentation: bool = spec_field(
+        True, doc="false: train (and find the lr) on the non-augmented images, as the thesis' "
+                  "unfrozen backbone (section 3.2.3); TTA keeps `augmentation`")
     tta_views: int = spec_field(3, checks=(_non_negative,), doc="TTA views (0 = no TTA)")
     seed_scope: Literal["head", "all"] = spec_field(
         "head", doc="head: only the head init varies with the seed (paper)")
@@ -746,6 +753,10 @@ class ReportSpec(Spec):
                                           doc="bootstrap resamples of the mean difference")
     bootstrap_seed: int = spec_field(0, checks=(_non_negative,), doc="bootstrap seed")
     power: float = spec_field(0.8, checks=(_unit_interval_open,), doc="power for seeds needed")
+    curve_smoothing: float = spec_field(
+        0.0, checks=(_fraction_or_zero,),
+        doc="exponential smoothing alpha of plotted per-epoch curves, s_i = (1 - alpha) x_i + "
+            "alpha s_(i-1) (the thesis' Appendix D: 0.6); 0 = none")
 
     def problems(self) -> list[_FieldError]:
         problems = []

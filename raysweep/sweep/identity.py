@@ -58,10 +58,11 @@ NOT_IN_ROW_IDENTITY = frozenset({"device", "batched_probes"})
 PROTOCOL_ONLY_SETTINGS = {"validation_curves": "finetune", "logistic": "logistic"}
 
 #: EvaluationSpec fields added after rows were first stored (the thesis' downstream optimisers
-#: and schedules, the GPU precision and memory format): each enters the fine-tuning and probe
-#: rows' identity only when it differs from its default, so every row stored before the field
-#: existed keeps its identity.
-ONLY_WHEN_SET = ("optimizer", "schedule", "milestones", "gamma", "precision", "channels_last")
+#: and schedules, the GPU precision and memory format, training on non-augmented images): each
+#: enters the fine-tuning and probe rows' identity only when it differs from its default, so
+#: every row stored before the field existed keeps its identity.
+ONLY_WHEN_SET = ("optimizer", "schedule", "milestones", "gamma", "precision", "channels_last",
+                 "train_augmentation")
 
 
 def protocol_settings(settings: EvaluationSpec, protocol: str) -> dict[str, Any]:

@@ -22,8 +22,9 @@ every finished run again:
   ``use_gpu`` / ``precision`` as written in the spec (``auto`` is hashed as ``auto``: the
   resolved device and precision are recorded in ``meta.json``);
 - the 1cycle settings (:data:`ONLY_WHEN_SET`: ``pct_start``, ``div_factor``,
-  ``final_div_factor``, ``max_momentum``, ``base_momentum``) only when they differ from their
-  defaults, so that every run stored before they were spec fields keeps its hash;
+  ``final_div_factor``, ``max_momentum``, ``base_momentum``) and ``validation_fraction`` (the
+  images held out from training) only when they differ from their defaults, so that every run
+  stored before they were spec fields keeps its hash;
 - the data as its content fingerprint (:func:`raysweep.data.fingerprint.dataset_fingerprint`)
   instead of its paths;
 - initial weights read from a file (``file:PATH``, which is also how a further pre-training run
@@ -69,6 +70,7 @@ NOT_IN_HASH = frozenset({
 #: PretrainSpec fields hashed only when they differ from their defaults (see the module docstring).
 ONLY_WHEN_SET = frozenset({
     "pct_start", "div_factor", "final_div_factor", "max_momentum", "base_momentum",
+    "validation_fraction",
 })
 
 
