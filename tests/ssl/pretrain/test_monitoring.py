@@ -13,7 +13,7 @@ import torch
 
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec
 from raysweep.errors import DataError
-from raysweep.ssl import contrastive_top1_accuracy, nt_xent_loss
+from raysweep.ssl import contrastive_top1_accuracy, nt_xent_loss, supcon_loss
 from raysweep.ssl.pretrain import LocalHooks, pretrain_worker
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.loop import TrainingData, build_net
@@ -84,6 +84,37 @@ def test_the_validation_loss_is_the_final_networks_loss_on_the_held_out_images(
     line = epoch_line("mon", history[-1], 2, 0.0)
     assert f"top-1 {history[-1]['contrastive_top1']:.3f}" in line
     assert f"val loss {history[-1]['val_loss']:.4g}" in line and "val top-1 " in line
+
+
+def test_supcon_validates_on_held_out_labelled_images_with_their_labels(
+        tmp_path: Path) -> None:
+    # the labelled training split: 24 of 36 images (12 have no label), three classes
+    images = data_of(36).images
+    labelled = np.arange(0, 36, 3).tolist() + np.arange(1, 36, 3).tolist()
+    labels = np.arange(36) % 3
+    data = TrainingData(images, np.asarray(sorted(labelled)), labels, ("a", "b", "c"))
+    spec = spec_of(method="supcon", validation_fraction=1 / 3, epochs=1)
+    metrics_path = tmp_path / "metrics.jsonl"
+    pretrain_worker(spec, LocalHooks(tmp_path), data=data, transform=fixed_views,
+                    metrics_path=metrics_path)
+    (record,) = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+
+    _, held = validation_split(data.indices, 1 / 3, seed=spec.data.split_seed)
+    assert set(held.tolist()) <= set(labelled)  # never an image without a label
+    net = build_net(spec, 3)
+    net.load_state_dict(ckpt.load_state(tmp_path / "checkpoint_000000").net)
+    net.eval()
+    x = torch.from_numpy(images[held]).float().div(255).expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        z_a, z_b = net(*fixed_views(x, torch.Generator()))
+    target = supcon_loss(z_a, z_b, torch.from_numpy(labels[held]), temperature=0.5)
+    assert record["val_loss"] == pytest.approx(float(target), rel=1e-5)
+    # negative control: the same held-out images with other labels give another loss
+    shuffled = torch.from_numpy((labels[held] + 1) % 3 * (np.arange(len(held)) % 2))
+    assert float(supcon_loss(z_a, z_b, shuffled, temperature=0.5)) != pytest.approx(
+        record["val_loss"], rel=1e-5)
+    assert record["val_contrastive_top1"] == pytest.approx(
+        float(contrastive_top1_accuracy(z_a, z_b)), abs=1e-6)
 
 
 def test_no_validation_by_default_and_a_hold_out_below_one_batch_is_refused(
