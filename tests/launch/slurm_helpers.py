@@ -1,0 +1,159 @@
+"""A real single-node SLURM of the test's own (Debian's ``slurm-wlm`` with ``munge``): munged,
+slurmctld and slurmd started on localhost in a temporary folder with free ports and their own
+key, configuration, state and logs, so that they never meet a SLURM of the machine; stopped by
+their own process ids afterwards.
+
+Where SLURM is not installed (or the test does not run as root, which slurmd needs to start
+jobs) :func:`slurm_missing` gives the reason to skip; ``RAYSWEEP_REQUIRE_SLURM=1`` (set by
+``.ci/run``) turns that skip into a failure, so that CI never passes without running it."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from launch_helpers import free_port
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "sinfo", "scontrol", "scancel", "squeue")
+#: Generous: the test machine may be heavily loaded.
+START_TIMEOUT_S = 120
+
+
+def _find(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.is_file()), None)
+
+
+def slurm_missing() -> str | None:
+    """Why a local SLURM cannot run here (None when it can)."""
+    absent = [name for name in (*DAEMONS, *CLIENTS) if _find(name) is None]
+    if absent:
+        return (f"SLURM is not installed ({', '.join(absent)} not found; Debian: "
+                "apt-get install slurm-wlm munge)")
+    if os.geteuid() != 0:
+        return "the local SLURM needs root (slurmd starts jobs as their user)"
+    return None
+
+
+def require_slurm() -> None:
+    """Skip with the reason where SLURM cannot run; fail instead under RAYSWEEP_REQUIRE_SLURM."""
+    reason = slurm_missing()
+    if reason is None:
+        return
+    if os.environ.get("RAYSWEEP_REQUIRE_SLURM") == "1":
+        pytest.fail(f"RAYSWEEP_REQUIRE_SLURM=1 but {reason}")
+    pytest.skip(reason)
+
+
+SLURM_CONF = """\
+ClusterName=raysweep-test
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+SlurmUser={user}
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket={root}/munge.sock
+CredType=cred/munge
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SlurmdParameters=config_overrides
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+ReturnToService=2
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
+PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+class LocalSlurm:
+    """munged, slurmctld and one slurmd (node ``localhost``, ``cpus`` CPUs) in ``root``."""
+
+    def __init__(self, root: Path, cpus: int) -> None:
+        self.root = root
+        self.cpus = cpus
+        self.conf = root / "slurm.conf"
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        for folder in ("state", "spool"):
+            (self.root / folder).mkdir(mode=0o755)
+        key = self.root / "munge.key"
+        fd = os.open(key, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o400)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(os.urandom(1024))
+        self.conf.write_text(SLURM_CONF.format(
+            root=self.root, ctld_port=free_port(), slurmd_port=free_port(),
+            user=getpass.getuser(), cpus=self.cpus))
+        root = self.root
+        self._start("munged", [_find("munged"), "--foreground", "--force",
+                               f"--socket={root}/munge.sock", f"--key-file={key}",
+                               f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log",
+                               f"--seed-file={root}/munged.seed"])
+        self._wait(lambda: (root / "munge.sock").exists(), "munged")
+        self._start("slurmctld", [_find("slurmctld"), "-D", "-f", str(self.conf)])
+        self._start("slurmd", [_find("slurmd"), "-D", "-f", str(self.conf), "-N", "localhost"])
+        self._wait(self._node_idle, "the node to register (sinfo: idle)")
+
+    def _start(self, name: str, args: list[str | None]) -> None:
+        log = (self.root / f"{name}.out").open("wb")
+        self.processes[name] = subprocess.Popen(
+            [str(a) for a in args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        log.close()
+
+    def _node_idle(self) -> bool:
+        probe = subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%t"], env=self.env,
+                               capture_output=True, text=True, timeout=60)
+        return probe.stdout.strip() == "idle"
+
+    def _wait(self, ready, what: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready():
+            dead = [n for n, p in self.processes.items() if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                pytest.fail(f"local SLURM: waiting for {what}: "
+                            f"{', '.join(dead) or 'nothing'} exited\n{self.logs()}")
+            time.sleep(0.5)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+                         for p in sorted(self.root.glob("*.out")) + sorted(self.root.glob("*.log")))
+
+    def stop(self) -> None:
+        """Cancel every job, then stop slurmd, slurmctld and munged (by their process ids)."""
+        if "slurmctld" in self.processes:
+            subprocess.run(["scancel", "--full", "--partition=test"], env=self.env,
+                           capture_output=True, timeout=60)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and subprocess.run(
+                    ["squeue", "-h"], env=self.env, capture_output=True, text=True,
+                    timeout=60).stdout.strip():
+                time.sleep(1)
+        for name in reversed(DAEMONS):
+            process = self.processes.get(name)
+            if process is None or process.poll() is not None:
+                continue
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
