@@ -56,18 +56,17 @@ SLURM_CONF = """\
 ClusterName=raysweep-test
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
 SlurmUser={user}
 SlurmdUser=root
 AuthType=auth/munge
 AuthInfo=socket={root}/munge.sock
 CredType=cred/munge
 StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
+SlurmdSpoolDir={root}/spool/%n
 SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
+SlurmdPidFile={root}/slurmd-%n.pid
 SlurmctldLogFile={root}/slurmctld.log
-SlurmdLogFile={root}/slurmd.log
+SlurmdLogFile={root}/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -77,31 +76,37 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
 ReturnToService=2
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
-PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+{nodes}PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
+#: One line per node: all on this machine, each slurmd on a port of its own (Debian's SLURM is
+#: built with MULTIPLE_SLURMD).
+NODE_LINE = ("NodeName={name} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} "
+             "CPUs={cpus} State=UNKNOWN\n")
 
 
 class LocalSlurm:
-    """munged, slurmctld and one slurmd (node ``localhost``, ``cpus`` CPUs) in ``root``."""
+    """munged, slurmctld and a slurmd for each of ``nodes`` nodes (``node1``, ``node2``, ...,
+    ``cpus`` CPUs each, all on this machine) in ``root``."""
 
-    def __init__(self, root: Path, cpus: int) -> None:
+    def __init__(self, root: Path, nodes: int, cpus: int) -> None:
         self.root = root
+        self.nodes = [f"node{i}" for i in range(1, nodes + 1)]
         self.cpus = cpus
         self.conf = root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self) -> None:
-        for folder in ("state", "spool"):
+        for folder in ("state", "spool", *(f"spool/{name}" for name in self.nodes)):
             (self.root / folder).mkdir(mode=0o755)
         key = self.root / "munge.key"
         fd = os.open(key, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o400)
         with os.fdopen(fd, "wb") as handle:
             handle.write(os.urandom(1024))
-        self.conf.write_text(SLURM_CONF.format(
-            root=self.root, ctld_port=free_port(), slurmd_port=free_port(),
-            user=getpass.getuser(), cpus=self.cpus))
+        nodes = "".join(NODE_LINE.format(name=name, port=free_port(), cpus=self.cpus)
+                        for name in self.nodes)
+        self.conf.write_text(SLURM_CONF.format(root=self.root, ctld_port=free_port(),
+                                               user=getpass.getuser(), nodes=nodes))
         root = self.root
         self._start("munged", [_find("munged"), "--foreground", "--force",
                                f"--socket={root}/munge.sock", f"--key-file={key}",
@@ -109,8 +114,9 @@ class LocalSlurm:
                                f"--seed-file={root}/munged.seed"])
         self._wait(lambda: (root / "munge.sock").exists(), "munged")
         self._start("slurmctld", [_find("slurmctld"), "-D", "-f", str(self.conf)])
-        self._start("slurmd", [_find("slurmd"), "-D", "-f", str(self.conf), "-N", "localhost"])
-        self._wait(self._node_idle, "the node to register (sinfo: idle)")
+        for name in self.nodes:
+            self._start(f"slurmd-{name}", [_find("slurmd"), "-D", "-f", str(self.conf), "-N", name])
+        self._wait(self._nodes_idle, "the nodes to register (sinfo: idle)")
 
     def _start(self, name: str, args: list[str | None]) -> None:
         log = (self.root / f"{name}.out").open("wb")
@@ -119,10 +125,10 @@ class LocalSlurm:
             start_new_session=True)
         log.close()
 
-    def _node_idle(self) -> bool:
-        probe = subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%t"], env=self.env,
+    def _nodes_idle(self) -> bool:
+        probe = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], env=self.env,
                                capture_output=True, text=True, timeout=60)
-        return probe.stdout.strip() == "idle"
+        return probe.stdout.split() == ["idle"] * len(self.nodes)
 
     def _wait(self, ready, what: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -147,9 +153,8 @@ class LocalSlurm:
                     ["squeue", "-h"], env=self.env, capture_output=True, text=True,
                     timeout=60).stdout.strip():
                 time.sleep(1)
-        for name in reversed(DAEMONS):
-            process = self.processes.get(name)
-            if process is None or process.poll() is not None:
+        for process in reversed(self.processes.values()):
+            if process.poll() is not None:
                 continue
             process.send_signal(signal.SIGTERM)
             try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import slurm_helpers
 import yaml
 from launch_helpers import REPO, free_port, kill_processes_naming, processes_naming, ray_env
 from slurm_helpers import LocalSlurm, require_slurm
@@ -28,7 +29,7 @@ JOB_TIMEOUT_S = 900  # the smoke study takes 2-3 minutes on a loaded 2-core mach
 def local_slurm() -> Iterator[LocalSlurm]:
     require_slurm()
     root = Path(tempfile.mkdtemp(prefix="rs-slurm-", dir="/tmp"))  # short: socket paths
-    slurm = LocalSlurm(root, cpus=2)
+    slurm = LocalSlurm(root, nodes=2, cpus=1)
     try:
         slurm.start()
         yield slurm
@@ -61,6 +62,17 @@ def test_the_script_refuses_outside_a_job_and_a_bad_token_file(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_missing_slurm_skips_with_its_reason_but_fails_where_required(monkeypatch):
+    reason = "SLURM is not installed (sbatch not found; Debian: apt-get install slurm-wlm munge)"
+    monkeypatch.setattr(slurm_helpers, "slurm_missing", lambda: reason)
+    monkeypatch.delenv("RAYSWEEP_REQUIRE_SLURM", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"^SLURM is not installed \(sbatch"):
+        require_slurm()
+    monkeypatch.setenv("RAYSWEEP_REQUIRE_SLURM", "1")
+    with pytest.raises(pytest.fail.Exception, match=r"^RAYSWEEP_REQUIRE_SLURM=1 but SLURM is"):
+        require_slurm()
+
+
 @pytest.mark.slow
 def test_sbatch_smoke_study_then_resubmission_adds_no_row(local_slurm: LocalSlurm,
                                                           tmp_path: Path):
@@ -77,7 +89,7 @@ def test_sbatch_smoke_study_then_resubmission_adds_no_row(local_slurm: LocalSlur
                   **{f"RAYSWEEP_{name}_PORT": str(free_port())
                      for name in ("RAY", "DASHBOARD", "DASHBOARD_AGENT", "RAY_CLIENT")})
     del env["RAY_AUTH_TOKEN_PATH"]   # the job makes a token of its own
-    sbatch = ["sbatch", "--wait", "--parsable", "--nodes=1", "--cpus-per-task=2",
+    sbatch = ["sbatch", "--wait", "--parsable", "--nodes=2", "--cpus-per-task=1",
               f"--output={tmp_path}/job-%j.out", str(SBATCH), str(spec)]
 
     started = time.monotonic()
@@ -94,7 +106,8 @@ def test_sbatch_smoke_study_then_resubmission_adds_no_row(local_slurm: LocalSlur
     output = (tmp_path / f"job-{job_id}.out").read_text()
     assert first.returncode == 0, output[-5000:] + stderr + local_slurm.logs()
     assert len(token) == 64 and token_mode == 0o600
-    assert "Ray head on localhost (127.0.0.1:" in output
+    assert "Ray head on node1 (" in output and ", 2 node(s), --num-cpus 1 per node" in output
+    assert output.count("Ray runtime started.") == 2   # the head and the worker on node2
     assert "6 result rows (6 new), 1 pretrain runs" in output
 
     table = pd.read_parquet(experiment / "results.parquet")
