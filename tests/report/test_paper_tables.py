@@ -33,8 +33,9 @@ TABLE_14 = ([("SSL", "SL", LE)]
 # Section 4.5 on Table 10 (oral cancer), in its order.
 ORAL = [("SSL", "SL", LE), ("SL-oral-SSL_p", "SSL", EQ), ("SL-oral-SSL_p", "SL", LE)]
 # Chaves et al.: self-supervised beats supervised at 100, 10 and 1 % of the labels.
+CHAVES_SSL = ("simclr", "barlow_twins", "simclr_imagenet", "swav", "byol", "moco_v2", "infomin")
 CHAVES = [(f"{method}-{budget}", f"supervised-{budget}", LE)
-          for budget in ("100pct", "10pct", "1pct") for method in ("simclr", "barlow_twins")]
+          for budget in ("100pct", "10pct", "1pct") for method in CHAVES_SSL]
 CHAVES_TEST_SETS = ("test", "derm7pt_dermoscopic", "derm7pt_clinical", "isic2020",
                     "pad_ufes_20")
 
