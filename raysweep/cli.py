@@ -30,6 +30,9 @@ from raysweep import __version__
 from raysweep.errors import Problems, RaysweepError, TrialError
 from raysweep.redact import redact
 
+if typing.TYPE_CHECKING:  # the spec classes load lazily, as every command's imports do
+    from raysweep.config import ExperimentSpec
+
 #: ``augment preview -n`` at most (rows of the figure).
 MAX_PREVIEW_IMAGES = 64
 
@@ -84,12 +87,34 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         n_eval = len(spec.evaluate.encoders) if spec.evaluate else 0
         print(f"ok: {path}: experiment {spec.name!r} ({len(spec.pretrain)} pretrain runs, "
               f"{n_eval} evaluated encoders, {len(spec.search)} searches)")
+        for line in _weight_format_lines(spec):
+            print(line)
     if len(failures) == 1:
         raise failures[0]
     if failures:
         raise Problems([line for err in failures
                         for line in (err.problems if isinstance(err, Problems) else (str(err),))])
     return EXIT_OK
+
+
+def _weight_format_lines(spec: ExperimentSpec) -> list[str]:
+    """One line per public checkpoint (``FORMAT:PATH`` weights) the spec reads: its format,
+    the layout read, and the runs or encoders that start from it."""
+    from raysweep.weight_formats import WEIGHT_FORMATS, weight_format
+
+    users: dict[str, list[str]] = {}
+    named = [(f"pretrain {run.name}", run.encoder.weights) for run in spec.pretrain]
+    if spec.evaluate is not None:
+        named += [(cond.name, cond.encoder.weights) for cond in spec.evaluate.encoders]
+    for label, weights in named:
+        if weight_format(weights):
+            users.setdefault(weights, []).append(label)
+    lines = []
+    for weights, labels in users.items():
+        fmt = weights.partition(":")[0]
+        lines.append(f"  weights {weights}: format {fmt}, {WEIGHT_FORMATS[fmt]}; "
+                     f"used by {', '.join(labels)}")
+    return lines
 
 
 def _cmd_datasets_describe(args: argparse.Namespace) -> int:

@@ -479,6 +479,17 @@ CASES: list[Case] = [
     weights_case("weights-strings", "file: weights holding strings",
                  lambda tmp: with_weights(tmp, weights_file(tmp, "s.pt", {"conv1.weight": "x"})),
                  "entry 'conv1.weight' is a str, not a tensor"),
+    weights_case("weights-layout", "moco: weights in another library's layout",
+                 lambda tmp: changed(tmp, ("evaluate.encoders.0.encoder.weights", "moco:" + weights_file(
+                     tmp, "solo.ckpt", {"state_dict": {
+                         f"backbone.{k}": v for k, v in small_resnet_state().items()}}))),
+                 "not a moco checkpoint: no key starts with module.encoder_q. or encoder_q."),
+    weights_case("weights-layout-keys", "timm: weights whose keys do not fit",
+                 lambda tmp: changed(tmp, ("evaluate.encoders.0.encoder.weights", "timm:" + weights_file(
+                     tmp, "deep_stem.pth", {("conv1.0.weight" if k == "conv1.weight" else k): v
+                                            for k, v in small_resnet_state().items()}))),
+                 "1 encoder tensors are missing from the file (conv1.weight) and 1 tensors in "
+                 "the file are unexpected (conv1.0.weight)"),
     weights_case("weights-hub-missing", "torchvision weights not in the hub cache",
                  lambda tmp: changed(tmp, ("evaluate.encoders.0.encoder", {
                      "name": "resnet18", "weights": "torchvision:IMAGENET1K_V1"})),

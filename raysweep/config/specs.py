@@ -34,6 +34,7 @@ from raysweep.config.validation import (
 )
 from raysweep.optim.lr_finder import LR_FINDER_END, LR_FINDER_START
 from raysweep.ssl.methods import METHODS
+from raysweep.weight_formats import WEIGHT_FORMATS
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -170,20 +171,27 @@ def pretrain_reference(weights: str) -> str | None:
 class EncoderSpec(Spec):
     """An encoder architecture and its initial weights (``raysweep.models.weights`` registry):
     ``random``, ``torchvision:IMAGENET1K_V1`` / ``V2``, ``barlowtwins``, ``vicreg``,
-    ``file:PATH``, or ``pretrain:NAME`` (the output of this experiment's pretrain run NAME)."""
+    ``file:PATH``, ``FORMAT:PATH`` (a public SSL checkpoint's key layout, FORMAT one of
+    ``raysweep.weight_formats.WEIGHT_FORMATS``: moco, swav, solo-learn, vissl, ...), or
+    ``pretrain:NAME`` (the output of this experiment's pretrain run NAME)."""
 
     name: EncoderName = spec_field("resnet50", doc="architecture")
     weights: str = spec_field("random", doc="weight source")
 
     def problems(self) -> list[_FieldError]:
-        known = ("random", "torchvision:", "barlowtwins", "vicreg", "file:", "pretrain:")
+        known = ("random", "torchvision:", "barlowtwins", "vicreg", "file:", "pretrain:",
+                 *(f"{fmt}:" for fmt in WEIGHT_FORMATS))
         if not any(self.weights == k or (k.endswith(":") and self.weights.startswith(k)
                                          and len(self.weights) > len(k)) for k in known):
-            hint = _closest(self.weights, ["random", "barlowtwins", "vicreg",
-                                           "torchvision:IMAGENET1K_V1", "torchvision:IMAGENET1K_V2"])
+            kind, sep, _ = self.weights.partition(":")
+            hint = (_closest(kind, list(WEIGHT_FORMATS)) if sep and kind not in WEIGHT_FORMATS
+                    else _closest(self.weights, ["random", "barlowtwins", "vicreg",
+                                                 "torchvision:IMAGENET1K_V1",
+                                                 "torchvision:IMAGENET1K_V2"]))
             return [_FieldError(("weights",), f"unknown weight source {self.weights!r}{hint}; "
                                               "use random, torchvision:ENUM, barlowtwins, vicreg, "
-                                              "file:PATH or pretrain:NAME")]
+                                              "file:PATH, pretrain:NAME or FORMAT:PATH with "
+                                              f"FORMAT one of {', '.join(WEIGHT_FORMATS)}")]
         return []
 
 

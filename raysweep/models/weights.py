@@ -20,6 +20,12 @@ A weights spec is a string:
     a plain state dict, a DDP (``module.``-prefixed) one, a ``torch.compile`` (``_orig_mod.``)
     one, or a raysweep checkpoint (a dict whose ``encoder`` entry is the state dict); ``PATH``
     is a local path or an object-store URI (``s3://...``, :mod:`raysweep.storage`).
+``FORMAT:PATH``
+    a public SSL checkpoint in one of the key layouts of :data:`raysweep.weight_formats.
+    WEIGHT_FORMATS` (``moco:``, ``swav:``, ``solo-learn:``, ``vissl:``, ...; :data:`LAYOUTS`
+    says where each keeps the encoder's tensors). Stricter than ``file:``: every tensor the
+    layout places under the encoder must fit it, so a file of another layout or architecture
+    is refused in one line naming the missing and the unexpected keys.
 
 Both hub models are published under the same file name ``resnet50.pth``, so torch.hub would cache
 them at the same path; raysweep therefore looks for them under distinct names,
@@ -50,10 +56,13 @@ from torchvision.models import get_model_weights
 
 from raysweep.errors import WeightsError
 from raysweep.storage import AnyPath, storage_path, torch_load
+from raysweep.weight_formats import WEIGHT_FORMATS
 
 __all__ = [
     "HUB_MODELS",
     "HUB_VARIANTS",
+    "LAYOUTS",
+    "KeyLayout",
     "WEIGHT_SOURCES",
     "LoadReport",
     "extract_state_dict",
@@ -103,11 +112,10 @@ def hub_checkpoint_path(filename: str) -> Path:
 
 def _read(path: AnyPath, spec: str, url: str | None = None) -> object:
     if not path.is_file():
-        where = f"download {url} and place it at {path}" if url else f"{path} does not exist"
+        where = (f"download {url} and place it at {path} (or pass weights='file:PATH')" if url
+                 else f"{path} does not exist")
         raise WeightsError(
-            f"weights {spec!r}: file {path} not found; offline nothing is downloaded: {where} "
-            "(or pass weights='file:PATH')"
-        )
+            f"weights {spec!r}: file {path} not found; offline nothing is downloaded: {where}")
     if path.stat().st_size == 0:
         raise WeightsError(f"weights {spec!r}: cannot read {path}: the file is empty (0 bytes)")
     try:
@@ -172,13 +180,112 @@ def extract_state_dict(obj: object, spec: str) -> StateDict:
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             break
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    return _checked_tensors({k: v for k, v in state.items() if not k.startswith("fc.")}, spec)
+
+
+def _checked_tensors(state: Mapping[str, object], spec: str) -> StateDict:
+    """``state`` when every entry is a finite tensor, else a one-line :class:`WeightsError`."""
+    checked: StateDict = {}
     for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(f"weights {spec!r}: entry {key!r} is a {type(value).__name__}, "
+                               "not a tensor")
         if (value.is_floating_point() or value.is_complex()) and not torch.isfinite(value).all():
             bad = int((~torch.isfinite(value)).sum())
             raise WeightsError(f"weights {spec!r}: tensor {key} holds {bad} NaN or infinite "
                                f"value(s) of {value.numel()}; a diverged run's weights?")
-    return state
+        checked[key] = value
+    return checked
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Where a checkpoint format keeps the encoder's tensors.
+
+    ``containers``: the nested entries tried in order (``()`` is the loaded object itself);
+    ``prefixes``: the encoder's key prefix, the first one any key has (``""`` matches all);
+    ``heads``: prefixes, after that one, of heads left out; ``rename`` maps the remaining
+    names onto the encoder's torchvision names."""
+
+    containers: tuple[tuple[str, ...], ...] = (("state_dict",), ())
+    prefixes: tuple[str, ...] = ("",)
+    heads: tuple[str, ...] = ("fc.",)
+    rename: Callable[[str], str] | None = None
+
+
+#: lightly's ``nn.Sequential(*list(resnet.children())[:-1])``: child index -> torchvision name.
+_SEQUENTIAL_RESNET = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3",
+                      "7": "layer4"}
+
+
+def _sequential_names(key: str) -> str:
+    head, _, rest = key.partition(".")
+    return f"{_SEQUENTIAL_RESNET[head]}.{rest}" if head in _SEQUENTIAL_RESNET else key
+
+
+_HUB = KeyLayout(prefixes=("module.", ""), heads=("fc.", "projection_head.", "prototypes."))
+_VISSL_TRUNK = ("classy_state_dict", "base_model", "model", "trunk")
+
+#: Format name (:data:`raysweep.weight_formats.WEIGHT_FORMATS`) -> its key layout.
+LAYOUTS: dict[str, KeyLayout] = {
+    "solo-learn": KeyLayout(prefixes=("backbone.",)),
+    "lightly": KeyLayout(prefixes=("backbone.",), rename=_sequential_names),
+    "moco": KeyLayout(prefixes=("module.encoder_q.", "encoder_q.")),
+    "swav": _HUB,
+    "dino": _HUB,
+    "byol": KeyLayout(prefixes=("module.", "")),
+    "simclr": KeyLayout(prefixes=("module.", "")),
+    "infomin": KeyLayout(containers=(("model",), ()), prefixes=("module.encoder.", "encoder.")),
+    "vissl": KeyLayout(containers=(_VISSL_TRUNK, ("model_state_dict",), ()),
+                       prefixes=("_feature_blocks.", "trunk._feature_blocks.", "trunk.")),
+    "mmpretrain": KeyLayout(prefixes=("backbone.",)),
+    "timm": KeyLayout(prefixes=("module.", "")),
+}
+
+
+def _container(obj: object, layout: KeyLayout) -> Mapping | None:
+    for path in layout.containers:
+        node = obj
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and node:
+            return node
+    return None
+
+
+def _key_starts(keys: list[str]) -> str:
+    starts = sorted({key.split(".", 1)[0] + "." for key in keys})
+    return ", ".join(starts[:4]) + (", ..." if len(starts) > 4 else "")
+
+
+def layout_state_dict(obj: object, fmt: str, spec: str) -> StateDict:
+    """The encoder's state dict (torchvision names, no heads) in a checkpoint of format ``fmt``.
+
+    One-line :class:`WeightsError` when the file has no such entry or no key under the
+    layout's prefix (naming what the file's keys start with)."""
+    layout = LAYOUTS[fmt]
+    found = _container(obj, layout)
+    if found is None:
+        where = " or ".join(".".join(path) for path in layout.containers if path)
+        raise WeightsError(f"weights {spec!r}: not a {fmt} checkpoint: no state dict under "
+                           f"{where} nor at the top level ({WEIGHT_FORMATS[fmt]})")
+    keys = [str(key) for key in found]
+    prefix = next((p for p in layout.prefixes if any(k.startswith(p) for k in keys)), None)
+    if prefix is None:
+        raise WeightsError(
+            f"weights {spec!r}: not a {fmt} checkpoint: no key starts with "
+            f"{' or '.join(layout.prefixes)} ({WEIGHT_FORMATS[fmt]}); this file's keys start "
+            f"with {_key_starts(keys)}")
+    state: dict[str, object] = {}
+    for key, value in found.items():
+        name = str(key)
+        if not name.startswith(prefix):
+            continue
+        name = name[len(prefix):]
+        if name.startswith(layout.heads):
+            continue
+        state[layout.rename(name) if layout.rename else name] = value
+    return _checked_tensors(state, spec)
 
 
 def _random(argument: str, arch: str, spec: str) -> StateDict | None:
@@ -232,6 +339,15 @@ def _file(argument: str, arch: str, spec: str) -> StateDict:
     return extract_state_dict(_read(storage_path(argument), spec), spec)
 
 
+def _layout(fmt: str) -> Callable[[str, str, str], StateDict]:
+    def resolve(argument: str, arch: str, spec: str) -> StateDict:
+        if not argument:
+            raise WeightsError(f"weights {spec!r}: give a path, as in '{fmt}:/path/to/file'")
+        return layout_state_dict(_read(storage_path(argument), spec), fmt, spec)
+
+    return resolve
+
+
 #: Weight-source registry: kind (the part before ``:``) -> resolver(argument, arch, spec).
 WEIGHT_SOURCES: dict[str, Callable[[str, str, str], StateDict | None]] = {
     "random": _random,
@@ -239,6 +355,7 @@ WEIGHT_SOURCES: dict[str, Callable[[str, str, str], StateDict | None]] = {
     "barlowtwins": _hub("barlowtwins"),
     "vicreg": _hub("vicreg"),
     "file": _file,
+    **{fmt: _layout(fmt) for fmt in LAYOUTS},
 }
 
 
@@ -248,7 +365,8 @@ def resolve_weights(spec: str, arch: str) -> StateDict | None:
     if kind not in WEIGHT_SOURCES:
         raise WeightsError(
             f"unknown weights {spec!r}; use one of: random, torchvision:IMAGENET1K_V1, "
-            "torchvision:IMAGENET1K_V2, barlowtwins, vicreg, file:PATH"
+            "torchvision:IMAGENET1K_V2, barlowtwins, vicreg, file:PATH, or FORMAT:PATH with "
+            f"FORMAT one of {', '.join(LAYOUTS)}"
         )
     return WEIGHT_SOURCES[kind](argument, arch, spec)
 
@@ -263,7 +381,7 @@ def weights_file(spec: str, arch: str) -> AnyPath | None:
         return _torchvision_file(argument, arch, spec)[0]
     if kind in HUB_MODELS:
         return hub_checkpoint_path(_hub_file(kind, arch, spec)[1])
-    if kind == "file" and argument:
+    if (kind == "file" or kind in LAYOUTS) and argument:
         return storage_path(argument)
     resolve_weights(spec, arch)  # raises the one-line error of an unknown or malformed spec
     return None
@@ -272,8 +390,10 @@ def weights_file(spec: str, arch: str) -> AnyPath | None:
 def load_encoder_weights(encoder: nn.Module, state: StateDict, spec: str) -> LoadReport:
     """Copy ``state`` into ``encoder``; one-line :class:`WeightsError` on any mismatch.
 
-    Shape mismatches and missing encoder tensors are errors; extra tensors are warned about.
-    ``num_batches_tracked`` counters may be absent (older checkpoints) and are then left as is.
+    Shape mismatches and missing encoder tensors are errors; extra tensors are warned about,
+    except for a ``FORMAT:PATH`` source, whose layout accounts for every tensor it keeps: there
+    they are errors too. ``num_batches_tracked`` counters may be absent (older checkpoints) and
+    are then left as is.
     """
     arch = getattr(encoder, "arch", type(encoder).__name__)
     own = encoder.state_dict()
@@ -288,12 +408,11 @@ def load_encoder_weights(encoder: nn.Module, state: StateDict, spec: str) -> Loa
     missing = tuple(
         k for k in own if k not in state and not k.endswith("num_batches_tracked")
     )
-    if missing:
-        raise WeightsError(
-            f"weights {spec!r} do not fit {arch}: {len(missing)} encoder tensors are missing "
-            f"from the file, e.g. {missing[0]} (a checkpoint of another architecture?)"
-        )
     unexpected = tuple(k for k in state if k not in own)
+    strict = spec.partition(":")[0] in LAYOUTS
+    if missing or (strict and unexpected):
+        raise WeightsError(f"weights {spec!r} do not fit {arch}: {_key_counts(missing, unexpected)}"
+                           " (a checkpoint of another architecture or layout?)")
     if unexpected:
         warnings.warn(
             f"weights {spec!r}: {len(unexpected)} tensors not used by {arch}, e.g. "
@@ -302,3 +421,16 @@ def load_encoder_weights(encoder: nn.Module, state: StateDict, spec: str) -> Loa
         )
     encoder.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return LoadReport(spec, missing=tuple(k for k in own if k not in state), unexpected=unexpected)
+
+
+def _key_counts(missing: tuple[str, ...], unexpected: tuple[str, ...]) -> str:
+    """``3 encoder tensors missing from the file (a, b, c) and 1 unexpected (d)``."""
+    def some(keys: tuple[str, ...]) -> str:
+        return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} encoder tensors are missing from the file ({some(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensors in the file are unexpected ({some(unexpected)})")
+    return " and ".join(parts)

@@ -57,7 +57,7 @@ def test_every_node_starts_with_token_auth_and_a_loopback_dashboard():
 
 
 def test_the_scripts_parse():
-    for script in ("submit.sh", "local_multi_gpu.sh"):
+    for script in ("submit.sh", "local_multi_gpu.sh", "slurm.sbatch"):
         proc = subprocess.run(["bash", "-n", str(LAUNCH / script)], capture_output=True,
                               text=True)
         assert proc.returncode == 0, proc.stderr

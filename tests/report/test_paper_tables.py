@@ -43,8 +43,9 @@ ORAL = [("SSL", "SL", LE), ("SL-oral-SSL_p", "SSL", EQ), ("SL-oral-SSL_p", "SL",
 # Chaves et al.: self-supervised beats supervised at 100, 10 and 1 % of the labels; then SCL
 # against the supervised baseline and against UCL (SimCLR), two-sided, per budget.
 BUDGETS = ("100pct", "10pct", "1pct")
+CHAVES_SSL = ("simclr", "barlow_twins", "simclr_imagenet", "swav", "byol", "moco_v2", "infomin")
 CHAVES = ([(f"{method}-{budget}", f"supervised-{budget}", LE)
-           for budget in BUDGETS for method in ("simclr", "barlow_twins")]
+           for budget in BUDGETS for method in CHAVES_SSL]
           + [(f"supcon-{budget}", f"{other}-{budget}", EQ)
              for budget in BUDGETS for other in ("supervised", "simclr")])
 CHAVES_TEST_SETS = ("test", "derm7pt_dermoscopic", "derm7pt_clinical", "isic2020",

@@ -354,6 +354,22 @@ def test_the_label_fraction_spec_plans_148_1480_and_14805_labels(tmp_path: Path,
     assert len(trained) == 148
 
 
+def test_the_chaves_spec_validates_naming_its_five_ssl_encoders_formats(capsys):
+    """``raysweep validate --spec-only``: no file is read, each public checkpoint's format said."""
+    from raysweep.cli import main
+
+    spec = Path(__file__).resolve().parents[2] / "search_spaces" / "chaves_isic2019.yaml"
+    assert main(["validate", "--spec-only", str(spec)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("experiment 'chaves_isic2019' (5 pretrain runs, 27 evaluated "
+                             "encoders, 0 searches)")
+    formats = {line.split(": format ")[1].split(",")[0]: line for line in lines[1:]}
+    assert list(formats) == ["simclr", "swav", "byol", "moco", "infomin"]
+    assert "module.encoder_q.*); used by moco_v2-100pct, moco_v2-10pct, moco_v2-1pct" in \
+        formats["moco"]
+    assert "SwAV ResNet-50 in torch hub format" in formats["swav"]
+
+
 # ---------------------------------------------------------------------- per-condition seeds
 
 
@@ -407,8 +423,8 @@ def test_the_chaves_dry_run_prints_its_test_sets_and_label_budgets(tmp_path: Pat
     code = main(["run", str(spec), "--dry-run"])
     captured = capsys.readouterr()
     out = captured.out
-    # 12 conditions x 10 seeds, each fine-tuned once and scored on 5 test sets
-    assert "stage evaluate: 120 Tune trials, 600 result rows (12 encoders, 10 seeds, 5 test " \
+    # 27 conditions x 10 seeds, each fine-tuned once and scored on 5 test sets
+    assert "stage evaluate: 270 Tune trials, 1350 result rows (27 encoders, 10 seeds, 5 test " \
            "sets)" in out
     assert "  test sets: 5, every trained model scored on each" in out
     for line in ("    test (the evaluation data's test split)",
@@ -421,10 +437,13 @@ def test_the_chaves_dry_run_prints_its_test_sets_and_label_budgets(tmp_path: Pat
     assert "    all training labels: 14,805 of 14,805: supervised-100pct, simclr-100pct, " \
            "barlow_twins-100pct, supcon-100pct" in out
     assert "    10% of the training labels, rounded down: 1,480 of 14,805: supervised-10pct, " \
-           "simclr-10pct, barlow_twins-10pct, supcon-10pct" in out
+           "simclr-10pct, barlow_twins-10pct, supcon-10pct, simclr_imagenet-10pct, " in out
     assert "    1% of the training labels, rounded down: 148 of 14,805: supervised-1pct, " \
-           "simclr-1pct, barlow_twins-1pct, supcon-1pct" in out
-    # the ImageNet weights are not there: the one problem, after the plan
+           "simclr-1pct, barlow_twins-1pct, supcon-1pct, simclr_imagenet-1pct, " in out
+    # the ImageNet weights are not there: one problem per missing file, after the plan
     assert code == 2
-    assert captured.err.count("error: ") == 1 and "resnet50-0676ba61.pth" in captured.err
+    assert captured.err.count("error: ") == 6 and "resnet50-0676ba61.pth" in captured.err
+    for name in ("simclr_resnet50-1x.pth", "swav_800ep_pretrain.pth.tar", "byol_resnet50x1.pth",
+                 "moco_v2_800ep_pretrain.pth.tar", "InfoMin_800.pth"):
+        assert f"{home}/weights/{name} not found" in captured.err, name
     assert not (home / "raysweep_runs").exists()
