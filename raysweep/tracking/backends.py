@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from raysweep.tracking.records import TrackedRecord
@@ -141,7 +141,8 @@ class WandbBackend:
 
     name = "wandb"
 
-    def __init__(self, project: str, entity: str | None, mode: str, directory: Path) -> None:
+    def __init__(self, project: str, entity: str | None, mode: Literal["offline", "online"],
+                 directory: Path) -> None:
         import wandb  # optional extra, heavy: imported when used
 
         self._wandb = wandb

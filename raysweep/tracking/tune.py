@@ -42,7 +42,8 @@ class GuardedCallback(Callback):  # RAY
     (naming the tracker) and forwards nothing more."""
 
     def __init__(self, name: str, where: str, inner: Callback) -> None:
-        self.name, self.where, self.inner = name, where, inner
+        self.name, self.where = name, where
+        self.inner: Callback | None = inner
 
     def _forward(self, hook: str, *args: Any, **kwargs: Any) -> None:
         if self.inner is None:
@@ -95,12 +96,12 @@ def ray_logger_callbacks(spec: Any, trackers: Trackers, *, group: str) -> list[C
         from ray.air.integrations.mlflow import MLflowLoggerCallback  # RAY
 
         settings = spec.tracking.mlflow
-        inner = MLflowLoggerCallback(  # RAY: one MLflow run per trial
+        mlflow_callback = MLflowLoggerCallback(  # RAY: one MLflow run per trial
             tracking_uri=mlflow_uri(settings, folder),
             experiment_name=settings.experiment or spec.name,
             tags={"raysweep.kind": "search", "raysweep.group": group})
         callbacks.append(GuardedCallback(
-            "mlflow", backend_location("mlflow", settings, folder), inner))
+            "mlflow", backend_location("mlflow", settings, folder), mlflow_callback))
     if "wandb" in trackers.names:
         from ray.air.integrations.wandb import WandbLoggerCallback  # RAY
 
@@ -108,9 +109,9 @@ def ray_logger_callbacks(spec: Any, trackers: Trackers, *, group: str) -> list[C
         # Ray asks for an API key unless WANDB_MODE says offline (the mode argument alone
         # reaches only the logging actor's wandb.init).
         os.environ["WANDB_MODE"] = settings.mode
-        inner = WandbLoggerCallback(  # RAY: one W&B run per trial, logged by an actor
+        wandb_callback = WandbLoggerCallback(  # RAY: one W&B run per trial, by an actor
             project=settings.project or spec.name, group=group, mode=settings.mode,
             entity=settings.entity, dir=str(folder), job_type="search")
         callbacks.append(GuardedCallback(
-            "wandb", backend_location("wandb", settings, folder), inner))
+            "wandb", backend_location("wandb", settings, folder), wandb_callback))
     return callbacks
