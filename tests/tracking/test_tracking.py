@@ -200,6 +200,7 @@ def _records() -> list[TrackedRecord]:
             for i in range(2)]
 
 
+@pytest.mark.slow  # wandb.init and MLflow's SQLite store: ~30 s under load
 def test_each_tracker_tracks_a_record_once_and_a_failing_one_is_dropped(tmp_path: Path):
     from raysweep.tracking.backends import MlflowBackend, TensorboardBackend, WandbBackend
 
@@ -223,6 +224,7 @@ def _dead_port() -> int:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_tracker_that_is_down_is_a_warning_and_no_row_is_lost(ray_session, tmp_path,
                                                                  monkeypatch):
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
