@@ -343,6 +343,10 @@ def spec_file_problems(spec: ExperimentSpec, source: str = "<spec>") -> list[str
         spec.directory)
     if problem:
         add("storage", problem)
+    from raysweep.tracking import tracking_problems
+
+    for key, reason in tracking_problems(spec):  # a tracker's library missing, no folder
+        add(key, reason)
     from raysweep.data import cache_root
 
     caches: dict[Path, str] = {}

@@ -4,8 +4,11 @@
 URI, or an object-store URI that ``pyarrow.fs`` (which Ray itself uses for its storage) opens:
 ``s3://bucket/runs``, ``gs://bucket/runs``, ``hdfs://...``. Query parameters pass through to
 pyarrow, e.g. ``s3://bucket/runs?endpoint_override=minio.local:9000&scheme=http`` for an
-S3-compatible server; credentials come from the usual environment (``AWS_ACCESS_KEY_ID``, ...),
-never from the spec.
+S3-compatible server; credentials come from the usual environment (``AWS_ACCESS_KEY_ID``,
+``GOOGLE_APPLICATION_CREDENTIALS``, ...), never from the spec. pyarrow's ``gs://`` URIs have no
+way to ask for anonymous access, which a GCS emulator needs (fake-gcs-server,
+gcp-storage-emulator): raysweep adds ``anonymous=true`` to them, e.g.
+``gs://bucket/runs?endpoint_override=127.0.0.1:9023&scheme=http&anonymous=true``.
 
 :func:`storage_path` turns such a location into a path object:
 
@@ -33,10 +36,11 @@ import os
 import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from raysweep.errors import OutputError, SpecError
 from raysweep.redact import redact
@@ -47,6 +51,8 @@ __all__ = ["AnyPath", "StoragePath", "StorageStat", "check_reachable", "copy_tre
 
 #: URI schemes that name a local folder.
 LOCAL_SCHEMES = ("", "file", "local")
+#: URI schemes of Google Cloud Storage.
+GCS_SCHEMES = ("gs", "gcs")
 
 
 def is_remote(location: str) -> bool:
@@ -62,6 +68,8 @@ def _filesystem(base: str):
     import pyarrow.fs
 
     try:
+        if _is_anonymous_gcs(base):
+            return _anonymous_gcs(base)
         return pyarrow.fs.FileSystem.from_uri(base)
     except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds
         raise SpecError(redact(f"storage {base}: cannot open ({type(err).__name__}: "
@@ -100,7 +108,8 @@ def check_reachable(base: str) -> None:
 
     def probe() -> None:
         try:
-            filesystem, path = pyarrow.fs.FileSystem.from_uri(probe_uri)
+            filesystem, path = (_anonymous_gcs(probe_uri) if _is_anonymous_gcs(probe_uri)
+                                else pyarrow.fs.FileSystem.from_uri(probe_uri))
             filesystem.get_file_info(path)
         except BaseException as err:  # noqa: BLE001 - reported by the caller's thread
             outcome["error"] = err
@@ -121,6 +130,35 @@ def _store_failure(err: BaseException) -> str:
     if any(word in text.lower() for word in _NO_CONNECTION):
         return f"cannot reach the store ({text})"
     return f"the store refused the first request ({type(err).__name__}: {text})"
+
+
+def _anonymous_gcs(base: str):
+    """(``pyarrow.fs.GcsFileSystem`` without credentials, path) for a ``gs://`` URI with
+    ``anonymous=true``; its other parameters as pyarrow reads them (``endpoint_override``,
+    ``scheme``, ``project_id``, ``retry_limit_seconds``)."""
+    import pyarrow.fs
+
+    parts = urlsplit(base)
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    anonymous = query.pop("anonymous")
+    if anonymous.lower() not in ("true", "1"):
+        raise ValueError(f"anonymous={anonymous}: only true (or 1) is accepted")
+    unknown = sorted(set(query) - {"endpoint_override", "scheme", "project_id",
+                                   "retry_limit_seconds"})
+    if unknown:
+        raise ValueError(f"unexpected query parameter in GCS URI: {unknown[0]!r}")
+    retry = query.pop("retry_limit_seconds", None)
+    filesystem = pyarrow.fs.GcsFileSystem(
+        anonymous=True, **query,
+        **({"retry_time_limit": timedelta(seconds=float(retry))} if retry else {}))
+    return filesystem, (parts.netloc + parts.path).rstrip("/")
+
+
+
+def _is_anonymous_gcs(base: str) -> bool:
+    """Whether ``base`` is a ``gs://`` URI asking for anonymous access (a local emulator)."""
+    split = urlsplit(base)
+    return split.scheme in GCS_SCHEMES and "anonymous" in parse_qs(split.query)
 
 
 def _same_store(one: str, other: str) -> bool:
@@ -260,16 +298,21 @@ class StoragePath:
     def _children(self, recursive: bool, files_only: bool = False) -> list[StoragePath]:
         import pyarrow.fs
 
+        # pyarrow's GCS listing of one level returns objects only, not the folders that
+        # exist through the objects below them (no marker object): list all and cut.
+        implied_folders = not recursive and self.filesystem.type_name == "gcs"
         selector = pyarrow.fs.FileSelector(self.fs_path, allow_not_found=True,
-                                           recursive=recursive)
-        found = []
+                                           recursive=recursive or implied_folders)
+        found: dict[str, StoragePath] = {}
         prefix = self.fs_path.rstrip("/") + "/"
         for info in self.filesystem.get_file_info(selector):
-            if files_only and info.type != pyarrow.fs.FileType.File:
-                continue
             relative = info.path[len(prefix):] if info.path.startswith(prefix) else info.path
-            found.append(self / relative)
-        return sorted(found, key=lambda p: p.parts)
+            is_file = info.type == pyarrow.fs.FileType.File
+            if implied_folders and "/" in relative:
+                relative, is_file = relative.split("/", 1)[0], False
+            if is_file or not files_only:
+                found[relative] = self / relative
+        return sorted(found.values(), key=lambda p: p.parts)
 
     def iterdir(self) -> Iterator[StoragePath]:
         yield from self._children(recursive=False)

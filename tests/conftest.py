@@ -113,6 +113,58 @@ def s3_base():
         process.wait(timeout=30)
 
 
+@pytest.fixture(scope="session")
+def gcs_base():
+    """The URI of a bucket on a local Google Cloud Storage emulator (``gcp-storage-emulator``,
+    in the dev extra; skipped, with the reason, where it is not installed), reached without
+    credentials (``anonymous=true``)."""
+    server = shutil.which("gcp-storage-emulator", path=os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if server is None:
+        pytest.skip("the GCS emulator is not installed (pip install gcp-storage-emulator, in "
+                    "the dev extra)")
+    port = _free_port()
+    process = subprocess.Popen([server, "start", "--host", "127.0.0.1", "--port", str(port),
+                                "--in-memory", "--default-bucket", "raysweep-test"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail("the GCS emulator did not start")
+            time.sleep(0.2)
+        yield f"gs://raysweep-test/runs?endpoint_override=127.0.0.1:{port}&scheme=http" \
+              "&anonymous=true&retry_limit_seconds=10"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(params=["s3", "gs"])
+def store_base(request) -> tuple[str, dict[str, str]]:
+    """(bucket URI, environment a process needs to reach it) of each local object store: moto's
+    S3 server, then the GCS emulator."""
+    if request.param == "s3":
+        return request.getfixturevalue("s3_base"), dict(S3_CREDENTIALS)
+    return request.getfixturevalue("gcs_base"), {}
+
+
+@pytest.fixture
+def store(store_base, monkeypatch, request):
+    """A fresh folder in each local object store's test bucket (see :func:`s3`)."""
+    from raysweep.storage import StoragePath, storage_path
+
+    base, environment = store_base
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    root = storage_path(base)
+    assert isinstance(root, StoragePath)
+    return root / request.node.name.replace("[", "-").replace("]", "")
+
+
 @pytest.fixture
 def s3(s3_base, s3_credentials, monkeypatch, request):
     """A fresh folder (a :class:`raysweep.storage.StoragePath`) in the test bucket, with the

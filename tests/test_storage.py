@@ -1,8 +1,10 @@
 """Storage URIs: local folders, ``file://`` URIs and object stores through one layer.
 
 The object-store tests run against moto's S3-compatible server (``moto[server]``, in the dev
-extra; fixtures ``s3_base`` and ``s3`` of ``tests/conftest.py``), started on 127.0.0.1 for the
-session; they are skipped, with the reason, where it is not installed.
+extra; fixtures ``s3_base`` and ``s3`` of ``tests/conftest.py``) and, those taking ``store``,
+also against a Google Cloud Storage emulator (``gcp-storage-emulator``, in the dev extra;
+``gcs_base``), each started on 127.0.0.1 for the session; they are skipped, with the reason,
+where it is not installed.
 """
 
 from __future__ import annotations
@@ -33,61 +35,62 @@ def test_local_locations_are_paths(tmp_path: Path, monkeypatch):
         storage_path("file://otherhost/runs")
 
 
-def test_object_store_paths_behave_like_paths(s3: StoragePath, tmp_path: Path):
-    rows = s3 / "rows" / "c" / "probe"
+def test_object_store_paths_behave_like_paths(store: StoragePath, tmp_path: Path):
+    rows = store / "rows" / "c" / "probe"
     (rows / "seed-0001-aa.json").write_text('{"a": 1}')
     (rows / "seed-0002-bb.json").write_text('{"a": 2}')
-    (s3 / "results.parquet").write_bytes(b"PAR1")
-    assert s3.is_dir() and (s3 / "results.parquet").is_file()
-    assert not (s3 / "missing").exists() and not rows.is_file()
+    (store / "results.parquet").write_bytes(b"PAR1")
+    assert store.is_dir() and (store / "results.parquet").is_file()
+    assert not (store / "missing").exists() and not rows.is_file()
     assert [p.name for p in rows.glob("seed-0001*.json")] == ["seed-0001-aa.json"]
-    assert [p.parts[-4:] for p in s3.rglob("*.json")] == [
+    assert [p.parts[-4:] for p in store.rglob("*.json")] == [
         ("rows", "c", "probe", "seed-0001-aa.json"), ("rows", "c", "probe", "seed-0002-bb.json")]
-    assert sorted(p.name for p in s3.iterdir()) == ["results.parquet", "rows"]
-    assert (s3 / "results.parquet").stat().st_size == 4
-    assert str(rows / "x.json").startswith("s3://raysweep-test/runs/")
+    assert sorted(p.name for p in store.iterdir()) == ["results.parquet", "rows"]
+    assert (store / "results.parquet").stat().st_size == 4
+    assert str(rows / "x.json").startswith(("s3://raysweep-test/runs/",
+                                             "gs://raysweep-test/runs/"))
     assert "rows/c/probe/x.json?endpoint_override=" in str(rows / "x.json")
     # A path built from its own URI string is still below the folder it came from.
     reopened = storage_path(str(rows / "x.json"))
-    assert reopened.relative_to(s3) == PurePosixPath("rows/c/probe/x.json")
+    assert reopened.relative_to(store) == PurePosixPath("rows/c/probe/x.json")
     with pytest.raises(ValueError, match="not below"):
-        s3.relative_to(rows)
+        store.relative_to(rows)
     # Round trip through a local folder.
-    assert copy_tree(s3, tmp_path / "copy") == 3
+    assert copy_tree(store, tmp_path / "copy") == 3
     assert (tmp_path / "copy" / "rows" / "c" / "probe" / "seed-0002-bb.json").read_text() == \
         '{"a": 2}'
-    assert copy_tree(tmp_path / "copy", s3 / "again") == 3
-    assert sorted(parts for parts, _ in walk_files(s3 / "again")) == sorted(
+    assert copy_tree(tmp_path / "copy", store / "again") == 3
+    assert sorted(parts for parts, _ in walk_files(store / "again")) == sorted(
         parts for parts, _ in walk_files(tmp_path / "copy"))
     (rows / "seed-0001-aa.json").unlink()
     with pytest.raises(FileNotFoundError):
         (rows / "seed-0001-aa.json").read_bytes()
-    (s3 / "rows").rmtree()
-    assert not (s3 / "rows").exists()
+    (store / "rows").rmtree()
+    assert not (store / "rows").exists()
 
 
-def test_results_and_lock_in_an_object_store(s3: StoragePath):
-    store = ResultsStore(s3)
+def test_results_and_lock_in_an_object_store(store: StoragePath):
+    results = ResultsStore(store)
     ref = RowRef(RowKey("SL", "probe", 3), "abcd")
-    store.write({"condition": "SL", "protocol": "probe", "seed": 3, "row_id": "abcd",
+    results.write({"condition": "SL", "protocol": "probe", "seed": 3, "row_id": "abcd",
                  "accuracy": 0.5})
-    assert store.has(ref) and not store.has(RowRef(ref.key, "other"))
-    assert store.status([RowRef(ref.key, "other")]).stale  # stored under another identity
-    table = store.consolidate([ref], {"SL": {"init": "x"}})
-    stored = pd.read_parquet(io.BytesIO(store.parquet_path.read_bytes()))
+    assert results.has(ref) and not results.has(RowRef(ref.key, "other"))
+    assert results.status([RowRef(ref.key, "other")]).stale  # stored under another identity
+    table = results.consolidate([ref], {"SL": {"init": "x"}})
+    stored = pd.read_parquet(io.BytesIO(results.parquet_path.read_bytes()))
     assert stored.to_dict("records") == table.to_dict("records") == [
         {"accuracy": 0.5, "condition": "SL", "protocol": "probe", "row_id": "abcd", "seed": 3,
          "init": "x"}]
 
-    lock = ExperimentLock(s3).acquire()
+    lock = ExperimentLock(store).acquire()
     try:
         with pytest.raises(ExperimentLocked, match="another raysweep run holds"):
-            ExperimentLock(s3).acquire()
-        holder = read_holder(s3 / ".raysweep.lock")
+            ExperimentLock(store).acquire()
+        holder = read_holder(store / ".raysweep.lock")
         assert holder is not None and holder.token == lock.token
     finally:
         lock.release()
-    assert not (s3 / ".raysweep.lock").exists()
+    assert not (store / ".raysweep.lock").exists()
 
 
 def test_listings_in_an_object_store_sort_by_name(s3: StoragePath, tmp_path: Path):
@@ -148,16 +151,17 @@ def test_file_uri_storage(tmp_path: Path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_an_experiment_runs_in_an_object_store(s3_base, s3_credentials, tmp_path: Path):
+def test_an_experiment_runs_in_an_object_store(store_base, tmp_path: Path):
     """Pre-training (Ray Train checkpoints included), rows, results, report and the lock all in
-    S3; a rerun computes nothing; nothing lands in a local folder."""
-    root = storage_path(s3_base)
+    S3 or GCS; a rerun computes nothing; nothing lands in a local folder."""
+    base, credentials = store_base
+    root = storage_path(base)
     assert isinstance(root, StoragePath)
     digits = {"sources": [{"kind": "digits", "classes": ["5", "6", "7"]}], "image_size": 16,
               "label_count": 30}
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump({
-        "name": "in-s3", "storage": s3_base,
+        "name": "in-store", "storage": base,
         "pretrain": [{"name": "ssl", "data": digits, "encoder": {"name": "small_resnet"},
                       "further": False, "frozen_epochs": 0, "epochs": 1, "batch_size": 32,
                       "projector": [32, 32], "lr_max": 1e-3}],
@@ -169,7 +173,7 @@ def test_an_experiment_runs_in_an_object_store(s3_base, s3_credentials, tmp_path
                                   {"name": "random", "encoder": {"name": "small_resnet"}}]},
         "report": {"bootstrap_resamples": 200},
     }))
-    env = {**os.environ, **s3_credentials, "RAYSWEEP_CACHE": str(tmp_path / "cache"),
+    env = {**os.environ, **credentials, "RAYSWEEP_CACHE": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "raysweep.cli", "run", str(spec_file)]
     first = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
@@ -177,9 +181,9 @@ def test_an_experiment_runs_in_an_object_store(s3_base, s3_credentials, tmp_path
     assert first.returncode == 0, first.stderr[-3000:]
     assert "4 result rows (4 new), 1 pretrain runs" in first.stdout
 
-    for key, value in s3_credentials.items():
+    for key, value in credentials.items():
         os.environ.setdefault(key, value)
-    experiment = root / "in-s3"
+    experiment = root / "in-store"
     table = pd.read_parquet(io.BytesIO((experiment / "results.parquet").read_bytes()))
     assert len(table) == 4 and set(table["condition"]) == {"ssl", "random"}
     assert len(list((experiment / "rows").rglob("*.json"))) == 4

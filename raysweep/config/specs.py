@@ -796,6 +796,59 @@ class ResourcesSpec(Spec):
             "(its measured peak x this margin))")
 
 
+# --------------------------------------------------------------------------------------------
+# Experiment tracking
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MlflowTracking(Spec):
+    """MLflow tracking (the ``mlflow`` extra: ``mlflow-skinny``; ``raysweep.tracking``)."""
+
+    tracking_uri: str | None = spec_field(
+        None, doc="a server (http://host:5000) or a store URI; null = $MLFLOW_TRACKING_URI, "
+                  "else a local SQLite store sqlite:///<tracking dir>/mlflow.db")
+    experiment: str | None = spec_field(None, doc="MLflow experiment; null = the spec's name")
+
+
+@dataclass(frozen=True)
+class WandbTracking(Spec):
+    """Weights & Biases tracking (the ``wandb`` extra; ``raysweep.tracking``)."""
+
+    project: str | None = spec_field(None, doc="W&B project; null = the spec's name")
+    entity: str | None = spec_field(None, doc="W&B entity (team or user); null = the default")
+    mode: Literal["offline", "online"] = spec_field(
+        "offline", doc="offline: runs stay in <tracking dir>/wandb (wandb sync uploads them)")
+
+
+@dataclass(frozen=True)
+class TensorboardTracking(Spec):
+    """TensorBoard event files (tensorboardX, which Ray Tune installs; ``raysweep.tracking``)."""
+
+    logdir: str | None = spec_field(None, doc="null = <tracking dir>/tensorboard")
+
+
+@dataclass(frozen=True)
+class TrackingSpec(Spec):
+    """Experiment trackers that mirror what an experiment stores (off by default): every
+    evaluation row, pre-training run and search trial. Tracking never decides anything: a
+    tracker that cannot be reached is a warning, and the rows are written all the same."""
+
+    mlflow: MlflowTracking | None = spec_field(None, doc="MLflow ({} = defaults; null = off)")
+    wandb: WandbTracking | None = spec_field(None, doc="Weights & Biases ({} = offline; null = off)")
+    tensorboard: TensorboardTracking | None = spec_field(
+        None, doc="TensorBoard event files ({} = defaults; null = off)")
+    dir: str | None = spec_field(
+        None, doc="local folder of the trackers' files; null = <experiment>/tracking (an "
+                  "experiment in an object store needs one)")
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        """The names of the trackers that are on, in a fixed order."""
+        return tuple(name for name in ("mlflow", "wandb", "tensorboard")
+                     if getattr(self, name) is not None)
+
+
 @dataclass(frozen=True)
 class ExperimentSpec(Spec):
     """A whole study: pretrain runs, the evaluate grid, searches and the report."""
@@ -810,6 +863,8 @@ class ExperimentSpec(Spec):
     report: ReportSpec = spec_field(default_factory=ReportSpec, doc="report settings")
     resources: ResourcesSpec = spec_field(default_factory=ResourcesSpec, doc="packing")
     description: str = spec_field("", doc="free text")
+    tracking: TrackingSpec = spec_field(default_factory=TrackingSpec,
+                                        doc="experiment trackers (off by default)")
 
     def problems(self) -> list[_FieldError]:
         names = [p.name for p in self.pretrain]

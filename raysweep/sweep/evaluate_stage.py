@@ -398,8 +398,17 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
             name=f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
             **ray_storage(spec.directory / TUNE_DIR),
             failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES),
-            callbacks=[StageProgress("evaluate")], verbose=tune_verbosity()),
+            callbacks=[StageProgress("evaluate"), *_tracking_callbacks(spec)],
+            verbose=tune_verbosity()),
     )
+
+
+def _tracking_callbacks(spec: ExperimentSpec) -> list[Any]:
+    """Tracks each trial's rows as it finishes (none when ``tracking:`` is off)."""
+    from raysweep.sweep.tracking_stage import evaluate_callbacks
+
+    return evaluate_callbacks(spec, condition_labels(spec),
+                              lambda config: trial_refs(_trial_of(config)))
 
 
 def _resource_request(plan: Plan) -> Callable[[dict[str, Any]], Any]:

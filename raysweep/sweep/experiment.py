@@ -89,10 +89,15 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
     """Compute the evaluate stage's missing rows with a fresh Tuner (the caller holds the
     lock), then the missing representation analyses; say how many stored rows no longer match
     the spec."""
-    from raysweep.sweep.evaluate_stage import evaluation_tuners, remove_old_tune_state
+    from raysweep.sweep.evaluate_stage import (
+        condition_labels,
+        evaluation_tuners,
+        remove_old_tune_state,
+    )
     from raysweep.sweep.failures import evaluation_failure
     from raysweep.sweep.identity import identify_trials, planned_refs
     from raysweep.sweep.representation_stage import run_representation_stage
+    from raysweep.sweep.tracking_stage import track_rows
 
     if spec.evaluate is None:
         return EvaluateOutcome((), 0)
@@ -110,6 +115,7 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
             if (failure := evaluation_failure(tuner.fit())) is not None:
                 raise failure  # one line: the trial's error, its name and log (--debug: all)
     run_representation_stage(spec)  # once per encoder; writes representations.json
+    track_rows(spec, condition_labels(spec), refs)  # what the trackers miss (tracking: on)
     return EvaluateOutcome(refs, len(before.missing) - len(store.status(refs).missing))
 
 

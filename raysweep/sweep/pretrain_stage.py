@@ -50,7 +50,6 @@ def pretrain_encoder_path(spec: ExperimentSpec, run: PretrainSpec, *,
 def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -> list:
     """Run (or skip, when finished) every pretrain run; return their results in spec order."""
     from raysweep.preflight import check_resources
-    from raysweep.ssl.pretrain import run_pretrain
 
     plan = make_plan(spec)
     wanted = set(only) if only else None
@@ -70,8 +69,7 @@ def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -
             continue
         # Daemon threads, so that Ctrl-C stops the stage at once (raysweep.sweep.interrupt).
         results.update(run_concurrently(
-            {run.name: functools.partial(run_pretrain, resolved_run(spec, run),
-                                         storage_dir=spec.directory) for run in runs},
+            {run.name: functools.partial(_pretrain_and_track, spec, run) for run in runs},
             max_parallel=plan.pretrain_concurrency))
     if results:
         reused = sum(result.skipped for result in results.values())
@@ -79,3 +77,14 @@ def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -
                     f"{console.format_duration(time.monotonic() - started)} "
                     f"({len(results) - reused} trained, {reused} finished before)")
     return [results[r.name] for r in spec.pretrain if r.name in results]
+
+
+def _pretrain_and_track(spec: ExperimentSpec, run: PretrainSpec):
+    """Run (or skip) one pretrain run, then track it (``tracking:``; a tracker holding it
+    already, or none on, adds nothing)."""
+    from raysweep.ssl.pretrain import run_pretrain
+    from raysweep.sweep.tracking_stage import track_pretrain_run
+
+    result = run_pretrain(resolved_run(spec, run), storage_dir=spec.directory)
+    track_pretrain_run(spec, result.run_dir)
+    return result

@@ -65,6 +65,7 @@ from raysweep.sweep.search_study import (
     search_directory,
     study_name,
 )
+from raysweep.sweep.tracking_stage import search_callbacks, track_search_runs
 
 __all__ = ["SearchOutcome", "build_search_tuner", "check_search_fits", "run_search",
            "run_search_stage", "run_searches", "search_failure"]
@@ -194,7 +195,8 @@ def build_search_tuner(spec: ExperimentSpec, search: SearchSpec, study: Any, *,
             search_alg=searcher, num_samples=n_trials + int(include_default),
             max_concurrent_trials=search_concurrency(resources, cluster,
                                                      search.max_concurrent_trials)),
-        run_config=tune.RunConfig(name="tune", **ray_storage(directory)),
+        run_config=tune.RunConfig(name="tune", **ray_storage(directory),
+                                  callbacks=search_callbacks(spec, search.name)),
     )
 
 
@@ -222,6 +224,7 @@ def run_search(spec: ExperimentSpec, search: SearchSpec) -> SearchOutcome:
             if grid.num_errors and grid.num_errors == len(grid):
                 raise search_failure(search, grid)
         record = write_outputs(directory, study, search)
+        track_search_runs(spec, search.name, directory)  # tracking: the trials' pre-training
     finally:
         journal.upload()  # also after an error or a Ctrl-C: every finished trial is kept
     return SearchOutcome(search=search, directory=directory, study_name=study.study_name,
