@@ -13,7 +13,7 @@ measured side by side in one process on the same images (BreastMNIST, all 780 im
 For each encoder: images/s of the data pipeline alone and of full training steps, and the
 training step's FLOPs (``torch.utils.flop_counter.FlopCounterMode``) giving achieved FLOP/s. On a
 GPU also fp32 against bf16 autocast + channels_last, and model FLOPs utilisation against the
-device's peak (table below). Writes ``benchmarks/out/pretrain_throughput.json``.
+device's peak (``bench_common.PEAK_FLOPS``). Writes ``benchmarks/out/pretrain_throughput.json``.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_pretrain_throughput.py [--device cuda] [--steps 5]
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from bench_common import DATA, ROOT, count_flops, device_name, peak_flops, sync
 
 from raysweep.artefacts import atomic_write_json, package_versions
 from raysweep.augment import build_views
@@ -41,34 +40,11 @@ from raysweep.models import Projector, build_encoder
 from raysweep.ssl.losses import barlow_twins_loss
 from raysweep.ssl.pretrain.loop import PretrainNet
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("RAYSWEEP_SHARED_DATA", ROOT / "tests" / "data" / "medmnist"))
-
-#: Dense peak FLOP/s per device name fragment: (fp32 without tensor cores, bf16 tensor cores).
-PEAK_FLOPS = {
-    "H200": (67e12, 989e12),
-    "H100": (67e12, 989e12),  # SXM; PCIe: 51e12 / 756e12
-    "A100": (19.5e12, 312e12),
-    "L4": (30.3e12, 121e12),
-    "A10": (31.2e12, 125e12),
-    "V100": (15.7e12, 125e12),  # bf16 unsupported: fp16 tensor-core peak
-}
-
 #: (encoder, image size, global batch, projector widths) per configuration. CPU: small
 #: resolutions and a narrow projector so that a 2-core machine finishes in minutes.
 CONFIGS_CPU = (("small_resnet", 32, 64, (512, 512)), ("resnet50", 64, 32, (1024, 1024)))
 CONFIGS_GPU = (("small_resnet", 32, 256, (512, 512)),
                ("resnet50", 224, 128, (8192, 8192, 8192)))
-
-
-def peak_flops(device: torch.device, bf16: bool) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for fragment, (fp32, half) in PEAK_FLOPS.items():
-        if fragment in name:
-            return half if bf16 else fp32
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,11 +120,6 @@ def per_sample_batches(paths: list[Path], size: int, batch: int, device: torch.d
 # ---------------------------------------------------------------------------------------------
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def make_step(encoder_name: str, widths: tuple[int, ...], device: torch.device, bf16: bool,
               channels_last: bool) -> Callable[[torch.Tensor, torch.Tensor], float]:
     g = torch.Generator().manual_seed(0)
@@ -191,9 +162,7 @@ def images_per_s(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], batch: in
 
 def step_flops(step: Callable[..., float], batches: Iterator[Any]) -> int:
     a, b = next(batches)
-    with FlopCounterMode(display=False) as counter:
-        step(a, b)
-    return int(counter.get_total_flops())
+    return count_flops(lambda: step(a, b))
 
 
 def main() -> None:
@@ -238,7 +207,7 @@ def main() -> None:
                                                                      device, step)
                 achieved = flops / batch * row["device_train_images_per_s"]
                 row["device_train_flops_per_s"] = achieved
-                peak = peak_flops(device, bf16)
+                peak = peak_flops(device_name(device), bf16)[0] if device.type == "cuda" else None
                 row["mfu"] = achieved / peak if peak else None
                 row["speedup_device_vs_per_sample"] = (row["device_train_images_per_s"]
                                                        / row["per_sample_train_images_per_s"])
@@ -247,8 +216,7 @@ def main() -> None:
                       flush=True)
     result = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "steps": args.steps, "loader_workers": args.loader_workers,
         "packages": package_versions(), "rows": rows,

@@ -31,6 +31,7 @@ __all__ = [
     "all_reduce_sum",
     "broadcast_float",
     "convert_to_global_batchnorm",
+    "get_backend",
     "get_rank",
     "get_world_size",
     "is_distributed",
@@ -45,6 +46,14 @@ def is_distributed() -> bool:
 def get_world_size() -> int:
     """Number of ranks in the default process group (1 without one)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def get_backend() -> str | None:
+    """The default process group's backend (``nccl``, ``gloo``), or None without one. Ray
+    Train starts a process group for a single worker too (``TorchConfig.backend``)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return str(dist.get_backend())
 
 
 def get_rank() -> int:

@@ -36,16 +36,21 @@ def uses_fastai_defaults(settings: EvaluationSpec) -> bool:
     return settings.optimizer == "fastai_adam" and settings.schedule == "onecycle"
 
 
-def make_optimizer(params: Sequence[nn.Parameter], lr: float,
-                   settings: EvaluationSpec) -> torch.optim.Optimizer:
-    """A fresh optimiser of ``settings.optimizer`` over ``params`` at ``lr``."""
+def make_optimizer(params: Sequence[nn.Parameter], lr: float, settings: EvaluationSpec, *,
+                   foreach: bool | None = None) -> torch.optim.Optimizer:
+    """A fresh optimiser of ``settings.optimizer`` over ``params`` at ``lr``. ``foreach``:
+    torch's choice of implementation (None: torch's default, the multi-tensor path on CUDA);
+    ``False`` keeps the single-tensor path on every device, whose arithmetic batched probes
+    (:class:`raysweep.optim.BatchedAdam`) repeat."""
     params = list(params)
     if settings.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=settings.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=settings.weight_decay,
+                                foreach=foreach)
     if settings.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=settings.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=settings.weight_decay,
+                                 foreach=foreach)
     return torch.optim.AdamW(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS,
-                             weight_decay=settings.weight_decay)
+                             weight_decay=settings.weight_decay, foreach=foreach)
 
 
 def milestone_steps(settings: EvaluationSpec, steps_per_epoch: int) -> list[int]:

@@ -276,7 +276,11 @@ class _SeedRun:
             for p in _bn_parameters(encoder):
                 p.requires_grad_(True)
             trainable += _bn_parameters(encoder)
-        optimizer = make_optimizer(trainable, settings.head_lr, settings)
+        # A probe's head takes torch's single-tensor Adam on every device: batched probes
+        # repeat its arithmetic exactly (BatchedAdam), and on two small tensors it costs
+        # nothing. Fine-tuning keeps torch's default (multi-tensor on CUDA: many tensors).
+        optimizer = make_optimizer(trainable, settings.head_lr, settings,
+                                   foreach=False if self.probing else None)
         self.order, self.aug_generator = self.streams.data_order(), self.streams.train_aug()
         self.batches = training_batches(self.pair, settings.batch_size, self.order,
                                         self.aug_generator, self.train_augment)
@@ -401,8 +405,11 @@ def finetune(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
              on_epoch: Callable[[dict[str, Any]], None] | None = None,
              resume: Mapping[str, Any] | None = None,
              val: ImagesLabels | None = None,
-             test_sets: Mapping[str, ImagesLabels] | None = None) -> dict[str, Any]:
-    """Fine-tune a copy of ``encoder`` with a new head and return the results row.
+             test_sets: Mapping[str, ImagesLabels] | None = None,
+             return_probabilities: bool = False) -> Any:
+    """Fine-tune a copy of ``encoder`` with a new head and return the results row (with
+    ``return_probabilities``: ``(row, probabilities float (N_test, C))``, the TTA-averaged
+    test probabilities, as :func:`probe_single`).
 
     Args:
         encoder: module with ``output_dim``; (B, 3, H, W) floats in [0, 1] -> (B, output_dim).
@@ -435,7 +442,8 @@ def finetune(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,
     """
     return _run_seed(encoder, train, test, settings=settings, seed=seed, class_names=class_names,
                 augment=augment, device=device, progress=progress, protocol="finetune",
-                on_epoch=on_epoch, resume=resume, val=val, test_sets=test_sets)
+                on_epoch=on_epoch, resume=resume, val=val, test_sets=test_sets,
+                return_probabilities=return_probabilities)
 
 
 def probe_single(encoder: nn.Module, train: ImagesLabels, test: ImagesLabels, *,

@@ -12,6 +12,12 @@ path (torch 2.x, ``weight_decay=0``, no amsgrad)::
 
 ``lr`` is a tensor of shape ``(K,)`` broadcast over each head's slice; ``beta1`` may change from
 step to step (1cycle momentum) and the bias correction uses the current ``beta1``, as torch does.
+
+The last operation is ``param.addcdiv_(m, denom, value=-step_size)`` per head slice, the very
+kernel of torch's single-tensor path, because its rounding differs between devices (a CPU
+computes ``p + (s * m) / d``, a CUDA device ``p + s * (m / d)``, possibly fused): so the heads
+equal single-tensor Adams (``foreach=False``, as single-seed probes run) on every device, not
+only on a CPU. K small kernels per step: the heads are tiny next to the shared encoder pass.
 """
 
 from __future__ import annotations
@@ -65,8 +71,7 @@ class BatchedAdam(torch.optim.Optimizer):
                 bias_correction1 = 1 - beta1 ** step
                 bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
                 denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-                # torch computes the step size in double and rounds it to the parameter dtype
-                step_size = (-(lr / bias_correction1)).to(device=p.device, dtype=p.dtype)
-                step_size = step_size.view(-1, *([1] * (p.dim() - 1)))
-                p.add_(step_size * exp_avg / denom)
+                # torch's step size: lr / bias_correction1 in double, handed to addcdiv_
+                for k, step_size in enumerate((lr / bias_correction1).tolist()):
+                    p[k].addcdiv_(exp_avg[k], denom[k], value=-step_size)
         return None

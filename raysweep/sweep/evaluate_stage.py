@@ -302,19 +302,27 @@ def trial_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
 def evaluation_trainable(config: dict[str, Any], spec: ExperimentSpec) -> None:
     """Tune function trainable: one evaluation trial (``config["trial"]``, identified). On a
     GPU it measures the trial's peak memory and stores it when its kind has none yet
-    (:mod:`raysweep.sweep.gpu_memory`)."""
+    (:mod:`raysweep.sweep.gpu_memory`). It reports the means of its rows
+    (:func:`trial_summary`), when it ran (``started_at``, ``finished_at``: Unix seconds, so
+    that how many trials ran at once can be read off Tune's results) and, on a GPU, the peak
+    it measured (``gpu_peak_bytes``, ``gpu_overhead_bytes``)."""
     import ray  # --- Ray: the trainable's only Ray calls are below ---
     import ray.tune
     import torch
 
+    started = time.time()
     trial = _trial_of(config)
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     computes = bool(missing_trials(spec, (trial,)))
     with measuring_peak(device) as peak:
         rows = evaluate_trial_rows(spec, trial, device=device)
-    if computes and peak["measurement"] is not None:
-        record_first_measurement(spec, trial, peak["measurement"])
-    ray.tune.report(trial_summary(rows))
+    measurement: MemoryMeasurement | None = peak["measurement"]
+    if computes and measurement is not None:
+        record_first_measurement(spec, trial, measurement)
+    ray.tune.report({**trial_summary(rows), "started_at": started, "finished_at": time.time(),
+                     **({"gpu_peak_bytes": measurement.peak_bytes,
+                         "gpu_overhead_bytes": measurement.overhead_bytes}
+                        if measurement is not None else {})})
 
 
 def record_first_measurement(spec: ExperimentSpec, trial: EvalTrial,

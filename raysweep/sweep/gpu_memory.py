@@ -6,13 +6,20 @@ reset before it starts) and stores it as one small JSON file per kind in the exp
 storage, ``<experiment>/gpu_memory/<encoder>-<protocol>-b<batch>.json``, next to the rows; it is
 read back as JSON only. Later trials of that kind are packed by it:
 
-    trials per GPU = floor(device memory / (measured peak x margin)),  at least 1
+    trials per GPU = floor(device memory / (measured peak x margin + process overhead)),
+                     at least 1
     GPU share      = 1 / trials per GPU
 
 so the share is a divisor of 1 (1, 1/2, 1/3, ...) and that many trials always fit one device
 (the count is rounded down, never the memory). ``margin`` is ``resources.gpu_memory_margin``
-(default 1.25: the CUDA context, cuDNN workspaces and the allocator's fragmentation are not
-counted by ``max_memory_allocated``). The device memory is that of the GPU that measured: a
+(default 1.25: the caching allocator's fragmentation and blocks it keeps are not counted by
+``max_memory_allocated``). The process overhead is what the trial's process holds on the
+device beyond its allocator (the CUDA context, cuBLAS/cuDNN handles: several hundred MiB per
+process, however small the trial): device memory in use minus ``torch.cuda.memory_reserved``,
+read when the measuring trial ends, alone on its GPU (another process on that GPU makes it
+larger, never smaller: the packing errs on the side of fewer trials). Every packed trial is a
+process of its own and pays it once, so it is added, not multiplied. Measurements stored
+before it was recorded count it as 0. The device memory is that of the GPU that measured: a
 cluster of one kind of GPU is assumed.
 
 A kind not measured yet runs its first trial on a whole GPU, in a pass of its own before the
@@ -65,19 +72,25 @@ class TrialKind:
 
 @dataclass(frozen=True)
 class MemoryMeasurement:
-    """One kind's measured peak (bytes) on a device of ``device_bytes`` total memory."""
+    """One kind's measured peak (bytes) on a device of ``device_bytes`` total memory, and the
+    process overhead beyond the allocator (``overhead_bytes``: the CUDA context and handles)."""
 
     peak_bytes: int
     device_bytes: int
     device_name: str = ""
+    overhead_bytes: int = 0
 
     @classmethod
     def from_dict(cls, data: Any) -> MemoryMeasurement:
-        """From the stored JSON object; ``ValueError`` when it is not one."""
+        """From the stored JSON object (``overhead_bytes`` 0 when absent: a file written before
+        it was recorded); ``ValueError`` when it is not one."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
+        overhead = data.get("overhead_bytes", 0)
+        if isinstance(overhead, bool) or not isinstance(overhead, int) or overhead < 0:
+            raise ValueError("overhead_bytes must be a non-negative integer")
         return cls(_positive_int(data.get("peak_bytes")), _positive_int(data.get("device_bytes")),
-                   str(data.get("device_name", "")))
+                   str(data.get("device_name", "")), overhead)
 
 
 def _positive_int(value: object) -> int:
@@ -87,25 +100,34 @@ def _positive_int(value: object) -> int:
     return value
 
 
-def trials_per_gpu(peak_bytes: float, device_bytes: float, margin: float) -> int:
-    """How many trials of peak ``peak_bytes`` (x ``margin``) fit one device of
-    ``device_bytes``: rounded down, between 1 and :data:`MAX_TRIALS_PER_GPU`."""
-    need = peak_bytes * margin
+def trials_per_gpu(peak_bytes: float, device_bytes: float, margin: float,
+                   overhead_bytes: float = 0) -> int:
+    """How many trials of peak ``peak_bytes`` (x ``margin``), each a process holding
+    ``overhead_bytes`` more, fit one device of ``device_bytes``: rounded down, between 1 and
+    :data:`MAX_TRIALS_PER_GPU`."""
+    need = peak_bytes * margin + overhead_bytes
     fit = math.floor(device_bytes / need + 1e-9) if need > 0 else MAX_TRIALS_PER_GPU
     return max(1, min(MAX_TRIALS_PER_GPU, fit))
 
 
+def _per_gpu(measurement: MemoryMeasurement, margin: float) -> int:
+    return trials_per_gpu(measurement.peak_bytes, measurement.device_bytes, margin,
+                          measurement.overhead_bytes)
+
+
 def gpu_fraction(measurement: MemoryMeasurement, margin: float) -> float:
     """The GPU share of a trial of that measured kind: ``1 / trials_per_gpu``."""
-    return 1.0 / trials_per_gpu(measurement.peak_bytes, measurement.device_bytes, margin)
+    return 1.0 / _per_gpu(measurement, margin)
 
 
 def describe_measurement(measurement: MemoryMeasurement, margin: float) -> str:
-    """``measured: peak 20.0 GiB x 1.25 of 80.0 GiB (NVIDIA H100): 3 per GPU``."""
-    per_gpu = trials_per_gpu(measurement.peak_bytes, measurement.device_bytes, margin)
+    """``measured: peak 20.0 GiB x 1.25 + 0.5 GiB per process of 80.0 GiB (NVIDIA H100): 3 per
+    GPU`` (without the ``+ ... per process`` when no overhead was recorded)."""
     device = f" ({measurement.device_name})" if measurement.device_name else ""
-    return (f"measured: peak {_gib(measurement.peak_bytes)} x {margin:g} of "
-            f"{_gib(measurement.device_bytes)}{device}: {per_gpu} per GPU")
+    overhead = (f" + {_gib(measurement.overhead_bytes)} per process"
+                if measurement.overhead_bytes else "")
+    return (f"measured: peak {_gib(measurement.peak_bytes)} x {margin:g}{overhead} of "
+            f"{_gib(measurement.device_bytes)}{device}: {_per_gpu(measurement, margin)} per GPU")
 
 
 def _gib(n_bytes: int) -> str:
@@ -155,8 +177,11 @@ def write_measurement(experiment_dir: AnyPath, kind: TrialKind,
 @contextlib.contextmanager
 def measuring_peak(device: str) -> Iterator[dict[str, Any]]:
     """Measure the peak GPU memory of the block on ``device`` (a CUDA device; nothing is
-    measured on a CPU). The yielded dict holds, after the block, ``measurement``: a
-    :class:`MemoryMeasurement`, or None on a CPU."""
+    measured on a CPU): the allocator's peak since the block began (its peak statistics are
+    reset first: a reused process measures each block on its own) and, when the block ends,
+    the process's overhead beyond the allocator (device memory in use, by every process,
+    minus what this one's allocator reserves). The yielded dict holds, after the block,
+    ``measurement``: a :class:`MemoryMeasurement`, or None on a CPU."""
     import torch
 
     result: dict[str, Any] = {"measurement": None}
@@ -166,6 +191,9 @@ def measuring_peak(device: str) -> Iterator[dict[str, Any]]:
     yield result
     if on_cuda:
         props = torch.cuda.get_device_properties(device)
+        free, total = torch.cuda.mem_get_info(device)
+        overhead = int(total) - int(free) - int(torch.cuda.memory_reserved(device))
         result["measurement"] = MemoryMeasurement(
-            peak_bytes=int(torch.cuda.max_memory_allocated(device)),
-            device_bytes=int(props.total_memory), device_name=str(props.name))
+            peak_bytes=max(1, int(torch.cuda.max_memory_allocated(device))),
+            device_bytes=int(props.total_memory), device_name=str(props.name),
+            overhead_bytes=max(0, overhead))

@@ -101,3 +101,33 @@ def test_probe_batches_seeds_and_falls_back_to_separate_runs(toy_pair) -> None:
     with pytest.raises(RaysweepError, match="duplicate seeds"):
         probe(encoder, *toy_pair, settings=SETTINGS, seeds=[1, 1], class_names=NAMES,
               augment=flip_and_jitter)
+
+
+def test_probe_heads_take_torchs_single_tensor_adam_that_batched_heads_repeat(
+        toy_pair, monkeypatch) -> None:
+    """On CUDA torch's Adam defaults to its multi-tensor path, whose last step rounds
+    differently from the single-tensor one that :class:`raysweep.optim.BatchedAdam` repeats:
+    a probe's optimiser must ask for the single-tensor path on every device (fine-tuning keeps
+    torch's default), and the batched heads still equal single probes bit for bit."""
+    from raysweep.evaluate import finetune, probe_batched, protocol
+
+    made = []
+    original = protocol.make_optimizer
+
+    def recording(params, lr, settings, **kw):
+        optimizer = original(params, lr, settings, **kw)
+        made.append(optimizer.defaults["foreach"])
+        return optimizer
+
+    monkeypatch.setattr(protocol, "make_optimizer", recording)
+    short = SETTINGS.replace(epochs=1, lr_finder_iters=5, tta_views=1)
+    single = probe_single(TinyEncoder(), *toy_pair, settings=short, seed=2, class_names=NAMES,
+                          augment=flip_and_jitter)
+    assert made == [False]  # the probe's one optimiser
+    finetune(TinyEncoder(), *toy_pair, settings=short, seed=2, class_names=NAMES,
+             augment=flip_and_jitter)
+    assert made[1:] == [None, None]  # head epoch and fine-tuning: torch's default
+    [batched] = probe_batched(TinyEncoder(), *toy_pair, settings=short, seeds=[2],
+                              class_names=NAMES, augment=flip_and_jitter)
+    assert {k: v for k, v in batched.items() if k not in TIMINGS} == \
+        {k: v for k, v in single.items() if k not in TIMINGS}

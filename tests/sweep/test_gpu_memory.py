@@ -21,6 +21,7 @@ from raysweep.sweep.gpu_memory import (
     MAX_TRIALS_PER_GPU,
     MemoryMeasurement,
     TrialKind,
+    describe_measurement,
     gpu_fraction,
     read_measurements,
     trials_per_gpu,
@@ -71,6 +72,60 @@ def test_the_count_is_rounded_down_so_the_memory_always_fits():
         if n > 1:  # n of them fit, n + 1 would not
             assert n * peak * margin <= device * (1 + 1e-9)
             assert n == MAX_TRIALS_PER_GPU or (n + 1) * peak * margin > device
+
+
+def test_each_process_overhead_is_added_once_per_trial_not_multiplied():
+    # 2 GiB x 1.25 = 2.5 GiB, plus 0.5 GiB of CUDA context per process: 3 GiB a trial, so
+    # 80 GiB hold 26 (2.5 GiB alone would give 32, and 32 x 3 GiB = 96 GiB do not fit).
+    assert trials_per_gpu(2 * GIB, 80 * GIB, 1.25) == 32
+    assert trials_per_gpu(2 * GIB, 80 * GIB, 1.25, overhead_bytes=GIB // 2) == 26
+    measured = MemoryMeasurement(2 * GIB, 80 * GIB, "H100", overhead_bytes=GIB // 2)
+    assert gpu_fraction(measured, 1.25) == pytest.approx(1 / 26)
+    assert 26 * (2 * GIB * 1.25 + GIB // 2) <= 80 * GIB < 27 * (2 * GIB * 1.25 + GIB // 2)
+    assert describe_measurement(measured, 1.25) == (
+        "measured: peak 2.0 GiB x 1.25 + 0.5 GiB per process of 80.0 GiB (H100): 26 per GPU")
+    # A tiny trial is bounded by its process overhead, not by the cap: 2 GiB and a byte
+    # each, so 39 (not 40) fit.
+    assert trials_per_gpu(1, 80 * GIB, 1.25, overhead_bytes=2 * GIB) == 39
+
+
+def test_a_measurement_without_an_overhead_reads_as_zero_and_a_bad_one_is_refused():
+    old = {"peak_bytes": 3, "device_bytes": 10}  # a file written before overheads were kept
+    assert MemoryMeasurement.from_dict(old).overhead_bytes == 0
+    assert MemoryMeasurement.from_dict({**old, "overhead_bytes": 4}).overhead_bytes == 4
+    for bad in (-1, 1.5, True, "4"):
+        with pytest.raises(ValueError, match="overhead_bytes"):
+            MemoryMeasurement.from_dict({**old, "overhead_bytes": bad})
+
+
+def test_measuring_on_cuda_resets_the_peak_and_records_the_process_overhead(monkeypatch):
+    """The CUDA calls ``measuring_peak`` makes, on a stand-in for a device (no GPU here): the
+    peak statistics are reset before the block, and the overhead is the memory in use beyond
+    what this process's allocator reserves."""
+    import torch
+
+    from raysweep.sweep.gpu_memory import measuring_peak
+
+    calls: list[str] = []
+
+    class Properties:
+        total_memory, name = 80 * GIB, "NVIDIA H100 80GB HBM3"
+
+    fake = {
+        "is_available": lambda: True,
+        "reset_peak_memory_stats": lambda device: calls.append(f"reset {device}"),
+        "max_memory_allocated": lambda device: 7 * GIB,
+        "memory_reserved": lambda device: 8 * GIB,
+        "mem_get_info": lambda device: (80 * GIB - 8 * GIB - 600 * 2**20, 80 * GIB),
+        "get_device_properties": lambda device: Properties(),
+    }
+    for name, value in fake.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    with measuring_peak("cuda") as peak:
+        calls.append("block")
+    assert calls == ["reset cuda", "block"]
+    assert peak["measurement"] == MemoryMeasurement(7 * GIB, 80 * GIB, "NVIDIA H100 80GB HBM3",
+                                                    overhead_bytes=600 * 2**20)
 
 
 # ------------------------------------------------------------------------- measurements

@@ -68,6 +68,7 @@ from raysweep.config import PretrainSpec, from_dict
 from raysweep.distributed import (
     broadcast_float,
     convert_to_global_batchnorm,
+    get_backend,
     get_rank,
     get_world_size,
 )
@@ -477,7 +478,8 @@ class _Worker:
         net = net.to(device).to(memory_format=torch.channels_last if channels_last else
                                 torch.contiguous_format)
         meta = {"provenance": provenance(spec), "world_size": world, "device": str(device),
-                "bf16": bf16, "channels_last": channels_last}
+                "backend": get_backend(), "bf16": bf16,
+                "channels_last": channels_last}
         return cls(spec, hooks, rank, world, data, steps, transform, metrics_path, after_step,
                    net, bf16, channels_last, to_jsonable(meta))
 

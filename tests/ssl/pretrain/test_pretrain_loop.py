@@ -268,6 +268,7 @@ def test_checkpoint_state_round_trips_and_earlier_files_still_load(tmp_path: Pat
         torch.equal(raw["encoder"][k], state.net[f"encoder.{k}"]) for k in state.encoder)
     assert state.next_epoch == 2 and state.phase == "train" and state.resumed_from == []
     assert [m["epoch"] for m in state.history] == [0, 1] and state.meta["world_size"] == 1
+    assert state.meta["backend"] is None  # no process group in a direct call
     assert state.lr_finder is not None and state.lr_max == state.lr_finder["suggestion"]
     # A file of the earlier format (with its never-read "step" and "scaler") loads the same.
     old = tmp_path / "old"

@@ -72,6 +72,7 @@ def test_killed_worker_resumes_to_the_uninterrupted_encoder_and_rerun_skips(
     resumed = meta["resumed_from_epochs"]
     assert len(resumed) == 1 and resumed[0] in (1, 2)
     assert meta["spec"]["name"] == "ray-e2e" and "torch" in meta["packages"]
+    assert (meta["worker"]["backend"], meta["worker"]["world_size"]) == ("gloo", 2)
     metrics = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
     assert [(m["epoch"], m["phase"]) for m in metrics] == [
         (0, "frozen"), (1, "train"), (2, "train")]
