@@ -49,10 +49,16 @@ class RunSummary:
 
 
 def record_experiment(spec: ExperimentSpec) -> None:
-    """``experiment.yaml`` (the validated spec) and ``provenance.json`` in the experiment dir."""
+    """``experiment.yaml`` (the validated spec), ``provenance.json`` and ``test_overlap.json``
+    (the test images pre-training is allowed to see: :mod:`raysweep.sweep.leakage`) in the
+    experiment dir."""
+    from raysweep.sweep.leakage import record_overlaps
+
     spec.directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec.directory / "experiment.yaml", dump_spec(spec))
     atomic_write_json(spec.directory / "provenance.json", provenance(spec))
+    for overlap in record_overlaps(spec):
+        print(f"raysweep: {overlap.statement()}", flush=True)
 
 
 @contextlib.contextmanager
