@@ -38,6 +38,8 @@ from raysweep.config.loading import (
 )
 from raysweep.config.specs import (
     AUGMENTATION_PIPELINES,
+    DEFAULT_REPORT_METRICS,
+    IMBALANCE_REPORT_METRICS,
     IN_DISTRIBUTION,
     MAX_FIRST_SEED,
     MAX_IMAGE_SIZE,
@@ -94,6 +96,7 @@ __all__ = [
     "Check",
     "Comparison",
     "Correction",
+    "DEFAULT_REPORT_METRICS",
     "DatasetSpec",
     "DownstreamOptimizer",
     "DownstreamSchedule",
@@ -105,6 +108,7 @@ __all__ = [
     "ExperimentSpec",
     "ExternalTestSet",
     "FrozenMapping",
+    "IMBALANCE_REPORT_METRICS",
     "IN_DISTRIBUTION",
     "LogisticSelection",
     "LogisticSpec",

@@ -716,6 +716,13 @@ Correction = Literal["holm", "fdr_bh", "bonferroni", "none"]
 PairwiseTestName = Literal["welch", "paired_t", "wilcoxon", "mannwhitney"]
 
 
+#: The report's metrics when ``report.metrics`` is unset (the paper's), and those it adds when
+#: a test set's largest class holds more than half of it (docs/protocol.md "Baselines and
+#: degenerate classifiers").
+DEFAULT_REPORT_METRICS = ("accuracy", "f1_weighted")
+IMBALANCE_REPORT_METRICS = ("balanced_accuracy", "f1_macro", "auc_ovr")
+
+
 @dataclass(frozen=True)
 class ReportSpec(Spec):
     """What the ``report`` stage computes (``raysweep.report``)."""
@@ -737,6 +744,12 @@ class ReportSpec(Spec):
                                           doc="bootstrap resamples of the mean difference")
     bootstrap_seed: int = spec_field(0, checks=(_non_negative,), doc="bootstrap seed")
     power: float = spec_field(0.8, checks=(_unit_interval_open,), doc="power for seeds needed")
+
+    @property
+    def chosen_metrics(self) -> tuple[str, ...]:
+        """``metrics`` as given, else :data:`DEFAULT_REPORT_METRICS` (the report adds the
+        imbalance-aware ones to an unset ``metrics`` where a test set needs them)."""
+        return self.metrics or DEFAULT_REPORT_METRICS
 
     def problems(self) -> list[_FieldError]:
         problems = []

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from raysweep.config import ReportSpec
+from raysweep.config import DEFAULT_REPORT_METRICS, IMBALANCE_REPORT_METRICS, ReportSpec
 from raysweep.errors import DataError
 from raysweep.report import plots
 from raysweep.report.baselines import (
@@ -47,13 +47,11 @@ from raysweep.report.significance import family_label, iter_families
 from raysweep.report.summary import class_names
 from raysweep.report.tables import MISSING, column_label, fmt_number, fmt_p, metric_label
 
-__all__ = ["DEFAULT_METRICS", "IMBALANCE_METRICS", "MARK", "PartValidity", "intro_lines",
+__all__ = ["IMBALANCE_SHARE", "MARK", "PartValidity", "intro_lines",
            "part_validity", "resolved_settings", "validity_section", "with_baselines"]
 
-#: The report's metrics when ``report.metrics`` is unset (the paper's).
-DEFAULT_METRICS = ("accuracy", "f1_weighted")
-#: Added to them when a test set's largest class holds more than :data:`IMBALANCE_SHARE`.
-IMBALANCE_METRICS = ("balanced_accuracy", "f1_macro", "auc_ovr")
+#: An unset ``report.metrics`` gains the imbalance-aware metrics when a test set's largest
+#: class holds more than this share of it.
 IMBALANCE_SHARE = 0.5
 #: Marks a condition not significantly above the majority class in the summary tables.
 MARK = "†"
@@ -70,19 +68,15 @@ def _supports(results: pd.DataFrame) -> list[tuple[str, dict[str, int]]]:
 
 
 def resolved_settings(settings: ReportSpec, results: pd.DataFrame) -> ReportSpec:
-    """``settings`` with its metrics resolved: as given, else :data:`DEFAULT_METRICS` plus,
-    when some test set's largest class holds more than half of it, :data:`IMBALANCE_METRICS`
+    """``settings`` with its metrics resolved: as given, else :data:`DEFAULT_REPORT_METRICS` plus,
+    when some test set's largest class holds more than half of it, :data:`IMBALANCE_REPORT_METRICS`
     (those the table holds)."""
     if settings.metrics:
         return settings
-    metrics = list(DEFAULT_METRICS)
+    metrics = list(DEFAULT_REPORT_METRICS)
     if any(imbalanced_share(s) > IMBALANCE_SHARE for _, s in _supports(results) if s):
-        metrics += [m for m in IMBALANCE_METRICS if m in results.columns]
+        metrics += [m for m in IMBALANCE_REPORT_METRICS if m in results.columns]
     return dataclasses.replace(settings, metrics=tuple(metrics))
-
-
-def _metrics(settings: ReportSpec) -> tuple[str, ...]:
-    return settings.metrics or DEFAULT_METRICS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +105,7 @@ def part_validity(frame: pd.DataFrame, name: str | None, settings: ReportSpec) -
     support = class_support(frame)
     external = name not in (None, IN_DISTRIBUTION)
     baselines = baselines_of(support, external=external) if support else None
-    tests = majority_tests(frame, baselines, _metrics(settings), settings.family_by,
+    tests = majority_tests(frame, baselines, settings.chosen_metrics, settings.family_by,
                            correction=settings.correction, alpha=settings.alpha)
     # one logistic fit is scored on every test set: its C is counted with the data's own
     return PartValidity(name=name, n_images=sum(support.values()), baselines=baselines,
@@ -210,7 +204,7 @@ def _imbalance_note(part: PartValidity, settings: ReportSpec) -> str | None:
     base = part.baselines
     if base is None or base.majority_share <= IMBALANCE_SHARE:
         return None
-    added = [m for m in IMBALANCE_METRICS if m in _metrics(settings)]
+    added = [m for m in IMBALANCE_REPORT_METRICS if m in settings.chosen_metrics]
     then = (f"{', '.join(metric_label(m) for m in added)} are tabled and tested"
             if added else "report.metrics leaves out balanced accuracy, F1 (macro) and AUC")
     return (f"Imbalanced{part.where}: its largest class {base.majority_class!r} holds "
