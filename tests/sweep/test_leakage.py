@@ -219,3 +219,40 @@ def test_the_record_lists_the_checked_runs_when_nothing_overlaps(tmp: Path):
     assert (record["checked_runs"], record["overlaps"]) == (["bt"], [])
     [line] = report_overlap_lines(spec.directory)
     assert line.startswith("Test images: none of the 1 pre-training run(s) evaluated here (bt)")
+
+
+def shipped_pre_pretrained(tmp: Path, *, allow: bool) -> dict[str, Any]:
+    """``search_spaces/slides_pre_pretrained.yaml`` as shipped, its manifest replaced by the
+    tiny one and its ResNet-50s by small random ones (the test is about the data)."""
+    from raysweep.config import parse_yaml
+
+    shipped = Path(__file__).resolve().parents[2] / "search_spaces" / "slides_pre_pretrained.yaml"
+    data = parse_yaml(shipped.read_text())
+    data["storage"] = str(tmp / "runs")
+    run, evaluate = data["pretrain"][0], data["evaluate"]
+    for dataset in (run["data"], evaluate["data"]):
+        dataset["sources"][0]["path"] = str(tmp / "target" / "manifest.csv")
+        dataset["image_size"] = 16
+    run.update(encoder={"name": "small_resnet"}, projector=[16, 16], batch_size=4, epochs=1,
+               allow_test_overlap=allow)
+    for cond in evaluate["encoders"]:
+        weights = cond["encoder"]["weights"]
+        cond["encoder"] = {"name": "small_resnet",
+                           "weights": weights if weights.startswith("pretrain:") else "random"}
+    evaluate["seeds"] = 1
+    return data
+
+
+def test_the_shipped_pre_pretrained_study_trains_on_every_test_image_by_its_opt_in(tmp: Path,
+                                                                                   capsys):
+    """The slides' "pre-pretrained" encoder is transductive on purpose: its run trains on the
+    test split of the manifest it is evaluated on, which the opt-in allows and the plan states;
+    without the opt-in the same study is refused."""
+    assert main(["validate", spec_file(tmp, shipped_pre_pretrained(tmp, allow=False))]) == 2
+    assert "pretrain run 'pre-pretrained' trains on 6 of the 6 images" in capsys.readouterr().err
+    data = shipped_pre_pretrained(tmp, allow=True)
+    assert main(["run", spec_file(tmp, data), "--dry-run"]) == 0
+    assert ("transductive: pretrain run 'pre-pretrained' (allow_test_overlap) trains on 6 of "
+            "the 6 images of test set 'test'") in capsys.readouterr().out
+    [overlap] = find_overlaps(spec_from_data(data))
+    assert (overlap.shared, overlap.train_images, overlap.allowed) == (6, 18, True)
