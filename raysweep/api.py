@@ -124,11 +124,14 @@ def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None
     """
     from raysweep.config import ReportSpec
     from raysweep.errors import OutputError
-    from raysweep.preflight import directory_problem
+    from raysweep.preflight import directory_problem, experiment_links_problem
     from raysweep.storage import storage_path
     from raysweep.sweep.report_stage import write_report_at
 
     directory = storage_path(experiment_dir)
+    links = experiment_links_problem(directory)  # neither read nor write through a link out
+    if links:
+        raise OutputError(links)
     stored = directory / "experiment.yaml"
     experiment = load(spec) if spec is not None else (load(stored) if stored.is_file() else None)
     settings = experiment.report if experiment is not None else ReportSpec()

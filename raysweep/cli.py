@@ -3,9 +3,12 @@
 Sub-commands import their machinery lazily so that ``raysweep validate`` answers in well under a
 second. Every user error (:class:`~raysweep.errors.RaysweepError`, a bad command-line argument
 included) is printed as one line, ``error: <message>`` (one line per problem when a spec has
-several), and exits with status 2; ``raysweep --debug ...`` adds the full traceback. A spec and
-the files it names are checked before anything is written or trained
-(:mod:`raysweep.preflight`), and every artefact is written atomically.
+several), and exits with status 2; ``raysweep --debug ...`` adds the full traceback. The
+``RAYSWEEP_*`` environment variables are checked before any command runs
+(:mod:`raysweep.environment`), a spec and the files it names before anything is written or
+trained (:mod:`raysweep.preflight`), and every artefact is written atomically. Everything the
+command prints (results, plans, progress, warnings, errors, Ray's worker logs) passes through
+:func:`raysweep.redact.redact`, so no credential of a storage URI is ever shown.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from raysweep import __version__
 from raysweep.errors import Problems, RaysweepError, TrialError
+from raysweep.redact import redact
 
 #: ``augment preview -n`` at most (rows of the figure).
 MAX_PREVIEW_IMAGES = 64
@@ -477,15 +481,55 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
         print(f"warning: {' '.join(str(message).split())}", file=stream)
 
 
+class _Redacting:
+    """A text stream that writes through :func:`raysweep.redact.redact` (what the console is
+    while a command runs)."""
+
+    def __init__(self, stream: typing.TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str):  # flush, fileno, isatty, encoding, ...
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _redacted_console() -> Iterator[None]:
+    """``sys.stdout`` and ``sys.stderr`` redacted for the duration of a command."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Redacting(sys.stdout), _Redacting(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _check_environment() -> None:
+    """Refuse unusable ``RAYSWEEP_*`` variables (one line each) before the command runs."""
+    from raysweep.environment import problems
+
+    found = problems()
+    if found:
+        raise Problems(found)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raysweep`` console script; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    with _redacted_console():
+        return _main(list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     shown = warnings.showwarning
     if not args.debug:
         warnings.showwarning = _one_line_warning
     try:
+        _check_environment()
         with _run_environment(args):
             return args.handler(args)
     except RaysweepError as err:

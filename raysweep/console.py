@@ -14,8 +14,9 @@ of Ray Train's worker logs (:func:`ray_log_level`).
 from __future__ import annotations
 
 import logging
-import os
 import sys
+
+from raysweep.environment import choice
 
 __all__ = ["NORMAL", "QUIET", "VERBOSE", "detail", "format_duration", "plural", "ray_log_level",
            "say", "set_verbosity", "tune_verbosity", "verbosity"]
@@ -91,12 +92,9 @@ def tune_verbosity() -> int:
 
 def ray_log_level() -> str:
     """Level of Ray Train's console logs: ``RAYSWEEP_RAY_LOG_LEVEL`` when set
-    (:mod:`raysweep.sweep.defaults`), else INFO with ``--verbose`` and WARNING otherwise (its
-    per-epoch INFO lines would drown the progress)."""
-    from raysweep.sweep.defaults import RAY_LOG_LEVEL_ENV
-
-    return os.environ.get(RAY_LOG_LEVEL_ENV) or ("INFO" if verbosity() >= VERBOSE
-                                                 else "WARNING")
+    (checked by :mod:`raysweep.environment`), else INFO with ``--verbose`` and WARNING otherwise
+    (its per-epoch INFO lines would drown the progress)."""
+    return choice("RAYSWEEP_RAY_LOG_LEVEL") or ("INFO" if verbosity() >= VERBOSE else "WARNING")
 
 
 def plural(count: int, noun: str) -> str:

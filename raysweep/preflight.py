@@ -3,7 +3,8 @@
 :func:`spec_file_problems` lists, one line each, every problem that the spec's files reveal:
 data sources that cannot be listed, evaluation data with fewer than two classes in its train
 or test split, pre-training data smaller than one batch (or, for a supervised run, without
-labelled training images), external test sets whose sources cannot be listed or whose classes
+labelled training images; with ``validation_fraction``, a hold-out or a training share smaller
+than one batch), external test sets whose sources cannot be listed or whose classes
 do not map onto the training classes, weight files that are missing, unreadable or hold NaN/inf,
 a storage root or decode cache that cannot be written, and pre-training runs that train on
 images a condition evaluating them is tested on, unless they allow it
@@ -33,22 +34,30 @@ from raysweep.ssl.methods import pretrain_method
 if TYPE_CHECKING:
     from raysweep.storage import StoragePath
 
-__all__ = ["check", "check_resources", "directory_problem", "output_file_problem",
+__all__ = ["check", "check_resources", "directory_problem", "experiment_links_problem",
+           "output_file_problem",
            "pretrain_data_problems", "pretrain_gpu_problem", "spec_file_problems"]
 
 
 # ------------------------------------------------------------------------------- outputs
 
 
+#: A file system with less free space than this is full (a run writes checkpoints and rows).
+MIN_FREE_BYTES = 2**20
+
+
 def directory_problem(path: str | os.PathLike[str] | StoragePath, what: str) -> str | None:
     """Why directory ``path`` cannot be created or written (None when it can): it is a file,
-    an ancestor is a file, or the nearest existing ancestor refuses a new entry."""
-    from raysweep.storage import StoragePath, storage_path
+    a symbolic link loop, an ancestor is a file, the nearest existing ancestor refuses a new
+    entry, or its file system is full."""
+    from raysweep.storage import StoragePath, resolved, storage_path
 
     located = storage_path(path)
     if isinstance(located, StoragePath):
         return _object_store_problem(located, what)
     path = located
+    if resolved(path) is None:
+        return f"{what} {path} is a symbolic link loop"
     if path.exists() and not path.is_dir():
         return f"{what} {path} is a file, not a directory"
     probe = path
@@ -63,12 +72,39 @@ def directory_problem(path: str | os.PathLike[str] | StoragePath, what: str) -> 
     except OSError as err:
         return (f"{what} {path} is not writable (no folder can be made in {probe}: "
                 f"{err.strerror or err})")
+    free = _free_bytes(probe)
+    if free is not None and free < MIN_FREE_BYTES:
+        return f"{what} {path} is on a full file system ({free // 1024} KiB free in {probe})"
     return None
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def experiment_links_problem(directory: str | os.PathLike[str] | StoragePath) -> str | None:
+    """Why the experiment ``directory`` must not be read or written: it holds a symbolic link
+    that leads out of it (a planted ``report -> /elsewhere`` would have the report written
+    there), named with its target; None when it holds none (or is in an object store)."""
+    from raysweep.storage import escaping_links, storage_path
+
+    links = escaping_links(storage_path(directory))
+    if not links:
+        return None
+    return (f"experiment directory {directory} holds a symbolic link out of it ({links[0]}): "
+            "raysweep neither reads nor writes through such links; remove it")
 
 
 def _object_store_problem(path, what: str) -> str | None:
     """Why object-store folder ``path`` cannot be written: writes and deletes a probe object."""
     import uuid
+
+    from raysweep.errors import OutputError
+    from raysweep.redact import redact
 
     probe = path / f".raysweep-probe-{uuid.uuid4().hex}"
     try:
@@ -76,9 +112,11 @@ def _object_store_problem(path, what: str) -> str | None:
             return f"{what} {path} is an object, not a folder"
         probe.write_bytes(b"")
         probe.unlink()
+    except OutputError as err:  # the store cannot be reached: its own line
+        return str(err)
     except Exception as err:  # noqa: BLE001 - pyarrow and the store raise many kinds
-        return (f"{what} {path} is not writable ({type(err).__name__}: "
-                f"{' '.join(str(err).split())[:200]})")
+        return redact(f"{what} {path} is not writable ({type(err).__name__}: "
+                      f"{' '.join(str(err).split())[:200]})")
     return None
 
 
@@ -188,6 +226,18 @@ def _batch_problem(run: PretrainSpec, index) -> str | None:
         kind = "labelled training images"
     else:
         count, kind = len(index.unlabelled()), "images"
+    if run.validation_fraction and count:
+        # the package of the pre-training loop imports torch and Ray: only when asked for
+        from raysweep.ssl.pretrain.sharding import validation_split
+
+        indices = (index.labelled_indices("train")[0] if pretrain_method(run.method).needs_labels
+                   else index.unlabelled())
+        train, held = validation_split(indices, run.validation_fraction,
+                                       seed=run.data.split_seed)
+        if len(held) < run.batch_size:
+            return (f"validation_fraction {run.validation_fraction:g} holds out {len(held)} "
+                    f"images, fewer than one batch of {run.batch_size}")
+        count, kind = len(train), f"{kind} left after the validation hold-out"
     if count < run.batch_size:
         return f"{count} {kind} are fewer than one batch of {run.batch_size}"
     return None
@@ -291,7 +341,8 @@ def spec_file_problems(spec: ExperimentSpec, source: str = "<spec>") -> list[str
             seen.add(reason)
             lines.append(f"{source}: {key}: {reason}")
 
-    problem = directory_problem(spec.storage, "storage")
+    problem = directory_problem(spec.storage, "storage") or experiment_links_problem(
+        spec.directory)
     if problem:
         add("storage", problem)
     from raysweep.data import cache_root

@@ -38,10 +38,12 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from raysweep.errors import SpecError
+from raysweep.errors import OutputError, SpecError
+from raysweep.redact import redact
 
-__all__ = ["AnyPath", "StoragePath", "StorageStat", "copy_tree", "is_remote", "ray_storage",
-           "read_bytes", "relative_to", "remove_tree", "storage_path", "torch_load", "walk_files"]
+__all__ = ["AnyPath", "StoragePath", "StorageStat", "check_reachable", "copy_tree",
+           "escaping_links", "is_remote", "is_within", "ray_storage", "read_bytes", "relative_to",
+           "remove_tree", "resolved", "storage_path", "torch_load", "walk_files"]
 
 #: URI schemes that name a local folder.
 LOCAL_SCHEMES = ("", "file", "local")
@@ -62,18 +64,63 @@ def _filesystem(base: str):
     try:
         return pyarrow.fs.FileSystem.from_uri(base)
     except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds
-        raise SpecError(f"storage {_redacted(base)}: cannot open ({type(err).__name__}: "
-                        f"{' '.join(str(err).split())[:300]})") from None
+        raise SpecError(redact(f"storage {base}: cannot open ({type(err).__name__}: "
+                               f"{' '.join(str(err).split())[:300]})")) from None
 
 
-def _redacted(uri: str) -> str:
-    """``uri`` without secrets that a query string could carry."""
-    parts = urlsplit(uri)
-    if not parts.query:
-        return uri
-    kept = [q for q in parts.query.split("&")
-            if not q.lower().startswith(("secret", "access_key", "session_token"))]
-    return parts._replace(query="&".join(kept)).geturl()
+#: Query parameter of ``gs://`` URIs that bounds the GCS client's retries (pyarrow's name).
+_GCS_RETRY_LIMIT = "retry_limit_seconds"
+#: Words of pyarrow's (the AWS and Google SDKs') errors that mean no connection was made.
+_NO_CONNECTION = ("network_connection", "could not resolve", "couldn't resolve", "could not connect",
+                  "failed to connect", "unavailable", "curlcode", "timed out", "timeout",
+                  "connection refused", "name or service not known")
+
+
+@lru_cache(maxsize=32)
+def check_reachable(base: str) -> None:
+    """Raise :class:`OutputError` (one line: the store cannot be reached, or what it answered)
+    unless the object store of ``base`` answers one metadata request within
+    :func:`raysweep.environment.store_timeout_s` seconds. The request runs on a filesystem of
+    its own whose retries are bounded by that time (``retry_limit_seconds`` for GCS; the S3
+    client gives up after its three attempts), in a thread given 5 s more: a store that never
+    answers (no network, a firewall dropping packets) fails in seconds instead of hanging.
+    Once per store and process (a success is remembered)."""
+    import threading
+
+    import pyarrow.fs
+
+    from raysweep.environment import STORE_TIMEOUT_ENV, store_timeout_s
+
+    timeout = store_timeout_s()
+    probe_uri = base
+    split = urlsplit(base)
+    if split.scheme in ("gs", "gcs") and _GCS_RETRY_LIMIT not in split.query:
+        probe_uri += ("&" if split.query else "?") + f"{_GCS_RETRY_LIMIT}={max(1, int(timeout))}"
+    outcome: dict[str, BaseException] = {}
+
+    def probe() -> None:
+        try:
+            filesystem, path = pyarrow.fs.FileSystem.from_uri(probe_uri)
+            filesystem.get_file_info(path)
+        except BaseException as err:  # noqa: BLE001 - reported by the caller's thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=probe, name="raysweep-store-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if thread.is_alive():
+        raise OutputError(redact(f"storage {base}: cannot reach the store: no answer within "
+                                 f"{timeout:g} s (set {STORE_TIMEOUT_ENV} to wait longer)"))
+    if "error" in outcome:
+        raise OutputError(redact(f"storage {base}: {_store_failure(outcome['error'])}"))
+
+
+def _store_failure(err: BaseException) -> str:
+    """What a failed first request to a store says, in words and one line."""
+    text = " ".join(str(err).split())[:240]
+    if any(word in text.lower() for word in _NO_CONNECTION):
+        return f"cannot reach the store ({text})"
+    return f"the store refused the first request ({type(err).__name__}: {text})"
 
 
 def _same_store(one: str, other: str) -> bool:
@@ -145,7 +192,9 @@ class StoragePath:
 
     @property
     def filesystem(self):
-        """The ``pyarrow.fs.FileSystem`` this path lives in."""
+        """The ``pyarrow.fs.FileSystem`` this path lives in (the store answered once in this
+        process: :func:`check_reachable`)."""
+        check_reachable(self.base)
         return _filesystem(self.base)[0]
 
     @property
@@ -156,7 +205,7 @@ class StoragePath:
     def __str__(self) -> str:
         split = urlsplit(self.base)
         path = "/".join((split.path.rstrip("/"), *self.parts))
-        return _redacted(split._replace(path=path).geturl())
+        return redact(split._replace(path=path).geturl())
 
     # -- reading -------------------------------------------------------------------------
 
@@ -367,3 +416,39 @@ def ray_storage(path: AnyPath) -> dict[str, Any]:
     if isinstance(path, StoragePath):
         return {"storage_path": path.fs_path, "storage_filesystem": path.filesystem}
     return {"storage_path": str(path)}
+
+
+# ----------------------------------------------------------------------- symbolic links
+
+
+def resolved(path: str | os.PathLike[str]) -> Path | None:
+    """``path`` with every symbolic link resolved (``~`` expanded), or None when links form a
+    loop or cannot be read."""
+    try:
+        return Path(os.path.expanduser(path)).resolve(strict=False)
+    except (OSError, RuntimeError):  # RuntimeError: "Symlink loop" (Python < 3.13)
+        return None
+
+
+def is_within(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    """Whether ``path``, its symbolic links followed, lies in ``root`` (its links followed
+    too): a link inside a folder that points elsewhere is *not* within it."""
+    target, base = resolved(path), resolved(root)
+    return target is not None and base is not None and (target == base or base in target.parents)
+
+
+def escaping_links(root: AnyPath, limit: int = 3) -> list[str]:
+    """Up to ``limit`` symbolic links under the local folder ``root`` that lead out of it (or
+    into a loop), as ``name -> target`` relative to ``root``; links are listed, never
+    followed. An object store has no links: always empty."""
+    if isinstance(root, StoragePath) or not os.path.isdir(root):
+        return []
+    found: list[str] = []
+    for base, dirs, files in os.walk(root):
+        for name in sorted(dirs + files):
+            path = Path(base) / name
+            if path.is_symlink() and not is_within(path, root):
+                found.append(f"{path.relative_to(root).as_posix()} -> {os.readlink(path)}")
+                if len(found) >= limit:
+                    return found
+    return found

@@ -48,8 +48,9 @@ class SourceSpec(Spec):
 
     - ``folder``: ``path`` is a directory with one sub-folder per class.
     - ``manifest``: ``path`` is a CSV with columns ``path,label[,split]``; image paths are
-      relative to ``root`` (default: the manifest's directory) and must lie inside it unless
-      ``allow_outside_root``. The layout of ISIC, UFES-20 and DermNet downloads.
+      relative to ``root`` (default: the manifest's directory) and must lie inside it, symbolic
+      links resolved, unless ``allow_outside_root``. The layout of ISIC, UFES-20 and DermNet
+      downloads.
     - ``medmnist``: ``name`` (e.g. ``breastmnist``) read as ``<root>/<name>.npz`` (root defaults
       to ``~/.medmnist``, where the ``medmnist`` package downloads), or ``path`` to an ``.npz``.
     - ``digits``: scikit-learn's bundled 8x8 handwritten digits (offline demo set).
@@ -59,7 +60,8 @@ class SourceSpec(Spec):
     path: str | None = spec_field(None, doc="directory, manifest CSV or .npz file")
     root: str | None = spec_field(None, doc="manifest image root / medmnist download root")
     allow_outside_root: bool = spec_field(
-        False, doc="manifest: accept image paths outside its folder (or root): ../, absolute")
+        False, doc="folder / manifest: accept images outside its folder (or root): ../, absolute "
+                   "paths, symbolic links leading out")
     name: str | None = spec_field(None, doc="medmnist dataset flag, e.g. breastmnist")
     split: str | None = spec_field(
         None, doc="use only this split: the source's own (MedMNIST's, a manifest's split "
@@ -157,7 +159,7 @@ def _augmentation(value: Any) -> str | None:
     return (f"unknown pipeline {value!r}{_closest(str(value), list(AUGMENTATION_PIPELINES))}; "
             f"choose one of {', '.join(AUGMENTATION_PIPELINES)}")
 
-EncoderName = Literal["resnet18", "resnet34", "resnet50", "small_resnet"]
+EncoderName = Literal["resnet18", "resnet34", "resnet50", "resnet200x2", "small_resnet"]
 
 PRETRAIN_PREFIX = "pretrain:"
 
@@ -236,7 +238,7 @@ class PretrainSpec(Spec):
                                        doc="Barlow Twins off-diagonal weight (eq. 1)")
     alpha: float = spec_field(0.01, checks=(_non_negative,),
                               doc="sparsity weight on the projector's last layer (eq. 2)")
-    temperature: float = spec_field(0.07, checks=(_positive,), doc="SimCLR NT-Xent temperature")
+    temperature: float = spec_field(0.07, checks=(_positive,), doc="NT-Xent (SimCLR) and SupCon temperature")
     projector: tuple[int, ...] = spec_field((8192, 8192, 8192), checks=(_non_empty,),
                                             doc="projector widths")
     augmentation: str = spec_field("barlow_twins", checks=(_augmentation,),
@@ -256,6 +258,10 @@ class PretrainSpec(Spec):
                                   doc="kNN/linear proxy every k epochs (0 = off)")
     proxy: Literal["knn", "linear"] = spec_field("knn", doc="downstream proxy metric")
     proxy_data: DatasetSpec | None = spec_field(None, doc="labelled data for the proxy")
+    validation_fraction: float = spec_field(
+        0.0, checks=(_fraction_or_zero,),
+        doc="share of the pre-training images held out (not trained on) for a validation loss "
+            "and contrastive top-1 accuracy after every epoch (the thesis' Figure 7.1); 0 = off")
     keys: Mapping[str, str] = spec_field(default_factory=dict,
                                          doc="condition keys (initial, further_data, ...)")
     allow_test_overlap: bool = spec_field(
@@ -386,6 +392,9 @@ class EvaluationSpec(Spec):
     augmentation: str = spec_field("supervised", checks=(_augmentation,),
                                    doc="training and TTA pipeline (supervised_upright: no flips)")
     strength: float = spec_field(1.0, checks=(_between(0.0, 2.0),), doc="augmentation strength")
+    train_augmentation: bool = spec_field(
+        True, doc="false: train (and find the lr) on the non-augmented images, as the thesis' "
+                  "unfrozen backbone (section 3.2.3); TTA keeps `augmentation`")
     tta_views: int = spec_field(3, checks=(_non_negative,), doc="TTA views (0 = no TTA)")
     seed_scope: Literal["head", "all"] = spec_field(
         "head", doc="head: only the head init varies with the seed (paper)")
@@ -443,8 +452,11 @@ class EncoderCondition(Spec):
         doc="null = the stage's seeds; fewer for a costly baseline (the paper's Table 5: 5)")
 
     def problems(self) -> list[_FieldError]:
-        _, problems = _collect(EvaluationSpec, _apply_overrides(to_dict(EvaluationSpec()),
-                                                                self.overrides))
+        try:
+            merged = _apply_overrides(to_dict(EvaluationSpec()), self.overrides)
+        except _FieldError as err:  # a dotted key reaching inside a number
+            return [err.under("overrides")]
+        _, problems = _collect(EvaluationSpec, merged)
         return [err.under("overrides") for err in problems]
 
 
@@ -546,10 +558,17 @@ class SearchParam(Spec):
         if self.type == "choice":
             if not self.choices:
                 return [_FieldError(("choices",), "required for type choice")]
+            given = [bound for bound in ("low", "high") if getattr(self, bound) is not None]
+            if given:
+                return [_FieldError((given[0],), "goes with type uniform, loguniform or int; "
+                                                 "type choice takes choices only")]
             return [_FieldError(("choices", f"[{index}]"), f"must be a number, a string, a "
                                                          f"boolean or null, got {_describe(choice)}")
                     for index, choice in enumerate(self.choices)
                     if choice is not None and not isinstance(choice, (bool, int, float, str))]
+        if self.choices is not None:
+            return [_FieldError(("choices",), f"goes with type choice; type {self.type} takes "
+                                              "low and high")]
         if self.low is None or self.high is None:
             return [_FieldError(("low" if self.low is None else "high",),
                                 f"required for type {self.type}")]
@@ -571,6 +590,10 @@ class SearchParam(Spec):
             return int(self.low), int(self.high)  # type: ignore[arg-type]
         return self.low, self.high
 
+
+#: What a search may optimise: the overall metrics of a probe row
+#: (:func:`raysweep.evaluate.metrics.classification_metrics`).
+SEARCH_METRICS = ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy", "auc_ovr")
 
 #: The knobs of the paper's search (any other scalar field of the search's pretrain spec or
 #: evaluation settings can be searched too, by its dotted path: ``pretrain.weight_decay``,
@@ -651,6 +674,16 @@ class SearchSpec(Spec):
                 self._check_searchable(key, param)
             except _FieldError as err:
                 problems.append(err)
+        if self.metric not in SEARCH_METRICS:
+            problems.append(_FieldError(("metric",), f"must be one of "
+                                        f"{', '.join(SEARCH_METRICS)}, got {self.metric!r}"
+                                        f"{_closest(self.metric, list(SEARCH_METRICS))}"))
+        epochs = self.pretrain.epochs + (self.pretrain.frozen_epochs if self.pretrain.further
+                                         else 0)
+        if self.scheduler == "asha" and self.grace_period > epochs:
+            problems.append(_FieldError(("grace_period",), f"{self.grace_period} exceeds the "
+                                        f"base run's {epochs} training epoch(s): ASHA could "
+                                        "never stop a trial (set scheduler: none, or fewer)"))
         return problems
 
     def _check_searchable(self, key: str, param: SearchParam) -> None:
@@ -744,6 +777,10 @@ class ReportSpec(Spec):
                                           doc="bootstrap resamples of the mean difference")
     bootstrap_seed: int = spec_field(0, checks=(_non_negative,), doc="bootstrap seed")
     power: float = spec_field(0.8, checks=(_unit_interval_open,), doc="power for seeds needed")
+    curve_smoothing: float = spec_field(
+        0.0, checks=(_fraction_or_zero,),
+        doc="exponential smoothing alpha of plotted per-epoch curves, s_i = (1 - alpha) x_i + "
+            "alpha s_(i-1) (the thesis' Appendix D: 0.6); 0 = none")
 
     @property
     def chosen_metrics(self) -> tuple[str, ...]:
@@ -786,7 +823,7 @@ class ExperimentSpec(Spec):
     """A whole study: pretrain runs, the evaluate grid, searches and the report."""
 
     name: str = spec_field(checks=(_name,), doc="experiment name (its directory)")
-    storage: str = spec_field("~/raysweep_runs",
+    storage: str = spec_field("~/raysweep_runs", checks=(_non_empty,),
                               doc="storage root: a folder (shared for multi-node) or a URI "
                                   "(file://, s3://, gs://)")
     pretrain: tuple[PretrainSpec, ...] = spec_field((), doc="pre-training runs")
@@ -806,6 +843,10 @@ class ExperimentSpec(Spec):
             referenced.extend((("evaluate", "encoders", f"[{index}]", "encoder", "weights"),
                                cond.encoder.weights)
                               for index, cond in enumerate(self.evaluate.encoders))
+        referenced.extend((("search", f"[{index}]", "pretrain", "encoder", "weights"),
+                           search.pretrain.encoder.weights)
+                          for index, search in enumerate(self.search))
+        problems.extend(_duplicate_names([s.name for s in self.search], ("search",)))
         for path, weights in referenced:
             target = pretrain_reference(weights)
             if target is not None and target not in names:

@@ -64,6 +64,7 @@ from raysweep.artefacts import atomic_write_json, provenance, stable_hash
 from raysweep.data import decode
 from raysweep.data.decode_pool import decode_into, decode_workers
 from raysweep.data.sources import SourceListing, iter_array_items
+from raysweep.environment import cache_folder
 from raysweep.errors import DataError
 
 #: Part of every key: bump when the entry layout or ``meta.json`` changes incompatibly.
@@ -91,9 +92,11 @@ _INTACT: set[tuple] = set()
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
-    """``cache_dir``, else ``$RAYSWEEP_CACHE``, else ``~/.cache/raysweep`` (user-expanded)."""
-    chosen = cache_dir or os.environ.get("RAYSWEEP_CACHE") or "~/.cache/raysweep"
-    return Path(os.path.expanduser(chosen))
+    """``cache_dir``, else ``$RAYSWEEP_CACHE`` (a local folder: :mod:`raysweep.environment`),
+    else ``~/.cache/raysweep`` (user-expanded)."""
+    if cache_dir:
+        return Path(os.path.expanduser(cache_dir))
+    return cache_folder() or Path(os.path.expanduser("~/.cache/raysweep"))
 
 
 #: Digests this process has computed or read, by absolute path: [size, mtime_ns, sha256] (so

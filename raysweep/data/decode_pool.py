@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from raysweep.data import decode
+from raysweep.environment import value
 from raysweep.errors import DataError
 
 #: The first chunk is decoded in this process and timed; the pool starts only when the rest
@@ -54,12 +55,9 @@ Failure = tuple[int, str, str]
 
 def decode_workers() -> int:
     """How many processes decode (see the module docstring); at least 1."""
-    configured = os.environ.get("RAYSWEEP_DECODE_WORKERS", "").strip()
-    if configured:
-        if not configured.isdigit() or int(configured) < 1:
-            raise DataError(f"RAYSWEEP_DECODE_WORKERS must be a positive integer, got "
-                            f"{configured!r}")
-        return int(configured)
+    configured = value("RAYSWEEP_DECODE_WORKERS")
+    if configured is not None:
+        return int(configured)  # type: ignore[call-overload]
     ray_cpus = _ray_assigned_cpus()
     if ray_cpus is not None:
         return ray_cpus

@@ -10,11 +10,14 @@ Readers (``SourceSpec.kind``):
 - ``folder``: one sub-folder per class, images found recursively inside it (extensions in
   :data:`~raysweep.data.decode.IMAGE_EXTENSIONS`, hidden files skipped), in natural path order.
   ``classes`` selects sub-folders (and fixes their order). An unlabelled folder may also hold
-  images directly at its top level.
+  images directly at its top level. A class sub-folder or an image that is a symbolic link
+  leading out of the folder is refused unless the source says ``allow_outside_root: true``
+  (links within the folder are followed; linked folders inside a class are not descended).
 - ``manifest``: a CSV with header ``path,label[,split]`` (extra columns are ignored); image paths
   are relative to ``root`` (default: the CSV's folder), and a row whose path leaves it (``../``,
-  an absolute path elsewhere) is refused unless the source says ``allow_outside_root: true``: a
-  manifest from elsewhere cannot make raysweep read and hash arbitrary files. The file must be
+  an absolute path elsewhere, or a symbolic link inside the root that leads out of it) is refused
+  unless the source says ``allow_outside_root: true``: a manifest from elsewhere cannot make
+  raysweep read and hash arbitrary files. The file must be
   UTF-8. ``split`` values are ``train``, ``val`` (also ``valid`` / ``validation``) or ``test``.
   With ``classes`` given, a label outside it is an error naming the line: a manifest states its
   labels, so a typo must not silently drop rows.
@@ -44,6 +47,7 @@ import numpy as np
 from raysweep.config import SourceSpec
 from raysweep.data.decode import IMAGE_EXTENSIONS
 from raysweep.errors import DataError
+from raysweep.storage import is_within
 
 SPLITS: tuple[Literal["train", "val", "test"], ...] = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
@@ -173,11 +177,32 @@ def _is_image(path: Path) -> bool:
             and path.is_file())
 
 
-def _images_under(directory: Path) -> list[Path]:
+def refuse_link_out(spec: SourceSpec, path: Path, root: Path) -> None:
+    """A :class:`DataError` when ``path`` (a symbolic link, or below one) leads out of
+    ``root`` and the source does not say ``allow_outside_root: true``."""
+    if spec.allow_outside_root or is_within(path, root):
+        return
+    raise DataError(f"{path} is a symbolic link to {os.path.realpath(path)}, outside "
+                    f"{os.path.abspath(root)}; set allow_outside_root: true on the source to "
+                    "read it")
+
+
+def _images_under(spec: SourceSpec, directory: Path, root: Path) -> list[Path]:
+    """The images below ``directory`` (hidden entries skipped, linked folders not descended);
+    a linked image leading out of ``root`` is refused (:func:`refuse_link_out`)."""
     found: list[Path] = []
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(Path(root) / f for f in files)
+    pending = [directory]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+                    if entry.is_symlink():
+                        refuse_link_out(spec, Path(entry.path), root)
+                    found.append(Path(entry.path))
     return sorted((p for p in found if _is_image(p)),
                   key=lambda p: natural_key(p.relative_to(directory).as_posix()))
 
@@ -189,6 +214,9 @@ def _read_folder(spec: SourceSpec) -> SourceListing:
     sub_folders = sorted((d.name for d in root.iterdir()
                           if d.is_dir() and not d.name.startswith(".")), key=natural_key)
     loose = sorted((p for p in root.iterdir() if _is_image(p)), key=lambda p: natural_key(p.name))
+    for path in loose:
+        if path.is_symlink():
+            refuse_link_out(spec, path, root)
     if loose and spec.labelled:
         raise DataError(f"image outside a class sub-folder: {loose[0]} (a labelled image folder "
                         "needs one sub-folder per class; set labelled: false to ignore labels)")
@@ -206,7 +234,9 @@ def _read_folder(spec: SourceSpec) -> SourceListing:
     paths: list[Path] = list(loose)
     labels: list[int] = [-1] * len(loose)
     for index, name in enumerate(classes):
-        found = _images_under(root / name)
+        if (root / name).is_symlink():
+            refuse_link_out(spec, root / name, root)
+        found = _images_under(spec, root / name, root)
         paths.extend(found)
         labels.extend([index] * len(found))
     return SourceListing(
@@ -294,6 +324,10 @@ def _manifest_image(spec: SourceSpec, root: Path, rel: str, where: str) -> Path:
                         "allow_outside_root: true on the source to read it")
     if not path.is_file():
         raise DataError(f"{where}: image not found: {path}")
+    try:
+        refuse_link_out(spec, path, root)
+    except DataError as err:
+        raise DataError(f"{where}: {err}") from None
     return path
 
 

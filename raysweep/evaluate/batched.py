@@ -60,6 +60,7 @@ from raysweep.evaluate.protocol import (
     encoder_output_dim,
     make_row,
     prepare_test_sets,
+    training_augment,
 )
 from raysweep.evaluate.streams import SeedStreams
 from raysweep.evaluate.tta import Augment
@@ -155,7 +156,8 @@ class _BatchedProbe:
 
     def __init__(self, encoder: nn.Module, pair: LabelledPair, seeds: Sequence[int],
                  settings: EvaluationSpec, augment: Augment):
-        self.pair, self.settings, self.augment = pair, settings, augment
+        self.pair, self.settings = pair, settings
+        self.train_augment = training_augment(settings, augment)
         self.shared = SeedStreams(seeds[0], settings.seed_scope)  # non-head streams are shared
         self.encoder = copy.deepcopy(encoder).to(pair.train_images.device).eval()
         for p in self.encoder.parameters():
@@ -189,7 +191,7 @@ class _BatchedProbe:
         if settings.lr_max is not None:
             return torch.full((self.num_heads,), float(settings.lr_max), dtype=torch.float64), None
         finder_batches = training_batches(self.pair, settings.batch_size,
-                                          *self.shared.lr_finder(), augment=self.augment)
+                                          *self.shared.lr_finder(), augment=self.train_augment)
 
         def finder_step(lr: float, active: Sequence[bool]) -> list[float]:
             _set_lr(optimizer, lr)
@@ -217,7 +219,7 @@ class _BatchedProbe:
                                               dtype=torch.float64),
                                 betas=ADAM_BETAS, eps=ADAM_EPS)
         batches = training_batches(self.pair, settings.batch_size, self.shared.data_order(),
-                                   self.shared.train_aug(), self.augment)
+                                   self.shared.train_aug(), self.train_augment)
         self.heads.train()
         step = partial(self.train_step, optimizer)
         run_steps(step, batches, settings.head_epochs * self.steps)

@@ -19,7 +19,8 @@ Optimiser: fastai's Adam = ``torch.optim.AdamW`` with ``eps=1e-5``, ``betas=(0.9
 0 in the paper's code); ``settings.optimizer`` / ``settings.schedule`` choose the thesis'
 instead (:mod:`raysweep.evaluate.optimizers`). Training batches: ``batch_size`` (64),
 reshuffled each epoch from the ``data_order`` stream, incomplete last batch dropped (fastai),
-augmented with the ``supervised`` pipeline from the ``train_aug`` stream; the LR finder draws
+augmented with the ``supervised`` pipeline from the ``train_aug`` stream (or not augmented at
+all with ``train_augmentation: false``, the thesis' unfrozen backbone); the LR finder draws
 its batches from its own stream. The phases are :mod:`raysweep.evaluate.phases`, shared with
 batched probes.
 
@@ -81,7 +82,7 @@ from raysweep.models import LinearHead
 from raysweep.optim import LRFinderResult
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "TEST_SETS", "default_augment", "encoder_output_dim",
-           "finetune", "probe_single"]
+           "finetune", "probe_single", "training_augment"]
 
 #: The row key holding the metrics of every external test set (a list of dicts, each with its
 #: ``test_set`` name); :mod:`raysweep.sweep.results` expands it into one table row each.
@@ -94,6 +95,18 @@ def default_augment(settings: EvaluationSpec, image_size: int) -> Augment:
 
     return build_pipeline(settings.augmentation, image_size=image_size,
                           strength=settings.strength)
+
+
+def _unaugmented(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The images as they are (float (B, 3, H, W)): no augmentation, no random draw."""
+    return x
+
+
+def training_augment(settings: EvaluationSpec, augment: Augment) -> Augment:
+    """The pipeline of the training and LR-finder batches: ``augment``, or the images as they
+    are when ``settings.train_augmentation`` is off (Jiang's unfrozen backbone, "given
+    non-augmented image x", thesis section 3.2.3). TTA always uses ``augment``."""
+    return augment if settings.train_augmentation else _unaugmented
 
 
 @torch.no_grad()
@@ -157,6 +170,8 @@ def make_row(*, protocol: str, seed: int, settings: EvaluationSpec, metrics: dic
     }
     if settings.optimizer != "fastai_adam" or settings.schedule != "onecycle":
         row["optimizer"], row["schedule"] = settings.optimizer, settings.schedule
+    if not settings.train_augmentation:
+        row["train_augmentation"] = False
     if precision is not None:
         row.update(precision.row_columns())
     return row
@@ -218,6 +233,7 @@ class _SeedRun:
         self.external = prepare_test_sets(test_sets, self.pair.class_names,
                                           self.pair.image_size, dev)
         self.augment = augment or default_augment(settings, self.pair.image_size)
+        self.train_augment = training_augment(settings, self.augment)
         self.streams = SeedStreams(seed, settings.seed_scope)
         self.encoder = copy.deepcopy(encoder).to(dev)  # the caller's encoder stays as it was
         in_dim = encoder_output_dim(self.encoder, self.pair.train_images[:2])
@@ -263,7 +279,7 @@ class _SeedRun:
         optimizer = make_optimizer(trainable, settings.head_lr, settings)
         self.order, self.aug_generator = self.streams.data_order(), self.streams.train_aug()
         self.batches = training_batches(self.pair, settings.batch_size, self.order,
-                                        self.aug_generator, self.augment)
+                                        self.aug_generator, self.train_augment)
         if resume is None:
             run_steps(partial(self.train_step, optimizer), self.batches,
                       settings.head_epochs * self.steps)
@@ -284,7 +300,7 @@ class _SeedRun:
         if settings.lr_max is not None:
             return settings.lr_max, None
         finder_batches = training_batches(self.pair, settings.batch_size,
-                                          *self.streams.lr_finder(), augment=self.augment)
+                                          *self.streams.lr_finder(), augment=self.train_augment)
 
         def finder_step(lr: float, active: Sequence[bool]) -> list[float]:
             for group in optimizer.param_groups:

@@ -6,6 +6,7 @@ from raysweep.models.heads import LinearHead, Projector
 from raysweep.models.init import seeded_init
 from raysweep.models.weights import (
     HUB_MODELS,
+    HUB_VARIANTS,
     WEIGHT_SOURCES,
     LoadReport,
     hub_checkpoint_path,
@@ -16,6 +17,7 @@ from raysweep.models.weights import (
 __all__ = [
     "ENCODERS",
     "HUB_MODELS",
+    "HUB_VARIANTS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "WEIGHT_SOURCES",

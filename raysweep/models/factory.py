@@ -24,7 +24,8 @@ def build_encoder(
     """An encoder mapping (B, 3, H, W) floats in [0, 1] to (B, ``encoder.output_dim``).
 
     Args:
-        name: ``resnet18``, ``resnet34``, ``resnet50`` (torchvision, ``fc`` removed) or
+        name: ``resnet18``, ``resnet34``, ``resnet50`` (torchvision, ``fc`` removed),
+            ``resnet200x2`` (VICReg's 2x-wide ResNet-200 of torchvision blocks) or
             ``small_resnet`` (CIFAR-style, for CPU demos and tests).
         weights: a weights spec (see :mod:`raysweep.models.weights`): ``random``,
             ``torchvision:IMAGENET1K_V1``/``V2``, ``barlowtwins``, ``vicreg``, ``file:PATH``.

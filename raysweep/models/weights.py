@@ -13,7 +13,9 @@ A weights spec is a string:
     torchvision ResNet-50 state dict from dl.fbaipublicfiles.com/barlowtwins/ljng/resnet50.pth.
 ``vicreg``
     the facebookresearch/vicreg torch.hub ``resnet50``, from
-    dl.fbaipublicfiles.com/vicreg/resnet50.pth.
+    dl.fbaipublicfiles.com/vicreg/resnet50.pth; with the ``resnet200x2`` encoder its
+    ``resnet200w2`` (ResNet-200, 2x width), from dl.fbaipublicfiles.com/vicreg/resnet200x2.pth,
+    read as ``<hub dir>/checkpoints/vicreg_resnet200x2.pth`` (:data:`HUB_VARIANTS`).
 ``file:PATH``
     a plain state dict, a DDP (``module.``-prefixed) one, a ``torch.compile`` (``_orig_mod.``)
     one, or a raysweep checkpoint (a dict whose ``encoder`` entry is the state dict); ``PATH``
@@ -51,6 +53,7 @@ from raysweep.storage import AnyPath, storage_path, torch_load
 
 __all__ = [
     "HUB_MODELS",
+    "HUB_VARIANTS",
     "WEIGHT_SOURCES",
     "LoadReport",
     "extract_state_dict",
@@ -69,6 +72,13 @@ HUB_MODELS: dict[str, tuple[str, str]] = {
         "barlowtwins_resnet50.pth",
     ),
     "vicreg": ("https://dl.fbaipublicfiles.com/vicreg/resnet50.pth", "vicreg_resnet50.pth"),
+}
+
+#: torch.hub models of another architecture than ResNet-50: (name, encoder) -> (download url,
+#: file name in the hub checkpoints dir). Same key layout as the ResNet-50 files.
+HUB_VARIANTS: dict[tuple[str, str], tuple[str, str]] = {
+    ("vicreg", "resnet200x2"): ("https://dl.fbaipublicfiles.com/vicreg/resnet200x2.pth",
+                                "vicreg_resnet200x2.pth"),
 }
 
 #: Prefixes added by wrappers (DDP, torch.compile): stripped from every key.
@@ -195,14 +205,22 @@ def _torchvision(argument: str, arch: str, spec: str) -> StateDict:
     return extract_state_dict(_read(path, spec, url), spec)
 
 
-def _hub(name: str) -> Callable[[str, str, str], StateDict]:
-    url, filename = HUB_MODELS[name]
+def _hub_file(name: str, arch: str, spec: str) -> tuple[str, str]:
+    """(download url, hub file name) of hub model ``name`` for encoder ``arch``."""
+    if (name, arch) in HUB_VARIANTS:
+        return HUB_VARIANTS[(name, arch)]
+    if arch != "resnet50":
+        archs = ["resnet50", *(a for n, a in HUB_VARIANTS if n == name)]
+        published = " and ".join(archs) if len(archs) > 1 else "a resnet50"
+        raise WeightsError(f"weights {spec!r}: {name} publishes {published} only, not {arch}")
+    return HUB_MODELS[name]
 
+
+def _hub(name: str) -> Callable[[str, str, str], StateDict]:
     def resolve(argument: str, arch: str, spec: str) -> StateDict:
         if argument:
             raise WeightsError(f"weights {spec!r}: {name!r} takes no argument")
-        if arch != "resnet50":
-            raise WeightsError(f"weights {spec!r}: {name} publishes a resnet50 only, not {arch}")
+        url, filename = _hub_file(name, arch, spec)
         return extract_state_dict(_read(hub_checkpoint_path(filename), spec, url), spec)
 
     return resolve
@@ -244,7 +262,7 @@ def weights_file(spec: str, arch: str) -> AnyPath | None:
     if kind == "torchvision":
         return _torchvision_file(argument, arch, spec)[0]
     if kind in HUB_MODELS:
-        return hub_checkpoint_path(HUB_MODELS[kind][1])
+        return hub_checkpoint_path(_hub_file(kind, arch, spec)[1])
     if kind == "file" and argument:
         return storage_path(argument)
     resolve_weights(spec, arch)  # raises the one-line error of an unknown or malformed spec

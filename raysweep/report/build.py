@@ -427,12 +427,16 @@ def _validation_section(
         if curves.empty:
             continue
         slug = f"validation-curves-{slugify(label)}"
-        fig = plots.validation_curves(curves, metrics, f"Validation curves — {label}")
+        fig = plots.validation_curves(curves, metrics, f"Validation curves — {label}",
+                                      settings.curve_smoothing)
         if fig is not None:
             path = plots.save_png(fig, fig_dir / f"{slug}.png", dpi=dpi)
             blocks.append(Figure(slug, f"Validation curves — {label}",
                                  "Loss and metrics on the validation split after every "
-                                 "epoch: mean over seeds, band ± one standard deviation.",
+                                 "epoch: mean over seeds, band ± one standard deviation."
+                                 + (f" The mean exponentially smoothed (alpha "
+                                    f"{settings.curve_smoothing:g}), the true mean "
+                                    "semi-transparent." if settings.curve_smoothing else ""),
                                  path))
         blocks.append(Table(
             slug=slug, title=f"Last epoch on the validation split — {label}",
@@ -531,8 +535,15 @@ def _figures_section(
             f"lr-finder-{slugify(label)}", f"LR-finder curves — {label}",
             "Loss against learning rate for every run; dotted lines mark the suggested lr_max.")
     if not curves.empty:
-        add(plots.pretrain_loss_curves(curves), "pretrain-loss", "Pre-training loss",
-            "Mean loss per epoch of each pre-training run.")
+        smoothed = (f" Exponentially smoothed (alpha {settings.curve_smoothing:g}), the true "
+                    "lines semi-transparent." if settings.curve_smoothing else "")
+        add(plots.pretrain_loss_curves(curves, settings.curve_smoothing), "pretrain-loss",
+            "Pre-training loss", "Mean loss per epoch of each pre-training run; dashed: the "
+            f"loss on its held-out validation images, where it has some.{smoothed}")
+        add(plots.pretrain_top1_curves(curves, settings.curve_smoothing), "pretrain-top1",
+            "Contrastive top-1 accuracy", "Share of the images of a batch whose most similar "
+            "embedding is their other view, per epoch; dashed: on the held-out validation "
+            f"images.{smoothed}")
     for history in histories:
         if history.trials.empty or is_search_folder(history.path.parent):
             continue  # a search with a study has its own section

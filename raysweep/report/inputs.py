@@ -42,8 +42,15 @@ def load_results(experiment_dir: str | Path) -> pd.DataFrame:
     return results
 
 
+#: The monitored terms of ``metrics.jsonl`` kept beside ``loss`` (the thesis' Figure 7.1): the
+#: contrastive top-1 accuracy, and the validation loss and accuracy of a held-out share.
+MONITORED = ("contrastive_top1", "val_loss", "val_contrastive_top1")
+CURVE_COLUMNS = ["run", "epoch", "loss", *MONITORED]
+
+
 def load_pretrain_curves(experiment_dir: str | Path) -> pd.DataFrame:
-    """All pre-training logs as one long table with columns ``run``, ``epoch``, ``loss``.
+    """All pre-training logs as one long table with columns ``run``, ``epoch``, ``loss`` and
+    the :data:`MONITORED` terms (NaN where a run did not log them).
 
     Records without both ``epoch`` and ``loss`` (other record kinds) are skipped. An
     unparsable *last* line is skipped too (a run still writing, or killed mid-line); an
@@ -64,13 +71,15 @@ def load_pretrain_curves(experiment_dir: str | Path) -> pd.DataFrame:
                     break
                 raise DataError(f"{log} line {number} is not valid JSON") from exc
             if isinstance(record, dict) and "epoch" in record and "loss" in record:
-                records.append({"run": name, "epoch": record["epoch"], "loss": record["loss"]})
+                records.append({"run": name, "epoch": record["epoch"], "loss": record["loss"],
+                                **{key: record.get(key) for key in MONITORED}})
         if records:
-            frames.append(pd.DataFrame(records))
+            frames.append(pd.DataFrame(records, columns=CURVE_COLUMNS))
     if not frames:
-        return pd.DataFrame(columns=["run", "epoch", "loss"])
+        return pd.DataFrame(columns=CURVE_COLUMNS)
     curves = pd.concat(frames, ignore_index=True)
-    curves["loss"] = pd.to_numeric(curves["loss"], errors="coerce")
+    for column in ("loss", *MONITORED):
+        curves[column] = pd.to_numeric(curves[column], errors="coerce")
     return curves
 
 

@@ -125,18 +125,78 @@ def lr_finder_curves(frame: pd.DataFrame, title: str) -> Figure | None:
     return fig
 
 
-def pretrain_loss_curves(curves: pd.DataFrame) -> Figure:
-    """Pre-training loss per epoch (mean over the epoch's records), one line per run.
-    ``curves`` has columns ``run``, ``epoch``, ``loss``."""
+def exponential_smoothing(values: Sequence[float] | np.ndarray, alpha: float) -> np.ndarray:
+    """The exponential moving average of a curve (Jiang's thesis, Appendix D, eq. D.1, with
+    the average's previous value): ``s_0 = x_0``, ``s_i = (1 - alpha) x_i + alpha s_{i-1}``;
+    ``alpha = 0`` returns the values. A NaN is kept as NaN and leaves the average unchanged."""
+    x = np.asarray(values, dtype=float)
+    if not 0 <= alpha < 1:
+        raise ValueError(f"smoothing alpha must be in [0, 1), got {alpha!r}")
+    if alpha == 0 or x.size == 0:
+        return x.copy()
+    out = np.full_like(x, np.nan)
+    previous = np.nan
+    for i, value in enumerate(x):
+        if np.isnan(value):
+            continue
+        previous = value if np.isnan(previous) else (1 - alpha) * value + alpha * previous
+        out[i] = previous
+    return out
+
+
+def _smoothed_line(ax: Any, x: Any, y: np.ndarray, smoothing: float, **style: Any) -> None:
+    """``y`` against ``x``; smoothed, its true line drawn semi-transparent beneath (the thesis'
+    Figures 3.1 and 7.1), when ``smoothing`` > 0."""
+    if smoothing > 0:
+        ax.plot(x, y, **{**style, "label": None, "alpha": 0.3, "marker": None})
+        y = exponential_smoothing(y, smoothing)
+    ax.plot(x, y, **style)
+
+
+def _pretrain_panel(ax: Any, curves: pd.DataFrame, train: str, val: str,
+                    smoothing: float) -> None:
+    """One run per colour: ``train`` solid, ``val`` (the held-out share) dashed, per epoch."""
+    for i, (run, frame) in enumerate(curves.groupby("run", sort=False)):
+        per_epoch = frame.groupby("epoch")[[train, val]].mean()
+        colour = f"C{i % 10}"
+        _smoothed_line(ax, per_epoch.index, per_epoch[train].to_numpy(float), smoothing,
+                       color=colour, marker=".", label=str(run))
+        if per_epoch[val].notna().any():
+            _smoothed_line(ax, per_epoch.index, per_epoch[val].to_numpy(float), smoothing,
+                           color=colour, ls="--", label=f"{run} (validation)")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize="small")
+
+
+def pretrain_loss_curves(curves: pd.DataFrame, smoothing: float = 0.0) -> Figure:
+    """Pre-training loss per epoch (mean over the epoch's records), one line per run, and
+    dashed the validation loss of a run that held out a share of its images. ``curves`` has
+    columns ``run``, ``epoch``, ``loss`` (and ``val_loss``); ``smoothing`` is the exponential
+    smoothing's alpha (:func:`exponential_smoothing`; 0 = none)."""
     fig = new_figure(6.0, 3.6)
     ax = fig.subplots()
-    for run, frame in curves.groupby("run", sort=False):
-        per_epoch = frame.groupby("epoch")["loss"].mean()
-        ax.plot(per_epoch.index, per_epoch.to_numpy(), marker=".", label=str(run))
-    ax.set_xlabel("epoch")
+    frame = curves if "val_loss" in curves.columns else curves.assign(val_loss=np.nan)
+    _pretrain_panel(ax, frame, "loss", "val_loss", smoothing)
     ax.set_ylabel("pre-training loss")
     ax.set_title("Pre-training loss")
-    ax.legend(fontsize="small")
+    return fig
+
+
+def pretrain_top1_curves(curves: pd.DataFrame, smoothing: float = 0.0) -> Figure | None:
+    """The contrastive top-1 accuracy per epoch (is an image's other view the most similar of
+    its batch? the thesis' Figure 7.1), training solid and validation dashed, one colour per
+    run; None when no run logged it."""
+    if "contrastive_top1" not in curves.columns or curves["contrastive_top1"].isna().all():
+        return None
+    fig = new_figure(6.0, 3.6)
+    ax = fig.subplots()
+    frame = curves[curves["contrastive_top1"].notna()]
+    if "val_contrastive_top1" not in frame.columns:
+        frame = frame.assign(val_contrastive_top1=np.nan)
+    _pretrain_panel(ax, frame, "contrastive_top1", "val_contrastive_top1", smoothing)
+    ax.set_ylabel("contrastive top-1 accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Contrastive top-1 accuracy")
     return fig
 
 
@@ -194,10 +254,12 @@ def validation_curve_table(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.Da
     return stats.rename(columns={"count": "n"})[columns]
 
 
-def validation_curves(curves: pd.DataFrame, metrics: Sequence[str], title: str) -> Figure | None:
+def validation_curves(curves: pd.DataFrame, metrics: Sequence[str], title: str,
+                      smoothing: float = 0.0) -> Figure | None:
     """One panel per metric: mean over seeds per epoch, one line per condition, with a band of
-    one standard deviation (the thesis' Figure 7.2, without smoothing). ``curves`` is a
-    :func:`validation_curve_table`; None when it is empty."""
+    one standard deviation around it (the thesis' Figure 7.2); with ``smoothing`` > 0 the mean
+    is exponentially smoothed (:func:`exponential_smoothing`), the true mean drawn
+    semi-transparent. ``curves`` is a :func:`validation_curve_table`; None when it is empty."""
     metrics = [m for m in metrics if m in set(curves["metric"])]
     if curves.empty or not metrics:
         return None
@@ -209,7 +271,9 @@ def validation_curves(curves: pd.DataFrame, metrics: Sequence[str], title: str) 
             part = curves[(curves["condition"] == condition) & (curves["metric"] == metric)]
             part = part.sort_values("epoch")
             mean, std = part["mean"].to_numpy(float), part["std"].fillna(0.0).to_numpy(float)
-            ax.plot(part["epoch"], mean, color=f"C{i % 10}", label=condition, lw=1.2)
+            _smoothed_line(ax, part["epoch"], mean, smoothing, color=f"C{i % 10}",
+                           label=condition, lw=1.2)
+            mean = exponential_smoothing(mean, smoothing)
             ax.fill_between(part["epoch"], mean - std, mean + std, color=f"C{i % 10}",
                             alpha=0.2, lw=0)
         ax.set_xlabel("epoch")

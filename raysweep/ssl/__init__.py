@@ -14,8 +14,10 @@ __all__ = [
     "BarlowTwinsTerms",
     "barlow_twins_loss",
     "barlow_twins_terms",
+    "contrastive_top1_accuracy",
     "l21_norm",
     "nt_xent_loss",
+    "supcon_loss",
 ]
 
 

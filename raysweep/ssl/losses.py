@@ -4,11 +4,16 @@
   :func:`l21_norm` of the projector's last weight).
 * NT-Xent, SimCLR's normalised temperature-scaled cross entropy (Chen et al. 2020; thesis
   Table 3.1: temperature 0.07).
+* SupCon, the supervised contrastive loss ``L^sup_out`` of Khosla et al. 2020 (eq. 2): NT-Xent
+  whose positives are every other view of the same class (Chaves et al.'s SCL pipelines).
+* The contrastive top-1 accuracy of a batch (is an anchor's positive its most similar
+  embedding? Jiang's thesis, Figure 7.1): a monitor, not an objective.
 
 Distribution is explicit and opt-in: with ``distributed=None`` (the default) the functions span
 all ranks whenever a ``torch.distributed`` process group with more than one rank is initialised,
 and are plain single-process maths otherwise. Cross-rank quantities (the batch statistics and the
-cross-correlation of Barlow Twins, the negatives of NT-Xent) go through the autograd-aware
+cross-correlation of Barlow Twins, the negatives of NT-Xent, the negatives and same-class
+positives of SupCon) go through the autograd-aware
 collectives of :mod:`raysweep.distributed`, so every rank returns the loss of the concatenated
 global batch and DDP's gradient averaging gives exactly the single-process gradient.
 """
@@ -32,8 +37,10 @@ __all__ = [
     "BarlowTwinsTerms",
     "barlow_twins_loss",
     "barlow_twins_terms",
+    "contrastive_top1_accuracy",
     "l21_norm",
     "nt_xent_loss",
+    "supcon_loss",
 ]
 
 #: BatchNorm1d's default epsilon: Zbontar et al. standardise with ``BatchNorm1d(affine=False)``.
@@ -173,15 +180,8 @@ def nt_xent_loss(
     gather = _use_collectives(distributed)
     z_a = F.normalize(_at_least_float32(z_a), dim=1)
     z_b = F.normalize(_at_least_float32(z_b), dim=1)
-    n_local = z_a.shape[0]
-    if gather:
-        all_a, all_b = all_gather_with_grad(z_a), all_gather_with_grad(z_b)
-        offset = sum(all_gather_sizes(n_local, z_a.device)[: get_rank()])
-    else:
-        all_a, all_b, offset = z_a, z_b, 0
-    n_global = all_a.shape[0]
-    candidates = torch.cat([all_a, all_b])  # (2N, d): view a rows, then view b rows
-    anchors = torch.cat([z_a, z_b])  # (2n, d)
+    candidates, anchors, offset = _global_views(z_a, z_b, gather)
+    n_local, n_global = z_a.shape[0], candidates.shape[0] // 2
     logits = anchors @ candidates.T / temperature  # (2n, 2N)
     local = torch.arange(n_local, device=z_a.device)
     self_index = torch.cat([offset + local, n_global + offset + local])
@@ -195,3 +195,105 @@ def nt_xent_loss(
     if gather:
         total = all_reduce_sum(total)
     return total / (2 * n_global)
+
+
+def _global_views(z_a: torch.Tensor, z_b: torch.Tensor, gather: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(candidates (2N, d), anchors (2n, d), offset)``: every rank's view-a rows then every
+    rank's view-b rows (differentiable), this rank's view-a then view-b rows, and the index of
+    this rank's first row among the N global images (0 without a process group)."""
+    if gather:
+        all_a, all_b = all_gather_with_grad(z_a), all_gather_with_grad(z_b)
+        offset = sum(all_gather_sizes(z_a.shape[0], z_a.device)[: get_rank()])
+    else:
+        all_a, all_b, offset = z_a, z_b, 0
+    return torch.cat([all_a, all_b]), torch.cat([z_a, z_b]), offset
+
+
+def supcon_loss(
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float,
+    distributed: bool | None = None,
+) -> torch.Tensor:
+    """Khosla et al.'s supervised contrastive loss ``L^sup_out`` (2020, eq. 2), a scalar averaged
+    over all 2N anchors of the (global) batch.
+
+    Args:
+        z_a, z_b: projections of the two views, (n, d) each; row ``i`` of both is one image.
+        labels: (n,) integer class of each image (this rank's rows).
+        temperature: softmax temperature tau > 0.
+        distributed: ``None`` takes negatives and positives from every rank when a process
+            group exists; ``False`` keeps them local.
+
+    Among the 2N L2-normalised embeddings, anchor ``i``'s positives ``P(i)`` are every other
+    embedding of its class (its own other view included) and ``A(i)`` all but itself:
+    ``l_i = -1/|P(i)| sum_{p in P(i)} log exp(s_ip / tau) / sum_{a in A(i)} exp(s_ia / tau)``
+    with cosine similarity ``s``. With one image per class it is NT-Xent
+    (:func:`nt_xent_loss`). With a process group the labels are gathered with the embeddings,
+    so an anchor's positives include same-class images of every rank, and the per-rank sums are
+    all-reduced: every rank returns the same global loss.
+    """
+    _check_pair(z_a, z_b)
+    if labels.shape != (z_a.shape[0],):
+        raise ValueError(f"labels must be ({z_a.shape[0]},), got {tuple(labels.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    gather = _use_collectives(distributed)
+    z_a = F.normalize(_at_least_float32(z_a), dim=1)
+    z_b = F.normalize(_at_least_float32(z_b), dim=1)
+    candidates, anchors, offset = _global_views(z_a, z_b, gather)
+    all_labels = all_gather_with_grad(labels) if gather else labels
+    n_local, n_global = z_a.shape[0], all_labels.shape[0]
+    logits = anchors @ candidates.T / temperature  # (2n, 2N)
+    local = torch.arange(n_local, device=z_a.device)
+    self_index = torch.cat([offset + local, n_global + offset + local])
+    rows = torch.arange(2 * n_local, device=z_a.device)
+    is_self = torch.zeros_like(logits, dtype=torch.bool)
+    is_self[rows, self_index] = True
+    positive = (torch.cat([labels, labels])[:, None] == torch.cat([all_labels, all_labels])[None])
+    positive &= ~is_self
+    log_prob = logits - torch.logsumexp(logits.masked_fill(is_self, float("-inf")), dim=1,
+                                        keepdim=True)
+    per_anchor = -(log_prob * positive).sum(dim=1) / positive.sum(dim=1)
+    total = per_anchor.sum()
+    if gather:
+        total = all_reduce_sum(total)
+    return total / (2 * n_global)
+
+
+@torch.no_grad()
+def contrastive_top1_accuracy(
+    z_a: torch.Tensor, z_b: torch.Tensor, *, distributed: bool | None = None
+) -> torch.Tensor:
+    """The share of the 2N anchors of the (global) batch whose most similar other embedding
+    (cosine similarity, itself excluded) is its positive, the other view of the same image:
+    the "top-1 accuracy" of contrastive pre-training (Jiang's thesis, Figure 7.1: "whether the
+    model correctly matches the positive pairs in a batch"). A float32 scalar in [0, 1]; a tie
+    between the positive and another candidate counts as a miss.
+
+    Args:
+        z_a, z_b: projections of the two views, (n, d) each; row ``i`` of both is one image.
+        distributed: ``None`` takes the candidates from every rank when a process group exists
+            (every rank returns the global share); ``False`` keeps them local.
+    """
+    _check_pair(z_a, z_b)
+    gather = _use_collectives(distributed)
+    z_a = F.normalize(_at_least_float32(z_a), dim=1)
+    z_b = F.normalize(_at_least_float32(z_b), dim=1)
+    candidates, anchors, offset = _global_views(z_a, z_b, gather)
+    n_local, n_global = z_a.shape[0], candidates.shape[0] // 2
+    similarity = anchors @ candidates.T  # (2n, 2N)
+    local = torch.arange(n_local, device=z_a.device)
+    self_index = torch.cat([offset + local, n_global + offset + local])
+    positive_index = torch.cat([n_global + offset + local, offset + local])
+    rows = torch.arange(2 * n_local, device=z_a.device)
+    similarity[rows, self_index] = float("-inf")
+    positive = similarity[rows, positive_index]
+    similarity[rows, positive_index] = float("-inf")
+    hits = (positive > similarity.max(dim=1).values).sum().float()
+    if gather:
+        hits = all_reduce_sum(hits)
+    return hits / (2 * n_global)

@@ -11,8 +11,14 @@ names registered here, so adding a method (VICReg, BYOL, ...) is one :class:`Pre
   term of eq. 2 (``alpha`` times the L2,1 norm of the projector's last weight), on a
   BatchNorm projector;
 * ``simclr``: NT-Xent (Chen et al. 2020; thesis Table 3.1) on a projector without BatchNorm;
+* ``supcon``: supervised contrastive learning (Khosla et al. 2020, ``L^sup_out``; Chaves et
+  al.'s SCL): NT-Xent whose positives are the images of the same class, on the same projector;
+  it needs labels (the labelled training split, after the data's label budget);
 * ``supervised``: cross entropy of a linear classification head on one augmented view (the
   paper's ``SL`` baseline).
+
+The two-view objectives also log ``contrastive_top1``, the share of anchors whose most similar
+embedding in the (global) batch is their other view (Jiang's thesis, Figure 7.1).
 
 This module imports no torch at import time (the spec validation reads it); the objectives
 import their losses when first called.
@@ -88,7 +94,16 @@ def barlow_twins_objective(spec: PretrainSpec, batch: ObjectiveInput
         loss = loss + spec.alpha * sparsity
         logged["sparsity"] = float(sparsity.detach())
     logged["loss"] = float(loss.detach())
+    logged["contrastive_top1"] = _top1(batch)
     return loss, logged
+
+
+def _top1(batch: ObjectiveInput) -> float:
+    """The contrastive top-1 accuracy of a two-view batch (a monitor; no gradient)."""
+    from raysweep.ssl.losses import contrastive_top1_accuracy
+
+    z_a, z_b = batch.outputs
+    return float(contrastive_top1_accuracy(z_a.detach(), z_b.detach()))
 
 
 def simclr_objective(spec: PretrainSpec, batch: ObjectiveInput
@@ -98,7 +113,19 @@ def simclr_objective(spec: PretrainSpec, batch: ObjectiveInput
 
     z_a, z_b = batch.outputs
     loss = nt_xent_loss(z_a, z_b, temperature=spec.temperature)
-    return loss, {"loss": float(loss.detach())}
+    return loss, {"loss": float(loss.detach()), "contrastive_top1": _top1(batch)}
+
+
+def supcon_objective(spec: PretrainSpec, batch: ObjectiveInput
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    """SupCon (Khosla et al. 2020) at ``spec.temperature`` over the global batch, the positives
+    of an anchor being every other view of its class on any rank."""
+    from raysweep.ssl.losses import supcon_loss
+
+    z_a, z_b = batch.outputs
+    assert batch.labels is not None
+    loss = supcon_loss(z_a, z_b, batch.labels, temperature=spec.temperature)
+    return loss, {"loss": float(loss.detach()), "contrastive_top1": _top1(batch)}
 
 
 def supervised_objective(spec: PretrainSpec, batch: ObjectiveInput
@@ -119,6 +146,8 @@ def supervised_objective(spec: PretrainSpec, batch: ObjectiveInput
 METHODS: dict[str, PretrainMethod] = {method.name: method for method in (
     PretrainMethod("barlow_twins", barlow_twins_objective, head="projector_bn", views=2),
     PretrainMethod("simclr", simclr_objective, head="projector", views=2),
+    PretrainMethod("supcon", supcon_objective, head="projector", views=2, needs_labels=True,
+                   augmentation="simclr"),
     PretrainMethod("supervised", supervised_objective, head="classifier", views=1,
                    needs_labels=True, augmentation="supervised"),
 )}

@@ -36,7 +36,8 @@ from raysweep.config import IN_DISTRIBUTION, EncoderCondition, ExperimentSpec
 from raysweep.errors import RaysweepError
 from raysweep.seeding import torch_generator
 from raysweep.storage import AnyPath, ray_storage, remove_tree, torch_load
-from raysweep.sweep.defaults import CHECKPOINT_INTERVAL_S, TRIAL_MAX_FAILURES
+from raysweep.sweep.defaults import TRIAL_MAX_FAILURES
+from raysweep.sweep.defaults import checkpoint_interval_s as default_interval
 from raysweep.sweep.gpu_memory import (
     MemoryMeasurement,
     measuring_peak,
@@ -147,9 +148,9 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
 
     ``trial`` may come identified (its ``row_ids`` set, as the stage hands it to Tune) or not
     (they are computed here). Fine-tuning runs checkpoint every ``checkpoint_interval_s``
-    (default :data:`CHECKPOINT_INTERVAL_S`) and continue from their checkpoint. A trial whose
-    rows were identified for another arithmetic than ``device`` computes with is refused (its
-    rows would be stored under an identity they do not have)."""
+    (default: :func:`~raysweep.sweep.defaults.checkpoint_interval_s`) and continue from their
+    checkpoint. A trial whose rows were identified for another arithmetic than ``device``
+    computes with is refused (its rows would be stored under an identity they do not have)."""
     from raysweep.data import load_dataset
     from raysweep.evaluate.external import load_externals
 
@@ -168,7 +169,7 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
         if trial.protocol in ("probe", "logistic"):
             run.probes()
         else:
-            run.finetunes(progress, CHECKPOINT_INTERVAL_S if checkpoint_interval_s is None
+            run.finetunes(progress, default_interval() if checkpoint_interval_s is None
                           else checkpoint_interval_s)
     return [store.read(ref) for ref in refs]
 

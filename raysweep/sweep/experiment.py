@@ -24,6 +24,7 @@ from raysweep.artefacts import (
     remove_stale_temporaries,
 )
 from raysweep.config import ExperimentSpec, dump_spec
+from raysweep.redact import strip_credentials
 from raysweep.storage import AnyPath
 from raysweep.sweep.lock import ExperimentLock
 from raysweep.sweep.ray_session import ensure_ray
@@ -51,12 +52,15 @@ class RunSummary:
 def record_experiment(spec: ExperimentSpec) -> None:
     """``experiment.yaml`` (the validated spec), ``provenance.json`` and ``test_overlap.json``
     (the test images pre-training is allowed to see: :mod:`raysweep.sweep.leakage`) in the
-    experiment dir."""
+    experiment dir; the storage URI is recorded without credentials
+    (:func:`raysweep.redact.strip_credentials`: they come from the environment of whoever reads
+    the experiment)."""
     from raysweep.sweep.leakage import record_overlaps
 
     spec.directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(spec.directory / "experiment.yaml", dump_spec(spec))
-    atomic_write_json(spec.directory / "provenance.json", provenance(spec))
+    recorded = spec.replace(storage=strip_credentials(spec.storage))
+    atomic_write_text(spec.directory / "experiment.yaml", dump_spec(recorded))
+    atomic_write_json(spec.directory / "provenance.json", provenance(recorded))
     for overlap in record_overlaps(spec):
         print(f"raysweep: {overlap.statement()}", flush=True)
 
@@ -64,7 +68,14 @@ def record_experiment(spec: ExperimentSpec) -> None:
 @contextlib.contextmanager
 def holding(spec: ExperimentSpec) -> Iterator[None]:
     """Hold the experiment's lock (one runner at a time; :class:`ExperimentLocked` otherwise),
-    clean up after killed writers, and record the spec, for the duration of a run."""
+    clean up after killed writers, and record the spec, for the duration of a run. A symbolic
+    link out of the experiment directory is refused first (nothing is written through one)."""
+    from raysweep.errors import OutputError
+    from raysweep.preflight import experiment_links_problem
+
+    problem = experiment_links_problem(spec.directory)
+    if problem:
+        raise OutputError(problem)
     with ExperimentLock(spec.directory):
         if isinstance(spec.directory, Path):  # an object store has no half-written files
             remove_stale_temporaries(spec.directory)

@@ -23,7 +23,6 @@ other trials (:func:`raysweep.sweep.evaluate_stage.evaluation_tuners`); an expli
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import warnings
 from collections.abc import Iterator
@@ -32,6 +31,14 @@ from typing import Any
 
 from raysweep.artefacts import atomic_write_json
 from raysweep.storage import AnyPath
+from raysweep.stored import (
+    StoredFileError,
+    check_fields,
+    check_within,
+    int_field,
+    read_json,
+    str_field,
+)
 
 #: The experiment's folder of measurements (one JSON file per kind of trial).
 GPU_MEMORY_DIR = "gpu_memory"
@@ -105,23 +112,36 @@ def _gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.1f} GiB"
 
 
+#: The fields of a stored measurement and their ranges (bytes up to 1 PiB, batches up to 2**20).
+_FIELDS = {"encoder": str_field, "protocol": str_field, "batch_size": int_field(1, 2**20),
+           "peak_bytes": int_field(1, 2**50), "device_bytes": int_field(1, 2**50)}
+
+
 def read_measurements(experiment_dir: AnyPath) -> dict[TrialKind, MemoryMeasurement]:
-    """The stored measurements of an experiment, by kind. A file that cannot be read as one is
-    skipped with a warning (its kind is measured again)."""
+    """The stored measurements of an experiment, by kind. A file that cannot be read as one
+    (:mod:`raysweep.stored`: not JSON, wrong types or ranges, a link out of the experiment) is
+    skipped with a warning naming it (its kind is measured again)."""
     folder = experiment_dir / GPU_MEMORY_DIR
+    try:
+        check_within(folder, experiment_dir)
+    except StoredFileError as err:
+        warnings.warn(f"{err}; every kind of trial is measured again", stacklevel=2)
+        return {}
     if not folder.is_dir():
         return {}
     found = {}
     # By name: object-store paths have no order of their own (all share ``folder``).
     for path in sorted((p for p in folder.glob("*.json")), key=lambda p: p.name):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            kind = TrialKind(str(data["encoder"]), str(data["protocol"]),
-                             int(data["batch_size"]))
-            found[kind] = MemoryMeasurement.from_dict(data)
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            warnings.warn(f"ignoring unreadable GPU memory measurement {path} ({err}); that "
-                          "kind of trial is measured again", stacklevel=2)
+            data = read_json(path, root=experiment_dir, limit=2**16)
+            fields = check_fields(data, path, _FIELDS, root=experiment_dir)
+        except StoredFileError as err:
+            warnings.warn(f"ignoring an unreadable GPU memory measurement: {err}; that kind of "
+                          "trial is measured again", stacklevel=2)
+            continue
+        kind = TrialKind(fields["encoder"], fields["protocol"], fields["batch_size"])
+        found[kind] = MemoryMeasurement(fields["peak_bytes"], fields["device_bytes"],
+                                        str(data.get("device_name", ""))[:100])
     return found
 
 

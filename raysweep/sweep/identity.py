@@ -59,9 +59,10 @@ NOT_IN_ROW_IDENTITY = frozenset({"device", "batched_probes"})
 PROTOCOL_ONLY_SETTINGS = {"validation_curves": "finetune", "logistic": "logistic"}
 
 #: EvaluationSpec fields added after rows were first stored (the thesis' downstream optimisers
-#: and schedules): each enters the fine-tuning and probe rows' identity only when it differs
-#: from its default, so every row stored before the field existed keeps its identity.
-ONLY_WHEN_SET = ("optimizer", "schedule", "milestones", "gamma")
+#: and schedules, training on non-augmented images): each enters the fine-tuning and probe rows'
+#: identity only when it differs from its default, so every row stored before the field existed
+#: keeps its identity.
+ONLY_WHEN_SET = ("optimizer", "schedule", "milestones", "gamma", "train_augmentation")
 
 #: The arithmetic fields: they enter the fine-tuning and probe rows' identity *resolved*
 #: (:func:`arithmetic_identity`).

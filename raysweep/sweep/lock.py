@@ -13,7 +13,13 @@ and a random token. While the holder runs, a daemon thread touches the file ever
 
 A takeover is itself guarded by a short-lived ``.raysweep.lock.takeover`` file, and removes the
 lock only if it still holds the stale holder's token, so two runners that both find the lock
-stale cannot both win. Nothing here is unpickled: the lock is JSON, read with ``json.loads``.
+stale cannot both win. Nothing here is unpickled: the lock is JSON, read by
+:func:`raysweep.stored.read_json`. A lock file whose content is not such a record (a runner
+killed while writing it, or a damaged or planted file) is a holder of unknown identity whose
+heartbeat is the file's modification time: it holds the experiment until it is stale, and every
+message says that it is unreadable and why. A lock that is a folder, or a symbolic link out of
+the experiment directory, is never read, taken over or removed: runners refuse to start until a
+person removes it.
 
 In an object store (``storage: s3://...``) there is no exclusive create: the lock is an object
 written, then read back after :data:`SETTLE_S` seconds (the stores raysweep supports read their
@@ -39,13 +45,18 @@ from typing import Any
 
 from raysweep.errors import RaysweepError
 from raysweep.storage import AnyPath, StoragePath, storage_path
-from raysweep.sweep.defaults import LOCK_HEARTBEAT_S, LOCK_STALE_S
+from raysweep.stored import StoredFileError, check_fields, int_field, read_json, str_field
+from raysweep.sweep.defaults import LOCK_HEARTBEAT_S, lock_stale_s
 
 LOCK_FILE = ".raysweep.lock"
-#: Seconds between two heartbeats of the holder, and the age of a stale heartbeat
-#: (:mod:`raysweep.sweep.defaults`).
+#: Seconds between two heartbeats of the holder (:mod:`raysweep.sweep.defaults`; the age of a
+#: stale heartbeat is :func:`~raysweep.sweep.defaults.lock_stale_s`).
 HEARTBEAT_S = LOCK_HEARTBEAT_S
-STALE_AFTER_S = LOCK_STALE_S
+#: The largest process id a lock may record (``pid_t`` is a signed 32-bit integer; Linux's
+#: ``pid_max`` is at most 2**22).
+MAX_PID = 2**31 - 1
+#: A lock file is a few hundred bytes of JSON.
+MAX_LOCK_BYTES = 64 * 1024
 #: Seconds an object-store lock is left to settle before it is read back.
 SETTLE_S = 1.0
 
@@ -64,8 +75,12 @@ class Holder:
     command: str
     token: str
     heartbeat_age_s: float
+    unreadable: str = ""  # why the file is no lock record ("" when it is one)
 
     def describe(self) -> str:
+        if self.unreadable:
+            return (f"an unknown runner (the lock file is unreadable: {self.unreadable}; last "
+                    f"touched {self.heartbeat_age_s:.0f} s ago)")
         return (f"{self.host} pid {self.pid} since {self.since} (last heartbeat "
                 f"{self.heartbeat_age_s:.0f} s ago; {self.command})")
 
@@ -80,30 +95,40 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+class UnusableLock(ExperimentLocked):
+    """The lock path is a folder or a symbolic link out of the experiment: nobody may take it
+    over; a person must remove it."""
+
+
 def read_holder(path: AnyPath) -> Holder | None:
-    """The holder recorded in the lock file ``path`` (None when there is no lock file). An
-    unreadable or empty file (a runner killed while creating it) is a holder of unknown
-    identity whose heartbeat is the file's mtime."""
+    """The holder recorded in the lock file ``path`` (None when there is no lock file). A file
+    that is no lock record (empty, damaged, of wrong types: a runner killed while creating it,
+    or a planted file) is a holder of unknown identity whose heartbeat is the file's mtime, with
+    ``unreadable`` saying why. Raises :class:`UnusableLock` when ``path`` is a folder or a
+    symbolic link out of its experiment."""
     try:
-        mtime = path.stat().st_mtime
-        text = path.read_text(encoding="utf-8")
+        mtime = path.stat().st_mtime if isinstance(path, StoragePath) else os.lstat(path).st_mtime
+        data = read_json(path, root=path.parent, limit=MAX_LOCK_BYTES)
+        fields = check_fields(data, path, {"host": str_field, "pid": int_field(1, MAX_PID),
+                                           "since": str_field, "token": str_field})
     except FileNotFoundError:
         return None
-    age = max(0.0, time.time() - mtime)
-    try:
-        data: Any = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError
-        return Holder(host=str(data["host"]), pid=int(data["pid"]), since=str(data["since"]),
-                      command=str(data.get("command", "")), token=str(data["token"]),
-                      heartbeat_age_s=age)
-    except (ValueError, KeyError, TypeError):
-        return Holder(host="?", pid=-1, since="?", command="unreadable lock file", token="",
-                      heartbeat_age_s=age)
+    except StoredFileError as err:
+        if err.reason.startswith(("a folder", "a symbolic link")):
+            raise UnusableLock(f"{path} is {err.reason}, not a lock file: raysweep neither "
+                               "reads nor removes it; remove it if no run is going") from None
+        return Holder(host="?", pid=0, since="?", command="", token="",
+                      heartbeat_age_s=max(0.0, time.time() - mtime), unreadable=err.reason)
+    return Holder(host=fields["host"][:200], pid=fields["pid"], since=fields["since"][:64],
+                  command=str(data.get("command", ""))[:200], token=fields["token"],
+                  heartbeat_age_s=max(0.0, time.time() - mtime))
 
 
-def is_stale(holder: Holder, *, stale_after_s: float = STALE_AFTER_S) -> bool:
-    """A holder is gone when its heartbeat stopped, or when it ran here and its pid is dead."""
+def is_stale(holder: Holder, *, stale_after_s: float | None = None) -> bool:
+    """A holder is gone when its heartbeat stopped (older than ``stale_after_s``, default
+    :func:`~raysweep.sweep.defaults.lock_stale_s`), or when it ran here and its pid is dead."""
+    if stale_after_s is None:
+        stale_after_s = lock_stale_s()
     if holder.heartbeat_age_s > stale_after_s:
         return True
     return holder.host == socket.gethostname() and holder.pid > 0 and not _pid_alive(holder.pid)
@@ -148,12 +173,12 @@ class ExperimentLock:
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, command: str | None = None,
-                 heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S):
+                 heartbeat_s: float = HEARTBEAT_S, stale_after_s: float | None = None):
         self.directory = storage_path(directory)
         self.path = self.directory / LOCK_FILE
         self.command = command or " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200]
         self.heartbeat_s = heartbeat_s
-        self.stale_after_s = stale_after_s
+        self.stale_after_s = lock_stale_s() if stale_after_s is None else stale_after_s
         self.token = uuid.uuid4().hex
         self.took_over: Holder | None = None
         self._stop = threading.Event()

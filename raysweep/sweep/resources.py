@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from raysweep.config import PretrainSpec, ResourcesSpec
+from raysweep.environment import value
 from raysweep.errors import SpecError
 
 DEFAULT_GPU_FRACTION = 0.25
@@ -123,7 +124,10 @@ def view_from_launcher_config(config: Mapping[str, Any], source: str) -> Autosca
     node_types = config.get("available_node_types") if isinstance(config, Mapping) else None
     if not isinstance(node_types, Mapping) or not node_types:
         return None
-    cluster_max = _count(config.get("max_workers"), math.inf)
+    try:
+        cluster_max = _count(config.get("max_workers"), math.inf)
+    except ValueError as err:
+        raise SpecError(f"{source}: {err}") from None
     head_type = config.get("head_node_type")
     types, workers = [], []
     for name, entry in node_types.items():
@@ -131,9 +135,12 @@ def view_from_launcher_config(config: Mapping[str, Any], source: str) -> Autosca
         resources = entry.get("resources")
         if not isinstance(resources, Mapping):
             resources = {}
-        max_workers = min(_count(entry.get("max_workers"), cluster_max), cluster_max)
-        node = NodeType(name=str(name), cpus=_amount(resources.get("CPU")),
-                        gpus=_amount(resources.get("GPU")),
+        try:
+            max_workers = min(_count(entry.get("max_workers"), cluster_max), cluster_max)
+            cpus, gpus = _amount(resources.get("CPU")), _amount(resources.get("GPU"), "GPU")
+        except ValueError as err:
+            raise SpecError(f"{source}: available_node_types.{name}: {err}") from None
+        node = NodeType(name=str(name), cpus=cpus, gpus=gpus,
                         max_count=max_workers + (1 if name == head_type else 0))
         types.append(node)
         workers.append(NodeType(node.name, node.cpus, node.gpus, max_workers))
@@ -145,13 +152,22 @@ def view_from_launcher_config(config: Mapping[str, Any], source: str) -> Autosca
 
 
 def _count(value: Any, default: float) -> float:
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) \
-        and value >= 0 else default
+    """A ``max_workers``: an integer >= 0 (``default`` when absent); anything else, a
+    negative count included (which Ray's launcher refuses too), is a :class:`ValueError`."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"max_workers {value!r} is not a whole number >= 0")
+    return float(value)
 
 
-def _amount(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and value > 0 else 0.0
+def _amount(value: Any, name: str = "CPU") -> float:
+    """A node's ``CPU`` / ``GPU`` count: a number >= 0 (0 when absent)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e9:
+        raise ValueError(f"{name} {value!r} is not a number of {name}s >= 0")
+    return float(value)
 
 
 def _amount_of(node_type: NodeType, resource: str) -> float:
@@ -174,13 +190,14 @@ def _largest(workers: Iterable[NodeType], resource: str, node_budget: float) -> 
 
 def _read_launcher_config(path: Path, source: str) -> AutoscalerView | None:
     """The view of the cluster-launcher YAML at ``path``; raises :class:`SpecError` when it
-    cannot be read or names no node type."""
-    import yaml
+    cannot be read (:func:`raysweep.stored.read_yaml`: binary, not YAML, numbers too large),
+    names no node type, or gives a negative or non-numeric count."""
+    from raysweep.stored import StoredFileError, read_yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        data = read_yaml(path, limit=2**20)
+    except (FileNotFoundError, StoredFileError) as err:
+        reason = getattr(err, "reason", None) or "no such file"
         raise SpecError(f"{source}: cannot read the autoscaler's node types: {reason}") from None
     view = view_from_launcher_config(data, source) if isinstance(data, Mapping) else None
     if view is None:
@@ -206,10 +223,9 @@ def _gcs_cluster_config() -> Any:
 def autoscaler_view() -> AutoscalerView | None:
     """The node types an autoscaler can add to this cluster (see the module docstring for the
     sources, in order), or None when none is known."""
-    override = os.environ.get(AUTOSCALER_CONFIG_ENV)
-    if override:
-        return _read_launcher_config(Path(os.path.expanduser(override)),
-                                     f"{AUTOSCALER_CONFIG_ENV}={override}")
+    override = value(AUTOSCALER_CONFIG_ENV)  # an existing file, else a one-line error
+    if isinstance(override, Path):
+        return _read_launcher_config(override, f"{AUTOSCALER_CONFIG_ENV}={override}")
     view = view_from_cluster_config(_gcs_cluster_config())
     if view is not None:
         return view

@@ -9,7 +9,11 @@ their identity (:mod:`raysweep.sweep.identity`: a hash of everything that determ
 
 so a row either exists whole or not at all, a second write of the same row replaces the first
 instead of adding a duplicate, and a row computed under other settings, data or encoder weights
-has another name: it is never taken for a row of the current spec. Such *stale* rows stay on
+has another name: it is never taken for a row of the current spec. A row file is read back by
+:func:`raysweep.stored.read_json` and checked against its name (its key and identity): a file
+that is unreadable, of another shape or another row (damaged, planted, a symbolic link out of
+the experiment) counts as missing, is named in one warning line, and is computed and written
+again; it is never counted as stale. Such *stale* rows stay on
 disk (nothing is deleted) but are left out of :meth:`ResultsStore.consolidate`, which gathers the
 current spec's rows into ``results.parquet`` and ``results.csv`` (both written atomically),
 sorted by key, with the condition's labels (its keys, encoder name and weight source) taken from
@@ -24,7 +28,7 @@ each test set gets a row of its own (its key's ``test_set``; the data's own test
 from __future__ import annotations
 
 import io
-import json
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +38,7 @@ import pandas as pd
 from raysweep.artefacts import atomic_write_bytes, atomic_write_json, atomic_write_text
 from raysweep.config import IN_DISTRIBUTION
 from raysweep.storage import AnyPath, storage_path
+from raysweep.stored import StoredFileError, check_fields, display, int_field, read_json, str_field
 
 #: The columns that identify a row within an experiment.
 KEY_COLUMNS = ("condition", "protocol", "seed")
@@ -75,12 +80,14 @@ class RowRef:
 class RowStatus:
     """The rows of a spec against what is stored: ``done`` (stored with the current identity),
     ``stale`` (stored only under other identities: settings, data or encoder changed), ``new``
-    (nothing stored for the key), ``pending`` (identity not known yet)."""
+    (nothing stored for the key, or a file at the row's own path that is not its row:
+    ``unreadable`` has a line naming it), ``pending`` (identity not known yet)."""
 
     done: tuple[RowRef, ...] = field(default=())
     stale: tuple[RowRef, ...] = field(default=())
     new: tuple[RowRef, ...] = field(default=())
     pending: tuple[RowRef, ...] = field(default=())
+    unreadable: tuple[str, ...] = field(default=())  # one line per unreadable row file
 
     @property
     def missing(self) -> tuple[RowRef, ...]:
@@ -117,13 +124,38 @@ class ResultsStore:
     def has(self, ref: RowRef) -> bool:
         """Whether the row is stored, whole: a file that is not a JSON object of this row (a
         damaged or planted file) counts as missing, so the row is computed and written again."""
-        if ref.row_id is None:
-            return False
+        return ref.row_id is not None and self.problem(ref) is None
+
+    def problem(self, ref: RowRef) -> str | None:
+        """Why the stored file of ``ref`` is not its row (None when it is); ``"missing"`` when
+        there is no file."""
         try:
-            row = json.loads(self.row_path(ref).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
-        return isinstance(row, dict) and row.get("row_id") == ref.row_id
+            self.read(ref)
+        except FileNotFoundError:
+            return "missing"
+        except StoredFileError as err:
+            return err.reason
+        return None
+
+    def read(self, ref: RowRef) -> dict[str, Any]:
+        """The stored row of ``ref``, checked against its name (key and identity);
+        :class:`~raysweep.stored.StoredFileError` when the file is not that row."""
+        path = self.row_path(ref)
+        row = read_json(path, root=self.experiment_dir)
+        checked = check_fields(row, path, {"condition": str_field, "protocol": str_field,
+                                           "seed": int_field(0, 2**31), "row_id": str_field},
+                               root=self.experiment_dir)
+        found = (checked["condition"], checked["protocol"], checked["seed"], checked["row_id"])
+        wanted = (ref.key.condition, ref.key.protocol, ref.key.seed, ref.row_id)
+        if found != wanted:
+            raise StoredFileError(path, f"it holds the row {'/'.join(map(str, found))}, not "
+                                        f"{'/'.join(map(str, wanted))}",
+                                  root=self.experiment_dir)
+        return row
+
+    def unreadable_line(self, ref: RowRef, reason: str) -> str:
+        return (f"{display(self.row_path(ref), self.experiment_dir)} is unreadable ({reason}): "
+                "counted as missing, not stale")
 
     def stored_for(self, key: RowKey) -> list[AnyPath]:
         """Every stored row file of ``key``, whatever its identity (a pre-identity
@@ -137,18 +169,30 @@ class ResultsStore:
                        if p.stem == stem or p.stem.startswith(stem + "-")),
                       key=lambda p: p.name)
 
-    def status(self, refs: Iterable[RowRef]) -> RowStatus:
-        done, stale, new, pending = [], [], [], []
+    def status(self, refs: Iterable[RowRef], *, warn: bool = True) -> RowStatus:
+        """Each ref done, stale, new or pending (see :class:`RowStatus`); a file at a ref's own
+        path that is not its row counts as new, with a line in ``unreadable`` (and a warning,
+        unless ``warn`` is False)."""
+        done, stale, new, pending, unreadable = [], [], [], [], []
         for ref in refs:
             if ref.row_id is None:
                 pending.append(ref)
-            elif self.has(ref):
+                continue
+            problem = self.problem(ref)
+            if problem is None:
                 done.append(ref)
+            elif problem != "missing":
+                new.append(ref)
+                unreadable.append(self.unreadable_line(ref, problem))
             elif self.stored_for(ref.key):
                 stale.append(ref)
             else:
                 new.append(ref)
-        return RowStatus(tuple(done), tuple(stale), tuple(new), tuple(pending))
+        if warn:
+            for line in unreadable:
+                warnings.warn(line, stacklevel=2)
+        return RowStatus(tuple(done), tuple(stale), tuple(new), tuple(pending),
+                         tuple(unreadable))
 
     def write(self, row: Mapping[str, Any]) -> AnyPath:
         """Write one row atomically (replacing an earlier write of the same row). The row
@@ -158,12 +202,17 @@ class ResultsStore:
         return atomic_write_json(self.row_path(RowRef(RowKey.of(row), str(row["row_id"]))),
                                  dict(row))
 
-    def read(self, ref: RowRef) -> dict[str, Any]:
-        return json.loads(self.row_path(ref).read_text(encoding="utf-8"))
-
     def rows(self, refs: Iterable[RowRef]) -> list[dict[str, Any]]:
         """The stored rows among ``refs`` (missing ones left out), in the order given."""
-        return [self.read(ref) for ref in refs if self.has(ref)]
+        return [row for ref in refs if (row := self._row_or_none(ref)) is not None]
+
+    def _row_or_none(self, ref: RowRef) -> dict[str, Any] | None:
+        if ref.row_id is None:
+            return None
+        try:
+            return self.read(ref)
+        except (FileNotFoundError, StoredFileError):
+            return None
 
     def table(self, refs: Iterable[RowRef],
               labels: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
@@ -172,7 +221,7 @@ class ResultsStore:
         every row of that condition, and a ``test_set`` column when some ref is of an external
         test set (empty with key columns when no row is stored)."""
         refs = list(refs)
-        stored = [(ref, self.read(ref)) for ref in refs if self.has(ref)]
+        stored = [(ref, row) for ref in refs if (row := self._row_or_none(ref)) is not None]
         if not stored:
             return pd.DataFrame(columns=list(KEY_COLUMNS))
         labels = labels or {}

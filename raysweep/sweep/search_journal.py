@@ -30,13 +30,16 @@ reports then go through a zero-CPU Ray task pinned to the driver's node
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from raysweep.artefacts import atomic_write_bytes
 from raysweep.storage import AnyPath, StoragePath
+from raysweep.stored import StoredFileError, parse_json, read_text
 
-__all__ = ["STUDY_FILE", "StudyJournal", "complete_lines"]
+__all__ = ["STUDY_FILE", "StudyJournal", "check_journal", "complete_lines"]
 
 STUDY_FILE = "study.journal"
 
@@ -91,6 +94,52 @@ class StudyJournal:
         data = complete_lines(self.local.read_bytes())
         if data:
             atomic_write_bytes(self.home, data)
+
+
+class _Replayed:
+    """An Optuna journal backend over log records already in memory (nothing is written)."""
+
+    def __init__(self, logs: list[dict[str, Any]]):
+        self.logs = logs
+
+    def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
+        return self.logs[log_number_from:]
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        raise StoredFileError(Path(STUDY_FILE), "read-only while being checked")
+
+
+def check_journal(path: AnyPath, *, root: AnyPath | None = None) -> None:
+    """:class:`~raysweep.stored.StoredFileError` (one line naming the journal) unless ``path``
+    is an Optuna journal that replays: UTF-8 text (:func:`raysweep.stored.read_text`: not a
+    folder, not a link out of ``root``), one JSON object per complete line, and every record
+    accepted by Optuna's own replay (trial states, parameter values, study ids), run in memory
+    over the records read. A journal that does not exist is ``FileNotFoundError``."""
+    from optuna.storages.journal import BaseJournalBackend, JournalStorage
+
+    text = read_text(path, root=root)
+    logs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or (number == len(text.splitlines()) and not text.endswith("\n")):
+            continue  # a blank line, or a last line still being appended
+        try:
+            record = parse_json(line)
+        except ValueError as err:
+            raise StoredFileError(path, f"line {number} is not JSON ({err})", root=root) from None
+        if not isinstance(record, dict) or not isinstance(record.get("op_code"), int):
+            raise StoredFileError(path, f"line {number} is no Optuna journal record",
+                                  root=root)
+        logs.append(record)
+    BaseJournalBackend.register(_Replayed)
+    try:
+        storage = JournalStorage(_Replayed(logs))  # type: ignore[arg-type]
+        for study in storage.get_all_studies():
+            storage.get_all_trials(study._study_id, deepcopy=False)
+    except StoredFileError:
+        raise
+    except Exception as err:  # noqa: BLE001 - Optuna's replay raises many kinds
+        text = " ".join(str(err).split())[:120] or type(err).__name__
+        raise StoredFileError(path, f"Optuna cannot replay it: {text}", root=root) from None
 
 
 def working_copy_path(home: StoragePath) -> Path:

@@ -13,7 +13,11 @@ recorded spec names; nothing talks to Ray. It reads:
   (:func:`raysweep.sweep.identity.identify_trials`), as done, stale (stored under an older
   identity) or missing; and ``results.parquet`` and the report when they exist.
 
-It is read-only and takes no lock, so it can run while a job holds the experiment: identities
+Every file is read back through :mod:`raysweep.stored`: a lock, row, ``meta.json`` or
+``results.parquet`` that is unreadable, of the wrong shape, or a symbolic link out of the
+experiment is never followed and is named in a ``warning:`` line saying how it was counted
+(an unreadable row is missing, not stale). It is read-only and takes no lock, so it can run
+while a job holds the experiment: identities
 are computed without remembering file digests (``save_digests=False``), nothing is created,
 nothing is written. When the data cannot be read where the command runs (a laptop looking at
 the cluster's storage), pre-training runs are matched by name and rows counted per key, which
@@ -22,15 +26,16 @@ the output says.
 
 from __future__ import annotations
 
-import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from raysweep.config import ExperimentSpec, load_spec
 from raysweep.errors import RaysweepError
-from raysweep.storage import AnyPath, relative_to, storage_path
-from raysweep.sweep.lock import LOCK_FILE, Holder, is_stale, read_holder
+from raysweep.storage import AnyPath, escaping_links, relative_to, storage_path
+from raysweep.stored import StoredFileError, check_within, display, read_bytes, read_text
+from raysweep.sweep.lock import LOCK_FILE, ExperimentLocked, Holder, is_stale, read_holder
 from raysweep.sweep.results import ResultsStore, RowRef, RowStatus
 
 __all__ = ["ExperimentStatus", "PretrainRunState", "experiment_status"]
@@ -72,6 +77,8 @@ class ExperimentStatus:
     unidentified: str | None  # why identities could not be computed here (data unreadable)
     results_rows: int | None
     report: AnyPath | None
+    lock_problem: str | None = None  # the lock is a folder or a link out: not read
+    results_problem: str | None = None  # why results.parquet could not be read
 
     @property
     def running(self) -> bool:
@@ -79,7 +86,9 @@ class ExperimentStatus:
 
     def describe(self) -> str:
         lines = [f"experiment {self.spec.name!r} in {self.directory} (spec: {SPEC_FILE})"]
-        if self.holder is None:
+        if self.lock_problem:
+            lines.append(f"running: unknown ({self.lock_problem})")
+        elif self.holder is None:
             lines.append("running: nothing (no runner holds the experiment)")
         elif self.holder_stale:
             lines.append(f"running: nothing; a stale lock of {self.holder.describe()} remains "
@@ -112,8 +121,11 @@ class ExperimentStatus:
                 lines.append(f"  {label:<{width}}  {cond.done} done, {cond.stale} stale, "
                              f"{cond.missing} missing")
         store = ResultsStore(self.directory)
-        lines.append(f"results: {store.parquet_path} ({self.results_rows} rows)"
-                     if self.results_rows is not None else "results: not written yet")
+        if self.results_problem:
+            lines.append(f"results: {self.results_problem}")
+        else:
+            lines.append(f"results: {store.parquet_path} ({self.results_rows} rows)"
+                         if self.results_rows is not None else "results: not written yet")
         lines.append(f"report: {self.report}" if self.report else "report: not written yet")
         return "\n".join(lines)
 
@@ -125,6 +137,7 @@ def _recorded_spec(directory: AnyPath) -> ExperimentSpec:
     if not (directory / SPEC_FILE).is_file():
         raise RaysweepError(f"{directory}: no {SPEC_FILE} here: not an experiment directory, "
                             "or no run of it has started yet")
+    check_within(directory / SPEC_FILE, directory)
     spec = load_spec(directory / SPEC_FILE)
     here = spec.directory
     moved = (here.resolve() != directory.resolve() if isinstance(here, Path)
@@ -149,23 +162,21 @@ def _epochs_logged(run_dir: AnyPath) -> int:
     from raysweep.ssl.pretrain.run_dir import METRICS_FILE
 
     try:
-        text = (run_dir / METRICS_FILE).read_text(encoding="utf-8")
-    except OSError:
+        text = read_text(run_dir / METRICS_FILE, root=run_dir)
+    except (FileNotFoundError, StoredFileError):
         return 0
     return sum(1 for line in text.splitlines() if line.strip())
 
 
 def _run_state(name: str, total_epochs: int, run_dir: AnyPath | None) -> PretrainRunState:
-    from raysweep.ssl.pretrain.run_dir import META_FILE, is_finished
+    from raysweep.ssl.pretrain.run_dir import is_finished, read_meta
 
     if run_dir is None or not run_dir.is_dir():
         return PretrainRunState(name, "none", None)
     if is_finished(run_dir):
-        try:
-            meta = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
-            epochs = f"{int(meta.get('epochs_trained'))} epoch(s) trained"
-        except (OSError, ValueError, TypeError):
-            epochs = ""
+        trained = read_meta(run_dir).get("epochs_trained")
+        epochs = (f"{trained} epoch(s) trained" if isinstance(trained, int)
+                  and not isinstance(trained, bool) else "")
         return PretrainRunState(name, "finished", run_dir, epochs)
     checkpoints = _checkpoints(run_dir)
     if checkpoints:
@@ -223,26 +234,52 @@ def _by_condition(rows: RowStatus) -> tuple[ConditionRows, ...]:
     return tuple(ConditionRows(c, p, *counts) for (c, p), counts in order.items())
 
 
-def _results_rows(store: ResultsStore) -> int | None:
-    if not store.parquet_path.is_file():
-        return None
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+def _results_rows(store: ResultsStore) -> tuple[int | None, str | None]:
+    """How many rows ``results.parquet`` holds (None when not written yet), or why it cannot be
+    read (a warning says so too)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-        path = store.parquet_path
-        source = path if isinstance(path, Path) else pa.BufferReader(path.read_bytes())
-        return int(pq.ParquetFile(source).metadata.num_rows)
-    except (OSError, ValueError):
-        return None
+    path = store.parquet_path
+    try:
+        data = read_bytes(path, root=store.experiment_dir)
+        return int(pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows), None
+    except FileNotFoundError:
+        return None, None
+    except StoredFileError as err:
+        problem = str(err)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
+        problem = str(StoredFileError(path, f"not Parquet: {' '.join(str(err).split())[:100]}",
+                                      root=store.experiment_dir))
+    warnings.warn(f"{problem}: the results are counted as not written", stacklevel=2)
+    return None, problem
+
+
+def _lock_state(where: AnyPath) -> tuple[Holder | None, str | None]:
+    """The lock's holder, or why the lock cannot be read at all; warns about a lock that is
+    not a lock record."""
+    try:
+        holder = read_holder(where / LOCK_FILE)
+    except ExperimentLocked as err:  # a folder or a link out of the experiment
+        warnings.warn(str(err), stacklevel=2)
+        return None, f"{display(where / LOCK_FILE, where)} is no lock file"
+    if holder is not None and holder.unreadable:
+        warnings.warn(f"{where / LOCK_FILE} is unreadable ({holder.unreadable}): it counts as "
+                      "held by an unknown runner until its heartbeat is stale", stacklevel=2)
+    return holder, None
 
 
 def experiment_status(directory: str | os.PathLike[str]) -> ExperimentStatus:
     """The status of the experiment in ``directory`` (see the module docstring); raises
     :class:`RaysweepError` when it is no experiment directory."""
     where = storage_path(directory)
+    if isinstance(where, Path):
+        where = where.absolute()  # the recorded spec's paths are absolute
     spec = _recorded_spec(where)
-    holder = read_holder(where / LOCK_FILE)
+    for link in escaping_links(where):
+        warnings.warn(f"{where}: {link} is a symbolic link out of the experiment: raysweep "
+                      "neither reads nor writes through it", stacklevel=2)
+    holder, lock_problem = _lock_state(where)
     unidentified = None
     try:
         pretrain = _pretrain_states(spec, identified=True)
@@ -253,11 +290,12 @@ def experiment_status(directory: str | os.PathLike[str]) -> ExperimentStatus:
                         "that they match the spec")
         pretrain = _pretrain_states(spec, identified=False)
         rows = _row_status(spec, identified=False)
-    store = ResultsStore(where)
+    results_rows, results_problem = _results_rows(ResultsStore(where))
     report = where / "report" / "report.html"
     return ExperimentStatus(
         directory=where, spec=spec, holder=holder,
         holder_stale=holder is not None and is_stale(holder), pretrain=pretrain, rows=rows,
         by_condition=_by_condition(rows) if rows is not None else (),
-        unidentified=unidentified, results_rows=_results_rows(store),
-        report=report if report.is_file() else None)
+        unidentified=unidentified, results_rows=results_rows,
+        report=report if report.is_file() else None, lock_problem=lock_problem,
+        results_problem=results_problem)

@@ -14,6 +14,7 @@ from PIL import Image
 from raysweep.config import DatasetSpec, SourceSpec
 from raysweep.data import cache as cache_module
 from raysweep.data import decode_pool, load_dataset
+from raysweep.environment import EnvironmentProblem
 from raysweep.errors import DataError
 
 
@@ -129,12 +130,13 @@ def test_decode_workers(monkeypatch):
     assert decode_pool.decode_workers() == len(os.sched_getaffinity(0))
     monkeypatch.setenv("RAYSWEEP_DECODE_WORKERS", "3")
     assert decode_pool.decode_workers() == 3
-    for bad in ("0", "two", "-1"):
+    for bad, why in (("0", "outside [1, 1024]"), ("two", "not an integer"),
+                     ("-1", "outside [1, 1024]")):
         monkeypatch.setenv("RAYSWEEP_DECODE_WORKERS", bad)
-        with pytest.raises(DataError) as err:
+        with pytest.raises(EnvironmentProblem) as err:
             decode_pool.decode_workers()
-        assert str(err.value) == (f"RAYSWEEP_DECODE_WORKERS must be a positive integer, got "
-                                  f"{bad!r}")
+        assert str(err.value) == (f"RAYSWEEP_DECODE_WORKERS={bad!r}: {why}; expected an "
+                                  "integer in [1, 1024]")
     assert [decode_pool.chunk_size(n, w) for n, w in [(5, 2), (2000, 2), (25000, 32), (0, 1)]] \
         == [1, 64, 64, 1]
 

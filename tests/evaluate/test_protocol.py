@@ -180,3 +180,50 @@ def test_validation_curve_survives_a_resume(small_breast, encoder, augment,
     with pytest.raises(DataError, match="val split"):
         finetune(encoder, *small_breast, settings=settings, seed=5, class_names=CLASSES,
                  augment=augment, val=(small_breast[1][0][:0], small_breast[1][1][:0]))
+
+
+class CountingAugment:
+    """An augmentation that counts the images it is asked to augment."""
+
+    def __init__(self, augment) -> None:
+        self.augment, self.images = augment, 0
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        self.images += x.shape[0]
+        return self.augment(x, generator=generator)
+
+
+def test_training_on_non_augmented_images_is_training_with_the_identity(small_breast, encoder,
+                                                                        augment) -> None:
+    """``train_augmentation: false`` (Jiang's unfrozen backbone, thesis section 3.2.3): the
+    training and LR-finder batches are the images as they are (the run equals one given the
+    identity as its augmentation), while TTA keeps the augmentation."""
+    (images, labels), test = small_breast
+    train = (images[:64], labels[:64])
+    plain = TINY.replace(epochs=1, batch_size=32, tta_views=0, lr_finder_iters=4)
+    counting = CountingAugment(augment)
+    off = finetune(encoder, train, test, settings=plain.replace(train_augmentation=False),
+                   seed=1, class_names=CLASSES, augment=counting)
+    assert counting.images == 0  # no training batch, no LR-finder batch was augmented
+    identity = finetune(encoder, train, test, settings=plain, seed=1, class_names=CLASSES,
+                        augment=lambda x, generator: x)
+    assert off.pop("train_augmentation") is False and "train_augmentation" not in identity
+    assert without_timings(off) == without_timings(identity)
+    augmented = finetune(encoder, train, test, settings=plain, seed=1, class_names=CLASSES,
+                         augment=augment)
+    assert augmented["lr_finder"] != identity["lr_finder"]  # the augmentation matters here
+    # TTA still augments: 2 views of each of the 156 test images
+    settings = plain.replace(train_augmentation=False, tta_views=2, lr_max=1e-3)
+    counting.images = 0
+    finetune(encoder, train, test, settings=settings, seed=1, class_names=CLASSES,
+             augment=counting)
+    assert counting.images == 2 * 156
+    # batched probes follow the setting too: a batched probe equals a separate one given the
+    # identity (TTA off, so that the augmentation is used nowhere else)
+    settings = settings.replace(tta_views=0)
+    [batched] = probe_batched(encoder, train, test, settings=settings, seeds=[4],
+                              class_names=CLASSES, augment=augment)
+    single = probe_single(encoder, train, test, settings=settings.replace(train_augmentation=True),
+                          seed=4, class_names=CLASSES, augment=lambda x, generator: x)
+    assert batched.pop("train_augmentation") is False
+    assert without_timings(batched) == without_timings(single)

@@ -81,6 +81,26 @@ def test_missing_vicreg_file_names_url_and_place(torch_home: Path) -> None:
     assert str(torch_home / "hub" / "checkpoints" / "vicreg_resnet50.pth") in message
 
 
+def test_vicreg_resnet200x2_reads_its_own_hub_file(torch_home: Path) -> None:
+    from raysweep.models.weights import weights_file
+
+    path = torch_home / "hub" / "checkpoints" / "vicreg_resnet200x2.pth"
+    assert weights_file("vicreg", "resnet200x2") == path
+    assert weights_file("vicreg", "resnet50") == path.with_name("vicreg_resnet50.pth")
+    with pytest.raises(WeightsError) as info:
+        build_encoder("resnet200x2", "vicreg")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "https://dl.fbaipublicfiles.com/vicreg/resnet200x2.pth" in message
+    assert str(path) in message
+    with pytest.raises(WeightsError, match="vicreg publishes resnet50 and resnet200x2 only, "
+                                           "not resnet18"):
+        build_encoder("resnet18", "vicreg")
+    with pytest.raises(WeightsError, match="barlowtwins publishes a resnet50 only, not "
+                                           "resnet200x2"):
+        weights_file("barlowtwins", "resnet200x2")
+
+
 @pytest.mark.parametrize("wrapping", ["plain", "ddp", "raysweep_checkpoint", "compiled_ddp"])
 def test_file_source_unwraps_known_formats(tmp_path: Path, wrapping: str) -> None:
     state = build_encoder("small_resnet", generator=torch.Generator().manual_seed(4)).state_dict()

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from raysweep.ssl import barlow_twins_loss, barlow_twins_terms, l21_norm, nt_xent_loss
+from raysweep.ssl import (
+    barlow_twins_loss,
+    barlow_twins_terms,
+    contrastive_top1_accuracy,
+    l21_norm,
+    nt_xent_loss,
+    supcon_loss,
+)
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -173,3 +180,74 @@ def test_nt_xent_rejects_bad_temperature() -> None:
     a = _randn(4, 3)
     with pytest.raises(ValueError, match="temperature"):
         nt_xent_loss(a, a, temperature=0.0)
+
+
+def reference_supcon(a: np.ndarray, b: np.ndarray, labels: np.ndarray, tau: float) -> float:
+    """Khosla et al.'s L^sup_out (eq. 2) one anchor at a time, float64: the 2N views are the
+    rows of a then of b; P(i) = the other views of i's class, A(i) = all views but i."""
+    z = np.concatenate([a, b])
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    classes = list(labels) + list(labels)
+    n2 = z.shape[0]
+    total = 0.0
+    for i in range(n2):
+        denominator = sum(math.exp(z[i] @ z[k] / tau) for k in range(n2) if k != i)
+        positives = [p for p in range(n2) if p != i and classes[p] == classes[i]]
+        total += -sum(math.log(math.exp(z[i] @ z[p] / tau) / denominator)
+                      for p in positives) / len(positives)
+    return total / n2
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 0, 1, 2, 2, 0, 1, 1, 0], [3] * 10,
+                                    [0, 1, 2, 3, 4, 5, 6, 7, 8, 0]])
+@pytest.mark.parametrize("tau", [0.07, 0.5])
+def test_supcon_matches_the_loop_written_formula(labels: list[int], tau: float) -> None:
+    a, b = _randn(10, 6, seed=3), _randn(10, 6, seed=4)
+    got = supcon_loss(a, b, torch.tensor(labels), temperature=tau).item()
+    assert got == pytest.approx(reference_supcon(a.numpy(), b.numpy(), np.array(labels), tau),
+                                rel=1e-6)
+
+
+def test_supcon_with_one_image_per_class_is_nt_xent() -> None:
+    a, b = _randn(9, 5, seed=5), _randn(9, 5, seed=6)
+    assert supcon_loss(a, b, torch.arange(9), temperature=0.2).item() == pytest.approx(
+        nt_xent_loss(a, b, temperature=0.2).item(), rel=1e-10)
+    # a shared class adds positives: the loss changes
+    same = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6, 7])
+    assert supcon_loss(a, b, same, temperature=0.2).item() != pytest.approx(
+        nt_xent_loss(a, b, temperature=0.2).item(), rel=1e-4)
+
+
+def test_supcon_rejects_bad_input() -> None:
+    a = _randn(4, 3)
+    with pytest.raises(ValueError, match=r"labels must be \(4,\)"):
+        supcon_loss(a, a, torch.zeros(3, dtype=torch.long), temperature=0.1)
+    with pytest.raises(ValueError, match="temperature"):
+        supcon_loss(a, a, torch.zeros(4, dtype=torch.long), temperature=-1.0)
+
+
+def brute_force_top1(a: np.ndarray, b: np.ndarray) -> float:
+    """Count, anchor by anchor, whether its other view beats every other candidate."""
+    z = np.concatenate([a, b])
+    n2 = z.shape[0]
+    hits = 0
+    for i in range(n2):
+        positive = (i + n2 // 2) % n2
+        cosine = [float(z[i] @ z[k] / (np.linalg.norm(z[i]) * np.linalg.norm(z[k])))
+                  for k in range(n2)]
+        hits += all(cosine[positive] > cosine[k] for k in range(n2) if k not in (i, positive))
+    return hits / n2
+
+
+def test_contrastive_top1_accuracy_equals_a_brute_force_count() -> None:
+    # A fixed batch where some positives are the nearest candidate and some are not.
+    a = _randn(8, 4, seed=7)
+    b = a + 0.9 * _randn(8, 4, seed=8)
+    expected = brute_force_top1(a.numpy(), b.numpy())
+    assert 0.0 < expected < 1.0  # a batch that tells hits from misses
+    assert contrastive_top1_accuracy(a, b).item() == pytest.approx(expected, abs=1e-7)
+    # identical views: every positive is the nearest; one view shuffled: chance-like
+    assert contrastive_top1_accuracy(a, a).item() == 1.0
+    perm = torch.tensor([1, 2, 3, 4, 5, 6, 7, 0])
+    assert contrastive_top1_accuracy(a, a[perm]).item() == pytest.approx(
+        brute_force_top1(a.numpy(), a[perm].numpy()), abs=1e-7)

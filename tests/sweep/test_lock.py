@@ -113,7 +113,7 @@ def test_the_heartbeat_keeps_a_long_run_fresh(tmp_path: Path):
 
 def test_an_unreadable_fresh_lock_is_respected_then_expires(tmp_path: Path):
     (tmp_path / LOCK_FILE).write_bytes(b"")  # a runner killed while creating it
-    with pytest.raises(ExperimentLocked, match="unreadable lock file"):
+    with pytest.raises(ExperimentLocked, match="the lock file is unreadable: empty;"):
         ExperimentLock(tmp_path, stale_after_s=60).acquire()
     stamp = time.time() - 120
     os.utime(tmp_path / LOCK_FILE, (stamp, stamp))

@@ -11,6 +11,7 @@ import yaml
 from ray.core.generated import autoscaler_pb2
 
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, spec_from_data
+from raysweep.environment import EnvironmentProblem
 from raysweep.errors import SpecError
 from raysweep.preflight import pretrain_gpu_problem
 from raysweep.ssl.pretrain.driver import preflight
@@ -226,7 +227,8 @@ def test_autoscaler_view_prefers_the_named_config_then_the_gcs_then_the_head_fil
     with pytest.raises(SpecError, match="names no node type"):
         autoscaler_view()
     monkeypatch.setenv(resources.AUTOSCALER_CONFIG_ENV, str(tmp_path / "missing.yaml"))
-    with pytest.raises(SpecError, match="cannot read the autoscaler's node types"):
+    with pytest.raises(EnvironmentProblem, match="missing.yaml': no such file; expected a "
+                                                 "cluster-launcher YAML file"):
         autoscaler_view()
 
 

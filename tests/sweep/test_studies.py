@@ -49,7 +49,9 @@ PINNED_SPEC = {
                  "image_size": 16, "test_fraction": 0.3, "label_count": 30},
         "seeds": 2, "protocols": ["finetune", "probe", "logistic"],
         "settings": {"epochs": 1, "batch_size": 16, "lr_max": 1e-3, "tta_views": 0,
-                     "validation_curves": True},
+                     "validation_curves": True,
+                     # the default of that time (now log_loss: a new default, new rows)
+                     "logistic": {"select_by": "accuracy"}},
         "encoders": [{"name": "a", "encoder": {"name": "small_resnet"}},
                      {"name": "b", "encoder": {"name": "small_resnet"},
                       "overrides": {"head_lr": 3e-3}}]}}
@@ -118,17 +120,25 @@ def test_specs_without_the_new_fields_keep_their_row_identities():
     # the new fields at their defaults, written out, change nothing either
     explicit = json.loads(json.dumps(PINNED_SPEC))
     explicit["evaluate"]["settings"].update(optimizer="fastai_adam", schedule="onecycle",
-                                            milestones=[0.6, 0.8], gamma=0.1)
+                                            milestones=[0.6, 0.8], gamma=0.1,
+                                            train_augmentation=True)
     explicit["evaluate"]["data"].update(label_rounding="nearest", label_per_class=None)
     explicit["evaluate"]["test_sets"] = []
     explicit["evaluate"]["encoders"][0]["seeds"] = 2
     assert ids(explicit) == PINNED_IDS
+    # logistic's C chosen by log-loss (today's default) is another computation: its rows only
+    default_selection = json.loads(json.dumps(PINNED_SPEC))
+    del default_selection["evaluate"]["settings"]["logistic"]
+    changed = ids(default_selection)
+    assert {k for k in PINNED_IDS if changed[k] != PINNED_IDS[k]} == {
+        k for k in PINNED_IDS if "/logistic/" in k}
 
 
 @pytest.mark.parametrize(("change", "protocols"), [
     ({"optimizer": "adamw"}, {"finetune", "probe"}),
     ({"schedule": "multistep"}, {"finetune", "probe"}),
     ({"gamma": 0.5}, {"finetune", "probe"}),
+    ({"train_augmentation": False}, {"finetune", "probe"}),
 ])
 def test_a_downstream_optimiser_changes_the_rows_it_trains_only(change, protocols):
     data = json.loads(json.dumps(PINNED_SPEC))
@@ -325,20 +335,31 @@ def test_the_label_fraction_spec_plans_148_1480_and_14805_labels(tmp_path: Path,
     manifest = isic_manifest
     spec = spec_from_data(_chaves_data(manifest, tmp_path / "runs"))
     budgets = {b.condition: (b.used, b.available) for b in label_budgets(spec)}
-    for method in ("supervised", "simclr", "barlow_twins"):
+    for method in ("supervised", "simclr", "barlow_twins", "supcon"):
         assert budgets[f"{method}-100pct"] == (14_805, 14_805)
         assert budgets[f"{method}-10pct"] == (1_480, 14_805)
         assert budgets[f"{method}-1pct"] == (148, 14_805)
     assert label_arms(spec)["simclr-1pct"] == "simclr"
     text = make_plan(spec, ClusterResources(8, 0)).describe()
     assert "10% of the training labels, rounded down: 1,480 of 14,805: supervised-10pct, " \
-           "simclr-10pct, barlow_twins-10pct" in text
+           "simclr-10pct, barlow_twins-10pct, supcon-10pct" in text
     assert "1% of the training labels, rounded down: 148 of 14,805" in text
     assert "all training labels: 14,805 of 14,805" in text
-    # pre-training sees every training image, whatever the label budget
+    # UCL pre-training sees every training image, whatever the label budget; SCL (SupCon)
+    # trains on exactly the labelled images of its budget's fine-tuning, no other label
     from raysweep.data import index_dataset
 
-    assert all(len(index_dataset(run.data).unlabelled()) == 14_805 for run in spec.pretrain)
+    runs = {run.name: run for run in spec.pretrain}
+    assert all(len(index_dataset(runs[m].data).unlabelled()) == 14_805
+               for m in ("simclr", "barlow_twins"))
+    conditions = {c.name: c for c in spec.evaluate.encoders}
+    for budget in ("100pct", "10pct", "1pct"):
+        run, condition = runs[f"supcon-{budget}"], conditions[f"supcon-{budget}"]
+        assert run.method == "supcon" and condition.encoder.weights == f"pretrain:supcon-{budget}"
+        # the same data spec: the same stratified subset (the budget's counts are checked above)
+        assert run.data == condition.data == conditions[f"supervised-{budget}"].data
+    trained, _ = index_dataset(runs["supcon-1pct"].data).labelled_indices("train")
+    assert len(trained) == 148
 
 
 # ---------------------------------------------------------------------- per-condition seeds
@@ -394,8 +415,8 @@ def test_the_chaves_dry_run_prints_its_test_sets_and_label_budgets(tmp_path: Pat
     code = main(["run", str(spec), "--dry-run"])
     captured = capsys.readouterr()
     out = captured.out
-    # 9 conditions x 10 seeds, each fine-tuned once and scored on 5 test sets
-    assert "stage evaluate: 90 Tune trials, 450 result rows (9 encoders, 10 seeds, 5 test " \
+    # 12 conditions x 10 seeds, each fine-tuned once and scored on 5 test sets
+    assert "stage evaluate: 120 Tune trials, 600 result rows (12 encoders, 10 seeds, 5 test " \
            "sets)" in out
     assert "  test sets: 5, every trained model scored on each" in out
     for line in ("    test (the evaluation data's test split)",
@@ -406,11 +427,11 @@ def test_the_chaves_dry_run_prints_its_test_sets_and_label_budgets(tmp_path: Pat
                  "    pad_ufes_20: ~/data/pad_ufes_20/manifest.csv; labels MEL -> melanoma"):
         assert line in out, line
     assert "    all training labels: 14,805 of 14,805: supervised-100pct, simclr-100pct, " \
-           "barlow_twins-100pct" in out
+           "barlow_twins-100pct, supcon-100pct" in out
     assert "    10% of the training labels, rounded down: 1,480 of 14,805: supervised-10pct, " \
-           "simclr-10pct, barlow_twins-10pct" in out
+           "simclr-10pct, barlow_twins-10pct, supcon-10pct" in out
     assert "    1% of the training labels, rounded down: 148 of 14,805: supervised-1pct, " \
-           "simclr-1pct, barlow_twins-1pct" in out
+           "simclr-1pct, barlow_twins-1pct, supcon-1pct" in out
     # the ImageNet weights are not there: the one problem, after the plan
     assert code == 2
     assert captured.err.count("error: ") == 1 and "resnet50-0676ba61.pth" in captured.err

@@ -32,6 +32,12 @@ batch statistics span ``batch_size / grad_accum_steps`` images across ranks) and
 are averaged: a documented approximation of the full batch, as in every accumulation scheme
 for batch-statistics losses.
 
+Monitoring (the thesis' Figure 7.1): every epoch's metrics hold the mean of the method's logged
+terms (two-view methods add ``contrastive_top1``, the share of anchors whose most similar
+embedding in the global batch is their other view) and, with ``validation_fraction``, the same
+terms on a held-out share of the images (``val_loss``, ``val_contrastive_top1``, ...:
+:func:`validation_metrics`), never trained on.
+
 Randomness: the data order comes from ``(seed, epoch)``, the augmentation of each micro-batch
 from ``(seed, epoch, step, rank, micro-batch)``, the initialisation from ``(seed, "init")``:
 nothing depends on global RNG state, so a resumed run equals an uninterrupted one.
@@ -40,6 +46,7 @@ nothing depends on global RNG state, so a resumed run equals an uninterrupted on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import math
@@ -70,7 +77,12 @@ from raysweep.seeding import derive_seed, torch_generator
 from raysweep.ssl.methods import ObjectiveInput, pretrain_method
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.hooks import WorkerHooks
-from raysweep.ssl.pretrain.sharding import epoch_order, global_batches, local_batch
+from raysweep.ssl.pretrain.sharding import (
+    epoch_order,
+    global_batches,
+    local_batch,
+    validation_split,
+)
 from raysweep.storage import AnyPath, storage_path
 
 if TYPE_CHECKING:
@@ -92,12 +104,14 @@ StepHook = Callable[[int, int, int], None]
 @dataclass
 class TrainingData:
     """What the loop trains on: uint8 images (N, C, H, W), the indices of an epoch (with
-    oversampling repeats), and labels (N,) with their class names for ``supervised``."""
+    oversampling repeats), labels (N,) with their class names for the methods that need them,
+    and the held-out validation indices (``validation_fraction``; None: no validation)."""
 
     images: Any
     indices: np.ndarray
     labels: np.ndarray | None = None
     classes: tuple[str, ...] = ()
+    val_indices: np.ndarray | None = None
 
 
 class PretrainNet(nn.Module):
@@ -135,6 +149,23 @@ def load_training_data(spec: PretrainSpec) -> TrainingData:
         return TrainingData(dataset.images, np.asarray(indices, dtype=np.int64),
                             np.asarray(dataset.labels, dtype=np.int64), tuple(dataset.classes))
     return TrainingData(dataset.images, np.asarray(dataset.unlabelled(), dtype=np.int64))
+
+
+def hold_out_validation(spec: PretrainSpec, data: TrainingData) -> TrainingData:
+    """``data`` with ``spec.validation_fraction`` of its distinct images moved to
+    ``val_indices`` (:func:`~raysweep.ssl.pretrain.sharding.validation_split`, from the data's
+    split seed); ``data`` itself when the fraction is 0. A hold-out smaller than one batch is
+    a :class:`DataError` (the validation batches have the training batch size, so that the two
+    losses compare)."""
+    if not spec.validation_fraction:
+        return data
+    train, held = validation_split(data.indices, spec.validation_fraction,
+                                   seed=spec.data.split_seed)
+    if len(held) < spec.batch_size:
+        raise DataError(f"pretrain {spec.name}: validation_fraction {spec.validation_fraction:g} "
+                        f"holds out {len(held)} images, fewer than one batch of "
+                        f"{spec.batch_size}")
+    return dataclasses.replace(data, indices=train, val_indices=held)
 
 
 def build_net(spec: PretrainSpec, num_classes: int = 0) -> PretrainNet:
@@ -401,7 +432,7 @@ def pretrain_worker(
         raise SpecError(f"pretrain {spec.name}: batch_size {spec.batch_size} must be a multiple "
                         f"of num_workers x grad_accum_steps = {world * spec.grad_accum_steps}")
     with _deterministic(spec.deterministic):
-        data = data if data is not None else load_training_data(spec)
+        data = hold_out_validation(spec, data if data is not None else load_training_data(spec))
         steps = global_batches(len(data.indices), spec.batch_size)
         if steps == 0:
             raise DataError(f"pretrain {spec.name}: {len(data.indices)} images are fewer than "
@@ -550,8 +581,9 @@ def enter_phase(worker: _Worker, name: str, epoch: int, progress: _Progress) -> 
 
 def train_epoch(worker: _Worker, phase: _Phase, epoch: int, progress: _Progress
                 ) -> dict[str, Any]:
-    """One epoch of ``phase``: its metrics (the mean logged terms, lr, throughput, and the
-    proxy when it is due). A non-finite loss stops the run."""
+    """One epoch of ``phase``: its metrics (the mean logged terms, lr, throughput, the
+    validation terms with a hold-out, and the proxy when it is due). A non-finite loss stops
+    the run."""
     spec = worker.spec
     order = epoch_order(worker.data.indices, seed=spec.seed, epoch=epoch)
     sums: dict[str, float] = {}
@@ -576,12 +608,40 @@ def train_epoch(worker: _Worker, phase: _Phase, epoch: int, progress: _Progress
         "lr_max": float(lr_max) if lr_max is not None and phase.name == "train" else None,
         "images_per_s": worker.steps * spec.batch_size / elapsed, "epoch_time_s": elapsed,
     }
+    if worker.data.val_indices is not None:
+        metrics.update(validation_metrics(worker, phase))
     if spec.proxy_every and ((epoch + 1) % spec.proxy_every == 0
                              or epoch == worker.total_epochs - 1):
         # Frozen epochs too: a scheduler stopping on the proxy needs it in every report.
         metrics.update(_proxy_metrics(spec, worker.net, worker.device, worker.bf16))
         configure_phase(worker.net, phase.name, spec.trainable)
     return metrics
+
+
+@torch.no_grad()
+def validation_metrics(worker: _Worker, phase: _Phase) -> dict[str, float]:
+    """The method's logged terms on the held-out images, each prefixed ``val_`` (``val_loss``,
+    ``val_contrastive_top1``, ...): the network in eval mode (BatchNorm on its running
+    statistics), no gradient, the same global batches (and micro-batches) every epoch with the
+    same views, drawn from ``(seed, "pretrain-val-views", batch, rank, micro-batch)``, so that
+    the curve follows the network alone (the thesis' Figure 7.1). Every rank takes its slice of
+    each batch, as in training; the losses span the ranks as they do there."""
+    spec, val = worker.spec, worker.data.val_indices
+    assert val is not None
+    ctx = dataclasses.replace(phase.ctx, model=worker.net)  # no DDP wrapper: nothing to sync
+    worker.net.eval()
+    batches, accum = global_batches(len(val), spec.batch_size), spec.grad_accum_steps
+    sums: dict[str, float] = {}
+    for step in range(batches):
+        index = local_batch(val, step=step, batch_size=spec.batch_size, rank=worker.rank,
+                            world_size=worker.world)
+        for micro, chunk in enumerate(np.array_split(index, accum)):
+            generator = torch_generator(spec.seed, "pretrain-val-views", step, worker.rank, micro)
+            _, logged = micro_batch_loss(ctx, chunk, generator)
+            for key, value in logged.items():
+                sums[key] = sums.get(key, 0.0) + value / (batches * accum)
+    configure_phase(worker.net, phase.name, spec.trainable)
+    return {f"val_{key}": value for key, value in sums.items()}
 
 
 def finish_epoch(worker: _Worker, phase: _Phase, epoch: int, progress: _Progress,

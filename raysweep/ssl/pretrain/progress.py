@@ -3,6 +3,7 @@
 ::
 
     pretrain SSL: epoch 3/8  loss 118.9  412 img/s  ETA 25 s
+    pretrain simclr: epoch 3/8  loss 4.21  top-1 0.412  val loss 4.58  val top-1 0.350  ...
 
 Why the driver watches a file rather than registering a Ray Train callback: under Ray Train V2
 a ``RunConfig.callbacks`` entry (``ray.train.UserCallback``) runs inside the TrainController
@@ -29,6 +30,12 @@ from raysweep.storage import AnyPath, storage_path
 __all__ = ["EpochProgress", "epoch_line"]
 
 
+#: ``metrics.jsonl`` keys on the epoch line, in order: (key, label, format). The contrastive
+#: top-1 accuracy and the held-out validation terms are the thesis' Figure 7.1.
+_MONITORED = (("loss", "loss", ".4g"), ("contrastive_top1", "top-1", ".3f"),
+              ("val_loss", "val loss", ".4g"), ("val_contrastive_top1", "val top-1", ".3f"))
+
+
 def epoch_line(run: str, metrics: Mapping[str, Any], total_epochs: int,
                eta_s: float | None) -> str:
     """The console line of one finished epoch (``metrics``: one line of ``metrics.jsonl``,
@@ -36,8 +43,9 @@ def epoch_line(run: str, metrics: Mapping[str, Any], total_epochs: int,
     parts = [f"pretrain {run}: epoch {int(metrics['epoch']) + 1}/{total_epochs}"]
     if metrics.get("phase") == "frozen":
         parts[0] += " (encoder frozen)"
-    if "loss" in metrics:
-        parts.append(f"loss {float(metrics['loss']):.4g}")
+    for key, label, form in _MONITORED:
+        if metrics.get(key) is not None:
+            parts.append(f"{label} {float(metrics[key]):{form}}")
     if "images_per_s" in metrics:
         parts.append(f"{float(metrics['images_per_s']):.0f} img/s")
     for key, value in metrics.items():

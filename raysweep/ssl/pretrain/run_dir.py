@@ -23,8 +23,9 @@ every finished run again:
   depend on the number of ranks) and ``use_gpu`` / ``precision`` as written in the spec (``auto`` is hashed as ``auto``: the
   resolved device and precision are recorded in ``meta.json``);
 - the 1cycle settings (:data:`ONLY_WHEN_SET`: ``pct_start``, ``div_factor``,
-  ``final_div_factor``, ``max_momentum``, ``base_momentum``) only when they differ from their
-  defaults, so that every run stored before they were spec fields keeps its hash;
+  ``final_div_factor``, ``max_momentum``, ``base_momentum``) and ``validation_fraction`` (the
+  images held out from training) only when they differ from their defaults, so that every run
+  stored before they were spec fields keeps its hash;
 - the data as its content fingerprint (:func:`raysweep.data.fingerprint.dataset_fingerprint`)
   instead of its paths;
 - initial weights read from a file (``file:PATH``, which is also how a further pre-training run
@@ -36,12 +37,13 @@ every finished run again:
 from __future__ import annotations
 
 import dataclasses
-import json
+import warnings
 from typing import Any
 
 from raysweep.artefacts import file_sha256, stable_hash, to_jsonable
 from raysweep.config import PretrainSpec
 from raysweep.storage import AnyPath, storage_path
+from raysweep.stored import StoredFileError, check_within, read_json
 
 __all__ = [
     "ENCODER_FILE",
@@ -50,6 +52,7 @@ __all__ = [
     "NOT_IN_HASH",
     "ONLY_WHEN_SET",
     "is_finished",
+    "read_meta",
     "result_hash",
     "run_directory",
     "weights_digest",
@@ -69,6 +72,7 @@ NOT_IN_HASH = frozenset({
 #: PretrainSpec fields hashed only when they differ from their defaults (see the module docstring).
 ONLY_WHEN_SET = frozenset({
     "pct_start", "div_factor", "final_div_factor", "max_momentum", "base_momentum",
+    "validation_fraction",
 })
 
 
@@ -115,12 +119,25 @@ def run_directory(spec: PretrainSpec, storage_dir: Any, *, save_digests: bool = 
 
 
 def is_finished(run_dir: AnyPath) -> bool:
-    """True when ``meta.json`` says ``finished`` and the encoder and metrics files exist."""
+    """True when ``meta.json`` says ``finished`` and the encoder and metrics files exist, all
+    three inside ``run_dir`` (no symbolic link out of it). A ``meta.json`` that cannot be read
+    as a JSON object, or a file that links out of the run, makes the run unfinished, with a
+    warning naming it (the run is trained again)."""
     meta = run_dir / META_FILE
     if not (meta.is_file() and (run_dir / ENCODER_FILE).is_file()
             and (run_dir / METRICS_FILE).is_file()):
         return False
     try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("status") == "finished"
-    except (OSError, ValueError):
+        for name in (ENCODER_FILE, METRICS_FILE):
+            check_within(run_dir / name, run_dir)
+        return read_json(meta, root=run_dir).get("status") == "finished"
+    except StoredFileError as err:
+        warnings.warn(f"{err}: the pre-training run counts as unfinished (it is trained again)",
+                      stacklevel=2)
         return False
+
+
+def read_meta(run_dir: AnyPath) -> dict[str, Any]:
+    """``meta.json`` of a run as a JSON object (:class:`~raysweep.stored.StoredFileError` or
+    ``FileNotFoundError`` when it cannot be)."""
+    return read_json(run_dir / META_FILE, root=run_dir)

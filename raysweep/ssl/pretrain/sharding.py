@@ -6,6 +6,9 @@ of ``batch_size`` images (the incomplete last batch is dropped, as Barlow Twins 
 statistics), and rank ``r`` of ``W`` takes the ``r``-th contiguous slice of each global batch.
 One worker and two workers therefore see exactly the same global batches, and the position in an
 epoch is fully described by ``(epoch, step)``: that is the sampler state a checkpoint records.
+
+With ``validation_fraction`` a share of the distinct images is held out first
+(:func:`validation_split`): never trained on, scored in fixed batches after every epoch.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 
 from raysweep.seeding import numpy_rng
 
-__all__ = ["epoch_order", "global_batches", "local_batch"]
+__all__ = ["epoch_order", "global_batches", "local_batch", "validation_split"]
 
 
 def global_batches(num_images: int, batch_size: int) -> int:
@@ -37,3 +40,20 @@ def local_batch(order: np.ndarray, *, step: int, batch_size: int, rank: int,
     per_rank = batch_size // world_size
     start = step * batch_size + rank * per_rank
     return order[start:start + per_rank]
+
+
+def validation_split(indices: np.ndarray, fraction: float, *, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` indices: ``fraction`` of the *distinct* images of ``indices``
+    (int64, (N,), with oversampling repeats) held out, drawn from ``(seed, "pretrain-validation")``
+    (the data's split seed), rounded to the nearest count (halves up, at least one).
+
+    Every repeat of a held-out image leaves the training indices, so no held-out image is ever
+    trained on; the validation indices are distinct, in the drawn (random) order, which fixes
+    the composition of the validation batches for the whole run.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    distinct = np.unique(indices)
+    count = max(1, int(np.floor(fraction * len(distinct) + 0.5)))
+    held = numpy_rng(seed, "pretrain-validation").choice(distinct, size=count, replace=False)
+    return indices[~np.isin(indices, held)], held.astype(np.int64)

@@ -1,7 +1,7 @@
 """The per-worker pre-training loop, called directly (no Ray): protocol guarantees and DDP maths.
 
 * one step on 2 gloo ranks equals one step on 1 rank over the same global batch (Barlow Twins,
-  SimCLR, supervised; parameters and BN statistics within 1e-5);
+  SimCLR, SupCon, supervised; parameters and BN statistics within 1e-5);
 * the frozen epoch leaves the encoder bit-identical (parameters and buffers); under SSL_p every
   encoder tensor outside ``layer4[-1]`` stays bit-identical through training;
 * resuming from a checkpoint gives the bit-identical encoder of an uninterrupted run;
@@ -84,7 +84,7 @@ def initial_net(spec: PretrainSpec, num_classes: int = 2) -> dict[str, torch.Ten
 # 2 ranks == 1 rank
 # ------------------------------------------------------------------------------------------
 
-METHODS = ("barlow_twins", "simclr", "supervised")
+METHODS = ("barlow_twins", "simclr", "supcon", "supervised")
 
 
 def one_step_spec(method: str) -> PretrainSpec:

@@ -27,7 +27,8 @@ BASE = PretrainSpec(name="run", data=DatasetSpec(sources=({"kind": "digits"},), 
     {"encoder.weights": "torchvision:IMAGENET1K_V2"}, {"data.image_size": 32},
     {"grad_accum_steps": 2}, {"precision": "fp32"}, {"epochs": 3},
     {"pct_start": 0.3}, {"div_factor": 10.0}, {"final_div_factor": 1e4},
-    {"max_momentum": 0.9}, {"base_momentum": 0.8},
+    {"max_momentum": 0.9}, {"base_momentum": 0.8}, {"validation_fraction": 0.1},
+    {"method": "supcon"},
 ])
 def test_hash_changes_with_what_determines_the_encoder(change: dict) -> None:
     assert result_hash(BASE.replace(**change)) != result_hash(BASE)
@@ -49,7 +50,7 @@ def test_hashes_of_runs_stored_before_the_1cycle_fields_are_unchanged() -> None:
     simclr = BASE.replace(method="simclr", epochs=3, lr_max=0.01)
     assert result_hash(simclr, save_digests=False) == "2d2b6057d5d5"
     explicit = BASE.replace(pct_start=0.25, div_factor=25.0, final_div_factor=1e5,
-                            max_momentum=0.95, base_momentum=0.85)
+                            max_momentum=0.95, base_momentum=0.85, validation_fraction=0.0)
     assert result_hash(explicit, save_digests=False) == "652d3f723bb4"
 
 
