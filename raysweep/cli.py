@@ -183,11 +183,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.dry_run or args.estimate:
         from raysweep.sweep.experiment import stored_state
+        from raysweep.sweep.leakage import overlap_lines
 
         spec = api.load(args.spec)
         plan = api.plan(spec)
         print(plan.describe(verbose=args.verbosity == 2))
         api.check(args.spec)  # the files' problems, after the plan they concern
+        for line in overlap_lines(spec):  # overlaps of runs that allow them
+            print(line)
         print(stored_state(spec))
         if args.estimate:
             from raysweep.sweep.estimate import describe_estimates

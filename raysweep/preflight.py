@@ -6,7 +6,9 @@ or test split, pre-training data smaller than one batch (or, for a supervised ru
 labelled training images; with ``validation_fraction``, a hold-out or a training share smaller
 than one batch), external test sets whose sources cannot be listed or whose classes
 do not map onto the training classes, weight files that are missing, unreadable or hold NaN/inf,
-and a storage root or decode cache that cannot be written. :func:`check` raises them all at once as
+a storage root or decode cache that cannot be written, and pre-training runs that train on
+images a condition evaluating them is tested on, unless they allow it
+(:mod:`raysweep.sweep.leakage`). :func:`check` raises them all at once as
 :class:`~raysweep.errors.Problems`; ``raysweep validate``, ``raysweep run --dry-run`` and the
 start of ``run`` / ``pretrain`` / ``evaluate`` / ``search`` call it.
 
@@ -357,11 +359,17 @@ def spec_file_problems(spec: ExperimentSpec, source: str = "<spec>") -> list[str
         if problem:
             add(key, problem)
     checker = _DataChecker()
+    before_data = len(lines)
     for use in _uses(spec):
         for key, reason in checker.problems(use):
             add(key, reason)
     for key, reason in _test_set_problems(spec, checker):
         add(key, reason)
+    if len(lines) == before_data:  # test images in pre-training, once the data can be listed
+        from raysweep.sweep.leakage import overlap_problems
+
+        for key, reason in overlap_problems(spec):
+            add(key, reason)
     checked: set[tuple[str, str]] = set()
     for key, arch, weights in _weight_uses(spec):
         if weights == "random" or weights.startswith("pretrain:") or (arch, weights) in checked:

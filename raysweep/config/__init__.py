@@ -38,6 +38,8 @@ from raysweep.config.loading import (
 )
 from raysweep.config.specs import (
     AUGMENTATION_PIPELINES,
+    DEFAULT_REPORT_METRICS,
+    IMBALANCE_REPORT_METRICS,
     IN_DISTRIBUTION,
     MAX_FIRST_SEED,
     MAX_IMAGE_SIZE,
@@ -98,6 +100,7 @@ __all__ = [
     "Check",
     "Comparison",
     "Correction",
+    "DEFAULT_REPORT_METRICS",
     "DatasetSpec",
     "DownstreamOptimizer",
     "DownstreamSchedule",
@@ -109,6 +112,7 @@ __all__ = [
     "ExperimentSpec",
     "ExternalTestSet",
     "FrozenMapping",
+    "IMBALANCE_REPORT_METRICS",
     "IN_DISTRIBUTION",
     "LogisticSelection",
     "LogisticSpec",

@@ -64,7 +64,10 @@ class SourceSpec(Spec):
         False, doc="folder / manifest: accept images outside its folder (or root): ../, absolute "
                    "paths, symbolic links leading out")
     name: str | None = spec_field(None, doc="medmnist dataset flag, e.g. breastmnist")
-    split: str | None = spec_field(None, doc="use only this split of a source that has splits")
+    split: str | None = spec_field(
+        None, doc="use only this split: the source's own (MedMNIST's, a manifest's split "
+                  "column), else the dataset's stratified one (split_seed, test_fraction, "
+                  "val_fraction); labelled or not")
     classes: tuple[str, ...] | None = spec_field(
         None, checks=(_non_empty,), doc="keep only these classes (and fix their order)")
     labelled: bool = spec_field(True, doc="false: labels are ignored (pre-training only)")
@@ -269,6 +272,9 @@ class PretrainSpec(Spec):
             "and contrastive top-1 accuracy after every epoch (the thesis' Figure 7.1); 0 = off")
     keys: Mapping[str, str] = spec_field(default_factory=dict,
                                          doc="condition keys (initial, further_data, ...)")
+    allow_test_overlap: bool = spec_field(
+        False, doc="allow training images that are also test images of the conditions "
+                   "evaluating this run (a transductive design); the plan and report say so")
 
     def problems(self) -> list[_FieldError]:
         problems = [_FieldError(("projector", f"[{index}]"), f"must be > 0, got {width}")
@@ -319,7 +325,9 @@ class LogisticSpec(Spec):
                             doc="log-spaced C values (1: c_min only, no selection)")
     val_fraction: float = spec_field(0.2, checks=(_unit_interval_open,),
                                      doc="training-label share held out to choose C")
-    select_by: LogisticSelection = spec_field("accuracy", doc="validation metric choosing C")
+    select_by: LogisticSelection = spec_field(
+        "log_loss", doc="validation metric choosing C (log_loss: a proper scoring rule; "
+                        "accuracy favours a constant answer on imbalanced data)")
     class_weight: Literal["none", "balanced"] = spec_field(
         "none", doc="balanced: loss weights inversely proportional to class frequency")
     max_iter: int = spec_field(1000, checks=(_positive,), doc="L-BFGS iterations per fit")
@@ -410,6 +418,13 @@ class EvaluationSpec(Spec):
         False, doc="fine-tuning: metrics on the data's val split after every epoch")
     logistic: LogisticSpec = spec_field(default_factory=LogisticSpec,
                                         doc="the logistic protocol's settings")
+
+    def arithmetic(self, on_gpu: bool) -> tuple[bool, bool]:
+        """``(bf16, channels_last)``: the arithmetic of fine-tuning and probes run on a GPU
+        (``on_gpu``) or a CPU: ``precision: auto`` is bf16 autocast on a GPU, fp32 on a CPU;
+        ``channels_last: null`` is on for a GPU only (docs/protocol.md "Precision")."""
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and on_gpu)
+        return bf16, on_gpu if self.channels_last is None else self.channels_last
 
     def problems(self) -> list[_FieldError]:
         problems = []
@@ -742,12 +757,21 @@ Correction = Literal["holm", "fdr_bh", "bonferroni", "none"]
 PairwiseTestName = Literal["welch", "paired_t", "wilcoxon", "mannwhitney"]
 
 
+#: The report's metrics when ``report.metrics`` is unset (the paper's), and those it adds when
+#: a test set's largest class holds more than half of it (docs/protocol.md "Baselines and
+#: degenerate classifiers").
+DEFAULT_REPORT_METRICS = ("accuracy", "f1_weighted")
+IMBALANCE_REPORT_METRICS = ("balanced_accuracy", "f1_macro", "auc_ovr")
+
+
 @dataclass(frozen=True)
 class ReportSpec(Spec):
     """What the ``report`` stage computes (``raysweep.report``)."""
 
-    metrics: tuple[str, ...] = spec_field(("accuracy", "f1_weighted"), checks=(_non_empty,),
-                                          doc="metrics tabulated and tested")
+    metrics: tuple[str, ...] = spec_field(
+        (), doc="metrics tabulated and tested; [] (unset) = accuracy and f1_weighted, plus "
+                "balanced_accuracy, f1_macro and auc_ovr when a test set's largest class "
+                "holds more than half of it")
     comparisons: tuple[Comparison, ...] = spec_field((), doc="declared tests (default: all pairs)")
     family_by: tuple[str, ...] = spec_field(("protocol",), doc="columns that define a family")
     correction: Correction = spec_field(
@@ -765,6 +789,12 @@ class ReportSpec(Spec):
         0.0, checks=(_fraction_or_zero,),
         doc="exponential smoothing alpha of plotted per-epoch curves, s_i = (1 - alpha) x_i + "
             "alpha s_(i-1) (the thesis' Appendix D: 0.6); 0 = none")
+
+    @property
+    def chosen_metrics(self) -> tuple[str, ...]:
+        """``metrics`` as given, else :data:`DEFAULT_REPORT_METRICS` (the report adds the
+        imbalance-aware ones to an unset ``metrics`` where a test set needs them)."""
+        return self.metrics or DEFAULT_REPORT_METRICS
 
     def problems(self) -> list[_FieldError]:
         problems = []

@@ -99,10 +99,16 @@ def cache_root(cache_dir: str | None = None) -> Path:
     return cache_folder() or Path(os.path.expanduser("~/.cache/raysweep"))
 
 
+#: Digests this process has computed or read, by absolute path: [size, mtime_ns, sha256] (so
+#: that a dry run, which remembers nothing on disk, still hashes each file once).
+_PROCESS_DIGESTS: dict[str, list] = {}
+
+
 class FileDigests:
     """sha256 of file contents, remembered per (absolute path, size, mtime_ns) in
-    ``<root>/digests.json`` so that an unchanged file is hashed once. A damaged or foreign
-    ``digests.json`` only costs re-hashing."""
+    ``<root>/digests.json`` so that an unchanged file is hashed once, and in this process
+    (whether or not :meth:`save` is called). A damaged or foreign ``digests.json`` only costs
+    re-hashing."""
 
     def __init__(self, root: Path):
         self.file = root / "digests.json"
@@ -116,16 +122,20 @@ class FileDigests:
     def digest(self, path: Path) -> str:
         resolved = str(Path(path).resolve())
         stat = os.stat(resolved)
-        known = self._known.get(resolved)
-        if (isinstance(known, list) and len(known) == 3 and known[0] == stat.st_size
-                and known[1] == stat.st_mtime_ns and isinstance(known[2], str)):
-            return known[2]
+        for known in (self._known.get(resolved), _PROCESS_DIGESTS.get(resolved)):
+            if (isinstance(known, list) and len(known) == 3 and known[0] == stat.st_size
+                    and known[1] == stat.st_mtime_ns and isinstance(known[2], str)):
+                if self._known.get(resolved) is not known:
+                    self._known[resolved] = known
+                    self._dirty = True
+                return known[2]
         sha = hashlib.sha256()
         with open(resolved, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 sha.update(block)
         value = sha.hexdigest()
-        self._known[resolved] = [stat.st_size, stat.st_mtime_ns, value]
+        self._known[resolved] = _PROCESS_DIGESTS[resolved] = [stat.st_size, stat.st_mtime_ns,
+                                                              value]
         self._dirty = True
         return value
 

@@ -5,6 +5,10 @@ L2-regularised multinomial logistic regression (scikit-learn's ``LogisticRegress
 on standardised frozen features (``StandardScaler``), its inverse regularisation C chosen among
 ``c_num`` log-spaced values in ``[c_min, c_max]`` on a validation share of the labelled training
 data, then refit with that C on *all* the labelled training data and scored on the test set.
+C is chosen by the validation log-loss by default (``select_by``), a proper scoring rule:
+chosen by accuracy on imbalanced data, the strongest regularisation (a constant answer, the
+majority class) often ties or wins. A C at either end of the grid is flagged in the row
+(``logistic_c_at_edge``) and counted in the report.
 No augmentation, no TTA: the features are computed once per encoder
 (:func:`raysweep.evaluate.features.labelled_features`).
 
@@ -51,8 +55,8 @@ from raysweep.evaluate.metrics import classification_metrics, external_metrics
 from raysweep.evaluate.protocol import TEST_SETS, lr_finder_json
 from raysweep.seeding import numpy_rng
 
-__all__ = ["c_grid", "choose_c", "final_fit", "fit_logistic", "logistic_probe", "logistic_rows",
-           "validation_split"]
+__all__ = ["c_at_edge", "c_grid", "choose_c", "final_fit", "fit_logistic", "logistic_probe",
+           "logistic_rows", "validation_split"]
 
 
 def c_grid(spec: LogisticSpec) -> np.ndarray:
@@ -125,6 +129,12 @@ def selection_score(metric: str, labels: np.ndarray, probs: np.ndarray) -> float
                           average=average, zero_division=0))
 
 
+def c_at_edge(c: float, grid: Sequence[float] | np.ndarray) -> bool:
+    """Whether a chosen C is the smallest or largest of a grid of several: the best value
+    may lie beyond the grid (at the smallest C, typically a constant answer)."""
+    return len(grid) > 1 and c in (float(grid[0]), float(grid[-1]))
+
+
 def _converged(model: Pipeline, spec: LogisticSpec) -> tuple[int, bool]:
     n_iter = int(np.max(model[-1].n_iter_))
     return n_iter, n_iter < spec.max_iter
@@ -175,7 +185,8 @@ def logistic_rows(features: LabelledFeatures, spec: LogisticSpec, seeds: Sequenc
 
     Per seed: the C of :func:`choose_c` over :func:`c_grid`, then :func:`final_fit` at that C
     (seeds choosing the same C share it). Rows carry the metrics of
-    :func:`classification_metrics` and ``logistic_c``, ``logistic_val_score``,
+    :func:`classification_metrics` and ``logistic_c``, ``logistic_c_at_edge``
+    (:func:`c_at_edge`), ``logistic_val_score``,
     ``logistic_val_scores`` (JSON, one per C), ``logistic_val_size``, ``logistic_n_iter`` and
     ``logistic_converged`` of the final fit. ``feature_seconds`` (the shared feature pass) is
     divided among the seeds' timings. With external test sets (``features.external``) the
@@ -205,7 +216,8 @@ def logistic_rows(features: LabelledFeatures, spec: LogisticSpec, seeds: Sequenc
             "batched_heads": len(seeds),
             "time_train_s": share + (trained - start), "time_eval_s": end - trained,
             "time_total_s": share + (end - start),
-            "logistic_c": c, "logistic_val_score": best,
+            "logistic_c": c, "logistic_c_at_edge": c_at_edge(c, grid),
+            "logistic_val_score": best,
             "logistic_val_scores": json.dumps([float(s) for s in scores]),
             "logistic_val_size": int(n_val), "logistic_select_by": spec.select_by,
             "logistic_class_weight": spec.class_weight,

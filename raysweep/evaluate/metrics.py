@@ -37,7 +37,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["classification_metrics", "external_metrics"]
+__all__ = ["classification_metrics", "external_metrics", "prediction_concentration"]
 
 
 def _auc_ovr(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -76,8 +76,9 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, class_names: S
             external test set holding some of the classes; see the module docstring).
 
     Returns ``accuracy``, ``f1_weighted``, ``f1_macro``, ``balanced_accuracy``, ``auc_ovr``,
-    ``precision/<class>``, ``recall/<class>``, ``f1/<class>``, ``support/<class>`` and
-    ``confusion_matrix`` (JSON list of lists, rows = true class, columns = predicted).
+    ``precision/<class>``, ``recall/<class>``, ``f1/<class>``, ``support/<class>``,
+    ``confusion_matrix`` (JSON list of lists, rows = true class, columns = predicted) and
+    :func:`prediction_concentration`'s ``top_prediction`` and ``top_prediction_share``.
     """
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -107,7 +108,19 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, class_names: S
         row[f"support/{name}"] = int(support[index])
     row["confusion_matrix"] = json.dumps(
         confusion_matrix(labels, predictions, labels=classes).tolist())
+    row.update(prediction_concentration(predictions, class_names))
     return row
+
+
+def prediction_concentration(predictions: np.ndarray,
+                             class_names: Sequence[str]) -> dict[str, float | str]:
+    """``top_prediction`` (the class predicted most often; ties: the first) and
+    ``top_prediction_share`` (the share of test images given it): a share near 1 is a
+    degenerate classifier that answers one class whatever the image."""
+    counts = np.bincount(np.asarray(predictions, dtype=np.int64), minlength=len(class_names))
+    top = int(np.argmax(counts))
+    return {"top_prediction": str(class_names[top]),
+            "top_prediction_share": float(counts[top] / max(len(predictions), 1))}
 
 
 def external_metrics(name: str, labels: Any, probs: Any, class_names: Sequence[str],

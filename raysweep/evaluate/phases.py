@@ -59,9 +59,7 @@ class Precision:
 
     @classmethod
     def resolve(cls, settings: EvaluationSpec, device: torch.device) -> Precision:
-        on_gpu = device.type == "cuda"
-        bf16 = settings.precision == "bf16" or (settings.precision == "auto" and on_gpu)
-        channels_last = on_gpu if settings.channels_last is None else settings.channels_last
+        bf16, channels_last = settings.arithmetic(on_gpu=device.type == "cuda")
         return cls(bf16=bf16, channels_last=channels_last, device_type=device.type)
 
     def row_columns(self) -> dict[str, Any]:

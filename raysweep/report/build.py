@@ -61,6 +61,14 @@ from raysweep.report.tables import (
     summary_display,
     tests_display,
 )
+from raysweep.report.validity import (
+    PartValidity,
+    intro_lines,
+    part_validity,
+    resolved_settings,
+    validity_section,
+    with_baselines,
+)
 
 #: The in-distribution test set's name in the ``test_set`` column (the data's test split).
 IN_DISTRIBUTION = "test"
@@ -146,6 +154,8 @@ def write_report(
     out = Path(out_dir) if out_dir is not None else experiment_dir / "report"
     # read every input before writing anything: a bad file leaves no partial report
     inputs = _read_inputs(experiment_dir)
+    if inputs.results is not None:  # unset report.metrics: chosen by the test sets' balance
+        settings = resolved_settings(settings, inputs.results)
     record = provenance(spec)
     record["generated_from"] = str(experiment_dir / ("search" if inputs.results is None
                                                       else "results.parquet"))
@@ -196,9 +206,12 @@ def _results_report(
     """The significance tests, sections and introduction of an experiment with results."""
     parts = split_test_sets(results)
     trained = in_distribution(parts).frame
-    tests, per_part = _per_test_set(parts, settings)
+    validity = {p.name: part_validity(p.frame, p.name, settings) for p in parts}
+    tests, per_part = _per_test_set(parts, settings, validity)
     sections = [
         *_merged(per_part),
+        *validity_section([(validity[p.name], p.frame, p.title, p.slug) for p in parts],
+                          settings, fig_dir, dpi),
         *_distribution_section(results, settings, fig_dir, dpi),
         *_budget_section(results, settings, fig_dir, dpi),
         *_validation_section(trained, settings, fig_dir, dpi),
@@ -210,6 +223,7 @@ def _results_report(
     on_sets = (f" (each scored on {len(parts)} test sets: "
                f"{', '.join(str(p.name) for p in parts)})" if len(parts) > 1 else "")
     intro = (
+        *intro_lines(inputs.directory, list(validity.values()), settings),
         f"{len(trained)} runs of {len(conditions)} conditions "
         f"({', '.join(map(str, conditions))}){on_sets}, metrics "
         f"{', '.join(settings.metrics)}.",
@@ -219,8 +233,8 @@ def _results_report(
     return tests, sections, intro
 
 
-def _per_test_set(parts: list[Part],
-                  settings: ReportSpec) -> tuple[pd.DataFrame, list[Section]]:
+def _per_test_set(parts: list[Part], settings: ReportSpec,
+                  validity: dict[str | None, PartValidity]) -> tuple[pd.DataFrame, list[Section]]:
     """The tests of every test set (one table, a ``test_set`` column when there are several)
     and each test set's summary, protocol, per-class and significance sections."""
     sections, all_tests = [], []
@@ -230,7 +244,7 @@ def _per_test_set(parts: list[Part],
             tests.insert(0, TEST_SET, part.name)
         all_tests.append(tests)
         sections += [
-            _summary_section(part.frame, settings, part),
+            _summary_section(part.frame, settings, part, validity[part.name]),
             *_protocol_section(part.frame, settings, part),
             *_per_class_section(part.frame, settings, part),
             _significance_section(tests, settings, part, explain=index == 0),
@@ -284,19 +298,25 @@ def _rows_of_family(frame: pd.DataFrame, key: dict) -> pd.DataFrame:
     return frame[mask].reset_index(drop=True)
 
 
-def _summary_section(results: pd.DataFrame, settings: ReportSpec, tag: Part) -> Section:
+def _summary_section(results: pd.DataFrame, settings: ReportSpec, tag: Part,
+                     validity: PartValidity) -> Section:
     summary = summary_table(results, settings.metrics, settings.family_by)
     keys = condition_key_columns(results)
     blocks = []
     for label, key, _ in iter_families(results, settings.family_by):
         part = _rows_of_family(summary, key)
         metrics = " and ".join(metric_label(m) for m in settings.metrics)
+        data, display = with_baselines(part, summary_display(part, settings.metrics, keys),
+                                       validity, key, settings.metrics)
         blocks.append(Table(
             slug=f"summary-{slugify(label)}{tag.slug}",
             title=f"{metrics} per condition — {label}{tag.title}",
             caption=f"Mean ± std over runs (n per condition), family {label} "
-                    "(the paper's Tables 4 and 6).",
-            data=part, display=summary_display(part, settings.metrics, keys),
+                    "(the paper's Tables 4 and 6), then the scores of always answering the "
+                    "majority class and of stratified chance; † marks a condition not "
+                    "significantly above the majority class (section 'Baselines and "
+                    "degenerate classifiers').",
+            data=data, display=display,
         ))
     return Section("Summary per condition", tuple(blocks))
 

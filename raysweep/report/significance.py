@@ -179,7 +179,7 @@ def pairwise_tests(results: pd.DataFrame, settings: ReportSpec) -> pd.DataFrame:
     ``p_value``, ``correction``, ``p_adjusted``, ``reject`` and ``flagged`` (the primary test
     rejects, repeated on every test's row of that comparison).
     """
-    missing = [m for m in settings.metrics if m not in results.columns]
+    missing = [m for m in settings.chosen_metrics if m not in results.columns]
     if missing:
         raise DataError(f"results table has no metric column(s) {missing}")
     check_unique_runs(results, settings.family_by)
@@ -192,11 +192,11 @@ def pairwise_tests(results: pd.DataFrame, settings: ReportSpec) -> pd.DataFrame:
     for label, key, frame in families:
         plan = (plan_comparisons(conditions_in_order(frame), within, label)
                 if within or not across else [])
-        for metric, comp in itertools.product(settings.metrics, plan):
+        for metric, comp in itertools.product(settings.chosen_metrics, plan):
             rows += _compare(frame, frame, comp, metric, label, key, label, label, settings)
     frames = {label: frame for label, _, frame in families}
     empty_key = dict.fromkeys(settings.family_by)
-    for metric, comp in itertools.product(settings.metrics, across):
+    for metric, comp in itertools.product(settings.chosen_metrics, across):
         family_1, family_2 = comp.protocol_1, comp.protocol_2
         assert family_1 is not None and family_2 is not None  # is_across; Comparison.problems
         rows += _compare(frames[family_1], frames[family_2], comp, metric,

@@ -30,6 +30,8 @@ COLUMN_LABELS = {
 }
 
 MISSING = "–"
+#: A condition key a condition does not have (the paper's tables write "-" there).
+NO_KEY = "-"
 
 
 def metric_label(metric: str) -> str:
@@ -86,8 +88,10 @@ def fmt_null(null: str) -> str:
 def summary_display(
     summary: pd.DataFrame, metrics: Sequence[str], keys: Sequence[str]
 ) -> pd.DataFrame:
-    """Condition (and its keys), n, then ``mean ± std`` per metric."""
-    out = pd.DataFrame({column_label(k): summary[k].astype(str) for k in ["condition", *keys]})
+    """Condition (and its keys; a key the condition does not have, such as the ``initial``
+    of a random encoder, reads :data:`NO_KEY`), n, then ``mean ± std`` per metric."""
+    out = pd.DataFrame({column_label(k): [NO_KEY if _missing(v) else str(v) for v in summary[k]]
+                        for k in ["condition", *keys]})
     out["n"] = summary[f"{metrics[0]}_n"].map(fmt_count)
     for metric in metrics:
         out[metric_label(metric)] = [

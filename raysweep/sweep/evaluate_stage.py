@@ -148,12 +148,14 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
 
     ``trial`` may come identified (its ``row_ids`` set, as the stage hands it to Tune) or not
     (they are computed here). Fine-tuning runs checkpoint every ``checkpoint_interval_s``
-    (default: :func:`~raysweep.sweep.defaults.checkpoint_interval_s`) and continue from their checkpoint."""
+    (default: :func:`~raysweep.sweep.defaults.checkpoint_interval_s`) and continue from their
+    checkpoint. A trial whose rows were identified for another arithmetic than ``device``
+    computes with is refused (its rows would be stored under an identity they do not have)."""
     from raysweep.data import load_dataset
     from raysweep.evaluate.external import load_externals
 
     assert spec.evaluate is not None
-    refs = _identified_refs(spec, trial)
+    refs = _identified_refs(spec, trial, device)
     store = ResultsStore(spec.directory)
     todo = {ref.key: ref for ref in refs if not store.has(ref)}
     if todo:
@@ -172,15 +174,26 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
     return [store.read(ref) for ref in refs]
 
 
-def _identified_refs(spec: ExperimentSpec, trial: EvalTrial) -> list[RowRef]:
+def _identified_refs(spec: ExperimentSpec, trial: EvalTrial, device: str) -> list[RowRef]:
     """The trial's rows, identified (a :class:`RaysweepError` when its encoder does not exist
-    yet)."""
+    yet, or when they were identified for another arithmetic than ``device`` runs)."""
+    on_gpu = device.startswith("cuda")
     if not trial.row_ids:
-        [trial] = identify_trials(spec, (trial,))
+        [trial] = identify_trials(spec, (trial,), on_gpu=on_gpu)
+    assert spec.evaluate is not None
+    cond = condition_by_name(spec, trial.condition)
+    settings = condition_settings(spec.evaluate.settings, cond)
+    if trial.protocol != "logistic" and (settings.arithmetic(trial.on_gpu)
+                                         != settings.arithmetic(on_gpu)):
+        planned, actual = ("a GPU", "a CPU") if trial.on_gpu else ("a CPU", "a GPU")
+        raise RaysweepError(f"trial {trial.trial_name}: its rows were identified for {planned} "
+                            f"but it runs on {actual} ({device}): set the evaluation's "
+                            "precision and channels_last, or resources.gpus_per_trial, so "
+                            "that they agree")
     refs = trial_refs(trial)
     if any(ref.row_id is None for ref in refs):
         raise RaysweepError(f"condition {trial.condition}: its encoder "
-                            f"{condition_by_name(spec, trial.condition).encoder.weights} does "
+                            f"{cond.encoder.weights} does "
                             "not exist yet (run the pretrain stage first)")
     return refs
 
@@ -396,7 +409,8 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
         trainable,
         param_space={"trial": tune.grid_search([
             {"condition": t.condition, "protocol": t.protocol, "seeds": list(t.seeds),
-             "row_ids": list(t.row_ids), "test_sets": list(t.test_sets)} for t in todo])},
+             "row_ids": list(t.row_ids), "test_sets": list(t.test_sets),
+             "on_gpu": t.on_gpu} for t in todo])},
         # Reused actors keep torch imported and the decoded data mapped between trials.
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency,
                                     reuse_actors=True,

@@ -50,13 +50,19 @@ class RunSummary:
 
 
 def record_experiment(spec: ExperimentSpec) -> None:
-    """``experiment.yaml`` (the validated spec) and ``provenance.json`` in the experiment dir;
-    the storage URI is recorded without credentials (:func:`raysweep.redact.strip_credentials`:
-    they come from the environment of whoever reads the experiment)."""
+    """``experiment.yaml`` (the validated spec), ``provenance.json`` and ``test_overlap.json``
+    (the test images pre-training is allowed to see: :mod:`raysweep.sweep.leakage`) in the
+    experiment dir; the storage URI is recorded without credentials
+    (:func:`raysweep.redact.strip_credentials`: they come from the environment of whoever reads
+    the experiment)."""
+    from raysweep.sweep.leakage import record_overlaps
+
     spec.directory.mkdir(parents=True, exist_ok=True)
     recorded = spec.replace(storage=strip_credentials(spec.storage))
     atomic_write_text(spec.directory / "experiment.yaml", dump_spec(recorded))
     atomic_write_json(spec.directory / "provenance.json", provenance(recorded))
+    for overlap in record_overlaps(spec):
+        print(f"raysweep: {overlap.statement()}", flush=True)
 
 
 @contextlib.contextmanager

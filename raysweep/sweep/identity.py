@@ -5,7 +5,8 @@ A row's identity covers
 - the condition's name (it seeds the random-init encoder) and the protocol;
 - the protocol's settings (the stage's :class:`~raysweep.config.EvaluationSpec` with the
   condition's overrides), except the purely operational :data:`NOT_IN_ROW_IDENTITY` and the
-  settings of other protocols (:func:`protocol_settings`);
+  settings of other protocols, with the arithmetic (fp32 / bf16, memory format) resolved for
+  the device the trials run on (:func:`protocol_settings`, :func:`arithmetic_identity`);
 - the labelled data by content (:func:`raysweep.data.fingerprint.dataset_fingerprint`: the
   file digests, labels, splits and label subset; never the paths);
 - for a row of an external test set (:func:`external_row_id`), that test set: its name, content
@@ -58,22 +59,49 @@ NOT_IN_ROW_IDENTITY = frozenset({"device", "batched_probes"})
 PROTOCOL_ONLY_SETTINGS = {"validation_curves": "finetune", "logistic": "logistic"}
 
 #: EvaluationSpec fields added after rows were first stored (the thesis' downstream optimisers
-#: and schedules, the GPU precision and memory format, training on non-augmented images): each
-#: enters the fine-tuning and probe rows' identity only when it differs from its default, so
-#: every row stored before the field existed keeps its identity.
-ONLY_WHEN_SET = ("optimizer", "schedule", "milestones", "gamma", "precision", "channels_last",
-                 "train_augmentation")
+#: and schedules, training on non-augmented images): each enters the fine-tuning and probe rows'
+#: identity only when it differs from its default, so every row stored before the field existed
+#: keeps its identity.
+ONLY_WHEN_SET = ("optimizer", "schedule", "milestones", "gamma", "train_augmentation")
+
+#: The arithmetic fields: they enter the fine-tuning and probe rows' identity *resolved*
+#: (:func:`arithmetic_identity`).
+ARITHMETIC = ("precision", "channels_last")
 
 
-def protocol_settings(settings: EvaluationSpec, protocol: str) -> dict[str, Any]:
-    """The settings in the identity of ``protocol``'s rows.
+def arithmetic_identity(settings: EvaluationSpec, on_gpu: bool) -> dict[str, Any]:
+    """The arithmetic a fine-tuning or probe row is computed with, as its identity holds it:
+    ``precision`` (``fp32`` / ``bf16``) and ``channels_last`` resolved for a GPU (``on_gpu``)
+    or a CPU (:meth:`EvaluationSpec.arithmetic`), so that a bf16 row of a GPU and an fp32 row
+    of a CPU of the same ``precision: auto`` spec are two rows.
 
-    - ``finetune`` / ``probe``: every EvaluationSpec field but :data:`NOT_IN_ROW_IDENTITY` and
-      :data:`PROTOCOL_ONLY_SETTINGS`, and the :data:`ONLY_WHEN_SET` fields that differ from
-      their defaults; fine-tuning adds ``validation_curves`` only when it is on (a row with
-      per-epoch validation metrics holds more than one without).
+    Each enters when the spec sets it, or when it resolves to something other than plain fp32
+    in the default memory format. Rows stored before the arithmetic was resolved keep their
+    identity whenever they ran as now resolved: a CPU's ``auto`` rows (fp32, nothing entered,
+    as before) and every row of a spec that set the fields (the same values, as before). A
+    GPU's ``auto`` rows, which shared their identity with a CPU's, are computed again once.
+    """
+    bf16, channels_last = settings.arithmetic(on_gpu)
+    entered: dict[str, Any] = {}
+    if settings.precision != "auto" or bf16:
+        entered["precision"] = "bf16" if bf16 else "fp32"
+    if settings.channels_last is not None or channels_last:
+        entered["channels_last"] = channels_last
+    return entered
+
+
+def protocol_settings(settings: EvaluationSpec, protocol: str, *,
+                      on_gpu: bool = False) -> dict[str, Any]:
+    """The settings in the identity of ``protocol``'s rows, run on a GPU (``on_gpu``) or not.
+
+    - ``finetune`` / ``probe``: every EvaluationSpec field but :data:`NOT_IN_ROW_IDENTITY`,
+      :data:`PROTOCOL_ONLY_SETTINGS` and :data:`ARITHMETIC`, the :data:`ONLY_WHEN_SET` fields
+      that differ from their defaults, and the resolved arithmetic
+      (:func:`arithmetic_identity`); fine-tuning adds ``validation_curves`` only when it is on
+      (a row with per-epoch validation metrics holds more than one without).
     - ``logistic``: its own ``logistic`` settings only: it uses none of the fastai protocol's
-      (epochs, learning rates, augmentation, TTA, seed scope), so changing those keeps its rows.
+      (epochs, learning rates, augmentation, TTA, seed scope, arithmetic: its features are
+      fp32), so changing those keeps its rows.
     """
     full = to_jsonable(settings)
     if protocol == "logistic":
@@ -81,19 +109,30 @@ def protocol_settings(settings: EvaluationSpec, protocol: str) -> dict[str, Any]
     defaults = to_jsonable(EvaluationSpec())
     shared = {k: v for k, v in full.items()
               if k not in NOT_IN_ROW_IDENTITY and k not in PROTOCOL_ONLY_SETTINGS
-              and (k not in ONLY_WHEN_SET or v != defaults[k])}
+              and k not in ARITHMETIC and (k not in ONLY_WHEN_SET or v != defaults[k])}
+    shared.update(arithmetic_identity(settings, on_gpu))
     if protocol == "finetune" and settings.validation_curves:
         shared["validation_curves"] = True
     return shared
+
+
+def trials_run_on_gpu(spec: ExperimentSpec, cluster: Any = None) -> bool:
+    """Whether the evaluate stage's trials get a GPU share on ``cluster`` (default: the running
+    Ray cluster, else this machine): what ``auto`` arithmetic resolves for."""
+    from raysweep.sweep.resources import ClusterResources, evaluation_trial_resources
+
+    cluster = cluster or ClusterResources.detect()
+    return evaluation_trial_resources(spec.resources, cluster).gpu > 0
 
 
 class _Identities:
     """Condition identities of one spec, each data fingerprint and encoder digest computed
     once."""
 
-    def __init__(self, spec: ExperimentSpec, *, save_digests: bool):
+    def __init__(self, spec: ExperimentSpec, *, save_digests: bool, on_gpu: bool = False):
         self.spec = spec
         self.save_digests = save_digests
+        self.on_gpu = on_gpu
         self._fingerprints: dict[str, str] = {}
         self._conditions: dict[str, dict[str, Any] | None] = {}
 
@@ -160,7 +199,7 @@ class _Identities:
         assert self.spec.evaluate is not None
         cond = next(c for c in self.spec.evaluate.encoders if c.name == name)
         settings = condition_settings(self.spec.evaluate.settings, cond)
-        return {**shared, "settings": protocol_settings(settings, protocol)}
+        return {**shared, "settings": protocol_settings(settings, protocol, on_gpu=self.on_gpu)}
 
 
 def condition_identities(spec: ExperimentSpec, *,
@@ -195,15 +234,19 @@ def external_row_id(condition_identity: dict[str, Any], protocol: str, seed: int
 
 
 def identify_trials(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = None, *,
-                    save_digests: bool = True) -> tuple[EvalTrial, ...]:
+                    save_digests: bool = True,
+                    on_gpu: bool | None = None) -> tuple[EvalTrial, ...]:
     """``trials`` (default: every trial of the spec's evaluate stage) with the identity of each
     of their rows (``row_ids`` in :meth:`EvalTrial.row_keys` order, None while a row's encoder
-    does not exist yet).
+    does not exist yet), computed on a GPU (``on_gpu``; default :func:`trials_run_on_gpu`), as
+    their ``on_gpu`` records.
 
     ``save_digests=False`` writes nothing (dry runs): data file digests are not remembered.
     """
     trials = eval_trials(spec) if trials is None else trials
-    identities = _Identities(spec, save_digests=save_digests)
+    if on_gpu is None:
+        on_gpu = trials_run_on_gpu(spec) if trials else False
+    identities = _Identities(spec, save_digests=save_digests, on_gpu=on_gpu)
     test_sets: dict[str, dict[str, dict[str, Any]]] = {}
     identified = []
     for trial in trials:
@@ -221,7 +264,7 @@ def identify_trials(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None =
                     test_sets[trial.condition] = identities.test_sets(cond)
                 ids.append(external_row_id(shared, trial.protocol, key.seed,
                                            test_sets[trial.condition][key.test_set]))
-        identified.append(dataclasses.replace(trial, row_ids=tuple(ids)))
+        identified.append(dataclasses.replace(trial, row_ids=tuple(ids), on_gpu=on_gpu))
     return tuple(identified)
 
 

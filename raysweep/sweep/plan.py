@@ -57,13 +57,15 @@ class EvalTrial:
     """One Tune trial of the evaluate stage: a condition, a protocol and its seeds, the external
     test sets its trained heads are scored on besides the data's test split, and, once
     identified (:func:`raysweep.sweep.identity.identify_trials`), the identity of each of its
-    rows, in :meth:`row_keys` order."""
+    rows, in :meth:`row_keys` order, and the device kind they were identified for."""
 
     condition: str
     protocol: str
     seeds: tuple[int, ...]
     row_ids: tuple[str | None, ...] = ()
     test_sets: tuple[str, ...] = ()
+    #: Whether the identities were computed for a GPU (its ``auto`` arithmetic).
+    on_gpu: bool = False
 
     def row_keys(self) -> list[RowKey]:
         """The trial's rows: per seed, the data's test split, then each external test set."""
@@ -140,7 +142,7 @@ class Plan:
                  f"cluster: {self.cluster.describe()}",
                  *self._pretrain_lines(verbose), *self._evaluate_lines(verbose),
                  *describe_searches(spec, self.cluster),
-                 f"stage report: metrics {', '.join(spec.report.metrics)}, "
+                 f"stage report: metrics {_report_metrics(spec)}, "
                  f"{spec.report.correction} correction at alpha {spec.report.alpha}"]
         lines.extend(f"note: {note}" for note in self.notes)
         lines.extend(f"cannot run on this cluster: {line}" for line in self.unreachable)
@@ -160,6 +162,9 @@ class Plan:
                              f"{run.encoder.name}:{run.encoder.weights}, trainable "
                              f"{run.trainable}, {run.epochs} epochs; {res.num_workers} worker(s) "
                              f"x {res.cpu_per_worker:g} CPU, {device}")
+                if run.allow_test_overlap:
+                    lines.append("      allow_test_overlap: may train on test images of the "
+                                 "conditions evaluating it (transductive; counted below)")
                 if verbose:
                     lines.extend(_field_lines([(k, v) for k, v in non_default_fields(run)
                                                if k != "name"], "      "))
@@ -205,6 +210,15 @@ class Plan:
         """The GPU share of each kind of trial, and where it came from."""
         return [f"  {kind.describe()}: {res.cpu:g} CPU, {res.gpu:.4g} GPU ({res.basis})"
                 for kind, res in sorted(self.eval_kinds.items())]
+
+
+def _report_metrics(spec: ExperimentSpec) -> str:
+    """The report's metrics as the plan names them (``report.metrics`` unset: the defaults, and
+    when the imbalance-aware ones join them)."""
+    if spec.report.metrics:
+        return ", ".join(spec.report.metrics)
+    return ("accuracy, f1_weighted (+ balanced_accuracy, f1_macro, auc_ovr where a test set's "
+            "largest class holds more than half of it)")
 
 
 def _per_test_set(spec: ExperimentSpec) -> str:

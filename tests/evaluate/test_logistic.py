@@ -61,8 +61,8 @@ def sklearn_reference(features: LabelledFeatures, spec: LogisticSpec, seed: int,
 
 
 @pytest.mark.parametrize(("spec", "scoring"), [
-    (LogisticSpec(c_min=1e-3, c_max=1e2, c_num=6), "accuracy"),
-    (LogisticSpec(c_min=1e-3, c_max=1e2, c_num=6, select_by="log_loss"), "neg_log_loss"),
+    (LogisticSpec(c_min=1e-3, c_max=1e2, c_num=6, select_by="accuracy"), "accuracy"),
+    (LogisticSpec(c_min=1e-3, c_max=1e2, c_num=6), "neg_log_loss"),  # the default
     (LogisticSpec(c_min=1e-2, c_max=10, c_num=4, class_weight="balanced",
                   select_by="balanced_accuracy", val_fraction=0.3), "balanced_accuracy"),
 ])
@@ -82,6 +82,26 @@ def test_rows_equal_scikit_learn_grid_search(spec: LogisticSpec, scoring: str) -
     splits = {tuple(validation_split(features.train_x, features.train_y, CLASSES,
                                      fraction=spec.val_fraction, seed=s)[1]) for s in range(4)}
     assert len(splits) == 4
+
+
+def test_c_is_chosen_by_log_loss_and_an_edge_of_the_grid_is_flagged() -> None:
+    """The default selection is the validation log-loss (a proper scoring rule); a row says
+    whether its C is the grid's smallest or largest, and which share of the test images got
+    its most frequent answer."""
+    assert LogisticSpec().select_by == "log_loss"
+    features = blobs(seed=3)
+    spec = LogisticSpec(c_min=1e-5, c_max=1e-3, c_num=3)  # all strong: the edge is likely
+    rows = logistic_rows(features, spec, seeds=[0, 1, 2, 3])
+    grid = c_grid(spec)
+    for row in rows:
+        assert row["logistic_c_at_edge"] == (row["logistic_c"] in (grid[0], grid[-1]))
+        matrix = np.asarray(json.loads(row["confusion_matrix"]))
+        predicted = matrix.sum(axis=0)
+        assert row["top_prediction_share"] == pytest.approx(predicted.max() / matrix.sum())
+        assert row["top_prediction"] == CLASSES[int(np.argmax(predicted))]
+    assert any(row["logistic_c_at_edge"] for row in rows)
+    single = logistic_rows(features, LogisticSpec(c_min=0.5, c_max=0.5, c_num=1), seeds=[0])
+    assert single[0]["logistic_c_at_edge"] is False  # one C: nothing was chosen
 
 
 def test_single_c_gives_identical_rows_for_every_seed() -> None:

@@ -112,3 +112,23 @@ def test_bf16_probes_are_within_tolerance_of_fp32_batched_and_single(breast, enc
     assert rows[0]["precision"] == row["precision"] == "bf16"
     for metric in METRICS:
         assert rows[0][metric] == pytest.approx(row[metric], abs=METRIC_TOLERANCE), metric
+
+
+def test_the_resolved_arithmetic_enters_row_identity() -> None:
+    """``precision: auto`` resolves per device: a GPU's rows hold bf16 and channels_last, a
+    CPU's hold nothing (fp32 in the default memory format, as every row stored before); a spec
+    that sets both fields has the same identity on either device, the one it always had."""
+    default = EvaluationSpec()
+    fixed = default.replace(precision="fp32", channels_last=False)
+    for protocol in ("finetune", "probe"):
+        gpu = protocol_settings(default, protocol, on_gpu=True)
+        cpu = protocol_settings(default, protocol, on_gpu=False)
+        assert (gpu["precision"], gpu["channels_last"]) == ("bf16", True)
+        assert {k: v for k, v in gpu.items() if k not in ("precision", "channels_last")} == cpu
+        assert protocol_settings(fixed, protocol, on_gpu=True) == protocol_settings(
+            fixed, protocol, on_gpu=False) == {**cpu, "precision": "fp32", "channels_last": False}
+        # fp32 set, memory format left to the device: a GPU ran it channels_last
+        assert protocol_settings(default.replace(precision="fp32"), protocol,
+                                 on_gpu=True)["channels_last"] is True
+    assert protocol_settings(default, "logistic", on_gpu=True) == protocol_settings(
+        default, "logistic", on_gpu=False)  # its features are fp32 on any device

@@ -120,7 +120,7 @@ def results_of(spec, test_sets=(None,), n_seeds: int | None = None) -> pd.DataFr
             for seed in stage.condition_seeds(cond)[:n_seeds]:
                 for test_set in test_sets:
                     row = {"condition": cond.name, "protocol": protocol, "seed": seed,
-                           **{m: rng.uniform(0.4, 0.9) for m in spec.report.metrics}}
+                           **{m: rng.uniform(0.4, 0.9) for m in spec.report.chosen_metrics}}
                     if test_set is not None:
                         row["test_set"] = test_set
                     rows.append(row)
@@ -132,7 +132,7 @@ def report_rows(tmp_path: Path, spec, results: pd.DataFrame) -> dict[str, list[t
     per comparison in the table's order (the spec's first metric and primary test only, to
     keep the test fast: every metric and test has the same rows)."""
     results.to_parquet(tmp_path / "results.parquet", index=False)
-    settings = spec.report.replace(bootstrap_resamples=100, metrics=spec.report.metrics[:1],
+    settings = spec.report.replace(bootstrap_resamples=100, metrics=spec.report.chosen_metrics[:1],
                                    tests=[spec.report.primary_test])
     paths = write_report(tmp_path, settings=settings, dpi=20)
     tables = {}

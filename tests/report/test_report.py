@@ -125,7 +125,14 @@ def test_tables_equal_the_input(report) -> None:
     ref = results.groupby(["protocol", "condition"])[["accuracy", "f1_weighted"]]
     for protocol in ("finetune", "probe"):
         csv = pd.read_csv(paths.tables[f"summary-{protocol}"]["csv"])
-        for row in csv.itertuples():
+        baselines = csv[csv.row == "baseline"].set_index("condition")
+        # 70 of 100 test images are nevus: always answering it scores accuracy 0.7 and nevus
+        # F1 2 x 0.7 / 1.7 (weighted by 0.7); chance by frequency 0.3^2 + 0.7^2
+        assert baselines.loc["majority class 'nevus'", "accuracy_mean"] == pytest.approx(0.7)
+        assert baselines.loc["majority class 'nevus'", "f1_weighted_mean"] == pytest.approx(
+            0.7 * 1.4 / 1.7)
+        assert baselines.loc["stratified chance", "accuracy_mean"] == pytest.approx(0.58)
+        for row in csv[csv.row == "condition"].itertuples():
             key = (protocol, row.condition)
             assert row.accuracy_mean == pytest.approx(ref.mean().loc[key, "accuracy"], rel=1e-12)
             assert row.f1_weighted_std == pytest.approx(ref.std().loc[key, "f1_weighted"],

@@ -76,8 +76,8 @@ def test_each_protocol_is_identified_by_its_own_settings(tmp_path: Path) -> None
 
 def test_rows_of_the_paper_protocols_keep_their_identity(tmp_path: Path) -> None:
     """The identity formula of rows computed before the logistic and validation settings (and
-    the downstream optimiser and precision fields) existed: every EvaluationSpec field of that
-    time but device and batched_probes."""
+    the downstream optimiser, precision and augmentation fields) existed: every EvaluationSpec
+    field of that time but device and batched_probes."""
     from raysweep.data.fingerprint import dataset_fingerprint
 
     data = spec_data(tmp_path)
@@ -85,7 +85,8 @@ def test_rows_of_the_paper_protocols_keep_their_identity(tmp_path: Path) -> None
     old_fields = {k: v for k, v in to_jsonable(EvaluationSpec(**{
         k: v for k, v in data["evaluate"]["settings"].items() if k != "logistic"})).items()
         if k not in ("device", "batched_probes", "validation_curves", "logistic", "optimizer",
-                     "schedule", "milestones", "gamma", "precision", "channels_last")}
+                     "schedule", "milestones", "gamma", "precision", "channels_last",
+                     "train_augmentation")}
     shared = {"version": 1, "condition": "a",
               "encoder": {"arch": "small_resnet", "weights_sha256": "random"},
               "data": dataset_fingerprint(spec.evaluate.data), "settings": old_fields}

@@ -198,3 +198,22 @@ def test_a_crashed_write_leaves_no_row(tmp_path: Path, monkeypatch):
     monkeypatch.undo()
     assert not store.has(ref) and store.stored_for(ref.key) == []
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_a_gpus_auto_rows_and_a_cpus_are_different_rows(tmp_path: Path):
+    """Under ``precision: auto`` the same spec planned for a GPU (bf16) and for a CPU (fp32)
+    gives its fine-tuning and probe rows different identities; logistic rows (fp32 features
+    on any device) and a spec that fixes its arithmetic keep one identity."""
+    protocols = {"evaluate.protocols": ["finetune", "probe", "logistic"]}
+    spec = spec_from_data(spec_data(tmp_path, **protocols))
+
+    def on(device_is_gpu: bool, plan=spec) -> dict:
+        return {(r.key.condition, r.key.protocol, r.key.seed): r.row_id
+                for r in planned_refs(identify_trials(plan, on_gpu=device_is_gpu))}
+
+    gpu, cpu = on(True), on(False)
+    differ = {key[1] for key in cpu if cpu[key] != gpu[key]}
+    assert differ == {"finetune", "probe"}
+    fixed = spec_from_data(spec_data(tmp_path, **protocols, **{
+        "evaluate.settings.precision": "fp32", "evaluate.settings.channels_last": False}))
+    assert on(True, fixed) == on(False, fixed)

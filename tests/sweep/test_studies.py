@@ -49,7 +49,9 @@ PINNED_SPEC = {
                  "image_size": 16, "test_fraction": 0.3, "label_count": 30},
         "seeds": 2, "protocols": ["finetune", "probe", "logistic"],
         "settings": {"epochs": 1, "batch_size": 16, "lr_max": 1e-3, "tta_views": 0,
-                     "validation_curves": True},
+                     "validation_curves": True,
+                     # the default of that time (now log_loss: a new default, new rows)
+                     "logistic": {"select_by": "accuracy"}},
         "encoders": [{"name": "a", "encoder": {"name": "small_resnet"}},
                      {"name": "b", "encoder": {"name": "small_resnet"},
                       "overrides": {"head_lr": 3e-3}}]}}
@@ -124,6 +126,12 @@ def test_specs_without_the_new_fields_keep_their_row_identities():
     explicit["evaluate"]["test_sets"] = []
     explicit["evaluate"]["encoders"][0]["seeds"] = 2
     assert ids(explicit) == PINNED_IDS
+    # logistic's C chosen by log-loss (today's default) is another computation: its rows only
+    default_selection = json.loads(json.dumps(PINNED_SPEC))
+    del default_selection["evaluate"]["settings"]["logistic"]
+    changed = ids(default_selection)
+    assert {k for k in PINNED_IDS if changed[k] != PINNED_IDS[k]} == {
+        k for k in PINNED_IDS if "/logistic/" in k}
 
 
 @pytest.mark.parametrize(("change", "protocols"), [

@@ -16,10 +16,11 @@ every finished run again:
 - every spec field except the operational or purely observing ones (:data:`NOT_IN_HASH`:
   ``name`` (already in the directory name), ``keys``, ``checkpoint_every``, ``max_failures``,
   ``resources_per_worker``, ``deterministic`` (only removes run-to-run jitter),
-  ``channels_last`` (a memory layout), and the downstream proxy (``proxy``, ``proxy_every``,
-  ``proxy_data``: it only observes)). Included although "operational": ``num_workers`` (each
-  rank draws its own augmentation stream, so the views depend on the number of ranks) and
-  ``use_gpu`` / ``precision`` as written in the spec (``auto`` is hashed as ``auto``: the
+  ``channels_last`` (a memory layout), the downstream proxy (``proxy``, ``proxy_every``,
+  ``proxy_data``: it only observes) and ``allow_test_overlap`` (a permission of the
+  test-overlap check, :mod:`raysweep.sweep.leakage`: it changes no training). Included although
+  "operational": ``num_workers`` (each rank draws its own augmentation stream, so the views
+  depend on the number of ranks) and ``use_gpu`` / ``precision`` as written in the spec (``auto`` is hashed as ``auto``: the
   resolved device and precision are recorded in ``meta.json``);
 - the 1cycle settings (:data:`ONLY_WHEN_SET`: ``pct_start``, ``div_factor``,
   ``final_div_factor``, ``max_momentum``, ``base_momentum``) and ``validation_fraction`` (the
@@ -65,6 +66,7 @@ META_FILE = "meta.json"
 NOT_IN_HASH = frozenset({
     "name", "keys", "checkpoint_every", "max_failures", "resources_per_worker",
     "deterministic", "channels_last", "proxy", "proxy_every", "proxy_data",
+    "allow_test_overlap",
 })
 
 #: PretrainSpec fields hashed only when they differ from their defaults (see the module docstring).
