@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from raysweep.artefacts import atomic_write_json, package_versions
+from raysweep.storage.atomic import atomic_write_json, package_versions
 from raysweep.config import SourceSpec
 from raysweep.data import read_source
 from raysweep.data.cache import _decode_source

@@ -3,7 +3,7 @@
 One small study on this machine (a random ``small_resnet`` on BreastMNIST at 28 px): one
 Barlow Twins pre-training run (2 epochs, batch 32) and an evaluate stage of fine-tuning (4 seeds,
 2 epochs) and batched probes on a 128-image label budget, on ``ray.init(num_cpus=2)``. First the
-estimate (:func:`raysweep.sweep.estimate.estimate_plan`, its step times measured here), then the
+estimate (:func:`raysweep.plan.estimate.estimate_plan`, its step times measured here), then the
 stages run for real (:func:`raysweep.api.pretrain`, then :func:`raysweep.api.evaluate`), each
 timed. Reported per stage: estimated and real wall time, and for the evaluate stage also the
 estimated and real sum of trial times (``time_total_s`` of the rows: the training the estimate
@@ -49,10 +49,10 @@ def main() -> None:
 
     from raysweep import api
     from raysweep.config import spec_from_data
-    from raysweep.sweep.estimate import cached_timer, count_images, estimate_plan, trial_seconds
-    from raysweep.sweep.experiment import ensure_ray
-    from raysweep.sweep.plan import make_plan
-    from raysweep.sweep.resources import ClusterResources
+    from raysweep.plan.estimate import cached_timer, count_images, estimate_plan, trial_seconds
+    from raysweep.experiment.runner import ensure_ray
+    from raysweep.plan.trials import make_plan
+    from raysweep.plan.resources import ClusterResources
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,7 @@ finder, about 1-2 s of training each) on one ``ray.init(num_cpus=2)``, one CPU p
 
 * ``raysweep``: the evaluate stage as a user runs it, :func:`raysweep.api.evaluate` (experiment
   lock, identity of every row, a fresh ``Tuner`` of function trainables from
-  :func:`raysweep.sweep.evaluate_stage.build_tuner` with reused actors, rows written atomically,
+  :func:`raysweep.stages.evaluate.build_tuner` with reused actors, rows written atomically,
   ``results.parquet`` consolidated);
 * ``plain_tune``: what one writes with stock Ray Tune: one function trainable per (condition,
   seed) in a ``grid_search``, ``tune.with_resources({"cpu": 1})``, default ``TuneConfig``
@@ -71,9 +71,9 @@ def experiment_data(storage: Path, seeds: int, label_count: int) -> dict[str, An
 def run_raysweep(data: dict[str, Any]) -> dict[str, Any]:
     from raysweep import api
     from raysweep.config import spec_from_data
-    from raysweep.sweep.evaluate_stage import stage_refs
-    from raysweep.sweep.plan import make_plan
-    from raysweep.sweep.results import ResultsStore
+    from raysweep.stages.evaluate import stage_refs
+    from raysweep.plan.trials import make_plan
+    from raysweep.store.results import ResultsStore
 
     spec = spec_from_data(data)
     started = time.perf_counter()
@@ -93,7 +93,7 @@ def plain_trainable(config: dict[str, Any], data: dict[str, Any]) -> None:
     from raysweep.config import spec_from_data
     from raysweep.data import load_dataset
     from raysweep.evaluate import finetune
-    from raysweep.sweep.evaluate_stage import condition_by_name, condition_encoder
+    from raysweep.stages.evaluate import condition_by_name, condition_encoder
 
     spec = spec_from_data(data)
     assert spec.evaluate is not None
@@ -128,7 +128,7 @@ def record(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
            load_before: list[float]) -> dict[str, Any]:
     """The JSON record of the runs so far (written after every run: a run cut short by a
     time limit keeps what it measured)."""
-    from raysweep.artefacts import package_versions
+    from raysweep.storage.atomic import package_versions
 
     summary = {arm: {"median_overhead": statistics.median(r["overhead"] for r in rs),
                      "median_wall_s": statistics.median(r["wall_s"] for r in rs),
@@ -156,10 +156,10 @@ def main() -> None:
 
     import ray
 
-    from raysweep.artefacts import atomic_write_json
+    from raysweep.storage.atomic import atomic_write_json
     from raysweep.config import spec_from_data
     from raysweep.data import load_dataset
-    from raysweep.sweep.experiment import ensure_ray
+    from raysweep.experiment.runner import ensure_ray
 
     load_before = [round(v, 2) for v in os.getloadavg()]
     runs: dict[str, list[dict[str, Any]]] = {"raysweep": [], "plain_tune": []}

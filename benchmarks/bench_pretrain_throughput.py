@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from bench_common import DATA, ROOT, count_flops, device_name, peak_flops, sync
 
-from raysweep.artefacts import atomic_write_json, package_versions
+from raysweep.storage.atomic import atomic_write_json, package_versions
 from raysweep.augment import build_views
 from raysweep.config import DatasetSpec
 from raysweep.data import load_dataset, to_float_rgb

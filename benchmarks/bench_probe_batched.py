@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from bench_common import DATA, OUT, machine, sync
 
-from raysweep.artefacts import atomic_write_json
+from raysweep.storage.atomic import atomic_write_json
 from raysweep.augment import build_pipeline
 from raysweep.config import EvaluationSpec
 from raysweep.evaluate import probe_batched, probe_single

@@ -73,7 +73,7 @@ from bench_common import (
 )
 from torch import nn
 
-from raysweep.artefacts import atomic_write_json, package_versions
+from raysweep.storage.atomic import atomic_write_json, package_versions
 from raysweep.config import DatasetSpec, PretrainSpec
 from raysweep.data import load_dataset
 from raysweep.models import Projector, build_encoder

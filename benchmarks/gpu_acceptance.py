@@ -11,7 +11,7 @@ limit, so that a CUDA error or a hang stops that part only; ``--isolate yes`` do
     A real ``raysweep run`` (``python -m raysweep.cli run SPEC``) of a small study: Barlow Twins
     pre-training through Ray Train on one worker (``nccl`` on a GPU), then fine-tunes and
     batched probes of the pre-trained and a random encoder as Ray Tune trials packed by their
-    measured peak memory (:mod:`raysweep.sweep.gpu_memory`: the first trial of each kind alone
+    measured peak memory (:mod:`raysweep.plan.gpu_memory`: the first trial of each kind alone
     on a whole GPU, the rest at the measured share). Recorded: the process-group backend, world
     size, bf16 and channels_last the pre-training worker ran with; per kind the measured peak,
     the process overhead, the share and CPUs the plan gives and the plan's concurrency; per
@@ -63,7 +63,7 @@ from bench_common import DATA, OUT, ROOT, machine, sync
 from bench_probe_batched import compare_probes
 from bench_vs_lightly import Setting, compare
 
-from raysweep.artefacts import atomic_write_json, atomic_write_text, provenance
+from raysweep.storage.atomic import atomic_write_json, atomic_write_text, provenance
 
 PARTS = ("run", "precision", "throughput_paper", "throughput_medmnist", "probe")
 #: The tolerance of bf16 + channels_last against fp32 that docs/protocol.md "Precision" states.
@@ -202,7 +202,7 @@ def ray_cluster() -> tuple[str, bool]:
         return os.environ["RAY_ADDRESS"], False
     if ray.is_initialized():
         return ray.get_runtime_context().gcs_address, False
-    from raysweep.sweep.ray_session import ensure_ray
+    from raysweep.runtime.ray_session import ensure_ray
 
     try:
         ensure_ray()
@@ -250,9 +250,9 @@ def pretrain_record(experiment: Path) -> dict[str, Any] | None:
 
 def kinds_record(spec: Any) -> tuple[list[dict[str, Any]], int]:
     """Per kind of trial: its stored measurement and the resources the plan gives it now (one
-    entry, ``every trial``, where shares are not sized from memory); and the plan's concurrency (:func:`raysweep.sweep.plan.make_plan`, measurements as stored)."""
-    from raysweep.sweep.gpu_memory import read_measurements, trials_per_gpu
-    from raysweep.sweep.plan import make_plan
+    entry, ``every trial``, where shares are not sized from memory); and the plan's concurrency (:func:`raysweep.plan.trials.make_plan`, measurements as stored)."""
+    from raysweep.plan.gpu_memory import read_measurements, trials_per_gpu
+    from raysweep.plan.trials import make_plan
 
     plan = make_plan(spec, measure_first=False)
     measured = read_measurements(spec.directory)

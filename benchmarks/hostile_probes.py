@@ -212,17 +212,17 @@ def prepare(shared: Path) -> None:
     import optuna
     import torch
 
-    from raysweep.artefacts import atomic_write_json, provenance
+    from raysweep.storage.atomic import atomic_write_json, provenance
     from raysweep.config import dump_spec, spec_from_data
     from raysweep.models import build_encoder
-    from raysweep.ssl.pretrain.run_dir import ENCODER_FILE, META_FILE, METRICS_FILE
-    from raysweep.sweep.evaluate_stage import condition_labels
-    from raysweep.sweep.gpu_memory import MemoryMeasurement, TrialKind, write_measurement
-    from raysweep.sweep.identity import identify_trials, planned_refs
-    from raysweep.sweep.pretrain_stage import pretrain_run_dir
-    from raysweep.sweep.results import ResultsStore
-    from raysweep.sweep.search_outputs import write_outputs
-    from raysweep.sweep.search_study import open_storage, search_directory, study_name
+    from raysweep.store.run_dirs import ENCODER_FILE, META_FILE, METRICS_FILE
+    from raysweep.stages.evaluate import condition_labels
+    from raysweep.plan.gpu_memory import MemoryMeasurement, TrialKind, write_measurement
+    from raysweep.plan.identity import identify_trials, planned_refs
+    from raysweep.stages.pretrain import pretrain_run_dir
+    from raysweep.store.results import ResultsStore
+    from raysweep.search.outputs import write_outputs
+    from raysweep.search.study import open_storage, search_directory, study_name
 
     (shared / "matplotlib").mkdir(parents=True)
     os.environ["RAYSWEEP_CACHE"] = str(shared / "cache")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from raysweep.config import ExperimentSpec, load_spec, spec_from_data
-from raysweep.storage import AnyPath, StoragePath
+from raysweep.storage.paths import AnyPath, StoragePath
 
 SpecLike = ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str] | StoragePath
 
@@ -48,7 +48,7 @@ def check(spec: SpecLike) -> ExperimentSpec:
 
     Raises :class:`~raysweep.errors.Problems` listing every problem, one line each, before
     anything is written or trained (``raysweep validate`` and the start of every stage)."""
-    from raysweep.preflight import check as check_files
+    from raysweep.plan.preflight import check as check_files
 
     experiment = load(spec)
     check_files(experiment, source_of(spec))
@@ -57,7 +57,7 @@ def check(spec: SpecLike) -> ExperimentSpec:
 
 def plan(spec: SpecLike):
     """The plan (stages, trials, resources) without running anything."""
-    from raysweep.sweep.plan import make_plan
+    from raysweep.plan.trials import make_plan
 
     return make_plan(load(spec))
 
@@ -70,24 +70,24 @@ def build_tuner(spec: SpecLike):
     Its pretrain runs must have finished (``pretrain(spec)``) when it evaluates their encoders.
     Unlike :func:`run`, fitting it does not take the experiment's lock.
     """
-    from raysweep.sweep.evaluate_stage import build_tuner as _build_tuner
-    from raysweep.sweep.experiment import ensure_ray
+    from raysweep.stages.evaluate import build_tuner as _build_tuner
+    from raysweep.experiment.runner import ensure_ray
 
     ensure_ray()
     return _build_tuner(load(spec))
 
 
 def run(spec: SpecLike):
-    """Run every unfinished stage; returns a :class:`~raysweep.sweep.experiment.RunSummary`."""
-    from raysweep.sweep.experiment import run_experiment
+    """Run every unfinished stage; returns a :class:`~raysweep.experiment.runner.RunSummary`."""
+    from raysweep.experiment.runner import run_experiment
 
     return run_experiment(check(spec))
 
 
 def pretrain(spec: SpecLike, *, only: list[str] | None = None) -> list:
     """Run (or skip, when finished) the pretrain stage; one result per run."""
-    from raysweep.sweep.experiment import ensure_ray, holding
-    from raysweep.sweep.pretrain_stage import run_pretrain_stage
+    from raysweep.experiment.runner import ensure_ray, holding
+    from raysweep.stages.pretrain import run_pretrain_stage
 
     experiment = check(spec)
     with holding(experiment):
@@ -97,13 +97,13 @@ def pretrain(spec: SpecLike, *, only: list[str] | None = None) -> list:
 
 def evaluate(spec: SpecLike) -> AnyPath:
     """Run the evaluate stage and consolidate ``results.parquet``; returns its path."""
-    from raysweep.sweep.experiment import (
+    from raysweep.experiment.runner import (
         consolidate_results,
         ensure_ray,
         holding,
         run_evaluate_stage,
     )
-    from raysweep.sweep.results import ResultsStore
+    from raysweep.store.results import ResultsStore
 
     experiment = check(spec)
     with holding(experiment):
@@ -124,9 +124,9 @@ def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None
     """
     from raysweep.config import ReportSpec
     from raysweep.errors import OutputError
-    from raysweep.preflight import directory_problem, experiment_links_problem
-    from raysweep.storage import storage_path
-    from raysweep.sweep.report_stage import write_report_at
+    from raysweep.plan.preflight import directory_problem, experiment_links_problem
+    from raysweep.storage.paths import storage_path
+    from raysweep.stages.report import write_report_at
 
     directory = storage_path(experiment_dir)
     links = experiment_links_problem(directory)  # neither read nor write through a link out
@@ -161,10 +161,10 @@ def report_from_stats(table_csv: str | Path, *, comparisons: str | None = None,
 def demo(*, smoke: bool = False, storage: str | None = None, search: bool = False):
     """Run the embedded demo study (``raysweep demo``), or with ``search`` the demo search
     (``raysweep demo --search``: returns what :func:`search` returns)."""
-    from raysweep.sweep.demo import demo_search_spec, demo_spec
+    from raysweep.experiment.demo import demo_search_spec, demo_spec
 
     if search:
-        from raysweep.sweep.search import run_searches
+        from raysweep.search.stage import run_searches
 
         return run_searches(demo_search_spec(smoke=smoke, storage=storage))
     return run(demo_spec(smoke=smoke, storage=storage))
@@ -172,8 +172,8 @@ def demo(*, smoke: bool = False, storage: str | None = None, search: bool = Fals
 
 def search(spec: SpecLike, *, only: list[str] | None = None):
     """Run the spec's Optuna searches (what is missing of them) and write the report; returns
-    ``(outcomes, report path or None)``, one :class:`~raysweep.sweep.search.SearchOutcome` per
+    ``(outcomes, report path or None)``, one :class:`~raysweep.search.stage.SearchOutcome` per
     search (``best_yaml()``, ``one_line()``, ``record`` = ``best.json``)."""
-    from raysweep.sweep.search import run_searches
+    from raysweep.search.stage import run_searches
 
     return run_searches(check(spec), only=only)

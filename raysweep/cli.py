@@ -6,9 +6,9 @@ included) is printed as one line, ``error: <message>`` (one line per problem whe
 several), and exits with status 2; ``raysweep --debug ...`` adds the full traceback. The
 ``RAYSWEEP_*`` environment variables are checked before any command runs
 (:mod:`raysweep.environment`), a spec and the files it names before anything is written or
-trained (:mod:`raysweep.preflight`), and every artefact is written atomically. Everything the
+trained (:mod:`raysweep.plan.preflight`), and every artefact is written atomically. Everything the
 command prints (results, plans, progress, warnings, errors, Ray's worker logs) passes through
-:func:`raysweep.redact.redact`, so no credential of a storage URI is ever shown.
+:func:`raysweep.storage.redact.redact`, so no credential of a storage URI is ever shown.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from raysweep import __version__
 from raysweep.errors import Problems, RaysweepError, TrialError
-from raysweep.redact import redact
+from raysweep.storage.redact import redact
 
 if typing.TYPE_CHECKING:  # the spec classes load lazily, as every command's imports do
     from raysweep.config import ExperimentSpec
@@ -145,7 +145,7 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
     from raysweep.data import load_dataset
     from raysweep.data.describe import source_for
     from raysweep.errors import OutputError
-    from raysweep.preflight import output_file_problem
+    from raysweep.plan.preflight import output_file_problem
 
     problem = output_file_problem(args.out, "--out")
     if problem:
@@ -182,8 +182,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from raysweep import api
 
     if args.dry_run or args.estimate:
-        from raysweep.sweep.experiment import stored_state
-        from raysweep.sweep.leakage import overlap_lines
+        from raysweep.experiment.runner import stored_state
+        from raysweep.plan.leakage import overlap_lines
 
         spec = api.load(args.spec)
         plan = api.plan(spec)
@@ -193,7 +193,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(line)
         print(stored_state(spec))
         if args.estimate:
-            from raysweep.sweep.estimate import describe_estimates
+            from raysweep.plan.estimate import describe_estimates
 
             print(describe_estimates(plan))
         return EXIT_OK
@@ -214,7 +214,7 @@ def _print_searches(outcomes: list, report: Path | None) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from raysweep.sweep.status import experiment_status
+    from raysweep.experiment.status import experiment_status
 
     print(experiment_status(args.experiment_dir).describe())
     return EXIT_OK
@@ -431,7 +431,7 @@ def _spec_of(args: argparse.Namespace):
     """The experiment a run-like command works on (None when it cannot be told)."""
     try:
         if args.command == "demo":
-            from raysweep.sweep.demo import demo_spec
+            from raysweep.experiment.demo import demo_spec
 
             return demo_spec(smoke=args.smoke, storage=args.storage)
         from raysweep.api import load
@@ -450,7 +450,7 @@ def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> int:
     previous = signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))
     try:
         print("interrupted: stopping Ray ...", file=sys.stderr, flush=True)
-        from raysweep.sweep.interrupt import kept_lines, stop_ray
+        from raysweep.experiment.interrupt import kept_lines, stop_ray
 
         stop_ray()
         spec = _spec_of(args)
@@ -507,7 +507,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 class _Redacting:
-    """A text stream that writes through :func:`raysweep.redact.redact` (what the console is
+    """A text stream that writes through :func:`raysweep.storage.redact.redact` (what the console is
     while a command runs)."""
 
     def __init__(self, stream: typing.TextIO):

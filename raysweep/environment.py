@@ -35,7 +35,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from raysweep.errors import RaysweepError
-from raysweep.redact import redact
+from raysweep.storage.redact import redact
 
 __all__ = ["CACHE_ENV", "STORE_TIMEOUT_ENV", "VARIABLES", "EnvironmentProblem", "Variable",
            "cache_folder", "choice", "problems", "seconds", "store_timeout_s"]

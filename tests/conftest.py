@@ -155,7 +155,7 @@ def store_base(request) -> tuple[str, dict[str, str]]:
 @pytest.fixture
 def store(store_base, monkeypatch, request):
     """A fresh folder in each local object store's test bucket (see :func:`s3`)."""
-    from raysweep.storage import StoragePath, storage_path
+    from raysweep.storage.paths import StoragePath, storage_path
 
     base, environment = store_base
     for key, value in environment.items():
@@ -167,9 +167,9 @@ def store(store_base, monkeypatch, request):
 
 @pytest.fixture
 def s3(s3_base, s3_credentials, monkeypatch, request):
-    """A fresh folder (a :class:`raysweep.storage.StoragePath`) in the test bucket, with the
+    """A fresh folder (a :class:`raysweep.storage.paths.StoragePath`) in the test bucket, with the
     credentials in this process's environment."""
-    from raysweep.storage import StoragePath, storage_path
+    from raysweep.storage.paths import StoragePath, storage_path
 
     for key, value in s3_credentials.items():
         monkeypatch.setenv(key, value)

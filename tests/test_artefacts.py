@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from raysweep import artefacts
-from raysweep.artefacts import (
+from raysweep.storage.paths import atomic as artefacts
+from raysweep.storage.atomic import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,

@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from raysweep.artefacts import atomic_write_bytes
+from raysweep.storage.atomic import atomic_write_bytes
 from raysweep.errors import SpecError
-from raysweep.storage import StoragePath, copy_tree, relative_to, storage_path, walk_files
-from raysweep.sweep.lock import ExperimentLock, ExperimentLocked, read_holder
-from raysweep.sweep.results import ResultsStore, RowKey, RowRef
+from raysweep.storage.paths import StoragePath, copy_tree, relative_to, storage_path, walk_files
+from raysweep.store.lock import ExperimentLock, ExperimentLocked, read_holder
+from raysweep.store.results import ResultsStore, RowKey, RowRef
 
 
 def test_local_locations_are_paths(tmp_path: Path, monkeypatch):
@@ -96,7 +96,7 @@ def test_results_and_lock_in_an_object_store(store: StoragePath):
 def test_listings_in_an_object_store_sort_by_name(s3: StoragePath, tmp_path: Path):
     """Object-store paths have no order of their own: a key's stored rows (several identities
     and a pre-identity file) and a run's checkpoints come sorted by name, as locally."""
-    from raysweep.sweep.status import _checkpoints
+    from raysweep.experiment.status import _checkpoints
 
     key = RowKey("SL", "probe", 3)
     names = {}
@@ -125,11 +125,11 @@ def test_relative_to_local_and_object_store_paths(s3: StoragePath, tmp_path: Pat
 
 def test_file_uri_storage(tmp_path: Path, monkeypatch):
     from raysweep.config import spec_from_data
-    from raysweep.sweep.evaluate_stage import evaluate_trial_rows
-    from raysweep.sweep.experiment import consolidate_results
-    from raysweep.sweep.identity import identify_trials, planned_refs
-    from raysweep.sweep.plan import make_plan
-    from raysweep.sweep.resources import ClusterResources
+    from raysweep.stages.evaluate import evaluate_trial_rows
+    from raysweep.experiment.runner import consolidate_results
+    from raysweep.plan.identity import identify_trials, planned_refs
+    from raysweep.plan.trials import make_plan
+    from raysweep.plan.resources import ClusterResources
 
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
     uri = f"file://{tmp_path}/runs"

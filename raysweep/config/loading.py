@@ -28,7 +28,7 @@ from raysweep.config.validation import (
 from raysweep.errors import SpecError, SpecProblems
 
 if TYPE_CHECKING:
-    from raysweep.storage import StoragePath
+    from raysweep.storage.paths import StoragePath
 
 # --------------------------------------------------------------------------------------------
 # Grids: `pretrain: {base: {...}, product: {axis: {label: {dotted.key: value}}}, extra: [...]}`
@@ -328,7 +328,7 @@ def load_spec(path: Any) -> ExperimentSpec:
     Raises :class:`SpecProblems` (a :class:`SpecError`) with one line ``FILE: key.path:
     reason`` per problem.
     """
-    from raysweep.storage import StoragePath
+    from raysweep.storage.paths import StoragePath
 
     file = path if isinstance(path, StoragePath) else Path(path)
     try:

@@ -653,7 +653,7 @@ class SearchSpec(Spec):
     lambda, sparsity alpha, lr_max, augmentation strength, ... Each trial pre-trains the
     ``pretrain`` run with its sampled values and is scored by ``evaluate``; ASHA (Optuna's
     successive-halving pruner) stops poor trials early on the per-epoch downstream proxy
-    (``raysweep.sweep.search``)."""
+    (``raysweep.search.stage``)."""
 
     name: str = spec_field(checks=(_name,), doc="search name (its directory and study)")
     pretrain: PretrainSpec = spec_field(doc="the base pre-training run (the default config)")
@@ -811,7 +811,7 @@ class ReportSpec(Spec):
 
 @dataclass(frozen=True)
 class ResourcesSpec(Spec):
-    """How trials are packed onto the cluster (``raysweep.sweep.resources``)."""
+    """How trials are packed onto the cluster (``raysweep.plan.resources``)."""
 
     cpus_per_trial: float | None = spec_field(
         None, checks=(_positive,),
@@ -973,9 +973,9 @@ class ExperimentSpec(Spec):
     @property
     def directory(self) -> Any:
         """``<storage>/<name>``: where every artefact of this experiment lives: a local
-        :class:`~pathlib.Path`, or a :class:`raysweep.storage.StoragePath` when ``storage`` is an
+        :class:`~pathlib.Path`, or a :class:`raysweep.storage.paths.StoragePath` when ``storage`` is an
         object-store URI (``s3://``, ``gs://``, ...)."""
-        from raysweep.storage import storage_path
+        from raysweep.storage.paths import storage_path
 
         return storage_path(self.storage) / self.name
 

@@ -9,7 +9,7 @@ One entry per *source* (so the paper's I, IU and IUD mixtures decode ISIC once),
 mixture of several sources, one *union* entry that concatenates the source entries (a byte copy,
 grey sources replicated to RGB when the mixture holds RGB), so a dataset is one memmap.
 
-The key is :func:`~raysweep.artefacts.stable_hash` of (reader kind, the item list with a sha256
+The key is :func:`~raysweep.storage.atomic.stable_hash` of (reader kind, the item list with a sha256
 content digest of each file -- or of the ``.npz`` / bundled data file and the selected rows --,
 ``image_size``, :data:`~raysweep.data.decode.DECODER_VERSION`, :data:`CACHE_FORMAT`). Content
 digests are remembered in ``<cache>/digests.json`` keyed on (absolute path, size, mtime_ns), so
@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from raysweep.artefacts import atomic_write_json, provenance, stable_hash
+from raysweep.storage.atomic import atomic_write_json, provenance, stable_hash
 from raysweep.data import decode
 from raysweep.data.decode_pool import decode_into, decode_workers
 from raysweep.data.sources import SourceListing, iter_array_items

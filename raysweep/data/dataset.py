@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from raysweep.artefacts import stable_hash
+from raysweep.storage.atomic import stable_hash
 from raysweep.config import DatasetSpec, SourceSpec
 from raysweep.data.cache import (
     CacheTransaction,

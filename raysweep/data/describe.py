@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from raysweep.artefacts import stable_hash
+from raysweep.storage.atomic import stable_hash
 from raysweep.config import DatasetSpec, SourceSpec, load_spec
 from raysweep.data.dataset import index_dataset
 from raysweep.errors import DataError

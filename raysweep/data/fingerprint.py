@@ -19,7 +19,7 @@ import hashlib
 
 import numpy as np
 
-from raysweep.artefacts import stable_hash
+from raysweep.storage.atomic import stable_hash
 from raysweep.config import DatasetSpec
 from raysweep.data.cache import FileDigests, cache_root, source_key
 from raysweep.data.dataset import _assemble, _plan_source

@@ -1,6 +1,6 @@
 """One content digest per image of a dataset, so that two datasets can be compared image by
 image whatever the files are called or where they lie (the test-overlap check,
-:mod:`raysweep.sweep.leakage`).
+:mod:`raysweep.plan.leakage`).
 
 What is digested:
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep.artefacts import atomic_write_bytes, stable_hash
+from raysweep.storage.atomic import atomic_write_bytes, stable_hash
 from raysweep.config import DatasetSpec
 from raysweep.data.cache import FileDigests, cache_root
 from raysweep.data.dataset import _plan_source

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep.artefacts import atomic_write_text
+from raysweep.storage.atomic import atomic_write_text
 from raysweep.errors import DataError
 
 #: ISIC 2019 class columns (ground-truth order) and their names in the paper's Table 1.

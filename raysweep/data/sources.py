@@ -47,7 +47,7 @@ import numpy as np
 from raysweep.config import SourceSpec
 from raysweep.data.decode import IMAGE_EXTENSIONS
 from raysweep.errors import DataError
-from raysweep.storage import is_within
+from raysweep.storage.paths import is_within
 
 SPLITS: tuple[Literal["train", "val", "test"], ...] = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}

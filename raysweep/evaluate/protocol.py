@@ -85,7 +85,7 @@ __all__ = ["ADAM_BETAS", "ADAM_EPS", "TEST_SETS", "default_augment", "encoder_ou
            "finetune", "probe_single", "training_augment"]
 
 #: The row key holding the metrics of every external test set (a list of dicts, each with its
-#: ``test_set`` name); :mod:`raysweep.sweep.results` expands it into one table row each.
+#: ``test_set`` name); :mod:`raysweep.store.results` expands it into one table row each.
 TEST_SETS = "test_sets"
 
 

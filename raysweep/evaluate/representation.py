@@ -18,7 +18,7 @@ standard deviation (``StandardScaler``):
   initialisation, seeded) of their first ``tsne_pca_dims`` principal components (PCA fit on
   the training features).
 
-Computed once per encoder and labelled data (``raysweep.sweep.representation_stage``), never
+Computed once per encoder and labelled data (``raysweep.stages.representation``), never
 per seed: nothing here depends on a training seed.
 """
 

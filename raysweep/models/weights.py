@@ -19,7 +19,7 @@ A weights spec is a string:
 ``file:PATH``
     a plain state dict, a DDP (``module.``-prefixed) one, a ``torch.compile`` (``_orig_mod.``)
     one, or a raysweep checkpoint (a dict whose ``encoder`` entry is the state dict); ``PATH``
-    is a local path or an object-store URI (``s3://...``, :mod:`raysweep.storage`).
+    is a local path or an object-store URI (``s3://...``, :mod:`raysweep.storage.paths`).
 ``FORMAT:PATH``
     a public SSL checkpoint in one of the key layouts of :data:`raysweep.weight_formats.
     WEIGHT_FORMATS` (``moco:``, ``swav:``, ``solo-learn:``, ``vissl:``, ...; :data:`LAYOUTS`
@@ -55,7 +55,7 @@ from torch import nn
 from torchvision.models import get_model_weights
 
 from raysweep.errors import WeightsError
-from raysweep.storage import AnyPath, storage_path, torch_load
+from raysweep.storage.paths import AnyPath, storage_path, torch_load
 from raysweep.weight_formats import WEIGHT_FORMATS
 
 __all__ = [

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure as PlotFigure
 
-from raysweep.artefacts import atomic_write_json, atomic_write_text, provenance
+from raysweep.storage.atomic import atomic_write_json, atomic_write_text, provenance
 from raysweep.config import ReportSpec
 from raysweep.report import plots, stats
 from raysweep.report.document import Document, Figure, Section, Table, Text

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from raysweep.artefacts import atomic_write_text
+from raysweep.storage.atomic import atomic_write_text
 from raysweep.config import Comparison, Correction, from_dict
 from raysweep.errors import DataError, OutputError, SpecError
 from raysweep.report import stats
@@ -197,7 +197,7 @@ def report_from_stats(
     :class:`~raysweep.errors.OutputError` before reading anything when ``out`` cannot be
     written (a directory, or an unwritable folder)."""
     if out is not None:
-        from raysweep.preflight import output_file_problem
+        from raysweep.plan.preflight import output_file_problem
 
         problem = output_file_problem(out, "output file")
         if problem:

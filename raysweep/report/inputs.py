@@ -5,7 +5,7 @@ optional ``<dir>/pretrain/<hash>/metrics.jsonl`` (+ ``meta.json`` with the run's
 pre-training loss curves; optional ``<dir>/search/<name>/history.csv`` or ``trials.csv``
 (columns ``trial``, ``value``, params...; ``meta.json`` may say ``"direction": "minimize"``)
 for search history; optional ``<dir>/representations.json`` (the evaluate stage's
-representation analyses, ``raysweep.sweep.representation_stage``). Absent optional parts give empty results; present but unreadable ones raise
+representation analyses, ``raysweep.stages.representation``). Absent optional parts give empty results; present but unreadable ones raise
 a :class:`~raysweep.errors.DataError` naming the file.
 """
 

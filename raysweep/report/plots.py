@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from raysweep.artefacts import atomic_write_bytes
+from raysweep.storage.atomic import atomic_write_bytes
 from raysweep.report.tables import metric_label
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

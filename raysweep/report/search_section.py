@@ -5,7 +5,7 @@ Each section has: what was searched and how it ended (trials complete / stopped 
 paired test of the best against the default over the same probe seeds; the best trials; and
 Optuna's own matplotlib figures of the study (optimisation history, parameter importances from
 ``optuna.importance.get_param_importances``, slice plot). Inputs: ``best.json`` and
-``trials.parquet`` (:mod:`raysweep.sweep.search_outputs`) and the study journal, all read back
+``trials.parquet`` (:mod:`raysweep.search.outputs`) and the study journal, all read back
 as JSON or parquet.
 """
 
@@ -32,8 +32,8 @@ TOP_TRIALS = 10
 
 def is_search_folder(folder: Path) -> bool:
     """Whether ``folder`` holds a search's study and ``best.json``."""
-    from raysweep.sweep.search_outputs import BEST_JSON
-    from raysweep.sweep.search_study import STUDY_FILE
+    from raysweep.search.outputs import BEST_JSON
+    from raysweep.search.study import STUDY_FILE
 
     return (folder / STUDY_FILE).is_file() and (folder / BEST_JSON).is_file()
 
@@ -68,7 +68,7 @@ def paired_comparison(best: np.ndarray, default: np.ndarray) -> dict[str, float]
 
 
 def _read(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    from raysweep.sweep.search_outputs import BEST_JSON, TRIALS_PARQUET
+    from raysweep.search.outputs import BEST_JSON, TRIALS_PARQUET
 
     try:
         record = json.loads((folder / BEST_JSON).read_text(encoding="utf-8"))
@@ -154,7 +154,7 @@ def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, f
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    from raysweep.sweep.search_study import STUDY_FILE, open_storage
+    from raysweep.search.study import STUDY_FILE, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=record["study_name"],

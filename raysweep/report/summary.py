@@ -121,7 +121,7 @@ def per_class_f1(
 
 
 #: The columns of the results table that a label-budget study carries
-#: (``raysweep.sweep.budgets``): the labelled training images used, and the condition's arm.
+#: (``raysweep.plan.budgets``): the labelled training images used, and the condition's arm.
 BUDGET_COLUMNS = ("n_labels", "arm")
 TEST_SET = "test_set"
 

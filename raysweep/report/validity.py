@@ -55,7 +55,7 @@ __all__ = ["IMBALANCE_SHARE", "MARK", "PartValidity", "intro_lines",
 IMBALANCE_SHARE = 0.5
 #: Marks a condition not significantly above the majority class in the summary tables.
 MARK = "†"
-#: The experiment directory's record of allowed test overlaps (raysweep.sweep.leakage).
+#: The experiment directory's record of allowed test overlaps (raysweep.plan.leakage).
 OVERLAP_FILE = "test_overlap.json"
 IN_DISTRIBUTION = "test"
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from raysweep.storage import AnyPath
+from raysweep.storage.paths import AnyPath
 
 __all__ = ["TrackedRecord", "pretrain_record", "row_record", "search_trial_record"]
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from raysweep.artefacts import stable_hash, to_jsonable
+from raysweep.storage.atomic import stable_hash, to_jsonable
 from raysweep.tracking.backends import Backend, backend_location, open_backend
 from raysweep.tracking.records import TrackedRecord
 

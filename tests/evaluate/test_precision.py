@@ -14,7 +14,7 @@ from raysweep.config import EvaluationSpec
 from raysweep.evaluate import finetune, probe_batched, probe_single
 from raysweep.evaluate.phases import Precision
 from raysweep.models import build_encoder
-from raysweep.sweep.identity import protocol_settings
+from raysweep.plan.identity import protocol_settings
 
 CLASSES = ("malignant", "normal-benign")
 #: A fixed lr_max: the comparison is of the arithmetic, not of two LR-finder choices.

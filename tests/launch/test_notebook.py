@@ -35,7 +35,7 @@ def _stdout(cell) -> str:
 
 
 def test_the_notebook_runs_top_to_bottom(ray_session, tmp_path, monkeypatch):
-    from raysweep.sweep.demo import demo_spec
+    from raysweep.experiment.demo import demo_spec
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     [parameters] = [i for i, cell in enumerate(notebook.cells)

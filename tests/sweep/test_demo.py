@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from raysweep.cli import main
-from raysweep.sweep.demo import demo_spec
+from raysweep.experiment.demo import demo_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

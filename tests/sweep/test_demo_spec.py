@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from raysweep.config import load_spec, non_default_fields, to_dict
-from raysweep.sweep.demo import (
+from raysweep.experiment.demo import (
     demo_search_spec,
     demo_search_spec_dict,
     demo_spec,

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from raysweep.config import spec_from_data
-from raysweep.sweep.estimate import StepTiming, count_images, estimate_plan, measure_step
-from raysweep.sweep.plan import make_plan
-from raysweep.sweep.resources import ClusterResources
+from raysweep.plan.estimate import StepTiming, count_images, estimate_plan, measure_step
+from raysweep.plan.trials import make_plan
+from raysweep.plan.resources import ClusterResources
 
 DIGITS = {"sources": [{"kind": "digits", "classes": ["0", "1"]}], "image_size": 16}
 

@@ -1,4 +1,4 @@
-"""Failures inside Ray trials and workers reach the user as one line (raysweep.sweep.failures)."""
+"""Failures inside Ray trials and workers reach the user as one line (raysweep.runtime.failures)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import yaml
 
 from raysweep.cli import main
 from raysweep.errors import TrialError, WeightsError
-from raysweep.sweep.failures import evaluation_failure, root_cause, train_failure, trial_error
+from raysweep.runtime.failures import evaluation_failure, root_cause, train_failure, trial_error
 
 
 def _ray_wrapped(error: BaseException):
@@ -71,7 +71,7 @@ def test_a_failed_evaluation_trial_ends_the_run_in_one_line(ray_session, tmp_pat
     from raysweep.models import build_encoder
 
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("raysweep.preflight.spec_file_problems", lambda spec, source="": [])
+    monkeypatch.setattr("raysweep.plan.preflight.spec_file_problems", lambda spec, source="": [])
     state = build_encoder("small_resnet").state_dict()
     state["conv1.weight"] = torch.full_like(state["conv1.weight"], np.nan)
     torch.save(state, tmp_path / "nan.pt")

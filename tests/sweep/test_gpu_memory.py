@@ -1,4 +1,4 @@
-"""GPU shares sized from measured peak memory (:mod:`raysweep.sweep.gpu_memory`): the
+"""GPU shares sized from measured peak memory (:mod:`raysweep.plan.gpu_memory`): the
 arithmetic, the stored measurements, the plan (fake clusters, no Ray) and the packing on fake GPUs
 (a Ray instance of its own with 6 CPUs and 2 GPUs: Ray schedules GPU resources without CUDA)."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from raysweep.config import spec_from_data
-from raysweep.sweep.gpu_memory import (
+from raysweep.plan.gpu_memory import (
     GPU_MEMORY_DIR,
     MAX_TRIALS_PER_GPU,
     MemoryMeasurement,
@@ -27,8 +27,8 @@ from raysweep.sweep.gpu_memory import (
     trials_per_gpu,
     write_measurement,
 )
-from raysweep.sweep.plan import make_plan
-from raysweep.sweep.resources import ClusterResources
+from raysweep.plan.trials import make_plan
+from raysweep.plan.resources import ClusterResources
 
 GIB = 2**30
 DIGITS = {"sources": [{"kind": "digits", "classes": ["0", "1"]}], "image_size": 16}
@@ -104,7 +104,7 @@ def test_measuring_on_cuda_resets_the_peak_and_records_the_process_overhead(monk
     what this process's allocator reserves."""
     import torch
 
-    from raysweep.sweep.gpu_memory import measuring_peak
+    from raysweep.plan.gpu_memory import measuring_peak
 
     calls: list[str] = []
 
@@ -229,10 +229,10 @@ SCRIPT = textwrap.dedent('''
     import ray
     from ray import tune
     from raysweep.config import spec_from_data
-    from raysweep.sweep.evaluate_stage import _resource_request
-    from raysweep.sweep.gpu_memory import MemoryMeasurement, TrialKind, write_measurement
-    from raysweep.sweep.plan import make_plan
-    from raysweep.sweep.resources import ClusterResources
+    from raysweep.stages.evaluate import _resource_request
+    from raysweep.plan.gpu_memory import MemoryMeasurement, TrialKind, write_measurement
+    from raysweep.plan.trials import make_plan
+    from raysweep.plan.resources import ClusterResources
 
     root = pathlib.Path(sys.argv[1])
     spec = spec_from_data({
@@ -299,7 +299,7 @@ def test_measured_third_gpu_trials_fill_two_fake_gpus_three_each(tmp_path: Path)
 def test_unmeasured_kinds_run_first_then_the_rest_are_packed_by_the_measurement(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from raysweep.sweep import evaluate_stage
-    from raysweep.sweep.identity import identify_trials
+    from raysweep.plan.identity import identify_trials
 
     spec = experiment(tmp_path, seeds=3)
     cluster = ClusterResources(cpus=12, gpus=4)
@@ -328,8 +328,8 @@ def test_unmeasured_kinds_run_first_then_the_rest_are_packed_by_the_measurement(
 
 
 def test_a_kinds_first_measurement_is_kept(tmp_path: Path):
-    from raysweep.sweep.evaluate_stage import record_first_measurement
-    from raysweep.sweep.plan import eval_trials
+    from raysweep.stages.evaluate import record_first_measurement
+    from raysweep.plan.trials import eval_trials
 
     spec = experiment(tmp_path)
     trial = eval_trials(spec)[0]
@@ -339,7 +339,7 @@ def test_a_kinds_first_measurement_is_kept(tmp_path: Path):
 
 
 def test_nothing_is_measured_on_a_cpu():
-    from raysweep.sweep.gpu_memory import measuring_peak
+    from raysweep.plan.gpu_memory import measuring_peak
 
     with measuring_peak("cpu") as peak:
         pass

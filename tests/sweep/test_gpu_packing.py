@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent('''
     import ray
     from ray import tune
     from raysweep.config import ResourcesSpec
-    from raysweep.sweep.resources import (ClusterResources, evaluation_trial_resources,
+    from raysweep.plan.resources import (ClusterResources, evaluation_trial_resources,
                                           max_concurrent_trials)
 
     ray.init(num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False)

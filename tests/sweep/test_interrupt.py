@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from raysweep.config import spec_from_data
-from raysweep.sweep.interrupt import kept_lines, latest_checkpoint_epoch, run_concurrently
+from raysweep.experiment.interrupt import kept_lines, latest_checkpoint_epoch, run_concurrently
 
 DIGITS = {"sources": [{"kind": "digits", "classes": ["0", "1", "2"]}], "image_size": 16}
 
@@ -87,9 +87,9 @@ def experiment(storage: Path) -> dict:
 
 
 def test_kept_lines_read_the_experiment_directory(tmp_path: Path) -> None:
-    from raysweep.sweep.evaluate_stage import stage_refs
-    from raysweep.sweep.pretrain_stage import pretrain_run_dir
-    from raysweep.sweep.results import ResultsStore
+    from raysweep.stages.evaluate import stage_refs
+    from raysweep.stages.pretrain import pretrain_run_dir
+    from raysweep.store.results import ResultsStore
 
     spec = spec_from_data(experiment(tmp_path))
     done, half, _ = spec.pretrain

@@ -1,4 +1,4 @@
-"""Test images kept out of pre-training (raysweep.sweep.leakage): a pre-training run that trains
+"""Test images kept out of pre-training (raysweep.plan.leakage): a pre-training run that trains
 on an image a condition evaluating it is tested on is refused by ``validate``, ``run
 --dry-run`` and ``run`` in one line (exit 2, nothing written), by content whatever the file is
 called, for the data's test split and external test sets alike; ``allow_test_overlap`` lets a
@@ -20,8 +20,8 @@ from PIL import Image
 from raysweep.cli import main
 from raysweep.config import spec_from_data
 from raysweep.report.validity import overlap_lines as report_overlap_lines
-from raysweep.ssl.pretrain.run_dir import NOT_IN_HASH, result_hash
-from raysweep.sweep.leakage import OVERLAP_FILE, find_overlaps, record_overlaps
+from raysweep.store.run_dirs import NOT_IN_HASH, result_hash
+from raysweep.plan.leakage import OVERLAP_FILE, find_overlaps, record_overlaps
 
 CLASSES = ("a", "b")
 N_PER_SPLIT = {"train": 6, "test": 3}  # per class

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raysweep.sweep.lock import LOCK_FILE, ExperimentLock, ExperimentLocked, read_holder
+from raysweep.store.lock import LOCK_FILE, ExperimentLock, ExperimentLocked, read_holder
 
 HOLD = """
 import sys, time
-from raysweep.sweep.lock import ExperimentLock
+from raysweep.store.lock import ExperimentLock
 lock = ExperimentLock(sys.argv[1], command="holder-process").acquire()
 print("held", flush=True)
 time.sleep(120)
@@ -61,7 +61,7 @@ def test_second_runner_is_refused_then_takes_over_a_killed_one(tmp_path: Path):
         holder.wait()
     # The holder died without releasing: same host, dead pid -> taken over at once.
     taker = subprocess.run([sys.executable, "-c",
-                            "import sys; from raysweep.sweep.lock import ExperimentLock\n"
+                            "import sys; from raysweep.store.lock import ExperimentLock\n"
                             "with ExperimentLock(sys.argv[1]) as lock:\n"
                             "    print(lock.took_over.pid)", str(experiment)],
                            capture_output=True, text=True, timeout=60)

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from raysweep.artefacts import stable_hash, to_jsonable
+from raysweep.storage.atomic import stable_hash, to_jsonable
 from raysweep.config import EvaluationSpec, spec_from_data
 from raysweep.errors import DataError
 from raysweep.report import write_report
-from raysweep.sweep.evaluate_stage import condition_labels, evaluate_trial_rows
-from raysweep.sweep.identity import identify_trials, planned_refs
-from raysweep.sweep.plan import EvalTrial, eval_trials
-from raysweep.sweep.representation_stage import (
+from raysweep.stages.evaluate import condition_labels, evaluate_trial_rows
+from raysweep.plan.identity import identify_trials, planned_refs
+from raysweep.plan.trials import EvalTrial, eval_trials
+from raysweep.stages.representation import (
     CONSOLIDATED_FILE,
     analysis_path,
     analysis_refs,
@@ -27,7 +27,7 @@ from raysweep.sweep.representation_stage import (
     consolidate_analyses,
     run_representation_stage,
 )
-from raysweep.sweep.results import ResultsStore
+from raysweep.store.results import ResultsStore
 
 TARGET = {"sources": [{"kind": "digits", "classes": ["5", "6", "7"]}],
           "image_size": 16, "test_fraction": 0.3, "label_count": 30}

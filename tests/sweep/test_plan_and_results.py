@@ -8,8 +8,8 @@ import pytest
 
 from raysweep.config import DatasetSpec, PretrainSpec, SourceSpec, load_spec, spec_from_data
 from raysweep.errors import SpecError
-from raysweep.sweep.plan import make_plan, pretrain_waves
-from raysweep.sweep.resources import (
+from raysweep.plan.trials import make_plan, pretrain_waves
+from raysweep.plan.resources import (
     ClusterResources,
     TrialResources,
     max_concurrent_trials,

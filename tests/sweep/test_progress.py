@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from raysweep import console
-from raysweep.sweep.progress import StageProgress, trial_line
+from raysweep.runtime.progress import StageProgress, trial_line
 
 
 @pytest.fixture(autouse=True)

@@ -13,11 +13,11 @@ from ray.core.generated import autoscaler_pb2
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, spec_from_data
 from raysweep.environment import EnvironmentProblem
 from raysweep.errors import SpecError
-from raysweep.preflight import pretrain_gpu_problem
-from raysweep.ssl.pretrain.driver import preflight
-from raysweep.sweep import resources
-from raysweep.sweep.plan import make_plan
-from raysweep.sweep.resources import (
+from raysweep.plan.preflight import pretrain_gpu_problem
+from raysweep.runtime.pretrain_driver import preflight
+from raysweep.plan import resources
+from raysweep.plan.trials import make_plan
+from raysweep.plan.resources import (
     AutoscalerView,
     ClusterResources,
     NodeType,

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from raysweep.config import spec_from_data
-from raysweep.sweep.evaluate_stage import condition_labels, evaluate_trial_rows
-from raysweep.sweep.experiment import stored_state
-from raysweep.sweep.identity import identify_trials, planned_refs
-from raysweep.sweep.results import ResultsStore, RowKey, RowRef
+from raysweep.stages.evaluate import condition_labels, evaluate_trial_rows
+from raysweep.experiment.runner import stored_state
+from raysweep.plan.identity import identify_trials, planned_refs
+from raysweep.store.results import ResultsStore, RowKey, RowRef
 
 TARGET = {"sources": [{"kind": "digits", "classes": ["5", "6", "7"]}],
           "image_size": 16, "test_fraction": 0.3, "label_count": 30}

@@ -23,19 +23,19 @@ from scipy import stats as sps
 
 from raysweep.config import spec_from_data
 from raysweep.errors import SpecError
-from raysweep.ssl.pretrain.run_dir import run_directory
-from raysweep.sweep.resources import ClusterResources
-from raysweep.sweep.search_outputs import read_default, write_default, write_outputs
-from raysweep.sweep.search_plan import (
+from raysweep.store.run_dirs import run_directory
+from raysweep.plan.resources import ClusterResources
+from raysweep.search.outputs import read_default, write_default, write_outputs
+from raysweep.plan.searches import (
     asha_rungs,
     check_fits,
     search_concurrency,
     search_resources,
 )
-from raysweep.sweep.search_pruning import ProxyPruned, ProxyPruner
-from raysweep.sweep.search_searcher import StudySearcher
-from raysweep.sweep.search_space import distributions, trial_run, trial_settings
-from raysweep.sweep.search_study import (
+from raysweep.search.pruning import ProxyPruned, ProxyPruner
+from raysweep.search.searcher import StudySearcher
+from raysweep.search.space import distributions, trial_run, trial_settings
+from raysweep.search.study import (
     SearchBusyError,
     finished_trials,
     open_study,
@@ -399,7 +399,7 @@ def test_search_report_section(tmp_path: Path) -> None:
 
 
 def test_dry_run_describes_each_search(tmp_path: Path) -> None:
-    from raysweep.sweep.plan import make_plan
+    from raysweep.plan.trials import make_plan
 
     spec, _ = one_search(tmp_path, num_samples=6)
     text = make_plan(spec, ClusterResources(cpus=2, gpus=0)).describe()
@@ -438,9 +438,9 @@ def test_proxy_is_reported_in_the_frozen_epochs_too(tmp_path: Path, monkeypatch)
 
 
 def test_search_cli_prints_the_best_yaml_last(tmp_path: Path, monkeypatch, capsys) -> None:
-    import raysweep.sweep.search as search_module
+    import raysweep.search.stage as search_module
     from raysweep.cli import main
-    from raysweep.sweep.search import SearchOutcome
+    from raysweep.search.stage import SearchOutcome
 
     spec, search = one_search(tmp_path)
     folder = spec.directory / "search" / search.name
@@ -463,7 +463,7 @@ def test_search_cli_prints_the_best_yaml_last(tmp_path: Path, monkeypatch, capsy
 def test_a_search_whose_every_trial_failed_ends_in_one_line(tmp_path: Path) -> None:
     """The first trial's own error (found inside Ray's wrapper), the search and its log."""
     from raysweep.errors import DataError, TrialError
-    from raysweep.sweep.search import search_failure
+    from raysweep.search.stage import search_failure
 
     _, search = one_search(tmp_path)
     wrapped = RuntimeError("Traceback (most recent call last):\n  ... many lines")
@@ -480,9 +480,9 @@ def test_a_search_whose_every_trial_failed_ends_in_one_line(tmp_path: Path) -> N
 def test_a_search_from_a_pretrain_run_starts_from_its_finished_encoder(tmp_path: Path) -> None:
     import hashlib
 
-    from raysweep.ssl.pretrain.run_dir import ENCODER_FILE, META_FILE, METRICS_FILE
-    from raysweep.sweep.pretrain_stage import pretrain_run_dir
-    from raysweep.sweep.search import resolve_base_weights
+    from raysweep.store.run_dirs import ENCODER_FILE, META_FILE, METRICS_FILE
+    from raysweep.stages.pretrain import pretrain_run_dir
+    from raysweep.search.stage import resolve_base_weights
 
     data = experiment(tmp_path)
     data["pretrain"] = [{"name": "base", "data": DIGITS, "encoder": {"name": "small_resnet"},

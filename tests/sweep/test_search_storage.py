@@ -11,11 +11,11 @@ import optuna
 import pytest
 
 from raysweep.config import spec_from_data
-from raysweep.storage import StoragePath
-from raysweep.sweep.lock import ExperimentLock
-from raysweep.sweep.search_journal import STUDY_FILE, StudyJournal, complete_lines
-from raysweep.sweep.search_pruning import ProxyPruned, ProxyPruner
-from raysweep.sweep.search_study import open_study, study_name
+from raysweep.storage.paths import StoragePath
+from raysweep.store.lock import ExperimentLock
+from raysweep.search.journal import STUDY_FILE, StudyJournal, complete_lines
+from raysweep.search.pruning import ProxyPruned, ProxyPruner
+from raysweep.search.study import open_study, study_name
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -137,9 +137,9 @@ def test_a_run_is_refused_while_a_search_holds_the_experiment(ray_session, tmp_p
                                                               monkeypatch):
     """``raysweep search`` holds the lock while its searches run: a ``raysweep run`` of the
     same experiment started meanwhile is refused, naming the search."""
-    import raysweep.sweep.search as search_module
+    import raysweep.search.stage as search_module
     from raysweep import api
-    from raysweep.sweep.lock import ExperimentLocked
+    from raysweep.store.lock import ExperimentLocked
 
     data = experiment(str(tmp_path / "runs"))
     refusals = []
@@ -172,7 +172,7 @@ def test_a_search_runs_in_an_object_store(ray_session, s3_base, s3, tmp_path: Pa
 
     import pandas as pd
 
-    from raysweep.sweep.search import run_searches
+    from raysweep.search.stage import run_searches
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("RAYSWEEP_CACHE", str(cache))

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 
 import raysweep.evaluate
-from raysweep.artefacts import stable_hash, to_jsonable
+from raysweep.storage.atomic import stable_hash, to_jsonable
 from raysweep.config import spec_from_data
-from raysweep.sweep.budgets import label_arms, label_budgets
-from raysweep.sweep.demo import demo_spec_dict
-from raysweep.sweep.evaluate_stage import condition_labels, evaluate_trial_rows
-from raysweep.sweep.experiment import stored_state
-from raysweep.sweep.identity import ROW_IDENTITY_VERSION, identify_trials, planned_refs
-from raysweep.sweep.plan import eval_trials, make_plan
-from raysweep.sweep.resources import ClusterResources
-from raysweep.sweep.results import ResultsStore
+from raysweep.plan.budgets import label_arms, label_budgets
+from raysweep.experiment.demo import demo_spec_dict
+from raysweep.stages.evaluate import condition_labels, evaluate_trial_rows
+from raysweep.experiment.runner import stored_state
+from raysweep.plan.identity import ROW_IDENTITY_VERSION, identify_trials, planned_refs
+from raysweep.plan.trials import eval_trials, make_plan
+from raysweep.plan.resources import ClusterResources
+from raysweep.store.results import ResultsStore
 
 TARGET = {"sources": [{"kind": "digits", "classes": ["5", "6", "7"]}],
           "image_size": 16, "label_count": 30}
@@ -276,7 +276,7 @@ def test_a_class_the_training_data_lacks_must_be_mapped(tmp_path: Path):
     with pytest.raises(DataError, match=r"test set partial: class '8' is not a training class"):
         evaluate_trial_rows(spec, identify_trials(spec)[0])
     assert not (spec.directory / "rows").exists()  # nothing written
-    from raysweep.preflight import spec_file_problems
+    from raysweep.plan.preflight import spec_file_problems
 
     problems = spec_file_problems(spec, "s.yaml")
     assert problems == ["s.yaml: evaluate.test_sets[1].label_map: test set partial: class '8' "

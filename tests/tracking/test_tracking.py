@@ -25,7 +25,7 @@ from readers import tensorboard_scalars, wandb_offline_run  # noqa: E402
 
 from raysweep import api  # noqa: E402
 from raysweep.errors import Problems  # noqa: E402
-from raysweep.sweep.search_searcher import OBJECTIVE  # noqa: E402
+from raysweep.search.searcher import OBJECTIVE  # noqa: E402
 from raysweep.tracking import TrackedRecord, Trackers, TrackingWarning  # noqa: E402
 
 DIGITS = {"sources": [{"kind": "digits", "classes": ["5", "6", "7"]}], "image_size": 16,

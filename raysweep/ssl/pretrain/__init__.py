@@ -8,10 +8,10 @@
   checkpoints).
 """
 
-from raysweep.ssl.pretrain.driver import PretrainResult, run_pretrain
+from raysweep.runtime.pretrain_driver import PretrainResult, run_pretrain
 from raysweep.ssl.pretrain.hooks import LocalHooks, RayTrainHooks, WorkerHooks
 from raysweep.ssl.pretrain.loop import PretrainNet, TrainingData, pretrain_worker
-from raysweep.ssl.pretrain.run_dir import is_finished, result_hash, run_directory
+from raysweep.store.run_dirs import is_finished, result_hash, run_directory
 
 __all__ = [
     "LocalHooks",

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from raysweep.artefacts import atomic_torch_save
+from raysweep.storage.atomic import atomic_torch_save
 from raysweep.errors import WeightsError
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Failure injection for tests of the restart path: a ``StepHook`` that kills one worker.
 
 :class:`KillOnce` is handed to :func:`raysweep.ssl.pretrain.loop.pretrain_worker` as its
-``after_step`` hook (through :func:`raysweep.ssl.pretrain.driver.run_pretrain`'s ``_after_step``
+``after_step`` hook (through :func:`raysweep.runtime.pretrain_driver.run_pretrain`'s ``_after_step``
 on Ray Train). It lives in the package, not under ``tests/``, because Ray Train unpickles it in
 its worker processes, which import ``raysweep`` but not the test modules.
 """

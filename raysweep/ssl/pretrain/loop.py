@@ -63,7 +63,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from raysweep.artefacts import atomic_write_text, provenance, to_jsonable
+from raysweep.storage.atomic import atomic_write_text, provenance, to_jsonable
 from raysweep.config import PretrainSpec, from_dict
 from raysweep.distributed import (
     broadcast_float,
@@ -84,7 +84,7 @@ from raysweep.ssl.pretrain.sharding import (
     local_batch,
     validation_split,
 )
-from raysweep.storage import AnyPath, storage_path
+from raysweep.storage.paths import AnyPath, storage_path
 
 if TYPE_CHECKING:
     from raysweep.models import ResNetEncoder

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from raysweep import console
-from raysweep.storage import AnyPath, storage_path
+from raysweep.storage.paths import AnyPath, storage_path
 
 __all__ = ["EpochProgress", "epoch_line"]
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysweep.artefacts import stable_hash
+from raysweep.storage.atomic import stable_hash
 from raysweep.config import DatasetSpec
 
 __all__ = ["HOLDOUT_FRACTION", "KNN_K", "KNN_TEMPERATURE", "embed", "knn_accuracy",

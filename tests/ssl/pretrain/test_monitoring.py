@@ -131,7 +131,7 @@ def test_no_validation_by_default_and_a_hold_out_below_one_batch_is_refused(
 
 
 def test_the_preflight_names_a_hold_out_below_one_batch() -> None:
-    from raysweep.preflight import pretrain_data_problems
+    from raysweep.plan.preflight import pretrain_data_problems
 
     run = spec_of(validation_fraction=0.001)  # digits: 1,797 images, 2 held out
     (problem,) = pretrain_data_problems(run)

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from raysweep.artefacts import to_jsonable
+from raysweep.storage.atomic import to_jsonable
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, from_dict, to_dict
 from raysweep.distributed import GlobalBatchNorm, convert_to_global_batchnorm
 from raysweep.errors import DataError, WeightsError

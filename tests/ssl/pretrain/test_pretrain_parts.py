@@ -14,9 +14,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec
 from raysweep.errors import SpecError
 from raysweep.ssl.pretrain import LocalHooks, pretrain_worker
-from raysweep.ssl.pretrain.driver import run_pretrain
+from raysweep.runtime.pretrain_driver import run_pretrain
 from raysweep.ssl.pretrain.proxy import knn_accuracy, linear_probe_accuracy
-from raysweep.ssl.pretrain.run_dir import is_finished, result_hash, run_directory
+from raysweep.store.run_dirs import is_finished, result_hash, run_directory
 
 BASE = PretrainSpec(name="run", data=DatasetSpec(sources=({"kind": "digits"},), image_size=16),
                     encoder=EncoderSpec(name="small_resnet"))
@@ -214,7 +214,7 @@ def test_proxy_metric_is_reported_every_k_epochs(tmp_path: Path, breastmnist_npz
 def test_user_errors_are_raised_before_any_worker_starts(tmp_path: Path,
                                                          breastmnist_npz: Path) -> None:
     from raysweep.errors import DataError, SpecError
-    from raysweep.ssl.pretrain.driver import preflight
+    from raysweep.runtime.pretrain_driver import preflight
 
     data = DatasetSpec(sources=({"kind": "medmnist", "path": str(breastmnist_npz),
                                  "split": "val"},), image_size=16)  # 78 images

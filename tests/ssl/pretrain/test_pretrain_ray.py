@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from raysweep.artefacts import to_jsonable
+from raysweep.storage.atomic import to_jsonable
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, to_dict
 from raysweep.models import build_encoder
 from raysweep.ssl.pretrain import checkpoint as ckpt
