@@ -32,8 +32,6 @@ from raysweep.config.validation import (
     spec_field,
     to_dict,
 )
-from raysweep.optim.lr_finder import LR_FINDER_END, LR_FINDER_START
-from raysweep.ssl.methods import METHODS
 from raysweep.weight_formats import WEIGHT_FORMATS
 
 # --------------------------------------------------------------------------------------------
@@ -198,11 +196,24 @@ class EncoderSpec(Spec):
         return []
 
 
+#: The pre-training methods a spec may name, each with whether its images need labels. The
+#: methods themselves are registered in ``raysweep.ssl.methods.METHODS`` (a layer above the
+#: specs); ``tests/ssl/test_methods.py`` checks that both name the same methods alike.
+PRETRAIN_METHODS_NEED_LABELS: dict[str, bool] = {
+    "barlow_twins": False, "simclr": False, "supcon": True, "supervised": True,
+}
+
+#: The LR range test's default first and last learning rates (fastai's ``lr_find`` range).
+LR_FINDER_START = 1e-7
+LR_FINDER_END = 10.0
+
+
 def _pretrain_method(value: Any) -> str | None:
-    if value in METHODS:
+    if value in PRETRAIN_METHODS_NEED_LABELS:
         return None
-    return (f"unknown method {value!r}{_closest(str(value), list(METHODS))}; "
-            f"choose one of {', '.join(METHODS)}")
+    methods = list(PRETRAIN_METHODS_NEED_LABELS)
+    return (f"unknown method {value!r}{_closest(str(value), methods)}; "
+            f"choose one of {', '.join(methods)}")
 
 
 Trainable = Literal["encoder", "last_block"]
@@ -296,8 +307,7 @@ class PretrainSpec(Spec):
         elif gpus is not None and self.use_gpu is not None and bool(gpus) != self.use_gpu:
             problems.append(_FieldError(("resources_per_worker", "GPU"), f"is {gpus:g} but "
                                         f"use_gpu is {str(self.use_gpu).lower()}"))
-        method = METHODS.get(self.method)
-        if method and method.needs_labels and not any(s.labelled for s in self.data.sources):
+        if PRETRAIN_METHODS_NEED_LABELS.get(self.method) and not any(s.labelled for s in self.data.sources):
             problems.append(_FieldError(("data", "sources"), f"a {self.method} run needs a "
                                                              "labelled source (every source "
                                                              "has labelled: false)"))

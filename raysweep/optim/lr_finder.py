@@ -26,16 +26,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from raysweep.config.specs import LR_FINDER_END, LR_FINDER_START
 from raysweep.errors import RaysweepError
 
 __all__ = ["LR_FINDER_END", "LR_FINDER_START", "LRFinderResult", "lr_range_test",
            "lr_range_test_batched", "suggest_lr", "valley"]
 
-#: The lr range of every LR finder (fastai ``lr_find``'s defaults): the evaluation protocol's
-#: ``lr_finder_start`` / ``lr_finder_end`` default to it, pre-training uses it as is.
-LR_FINDER_START = 1e-7
-LR_FINDER_END = 10.0
-
+#: The lr range of every LR finder (fastai ``lr_find``'s defaults, ``LR_FINDER_START`` /
+#: ``LR_FINDER_END``) is the spec's: the evaluation protocol's ``lr_finder_start`` /
+#: ``lr_finder_end`` default to it, pre-training uses it as is.
 SMOOTHING_BETA = 0.98  # fastai Recorder(beta=0.98)
 DIVERGENCE_FACTOR = 4.0  # fastai LRFinder: stop when smooth_loss > 4 * best_loss
 

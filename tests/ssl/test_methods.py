@@ -14,6 +14,7 @@ import torch
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, from_dict
 from raysweep.errors import SpecError
 from raysweep.models import LinearHead, Projector
+from raysweep.config.specs import PRETRAIN_METHODS_NEED_LABELS
 from raysweep.ssl.methods import METHODS, pretrain_method
 from raysweep.ssl.pretrain import LocalHooks, pretrain_worker
 from raysweep.ssl.pretrain import checkpoint as ckpt
@@ -27,6 +28,11 @@ BASE = {"name": "m", "data": {"sources": [{"kind": "digits"}], "image_size": 16}
 def spec_of(method: str) -> PretrainSpec:
     """The spec a user writes: only ``method`` names the registry entry."""
     return from_dict(PretrainSpec, {**BASE, "method": method})
+
+
+def test_the_spec_names_exactly_the_registered_methods_and_their_label_needs() -> None:
+    """The specs (a layer below the methods) keep their own table of method names."""
+    assert {name: m.needs_labels for name, m in METHODS.items()} == PRETRAIN_METHODS_NEED_LABELS
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
