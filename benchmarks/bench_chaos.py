@@ -47,8 +47,8 @@ import pandas as pd
 import torch
 import yaml
 
-from raysweep.storage.atomic import atomic_write_json
 from raysweep.experiment.demo import demo_spec_dict
+from raysweep.storage.atomic import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Columns that legitimately differ between an interrupted and an uninterrupted run (and

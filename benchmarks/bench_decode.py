@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from raysweep.storage.atomic import atomic_write_json, package_versions
 from raysweep.config import SourceSpec
 from raysweep.data import read_source
 from raysweep.data.cache import _decode_source
 from raysweep.data.decode_pool import decode_workers
+from raysweep.storage.atomic import atomic_write_json
+from raysweep.storage.provenance import package_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -49,10 +49,10 @@ def main() -> None:
 
     from raysweep import api
     from raysweep.config import spec_from_data
-    from raysweep.plan.estimate import cached_timer, count_images, estimate_plan, trial_seconds
     from raysweep.experiment.runner import ensure_ray
-    from raysweep.plan.trials import make_plan
+    from raysweep.plan.estimate import cached_timer, count_images, estimate_plan, trial_seconds
     from raysweep.plan.resources import ClusterResources
+    from raysweep.plan.trials import make_plan
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:

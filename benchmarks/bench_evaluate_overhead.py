@@ -71,7 +71,7 @@ def experiment_data(storage: Path, seeds: int, label_count: int) -> dict[str, An
 def run_raysweep(data: dict[str, Any]) -> dict[str, Any]:
     from raysweep import api
     from raysweep.config import spec_from_data
-    from raysweep.stages.evaluate import stage_refs
+    from raysweep.plan.identity import stage_refs
     from raysweep.plan.trials import make_plan
     from raysweep.store.results import ResultsStore
 
@@ -128,7 +128,7 @@ def record(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
            load_before: list[float]) -> dict[str, Any]:
     """The JSON record of the runs so far (written after every run: a run cut short by a
     time limit keeps what it measured)."""
-    from raysweep.storage.atomic import package_versions
+    from raysweep.storage.provenance import package_versions
 
     summary = {arm: {"median_overhead": statistics.median(r["overhead"] for r in rs),
                      "median_wall_s": statistics.median(r["wall_s"] for r in rs),
@@ -156,10 +156,10 @@ def main() -> None:
 
     import ray
 
-    from raysweep.storage.atomic import atomic_write_json
     from raysweep.config import spec_from_data
     from raysweep.data import load_dataset
     from raysweep.experiment.runner import ensure_ray
+    from raysweep.storage.atomic import atomic_write_json
 
     load_before = [round(v, 2) for v in os.getloadavg()]
     runs: dict[str, list[dict[str, Any]]] = {"raysweep": [], "plain_tune": []}

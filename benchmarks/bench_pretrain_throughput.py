@@ -32,13 +32,14 @@ import numpy as np
 import torch
 from bench_common import DATA, ROOT, count_flops, device_name, peak_flops, sync
 
-from raysweep.storage.atomic import atomic_write_json, package_versions
 from raysweep.augment import build_views
 from raysweep.config import DatasetSpec
 from raysweep.data import load_dataset, to_float_rgb
 from raysweep.models import Projector, build_encoder
 from raysweep.ssl.losses import barlow_twins_loss
 from raysweep.ssl.pretrain.loop import PretrainNet
+from raysweep.storage.atomic import atomic_write_json
+from raysweep.storage.provenance import package_versions
 
 #: (encoder, image size, global batch, projector widths) per configuration. CPU: small
 #: resolutions and a narrow projector so that a 2-core machine finishes in minutes.

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from bench_common import DATA, OUT, machine, sync
 
-from raysweep.storage.atomic import atomic_write_json
 from raysweep.augment import build_pipeline
 from raysweep.config import EvaluationSpec
 from raysweep.evaluate import probe_batched, probe_single
 from raysweep.models import build_encoder
+from raysweep.storage.atomic import atomic_write_json
 
 TIMINGS = ("time_train_s", "time_eval_s", "time_total_s", "batched_heads")
 #: The most TTA probabilities may differ for the two arms to count as the same result.

@@ -73,7 +73,6 @@ from bench_common import (
 )
 from torch import nn
 
-from raysweep.storage.atomic import atomic_write_json, package_versions
 from raysweep.config import DatasetSpec, PretrainSpec
 from raysweep.data import load_dataset
 from raysweep.models import Projector, build_encoder
@@ -88,6 +87,8 @@ from raysweep.ssl.pretrain.loop import (
     train_step,
 )
 from raysweep.ssl.pretrain.sharding import epoch_order, local_batch
+from raysweep.storage.atomic import atomic_write_json
+from raysweep.storage.provenance import package_versions
 
 #: Encoders by benchmark name: registry name and ``small_resnet`` options.
 ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {

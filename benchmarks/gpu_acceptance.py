@@ -63,7 +63,8 @@ from bench_common import DATA, OUT, ROOT, machine, sync
 from bench_probe_batched import compare_probes
 from bench_vs_lightly import Setting, compare
 
-from raysweep.storage.atomic import atomic_write_json, atomic_write_text, provenance
+from raysweep.storage.atomic import atomic_write_json, atomic_write_text
+from raysweep.storage.provenance import provenance
 
 PARTS = ("run", "precision", "throughput_paper", "throughput_medmnist", "probe")
 #: The tolerance of bf16 + channels_last against fp32 that docs/protocol.md "Precision" states.

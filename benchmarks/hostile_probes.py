@@ -212,17 +212,19 @@ def prepare(shared: Path) -> None:
     import optuna
     import torch
 
-    from raysweep.storage.atomic import atomic_write_json, provenance
     from raysweep.config import dump_spec, spec_from_data
     from raysweep.models import build_encoder
-    from raysweep.store.run_dirs import ENCODER_FILE, META_FILE, METRICS_FILE
-    from raysweep.stages.evaluate import condition_labels
     from raysweep.plan.gpu_memory import MemoryMeasurement, TrialKind, write_measurement
     from raysweep.plan.identity import identify_trials, planned_refs
-    from raysweep.stages.pretrain import pretrain_run_dir
-    from raysweep.store.results import ResultsStore
+    from raysweep.plan.run_identity import pretrain_run_dir
     from raysweep.search.outputs import write_outputs
-    from raysweep.search.study import open_storage, search_directory, study_name
+    from raysweep.search.study import open_storage, study_name
+    from raysweep.stages.evaluate import condition_labels
+    from raysweep.storage.atomic import atomic_write_json
+    from raysweep.storage.provenance import provenance
+    from raysweep.store.results import ResultsStore
+    from raysweep.store.run_dirs import ENCODER_FILE, META_FILE, METRICS_FILE
+    from raysweep.store.searches import search_directory
 
     (shared / "matplotlib").mkdir(parents=True)
     os.environ["RAYSWEEP_CACHE"] = str(shared / "cache")

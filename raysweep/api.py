@@ -70,8 +70,8 @@ def build_tuner(spec: SpecLike):
     Its pretrain runs must have finished (``pretrain(spec)``) when it evaluates their encoders.
     Unlike :func:`run`, fitting it does not take the experiment's lock.
     """
-    from raysweep.stages.evaluate import build_tuner as _build_tuner
     from raysweep.experiment.runner import ensure_ray
+    from raysweep.stages.evaluate import build_tuner as _build_tuner
 
     ensure_ray()
     return _build_tuner(load(spec))
@@ -125,8 +125,8 @@ def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None
     from raysweep.config import ReportSpec
     from raysweep.errors import OutputError
     from raysweep.plan.preflight import directory_problem, experiment_links_problem
-    from raysweep.storage.paths import storage_path
     from raysweep.stages.report import write_report_at
+    from raysweep.storage.paths import storage_path
 
     directory = storage_path(experiment_dir)
     links = experiment_links_problem(directory)  # neither read nor write through a link out
@@ -164,7 +164,7 @@ def demo(*, smoke: bool = False, storage: str | None = None, search: bool = Fals
     from raysweep.experiment.demo import demo_search_spec, demo_spec
 
     if search:
-        from raysweep.search.stage import run_searches
+        from raysweep.experiment.runner import run_searches
 
         return run_searches(demo_search_spec(smoke=smoke, storage=storage))
     return run(demo_spec(smoke=smoke, storage=storage))
@@ -174,6 +174,6 @@ def search(spec: SpecLike, *, only: list[str] | None = None):
     """Run the spec's Optuna searches (what is missing of them) and write the report; returns
     ``(outcomes, report path or None)``, one :class:`~raysweep.search.stage.SearchOutcome` per
     search (``best_yaml()``, ``one_line()``, ``record`` = ``best.json``)."""
-    from raysweep.search.stage import run_searches
+    from raysweep.experiment.runner import run_searches
 
     return run_searches(check(spec), only=only)

@@ -450,7 +450,8 @@ def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> int:
     previous = signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))
     try:
         print("interrupted: stopping Ray ...", file=sys.stderr, flush=True)
-        from raysweep.experiment.interrupt import kept_lines, stop_ray
+        from raysweep.experiment.interrupt import kept_lines
+        from raysweep.runtime.ray_session import stop_ray
 
         stop_ray()
         spec = _spec_of(args)

@@ -53,7 +53,6 @@ def test_ctrl_c_stops_ray_and_says_what_is_kept_and_how_to_resume(tmp_path, monk
     import signal
 
     import yaml
-
     from raysweep.sweep import interrupt
 
     spec = tmp_path / "spec.yaml"

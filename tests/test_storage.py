@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from raysweep.storage.atomic import atomic_write_bytes
 from raysweep.errors import SpecError
-from raysweep.storage.paths import StoragePath, copy_tree, relative_to, storage_path, walk_files
+from raysweep.storage.atomic import atomic_write_bytes, copy_tree
+from raysweep.storage.paths import StoragePath, relative_to, storage_path, walk_files
 from raysweep.store.lock import ExperimentLock, ExperimentLocked, read_holder
 from raysweep.store.results import ResultsStore, RowKey, RowRef
 
@@ -125,11 +125,11 @@ def test_relative_to_local_and_object_store_paths(s3: StoragePath, tmp_path: Pat
 
 def test_file_uri_storage(tmp_path: Path, monkeypatch):
     from raysweep.config import spec_from_data
-    from raysweep.stages.evaluate import evaluate_trial_rows
     from raysweep.experiment.runner import consolidate_results
     from raysweep.plan.identity import identify_trials, planned_refs
-    from raysweep.plan.trials import make_plan
     from raysweep.plan.resources import ClusterResources
+    from raysweep.plan.trials import make_plan
+    from raysweep.stages.evaluate import evaluate_trial_rows
 
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
     uri = f"file://{tmp_path}/runs"

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from raysweep.storage.atomic import atomic_write_bytes
 from raysweep.augment.pipelines import VIEWS, build_pipeline, build_views
 from raysweep.config import AUGMENTATION_PIPELINES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from raysweep.errors import DataError, SpecError
 from raysweep.seeding import torch_generator
+from raysweep.storage.atomic import atomic_write_bytes
 
 __all__ = ["render_preview"]
 

@@ -60,12 +60,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from raysweep.storage.atomic import atomic_write_json, provenance, stable_hash
 from raysweep.data import decode
 from raysweep.data.decode_pool import decode_into, decode_workers
 from raysweep.data.sources import SourceListing, iter_array_items
 from raysweep.environment import cache_folder
 from raysweep.errors import DataError
+from raysweep.storage.atomic import atomic_write_json, stable_hash
+from raysweep.storage.provenance import provenance
 
 #: Part of every key: bump when the entry layout or ``meta.json`` changes incompatibly.
 CACHE_FORMAT = 2

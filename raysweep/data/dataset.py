@@ -21,7 +21,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from raysweep.storage.atomic import stable_hash
 from raysweep.config import DatasetSpec, SourceSpec
 from raysweep.data.cache import (
     CacheTransaction,
@@ -36,6 +35,7 @@ from raysweep.data.cache import (
 from raysweep.data.sources import SPLITS, SourceListing, natural_key, read_source
 from raysweep.data.splits import oversample, stratified_split, stratified_subset
 from raysweep.errors import DataError
+from raysweep.storage.atomic import stable_hash
 
 #: A split of a dataset: its train, val or test items, or all of them.
 SplitName = Literal["train", "val", "test", "all"]

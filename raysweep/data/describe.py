@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from raysweep.storage.atomic import stable_hash
 from raysweep.config import DatasetSpec, SourceSpec, load_spec
 from raysweep.data.dataset import index_dataset
 from raysweep.errors import DataError
+from raysweep.storage.atomic import stable_hash
 
 
 def describe(target: str) -> str:

@@ -19,10 +19,10 @@ import hashlib
 
 import numpy as np
 
-from raysweep.storage.atomic import stable_hash
 from raysweep.config import DatasetSpec
 from raysweep.data.cache import FileDigests, cache_root, source_key
 from raysweep.data.dataset import _assemble, _plan_source
+from raysweep.storage.atomic import stable_hash
 
 __all__ = ["dataset_fingerprint"]
 

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep.storage.atomic import atomic_write_bytes, stable_hash
 from raysweep.config import DatasetSpec
 from raysweep.data.cache import FileDigests, cache_root
 from raysweep.data.dataset import _plan_source
 from raysweep.data.sources import SourceListing, iter_array_items
+from raysweep.storage.atomic import atomic_write_bytes, stable_hash
 
 __all__ = ["DIGEST_BYTES", "dataset_image_digests"]
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep.storage.atomic import atomic_write_text
 from raysweep.errors import DataError
+from raysweep.storage.atomic import atomic_write_text
 
 #: ISIC 2019 class columns (ground-truth order) and their names in the paper's Table 1.
 ISIC2019_CLASSES: dict[str, str] = {

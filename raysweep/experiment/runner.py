@@ -17,17 +17,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from raysweep.storage.atomic import (
-    atomic_write_json,
-    atomic_write_text,
-    provenance,
-    remove_stale_temporaries,
-)
 from raysweep.config import ExperimentSpec, dump_spec
-from raysweep.storage.redact import strip_credentials
-from raysweep.storage.paths import AnyPath
-from raysweep.store.lock import ExperimentLock
+from raysweep.errors import SpecError
 from raysweep.runtime.ray_session import ensure_ray
+from raysweep.search.stage import SearchOutcome, _selected, check_search_fits, run_search
+from raysweep.storage.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from raysweep.storage.paths import AnyPath
+from raysweep.storage.provenance import provenance
+from raysweep.storage.redact import strip_credentials
+from raysweep.store.lock import ExperimentLock
 from raysweep.store.results import ResultsStore, RowRef
 
 
@@ -95,13 +93,13 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
     """Compute the evaluate stage's missing rows with a fresh Tuner (the caller holds the
     lock), then the missing representation analyses; say how many stored rows no longer match
     the spec."""
+    from raysweep.plan.identity import identify_trials, planned_refs
+    from raysweep.runtime.failures import evaluation_failure
     from raysweep.stages.evaluate import (
         condition_labels,
         evaluation_tuners,
         remove_old_tune_state,
     )
-    from raysweep.runtime.failures import evaluation_failure
-    from raysweep.plan.identity import identify_trials, planned_refs
     from raysweep.stages.representation import run_representation_stage
     from raysweep.stages.tracking import track_rows
 
@@ -136,11 +134,11 @@ def consolidate_results(spec: ExperimentSpec, refs: tuple[RowRef, ...]) -> pd.Da
 def stored_state(spec: ExperimentSpec) -> str:
     """What ``raysweep run --dry-run`` adds to the plan: how many pre-training runs have
     finished, and how many of the spec's rows are done, stale or new. Writes nothing."""
-    from raysweep.store.run_dirs import is_finished
     from raysweep.plan.identity import identify_trials, planned_refs, unidentified_refs
+    from raysweep.plan.run_identity import pretrain_run_dir
     from raysweep.plan.trials import eval_trials
-    from raysweep.stages.pretrain import pretrain_run_dir
     from raysweep.store.results import RowStatus
+    from raysweep.store.run_dirs import is_finished
 
     lines = []
     if spec.pretrain:
@@ -173,8 +171,8 @@ def run_experiment(spec: ExperimentSpec) -> RunSummary:
     """Run every stage of ``spec`` that is not finished yet."""
     from raysweep.plan.preflight import check_resources
     from raysweep.plan.trials import make_plan
-    from raysweep.stages.pretrain import run_pretrain_stage
     from raysweep.search.stage import check_search_fits, run_search_stage
+    from raysweep.stages.pretrain import run_pretrain_stage
 
     started = time.perf_counter()
     ExperimentLock(spec.directory).refuse_if_held()  # at once, before Ray starts
@@ -195,3 +193,23 @@ def run_experiment(spec: ExperimentSpec) -> RunSummary:
                       results=ResultsStore(spec.directory).parquet_path, report=report,
                       n_rows=len(table), n_new_rows=outcome.computed,
                       n_pretrain_runs=len(pretrained), seconds=time.perf_counter() - started)
+
+
+def run_searches(spec: ExperimentSpec, *, only: list[str] | None = None
+                 ) -> tuple[list[SearchOutcome], AnyPath | None]:
+    """``raysweep search``: run the spec's searches, then write the report, holding the
+    experiment's lock as ``raysweep run`` does; returns the outcomes and the report's path
+    (None when there is nothing to report)."""
+    from raysweep.experiment.runner import ensure_ray, holding, write_experiment_report
+    from raysweep.store.lock import ExperimentLock
+
+    if not spec.search:
+        raise SpecError(f"{spec.name}: no search to run (the spec has no `search:`)")
+    selected = _selected(spec, only)
+    ExperimentLock(spec.directory).refuse_if_held()  # at once, before Ray starts
+    ensure_ray()
+    for search in selected:  # a search that can never run: refused before anything is written
+        check_search_fits(spec, search)
+    with holding(spec):
+        outcomes = [run_search(spec, search) for search in selected]
+        return outcomes, write_experiment_report(spec)

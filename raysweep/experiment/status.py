@@ -148,7 +148,7 @@ def _recorded_spec(directory: AnyPath) -> ExperimentSpec:
 
 
 def _checkpoints(run_dir: AnyPath) -> list[AnyPath]:
-    from raysweep.runtime.pretrain_driver import RAY_RUN_NAME
+    from raysweep.store.run_dirs import RAY_RUN_NAME
 
     train = run_dir / RAY_RUN_NAME
     if not train.is_dir():
@@ -197,7 +197,7 @@ def _by_name(spec: ExperimentSpec, name: str) -> AnyPath | None:
 
 
 def _pretrain_states(spec: ExperimentSpec, identified: bool) -> tuple[PretrainRunState, ...]:
-    from raysweep.stages.pretrain import pretrain_run_dir
+    from raysweep.plan.run_identity import pretrain_run_dir
 
     states = []
     for run in spec.pretrain:

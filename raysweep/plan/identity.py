@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from raysweep.storage.atomic import file_sha256, stable_hash, to_jsonable
 from raysweep.config import (
     IN_DISTRIBUTION,
     DatasetSpec,
@@ -43,7 +42,12 @@ from raysweep.config import (
     EvaluationSpec,
     ExperimentSpec,
 )
-from raysweep.plan.trials import EvalTrial, condition_settings, eval_trials
+from raysweep.plan.trials import (
+    EvalTrial,
+    condition_settings,
+    eval_trials,
+)
+from raysweep.storage.atomic import file_sha256, stable_hash, to_jsonable
 from raysweep.store.results import RowRef
 
 #: Bump when the evaluation code changes the numbers a row holds (old rows become stale).
@@ -166,11 +170,11 @@ class _Identities:
             return "random"
         run = self.spec.pretrain_parent(weights)
         if run is None:
-            from raysweep.store.run_dirs import weights_digest
+            from raysweep.plan.run_identity import weights_digest
 
             return weights_digest(weights, cond.encoder.name)
+        from raysweep.plan.run_identity import pretrain_run_dir
         from raysweep.store.run_dirs import ENCODER_FILE, is_finished
-        from raysweep.stages.pretrain import pretrain_run_dir
 
         run_dir = pretrain_run_dir(self.spec, run, save_digests=self.save_digests)
         return file_sha256(run_dir / ENCODER_FILE) if is_finished(run_dir) else None
@@ -285,3 +289,8 @@ def unidentified_refs(trials: tuple[EvalTrial, ...]) -> list[RowRef]:
     """Every row of ``trials`` with its identity unknown (a dry run before anything is stored,
     a status without the data), in plan order."""
     return [RowRef(key, None) for trial in trials for key in trial.row_keys()]
+
+
+def stage_refs(spec: ExperimentSpec) -> list[RowRef]:
+    """Every row of the current spec's evaluate stage (identified; see :func:`identify_trials`)."""
+    return planned_refs(identify_trials(spec))

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from raysweep.storage.atomic import atomic_write_json
 from raysweep.config import (
     IN_DISTRIBUTION,
     DatasetSpec,
@@ -36,6 +35,7 @@ from raysweep.config import (
     PretrainSpec,
 )
 from raysweep.errors import RaysweepError
+from raysweep.storage.atomic import atomic_write_json
 
 __all__ = ["OVERLAP_FILE", "TestOverlap", "checked_runs", "find_overlaps", "overlap_lines",
            "overlap_problems", "record_overlaps"]

@@ -21,7 +21,7 @@ from raysweep.plan.resources import (
     evaluation_trial_resources,
     pretrain_resources,
 )
-from raysweep.search.study import STUDY_FILE, search_directory
+from raysweep.store.searches import STUDY_FILE, search_directory
 
 __all__ = ["DRIVER_CPUS", "SearchResources", "asha_rungs", "describe_searches",
            "search_concurrency", "search_resources", "total_epochs"]

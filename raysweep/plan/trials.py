@@ -48,8 +48,8 @@ from raysweep.plan.resources import (
     pretrain_resources,
     unreachable_gpus_reason,
 )
-from raysweep.store.results import RowKey
 from raysweep.plan.searches import describe_searches
+from raysweep.store.results import RowKey
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,15 @@ label budget, with 95% confidence bands.
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure as PlotFigure
 
-from raysweep.storage.atomic import atomic_write_json, atomic_write_text, provenance
 from raysweep.config import ReportSpec
 from raysweep.report import plots, stats
-from raysweep.report.document import Document, Figure, Section, Table, Text
+from raysweep.report.document import Document, Figure, Section, Table, Text, slugify
 from raysweep.report.inputs import (
     SearchHistory,
     load_pretrain_curves,
@@ -69,6 +67,8 @@ from raysweep.report.validity import (
     validity_section,
     with_baselines,
 )
+from raysweep.storage.atomic import atomic_write_json, atomic_write_text
+from raysweep.storage.provenance import provenance
 
 #: The in-distribution test set's name in the ``test_set`` column (the data's test split).
 IN_DISTRIBUTION = "test"
@@ -124,10 +124,6 @@ class ReportPaths:
     provenance: Path
     tables: dict[str, dict[str, Path]]  # slug -> {"csv": ..., "md": ..., "tex": ...}
     figures: tuple[Path, ...]
-
-
-def slugify(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "all"
 
 
 def write_report(

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from raysweep.storage.atomic import atomic_write_text
 from raysweep.config import Comparison, Correction, from_dict
 from raysweep.errors import DataError, OutputError, SpecError
 from raysweep.report import stats
 from raysweep.report.significance import apply_correction, null_hypothesis
+from raysweep.storage.atomic import atomic_write_text
 
 #: Multiple-testing corrections (names as in ``statsmodels.stats.multitest.multipletests``).
 CORRECTIONS = typing.get_args(Correction)

@@ -17,8 +17,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from raysweep.storage.atomic import atomic_write_bytes
 from raysweep.report.tables import metric_label
+from raysweep.storage.atomic import atomic_write_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -33,7 +33,7 @@ TOP_TRIALS = 10
 def is_search_folder(folder: Path) -> bool:
     """Whether ``folder`` holds a search's study and ``best.json``."""
     from raysweep.search.outputs import BEST_JSON
-    from raysweep.search.study import STUDY_FILE
+    from raysweep.store.searches import STUDY_FILE
 
     return (folder / STUDY_FILE).is_file() and (folder / BEST_JSON).is_file()
 
@@ -154,7 +154,8 @@ def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, f
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    from raysweep.search.study import STUDY_FILE, open_storage
+    from raysweep.search.study import open_storage
+    from raysweep.store.searches import STUDY_FILE
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=record["study_name"],
@@ -199,7 +200,7 @@ def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, f
 
 def search_sections(experiment_dir: str | Path, fig_dir: Path, dpi: int = 100) -> list[Section]:
     """One report section per search of ``experiment_dir`` (figures written to ``fig_dir``)."""
-    from raysweep.report.build import slugify
+    from raysweep.report.document import slugify
 
     sections = []
     for folder in _search_folders(Path(experiment_dir)):

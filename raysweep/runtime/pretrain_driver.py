@@ -24,37 +24,28 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from raysweep import console
+from raysweep.config import PretrainSpec, to_dict
+from raysweep.errors import DataProblems, SpecError
+from raysweep.plan.run_identity import run_directory, weights_digest
+from raysweep.ssl.pretrain import checkpoint as ckpt
+from raysweep.ssl.pretrain.loop import StepHook, ray_train_loop
+from raysweep.ssl.pretrain.progress import EpochProgress
 from raysweep.storage.atomic import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
     file_sha256,
-    provenance,
     to_jsonable,
 )
-from raysweep.config import PretrainSpec, to_dict
-from raysweep.errors import DataProblems, SpecError
-from raysweep.ssl.pretrain import checkpoint as ckpt
-from raysweep.ssl.pretrain.loop import StepHook, ray_train_loop
-from raysweep.ssl.pretrain.progress import EpochProgress
-from raysweep.store.run_dirs import (
-    ENCODER_FILE,
-    META_FILE,
-    METRICS_FILE,
-    is_finished,
-    run_directory,
-    weights_digest,
-)
 from raysweep.storage.paths import AnyPath, ray_storage
+from raysweep.storage.provenance import provenance
+from raysweep.store.run_dirs import ENCODER_FILE, META_FILE, METRICS_FILE, RAY_RUN_NAME, is_finished
 
 if TYPE_CHECKING:
     from raysweep.plan.resources import ClusterResources
 
-__all__ = ["RAY_RUN_NAME", "PretrainResult", "cluster_resources", "preflight", "resolve_use_gpu",
+__all__ = ["PretrainResult", "cluster_resources", "preflight", "resolve_use_gpu",
            "run_pretrain", "write_artefacts"]
-
-#: Ray Train's run name inside the run directory (its checkpoints live under it).
-RAY_RUN_NAME = "train"
 
 
 @dataclass(frozen=True)
@@ -81,8 +72,8 @@ def _result(run_dir: AnyPath, skipped: bool) -> PretrainResult:
 def cluster_resources() -> ClusterResources:
     """What the Ray cluster (connected, or started here) offers now, and what its autoscaler
     can add (:class:`~raysweep.plan.resources.ClusterResources`)."""
-    from raysweep.runtime.ray_session import ensure_ray
     from raysweep.plan.resources import ClusterResources
+    from raysweep.runtime.ray_session import ensure_ray
 
     ensure_ray()  # joins RAY_ADDRESS, or starts a local instance
     return ClusterResources.detect()

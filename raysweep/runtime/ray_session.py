@@ -45,3 +45,11 @@ def _free_local_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop_ray() -> None:
+    """Shut down this driver's Ray (the local instance it started, or its cluster connection)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -38,10 +38,9 @@ from typing import Any
 from raysweep.storage.atomic import atomic_write_bytes
 from raysweep.storage.paths import AnyPath, StoragePath
 from raysweep.storage.reading import StoredFileError, parse_json, read_text
+from raysweep.store.searches import STUDY_FILE
 
-__all__ = ["STUDY_FILE", "StudyJournal", "check_journal", "complete_lines"]
-
-STUDY_FILE = "study.journal"
+__all__ = ["StudyJournal", "check_journal", "complete_lines"]
 
 
 def complete_lines(data: bytes) -> bytes:

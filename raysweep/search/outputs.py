@@ -20,16 +20,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from raysweep.storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, provenance
 from raysweep.config import SearchSpec
-from raysweep.storage.paths import AnyPath
 from raysweep.search.space import default_values, grouped
-from raysweep.search.study import (
-    STUDY_FILE,
-    interrupted_numbers,
-    state_counts,
-    trial_state,
-)
+from raysweep.search.study import interrupted_numbers, state_counts, trial_state
+from raysweep.storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from raysweep.storage.paths import AnyPath
+from raysweep.storage.provenance import provenance
+from raysweep.store.searches import STUDY_FILE
 
 __all__ = ["BEST_JSON", "BEST_YAML", "DEFAULT_JSON", "TRIALS_CSV", "TRIALS_PARQUET",
            "best_yaml", "read_default", "trials_table", "write_default", "write_outputs"]

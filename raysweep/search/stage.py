@@ -41,7 +41,13 @@ from typing import Any
 
 from raysweep.config import ExperimentSpec, SearchSpec
 from raysweep.errors import SpecError
-from raysweep.storage.paths import AnyPath, ray_storage
+from raysweep.plan.searches import (
+    DRIVER_CPUS,
+    check_fits,
+    search_concurrency,
+    search_resources,
+    total_epochs,
+)
 from raysweep.search.journal import StudyJournal
 from raysweep.search.outputs import (
     TRIALS_PARQUET,
@@ -50,25 +56,14 @@ from raysweep.search.outputs import (
     write_default,
     write_outputs,
 )
-from raysweep.plan.searches import (
-    DRIVER_CPUS,
-    check_fits,
-    search_concurrency,
-    search_resources,
-    total_epochs,
-)
 from raysweep.search.space import distributions, proxy_metric
-from raysweep.search.study import (
-    finished_trials,
-    open_study,
-    recover_interrupted,
-    search_directory,
-    study_name,
-)
+from raysweep.search.study import finished_trials, open_study, recover_interrupted, study_name
 from raysweep.stages.tracking import search_callbacks, track_search_runs
+from raysweep.storage.paths import AnyPath, ray_storage
+from raysweep.store.searches import search_directory
 
 __all__ = ["SearchOutcome", "build_search_tuner", "check_search_fits", "run_search",
-           "run_search_stage", "run_searches", "search_failure"]
+           "run_search_stage", "search_failure"]
 
 
 @dataclass(frozen=True)
@@ -123,8 +118,8 @@ def resolve_base_weights(spec: ExperimentSpec, search: SearchSpec) -> tuple[str 
                         f"named {target!r}")
     import hashlib
 
+    from raysweep.plan.run_identity import pretrain_run_dir
     from raysweep.store.run_dirs import is_finished
-    from raysweep.stages.pretrain import pretrain_run_dir
 
     parent = next(run for run in spec.pretrain if run.name == target)
     run_dir = pretrain_run_dir(spec, parent)
@@ -259,21 +254,3 @@ def _selected(spec: ExperimentSpec, only: list[str] | None) -> list[SearchSpec]:
     return [search for search in spec.search if not only or search.name in only]
 
 
-def run_searches(spec: ExperimentSpec, *, only: list[str] | None = None
-                 ) -> tuple[list[SearchOutcome], AnyPath | None]:
-    """``raysweep search``: run the spec's searches, then write the report, holding the
-    experiment's lock as ``raysweep run`` does; returns the outcomes and the report's path
-    (None when there is nothing to report)."""
-    from raysweep.experiment.runner import ensure_ray, holding, write_experiment_report
-    from raysweep.store.lock import ExperimentLock
-
-    if not spec.search:
-        raise SpecError(f"{spec.name}: no search to run (the spec has no `search:`)")
-    selected = _selected(spec, only)
-    ExperimentLock(spec.directory).refuse_if_held()  # at once, before Ray starts
-    ensure_ray()
-    for search in selected:  # a search that can never run: refused before anything is written
-        check_search_fits(spec, search)
-    with holding(spec):
-        outcomes = [run_search(spec, search) for search in selected]
-        return outcomes, write_experiment_report(spec)

@@ -27,26 +27,19 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from raysweep.storage.atomic import stable_hash
-from raysweep.config import ExperimentSpec, SearchSpec, to_dict
+from raysweep.config import SearchSpec, to_dict
 from raysweep.errors import RaysweepError
 from raysweep.seeding import derive_seed
-from raysweep.storage.paths import AnyPath
-from raysweep.search.journal import STUDY_FILE
+from raysweep.storage.atomic import stable_hash
+from raysweep.store.searches import STUDY_FILE
 
 __all__ = ["STUDY_FILE", "SearchBusyError", "finished_trials", "interrupted_numbers",
            "open_storage", "open_study", "recover_interrupted", "runner_record",
-           "search_directory", "state_counts", "study_name", "trial_state"]
-
+           "state_counts", "study_name", "trial_state"]
 
 
 class SearchBusyError(RaysweepError):
     """Another live process runs this search."""
-
-
-def search_directory(spec: ExperimentSpec, search: SearchSpec) -> AnyPath:
-    """``<experiment>/search/<name>``: the study, the trials' pre-training runs and outputs."""
-    return spec.directory / "search" / search.name
 
 
 def study_name(search: SearchSpec, weights_digest: str | None = None) -> str:
@@ -55,7 +48,7 @@ def study_name(search: SearchSpec, weights_digest: str | None = None) -> str:
     ``weights_digest``: the SHA-256 of the base encoder's initial weights when they are another
     run's output (``pretrain:NAME``), so that a retrained parent starts a new study.
     """
-    from raysweep.store.run_dirs import NOT_IN_HASH
+    from raysweep.plan.run_identity import NOT_IN_HASH
 
     base = {k: v for k, v in to_dict(search.pretrain).items() if k not in NOT_IN_HASH}
     if weights_digest:

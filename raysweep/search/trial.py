@@ -1,7 +1,7 @@
 """One search trial: a Ray Tune function trainable that pre-trains and then scores an encoder.
 
 The trial (the Tune *driver* of its trial, holding one CPU) builds the pre-training
-``TorchTrainer`` for its sampled parameters (:func:`raysweep.ssl.pretrain.run_pretrain`; the
+``TorchTrainer`` for its sampled parameters (:func:`raysweep.runtime.pretrain_driver.run_pretrain`; the
 workers get their own CPUs / GPUs). With ASHA, a Ray Train callback (:class:`ProxyPruning`, run
 by the run's controller) reports each epoch's downstream proxy to the trial's Optuna trial and
 stops the run when ASHA says so (:mod:`raysweep.search.pruning`). A trial that ran all
@@ -29,7 +29,6 @@ from typing import Any
 from ray.train import UserCallback
 
 from raysweep.config import SearchSpec
-from raysweep.storage.paths import AnyPath, storage_path
 from raysweep.search.pruning import ProxyPruned, ProxyPruner, quiet_pruned_errors
 from raysweep.search.searcher import (
     EPOCHS_DONE,
@@ -39,6 +38,7 @@ from raysweep.search.searcher import (
     VALUES_PER_SEED,
 )
 from raysweep.search.space import trial_run, trial_settings
+from raysweep.storage.paths import AnyPath, storage_path
 
 __all__ = ["ProxyPruning", "TrialContext", "last_logged", "search_trial"]
 
@@ -123,7 +123,8 @@ def search_trial(config: dict[str, Any], context: TrialContext) -> None:
     import ray.tune  # RAY: this trial's report
     from filelock import FileLock
 
-    from raysweep.ssl.pretrain import run_directory, run_pretrain
+    from raysweep.plan.run_identity import run_directory
+    from raysweep.runtime.pretrain_driver import run_pretrain
     from raysweep.search.objective import score_encoder
 
     search, params, role = context.search, config["params"], config["role"]

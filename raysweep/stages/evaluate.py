@@ -31,21 +31,22 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from raysweep.storage.atomic import atomic_torch_save, provenance, stable_hash
 from raysweep.config import IN_DISTRIBUTION, EncoderCondition, ExperimentSpec
-from raysweep.errors import RaysweepError
-from raysweep.seeding import torch_generator
-from raysweep.storage.paths import AnyPath, ray_storage, remove_tree, torch_load
 from raysweep.defaults import TRIAL_MAX_FAILURES
 from raysweep.defaults import checkpoint_interval_s as default_interval
+from raysweep.errors import RaysweepError
 from raysweep.plan.gpu_memory import (
     MemoryMeasurement,
     measuring_peak,
     read_measurements,
     write_measurement,
 )
-from raysweep.plan.identity import identify_trials, planned_refs, trial_refs
+from raysweep.plan.identity import identify_trials, trial_refs
 from raysweep.plan.trials import EvalTrial, Plan, condition_settings, make_plan, trial_kind
+from raysweep.seeding import torch_generator
+from raysweep.storage.atomic import atomic_torch_save, stable_hash
+from raysweep.storage.paths import AnyPath, ray_storage, remove_tree, torch_load
+from raysweep.storage.provenance import provenance
 from raysweep.store.results import TEST_SET_COLUMN, ResultsStore, RowKey, RowRef
 
 #: Metrics a trial reports to Tune (means over its seeds).
@@ -68,7 +69,7 @@ def resolved_weights(spec: ExperimentSpec, weights: str) -> str:
     run = spec.pretrain_parent(weights)
     if run is None:
         return weights
-    from raysweep.stages.pretrain import pretrain_encoder_path
+    from raysweep.plan.run_identity import pretrain_encoder_path
 
     return f"file:{pretrain_encoder_path(spec, run)}"
 
@@ -446,6 +447,3 @@ def _resource_request(plan: Plan) -> Callable[[dict[str, Any]], Any]:
     return request
 
 
-def stage_refs(spec: ExperimentSpec) -> list[RowRef]:
-    """Every row of the current spec's evaluate stage (identified; see :func:`identify_trials`)."""
-    return planned_refs(identify_trials(spec))

@@ -15,36 +15,9 @@ import time
 
 from raysweep import console
 from raysweep.config import ExperimentSpec, PretrainSpec
-from raysweep.storage.paths import AnyPath
-from raysweep.experiment.interrupt import run_concurrently
+from raysweep.plan.run_identity import resolved_run
 from raysweep.plan.trials import make_plan
-
-
-def resolved_run(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: bool = True
-                 ) -> PretrainSpec:
-    """``run`` with ``pretrain:NAME`` initial weights replaced by ``file:<NAME's encoder.pt>``."""
-    parent = spec.pretrain_parent(run.encoder.weights)
-    if parent is None:
-        return run
-    path = pretrain_encoder_path(spec, parent, save_digests=save_digests)
-    return run.replace(**{"encoder.weights": f"file:{path}"})
-
-
-def pretrain_run_dir(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: bool = True
-                     ) -> AnyPath:
-    """The run directory of ``run`` (``save_digests=False``: a dry run, writes nothing)."""
-    from raysweep.store.run_dirs import run_directory
-
-    return run_directory(resolved_run(spec, run, save_digests=save_digests), spec.directory,
-                         save_digests=save_digests)
-
-
-def pretrain_encoder_path(spec: ExperimentSpec, run: PretrainSpec, *,
-                          save_digests: bool = True) -> AnyPath:
-    """Where run ``run`` of ``spec`` leaves (or left) its ``encoder.pt``."""
-    from raysweep.store.run_dirs import ENCODER_FILE
-
-    return pretrain_run_dir(spec, run, save_digests=save_digests) / ENCODER_FILE
+from raysweep.runtime.concurrency import run_concurrently
 
 
 def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -> list:
@@ -82,7 +55,7 @@ def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -
 def _pretrain_and_track(spec: ExperimentSpec, run: PretrainSpec):
     """Run (or skip) one pretrain run, then track it (``tracking:``; a tracker holding it
     already, or none on, adds nothing)."""
-    from raysweep.ssl.pretrain import run_pretrain
+    from raysweep.runtime.pretrain_driver import run_pretrain
     from raysweep.stages.tracking import track_pretrain_run
 
     result = run_pretrain(resolved_run(spec, run), storage_dir=spec.directory)

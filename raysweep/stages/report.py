@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from raysweep.storage.paths import AnyPath, StoragePath, copy_tree
+from raysweep.storage.atomic import copy_tree
+from raysweep.storage.paths import AnyPath, StoragePath
 
 #: Parts of an experiment the report never reads (large, or not results): not copied to the
 #: local folder a report of an object-store experiment is made in.

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raysweep.storage.atomic import atomic_write_json, stable_hash, to_jsonable
 from raysweep.config import ExperimentSpec
 from raysweep.plan.identity import condition_identities
+from raysweep.storage.atomic import atomic_write_json, stable_hash, to_jsonable
 
 #: Bump when the analysis code changes the numbers an analysis holds.
 REPRESENTATION_VERSION = 1
@@ -75,10 +75,10 @@ def stored_analysis(spec: ExperimentSpec, analysis_id: str) -> dict[str, Any] | 
 def compute_analysis(spec: ExperimentSpec, ref: AnalysisRef, *, device: str = "cpu"
                      ) -> dict[str, Any]:
     """The analysis of ``ref``: read when stored, else computed and written atomically."""
-    from raysweep.storage.atomic import provenance
     from raysweep.data import load_dataset
     from raysweep.evaluate import labelled_features, representation_analysis
     from raysweep.stages.evaluate import condition_by_name, condition_encoder
+    from raysweep.storage.provenance import provenance
 
     assert spec.evaluate is not None and spec.evaluate.representations is not None
     if ref.analysis_id is None:
@@ -115,8 +115,8 @@ def run_representation_stage(spec: ExperimentSpec) -> int:
     import ray
     from tqdm.auto import tqdm
 
-    from raysweep.runtime.failures import trial_error
     from raysweep.plan.trials import make_plan
+    from raysweep.runtime.failures import trial_error
 
     refs = analysis_refs(spec)
     todo = {ref.analysis_id: ref for ref in refs

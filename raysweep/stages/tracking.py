@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from raysweep.config import ExperimentSpec
-from raysweep.store.run_dirs import META_FILE, METRICS_FILE, is_finished
 from raysweep.storage.paths import AnyPath
 from raysweep.store.results import ResultsStore, RowRef
+from raysweep.store.run_dirs import META_FILE, METRICS_FILE, is_finished
 from raysweep.tracking import (
     TrackedRecord,
     open_trackers,

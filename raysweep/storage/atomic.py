@@ -18,23 +18,13 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, overload
 
-from raysweep.storage.paths import AnyPath, StoragePath
-
-#: Packages whose versions are recorded in every artefact.
-RECORDED_PACKAGES = (
-    "raysweep", "torch", "torchvision", "ray", "kornia", "optuna", "numpy", "pandas",
-    "scikit-learn", "scipy", "statsmodels",
-)
-
+from raysweep.storage.paths import AnyPath, StoragePath, walk_files
 
 #: Suffix of the temporary files of :func:`atomic_open` (they also start with a dot).
 TEMPORARY_SUFFIX = ".tmp"
@@ -211,41 +201,20 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:length]
 
 
-@lru_cache(maxsize=1)
-def package_versions() -> dict[str, str]:
-    """Installed versions of :data:`RECORDED_PACKAGES` (``"absent"`` for those not installed)."""
-    versions = {}
-    for name in RECORDED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+def copy_tree(source: AnyPath, target: AnyPath, *,
+              skip: Callable[[tuple[str, ...]], bool] = lambda parts: False) -> int:
+    """Copy every file under ``source`` to the same place under ``target`` (local folders and
+    object stores in any combination), each written atomically; files whose relative parts
+    ``skip`` accepts are left out. Returns how many files were copied."""
+    from raysweep.storage.atomic import atomic_write_bytes
 
-
-@lru_cache(maxsize=1)
-def git_commit() -> str:
-    """The commit of the raysweep checkout (``+dirty`` when it has uncommitted changes), or
-    ``"unknown"`` when raysweep is not run from a git checkout."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
-
-
-def provenance(spec: Any = None) -> dict[str, Any]:
-    """What every artefact records: the spec (as plain JSON), package versions, git commit."""
-    record: dict[str, Any] = {"packages": package_versions(), "git_commit": git_commit()}
-    if spec is not None:
-        record["spec"] = to_jsonable(spec)
-        record["spec_hash"] = stable_hash(spec)
-    return record
+    copied = 0
+    for parts, path in walk_files(source):
+        if skip(parts):
+            continue
+        destination = target
+        for part in parts:
+            destination = destination / part
+        atomic_write_bytes(destination, path.read_bytes())
+        copied += 1
+    return copied

@@ -34,7 +34,7 @@ import fnmatch
 import io
 import os
 import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -45,8 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 from raysweep.errors import OutputError, SpecError
 from raysweep.storage.redact import redact
 
-__all__ = ["AnyPath", "StoragePath", "StorageStat", "check_reachable", "copy_tree",
-           "escaping_links", "is_remote", "is_within", "ray_storage", "read_bytes", "relative_to",
+__all__ = ["AnyPath", "StoragePath", "StorageStat", "check_reachable", "escaping_links", "is_remote", "is_within", "ray_storage", "read_bytes", "relative_to",
            "remove_tree", "resolved", "storage_path", "torch_load", "walk_files"]
 
 #: URI schemes that name a local folder.
@@ -152,7 +151,6 @@ def _anonymous_gcs(base: str):
         anonymous=True, **query,
         **({"retry_time_limit": timedelta(seconds=float(retry))} if retry else {}))
     return filesystem, (parts.netloc + parts.path).rstrip("/")
-
 
 
 def _is_anonymous_gcs(base: str) -> bool:
@@ -433,25 +431,6 @@ def walk_files(root: AnyPath) -> Iterator[tuple[tuple[str, ...], AnyPath]]:
     for path in sorted(root.rglob("*")):
         if path.is_file():
             yield path.relative_to(root).parts, path
-
-
-def copy_tree(source: AnyPath, target: AnyPath, *,
-              skip: Callable[[tuple[str, ...]], bool] = lambda parts: False) -> int:
-    """Copy every file under ``source`` to the same place under ``target`` (local folders and
-    object stores in any combination), each written atomically; files whose relative parts
-    ``skip`` accepts are left out. Returns how many files were copied."""
-    from raysweep.storage.atomic import atomic_write_bytes
-
-    copied = 0
-    for parts, path in walk_files(source):
-        if skip(parts):
-            continue
-        destination = target
-        for part in parts:
-            destination = destination / part
-        atomic_write_bytes(destination, path.read_bytes())
-        copied += 1
-    return copied
 
 
 def ray_storage(path: AnyPath) -> dict[str, Any]:

@@ -43,10 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raysweep.defaults import LOCK_HEARTBEAT_S, lock_stale_s
 from raysweep.errors import RaysweepError
 from raysweep.storage.paths import AnyPath, StoragePath, storage_path
 from raysweep.storage.reading import StoredFileError, check_fields, int_field, read_json, str_field
-from raysweep.defaults import LOCK_HEARTBEAT_S, lock_stale_s
 
 LOCK_FILE = ".raysweep.lock"
 #: Seconds between two heartbeats of the holder (:mod:`raysweep.defaults`; the age of a

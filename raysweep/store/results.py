@@ -35,10 +35,17 @@ from typing import Any
 
 import pandas as pd
 
-from raysweep.storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from raysweep.config import IN_DISTRIBUTION
+from raysweep.storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from raysweep.storage.paths import AnyPath, storage_path
-from raysweep.storage.reading import StoredFileError, check_fields, display, int_field, read_json, str_field
+from raysweep.storage.reading import (
+    StoredFileError,
+    check_fields,
+    display,
+    int_field,
+    read_json,
+    str_field,
+)
 
 #: The columns that identify a row within an experiment.
 KEY_COLUMNS = ("condition", "protocol", "seed")

@@ -36,86 +36,23 @@ every finished run again:
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Any
 
-from raysweep.storage.atomic import file_sha256, stable_hash, to_jsonable
-from raysweep.config import PretrainSpec
-from raysweep.storage.paths import AnyPath, storage_path
+from raysweep.storage.paths import AnyPath
 from raysweep.storage.reading import StoredFileError, check_within, read_json
 
 __all__ = [
     "ENCODER_FILE",
     "META_FILE",
     "METRICS_FILE",
-    "NOT_IN_HASH",
-    "ONLY_WHEN_SET",
     "is_finished",
     "read_meta",
-    "result_hash",
-    "run_directory",
-    "weights_digest",
-]
+    ]
 
 ENCODER_FILE = "encoder.pt"
 METRICS_FILE = "metrics.jsonl"
 META_FILE = "meta.json"
-
-#: PretrainSpec fields that do not change the trained encoder (see the module docstring).
-NOT_IN_HASH = frozenset({
-    "name", "keys", "checkpoint_every", "max_failures", "resources_per_worker",
-    "deterministic", "channels_last", "proxy", "proxy_every", "proxy_data",
-    "allow_test_overlap",
-})
-
-#: PretrainSpec fields hashed only when they differ from their defaults (see the module docstring).
-ONLY_WHEN_SET = frozenset({
-    "pct_start", "div_factor", "final_div_factor", "max_momentum", "base_momentum",
-    "validation_fraction",
-})
-
-
-def weights_digest(weights: str, arch: str) -> str | None:
-    """The SHA-256 of the file that weight source ``weights`` reads for ``arch``; None for
-    ``random``, for a file that does not exist (yet) and for a source that cannot name a file
-    (loading it reports why)."""
-    from raysweep.errors import WeightsError
-    from raysweep.models.weights import weights_file
-
-    try:
-        path = weights_file(weights, arch)
-    except WeightsError:
-        return None
-    return file_sha256(path) if path is not None and path.is_file() else None
-
-
-def result_hash(spec: PretrainSpec, *, save_digests: bool = True) -> str:
-    """A 12-hex-digit hash of everything in ``spec`` that determines the trained encoder.
-
-    ``save_digests=False`` leaves the data cache's remembered file digests untouched (dry runs).
-    """
-    from raysweep.data.fingerprint import dataset_fingerprint
-
-    defaults = {f.name: f.default for f in dataclasses.fields(PretrainSpec)
-                if f.name in ONLY_WHEN_SET}
-    fields: dict[str, Any] = {
-        k: v for k, v in to_jsonable(spec).items()
-        if k not in NOT_IN_HASH and (k not in ONLY_WHEN_SET or v != defaults[k])}
-    fields["data"] = dataset_fingerprint(spec.data, save_digests=save_digests)
-    digest = weights_digest(spec.encoder.weights, spec.encoder.name)
-    if digest is not None:
-        fields["encoder_weights_sha256"] = digest
-        if spec.encoder.weights.startswith("file:"):
-            fields["encoder"] = {**fields["encoder"], "weights": "file"}
-    return stable_hash(fields)
-
-
-def run_directory(spec: PretrainSpec, storage_dir: Any, *, save_digests: bool = True) -> AnyPath:
-    """``<storage_dir>/pretrain/<spec.name>-<result_hash(spec)>`` (a local folder or an
-    object-store path, :func:`raysweep.storage.paths.storage_path`)."""
-    root = storage_path(storage_dir)
-    return root / "pretrain" / f"{spec.name}-{result_hash(spec, save_digests=save_digests)}"
 
 
 def is_finished(run_dir: AnyPath) -> bool:
@@ -141,3 +78,28 @@ def read_meta(run_dir: AnyPath) -> dict[str, Any]:
     """``meta.json`` of a run as a JSON object (:class:`~raysweep.storage.reading.StoredFileError` or
     ``FileNotFoundError`` when it cannot be)."""
     return read_json(run_dir / META_FILE, root=run_dir)
+
+
+#: Ray Train's run name inside the run directory (its checkpoints live under it).
+RAY_RUN_NAME = "train"
+
+
+STATE_FILE = "state.pt"
+
+
+#: Ray Train's checkpoint directories of a pre-training run (named by the driver's hooks).
+_CHECKPOINT_GLOB = "checkpoint_[0-9]*"
+
+
+def latest_checkpoint_epoch(run_dir: AnyPath) -> int | None:
+    """Epochs covered by the newest complete checkpoint of a pre-training run, or None.
+
+    Ray Train keeps them as ``<run_dir>/train/checkpoint_<epoch>`` (the epoch counted from 0);
+    a directory without the state file is a copy that was cut short and is ignored.
+    """
+    from raysweep.store.run_dirs import RAY_RUN_NAME, STATE_FILE
+
+    epochs = [int(path.name.rsplit("_", 1)[1])
+              for path in (run_dir / RAY_RUN_NAME).glob(_CHECKPOINT_GLOB)
+              if (path / STATE_FILE).is_file()]
+    return max(epochs) + 1 if epochs else None

@@ -60,8 +60,8 @@ def test_the_page_shows_the_shipped_spec_and_it_is_short() -> None:
 def test_own_data_spec_validates_plans_and_reads_the_manifest(tmp_path: Path, monkeypatch,
                                                               capsys) -> None:
     from raysweep.data import load_dataset
-    from raysweep.plan.trials import make_plan
     from raysweep.plan.resources import ClusterResources
+    from raysweep.plan.trials import make_plan
 
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
     spec_file = tmp_path / "own_data.yaml"

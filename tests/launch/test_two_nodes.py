@@ -16,12 +16,12 @@ import pytest
 import torch
 from launch_helpers import run_in_group
 
-from raysweep.storage.atomic import to_jsonable
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, to_dict
 from raysweep.ssl.pretrain import checkpoint as ckpt
-from raysweep.runtime.pretrain_driver import RAY_RUN_NAME
 from raysweep.ssl.pretrain.hooks import LocalHooks
 from raysweep.ssl.pretrain.loop import build_net, pretrain_worker
+from raysweep.storage.atomic import to_jsonable
+from raysweep.store.run_dirs import RAY_RUN_NAME
 
 DRIVER = Path(__file__).resolve().parent / "two_node_driver.py"
 

@@ -3,7 +3,7 @@ Train workers by value, as ``__main__`` functions do):
 
     python two_node_driver.py SPEC_JSON STORAGE OUT_JSON
 
-connects to ``RAY_ADDRESS``, pre-trains the spec with :func:`raysweep.ssl.pretrain.run_pretrain`
+connects to ``RAY_ADDRESS``, pre-trains the spec with :func:`raysweep.runtime.pretrain_driver.run_pretrain`
 on CPUs with :func:`fixed_views` in place of the spec's augmentation (identical on any number of
 ranks, so that 2 ranks can be compared with 1), and writes to OUT_JSON the run directory, the
 live nodes and the node of every Ray Train worker (from Ray's state API).
@@ -19,7 +19,7 @@ import ray
 import torch
 
 from raysweep.config import PretrainSpec, from_dict
-from raysweep.ssl.pretrain import run_pretrain
+from raysweep.runtime.pretrain_driver import run_pretrain
 
 
 def fixed_views(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,8 +13,8 @@ import scipy.stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from raysweep.config import load_spec
-from raysweep.report import write_report
 from raysweep.plan.trials import condition_settings, eval_trials
+from raysweep.report import write_report
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 LE, EQ = "Model 1 <= Model 2", "Model 1 = Model 2"

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, from_dict
+from raysweep.config.specs import PRETRAIN_METHODS_NEED_LABELS
 from raysweep.errors import SpecError
 from raysweep.models import LinearHead, Projector
-from raysweep.config.specs import PRETRAIN_METHODS_NEED_LABELS
 from raysweep.ssl.methods import METHODS, pretrain_method
 from raysweep.ssl.pretrain import LocalHooks, pretrain_worker
 from raysweep.ssl.pretrain import checkpoint as ckpt

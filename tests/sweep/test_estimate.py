@@ -14,8 +14,8 @@ import yaml
 
 from raysweep.config import spec_from_data
 from raysweep.plan.estimate import StepTiming, count_images, estimate_plan, measure_step
-from raysweep.plan.trials import make_plan
 from raysweep.plan.resources import ClusterResources
+from raysweep.plan.trials import make_plan
 
 DIGITS = {"sources": [{"kind": "digits", "classes": ["0", "1"]}], "image_size": 16}
 

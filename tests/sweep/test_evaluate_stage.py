@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from raysweep.storage.atomic import current_umask
 from raysweep.config import spec_from_data
+from raysweep.storage.atomic import current_umask
 
 pytestmark = pytest.mark.ray
 
@@ -112,8 +112,8 @@ def test_killed_sweep_resumes_without_retraining(tmp_path: Path, monkeypatch):
     assert "results: " in rerun.stdout
     # Whether a trial ran whole, restarted, or resumed from an epoch checkpoint, its row is the
     # row of an uninterrupted run (CPU runs are bit-reproducible from (spec, seed)).
-    from raysweep.stages.evaluate import evaluate_trial_rows
     from raysweep.plan.trials import EvalTrial
+    from raysweep.stages.evaluate import evaluate_trial_rows
 
     data["storage"] = str(tmp_path / "reference")
     reference = spec_from_data(data)

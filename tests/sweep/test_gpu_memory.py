@@ -27,8 +27,8 @@ from raysweep.plan.gpu_memory import (
     trials_per_gpu,
     write_measurement,
 )
-from raysweep.plan.trials import make_plan
 from raysweep.plan.resources import ClusterResources
+from raysweep.plan.trials import make_plan
 
 GIB = 2**30
 DIGITS = {"sources": [{"kind": "digits", "classes": ["0", "1"]}], "image_size": 16}
@@ -299,6 +299,7 @@ def test_measured_third_gpu_trials_fill_two_fake_gpus_three_each(tmp_path: Path)
 def test_unmeasured_kinds_run_first_then_the_rest_are_packed_by_the_measurement(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from raysweep.sweep import evaluate_stage
+
     from raysweep.plan.identity import identify_trials
 
     spec = experiment(tmp_path, seeds=3)
@@ -328,8 +329,8 @@ def test_unmeasured_kinds_run_first_then_the_rest_are_packed_by_the_measurement(
 
 
 def test_a_kinds_first_measurement_is_kept(tmp_path: Path):
-    from raysweep.stages.evaluate import record_first_measurement
     from raysweep.plan.trials import eval_trials
+    from raysweep.stages.evaluate import record_first_measurement
 
     spec = experiment(tmp_path)
     trial = eval_trials(spec)[0]

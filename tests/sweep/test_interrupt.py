@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 from raysweep.config import spec_from_data
-from raysweep.experiment.interrupt import kept_lines, latest_checkpoint_epoch, run_concurrently
+from raysweep.experiment.interrupt import kept_lines
+from raysweep.runtime.concurrency import run_concurrently
+from raysweep.store.run_dirs import latest_checkpoint_epoch
 
 DIGITS = {"sources": [{"kind": "digits", "classes": ["0", "1", "2"]}], "image_size": 16}
 
@@ -87,8 +89,8 @@ def experiment(storage: Path) -> dict:
 
 
 def test_kept_lines_read_the_experiment_directory(tmp_path: Path) -> None:
-    from raysweep.stages.evaluate import stage_refs
-    from raysweep.stages.pretrain import pretrain_run_dir
+    from raysweep.plan.identity import stage_refs
+    from raysweep.plan.run_identity import pretrain_run_dir
     from raysweep.store.results import ResultsStore
 
     spec = spec_from_data(experiment(tmp_path))

@@ -19,9 +19,9 @@ from PIL import Image
 
 from raysweep.cli import main
 from raysweep.config import spec_from_data
-from raysweep.report.validity import overlap_lines as report_overlap_lines
-from raysweep.store.run_dirs import NOT_IN_HASH, result_hash
 from raysweep.plan.leakage import OVERLAP_FILE, find_overlaps, record_overlaps
+from raysweep.plan.run_identity import NOT_IN_HASH, result_hash
+from raysweep.report.validity import overlap_lines as report_overlap_lines
 
 CLASSES = ("a", "b")
 N_PER_SPLIT = {"train": 6, "test": 3}  # per class

@@ -12,13 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from raysweep.storage.atomic import stable_hash, to_jsonable
 from raysweep.config import EvaluationSpec, spec_from_data
 from raysweep.errors import DataError
-from raysweep.report import write_report
-from raysweep.stages.evaluate import condition_labels, evaluate_trial_rows
 from raysweep.plan.identity import identify_trials, planned_refs
 from raysweep.plan.trials import EvalTrial, eval_trials
+from raysweep.report import write_report
+from raysweep.stages.evaluate import condition_labels, evaluate_trial_rows
 from raysweep.stages.representation import (
     CONSOLIDATED_FILE,
     analysis_path,
@@ -27,6 +26,7 @@ from raysweep.stages.representation import (
     consolidate_analyses,
     run_representation_stage,
 )
+from raysweep.storage.atomic import stable_hash, to_jsonable
 from raysweep.store.results import ResultsStore
 
 TARGET = {"sources": [{"kind": "digits", "classes": ["5", "6", "7"]}],

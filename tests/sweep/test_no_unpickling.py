@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from raysweep.config import spec_from_data
-from raysweep.stages.evaluate import checkpoint_path, evaluate_trial_rows
 from raysweep.plan.identity import identify_trials, trial_refs
+from raysweep.stages.evaluate import checkpoint_path, evaluate_trial_rows
 from raysweep.store.results import ResultsStore
 
 METRICS = ("accuracy", "f1_weighted", "confusion_matrix", "lr_max")

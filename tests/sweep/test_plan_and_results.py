@@ -8,12 +8,12 @@ import pytest
 
 from raysweep.config import DatasetSpec, PretrainSpec, SourceSpec, load_spec, spec_from_data
 from raysweep.errors import SpecError
-from raysweep.plan.trials import make_plan, pretrain_waves
 from raysweep.plan.resources import (
     ClusterResources,
     TrialResources,
     max_concurrent_trials,
 )
+from raysweep.plan.trials import make_plan, pretrain_waves
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 DIGITS = {"sources": [{"kind": "digits"}], "image_size": 16}

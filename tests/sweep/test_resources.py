@@ -13,10 +13,8 @@ from ray.core.generated import autoscaler_pb2
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, spec_from_data
 from raysweep.environment import EnvironmentProblem
 from raysweep.errors import SpecError
-from raysweep.plan.preflight import pretrain_gpu_problem
-from raysweep.runtime.pretrain_driver import preflight
 from raysweep.plan import resources
-from raysweep.plan.trials import make_plan
+from raysweep.plan.preflight import pretrain_gpu_problem
 from raysweep.plan.resources import (
     AutoscalerView,
     ClusterResources,
@@ -29,6 +27,8 @@ from raysweep.plan.resources import (
     view_from_cluster_config,
     view_from_launcher_config,
 )
+from raysweep.plan.trials import make_plan
+from raysweep.runtime.pretrain_driver import preflight
 
 LAUNCH = Path(__file__).resolve().parents[2] / "launch"
 DIGITS = {"sources": [{"kind": "digits", "classes": ["0", "1"]}], "image_size": 16}

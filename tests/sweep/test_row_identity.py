@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from raysweep.config import spec_from_data
-from raysweep.stages.evaluate import condition_labels, evaluate_trial_rows
 from raysweep.experiment.runner import stored_state
 from raysweep.plan.identity import identify_trials, planned_refs
+from raysweep.stages.evaluate import condition_labels, evaluate_trial_rows
 from raysweep.store.results import ResultsStore, RowKey, RowRef
 
 TARGET = {"sources": [{"kind": "digits", "classes": ["5", "6", "7"]}],

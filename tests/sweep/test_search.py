@@ -21,12 +21,12 @@ from optuna.trial import TrialState
 
 from raysweep.cli import main
 from raysweep.config import load_spec
-from raysweep.store.run_dirs import is_finished
 from raysweep.experiment.demo import demo_search_spec
-from raysweep.experiment.runner import run_experiment
-from raysweep.search.stage import run_searches
+from raysweep.experiment.runner import run_experiment, run_searches
 from raysweep.plan.searches import total_epochs
-from raysweep.search.study import STUDY_FILE, open_storage
+from raysweep.search.study import open_storage
+from raysweep.store.run_dirs import is_finished
+from raysweep.store.searches import STUDY_FILE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -23,15 +23,15 @@ from scipy import stats as sps
 
 from raysweep.config import spec_from_data
 from raysweep.errors import SpecError
-from raysweep.store.run_dirs import run_directory
 from raysweep.plan.resources import ClusterResources
-from raysweep.search.outputs import read_default, write_default, write_outputs
+from raysweep.plan.run_identity import run_directory
 from raysweep.plan.searches import (
     asha_rungs,
     check_fits,
     search_concurrency,
     search_resources,
 )
+from raysweep.search.outputs import read_default, write_default, write_outputs
 from raysweep.search.pruning import ProxyPruned, ProxyPruner
 from raysweep.search.searcher import StudySearcher
 from raysweep.search.space import distributions, trial_run, trial_settings
@@ -480,9 +480,9 @@ def test_a_search_whose_every_trial_failed_ends_in_one_line(tmp_path: Path) -> N
 def test_a_search_from_a_pretrain_run_starts_from_its_finished_encoder(tmp_path: Path) -> None:
     import hashlib
 
-    from raysweep.store.run_dirs import ENCODER_FILE, META_FILE, METRICS_FILE
-    from raysweep.stages.pretrain import pretrain_run_dir
+    from raysweep.plan.run_identity import pretrain_run_dir
     from raysweep.search.stage import resolve_base_weights
+    from raysweep.store.run_dirs import ENCODER_FILE, META_FILE, METRICS_FILE
 
     data = experiment(tmp_path)
     data["pretrain"] = [{"name": "base", "data": DIGITS, "encoder": {"name": "small_resnet"},

@@ -11,11 +11,12 @@ import optuna
 import pytest
 
 from raysweep.config import spec_from_data
-from raysweep.storage.paths import StoragePath
-from raysweep.store.lock import ExperimentLock
-from raysweep.search.journal import STUDY_FILE, StudyJournal, complete_lines
+from raysweep.search.journal import StudyJournal, complete_lines
 from raysweep.search.pruning import ProxyPruned, ProxyPruner
 from raysweep.search.study import open_study, study_name
+from raysweep.storage.paths import StoragePath
+from raysweep.store.lock import ExperimentLock
+from raysweep.store.searches import STUDY_FILE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -172,7 +173,7 @@ def test_a_search_runs_in_an_object_store(ray_session, s3_base, s3, tmp_path: Pa
 
     import pandas as pd
 
-    from raysweep.search.stage import run_searches
+    from raysweep.experiment.runner import run_searches
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("RAYSWEEP_CACHE", str(cache))

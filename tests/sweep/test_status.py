@@ -12,12 +12,12 @@ import pytest
 
 from raysweep.cli import main
 from raysweep.config import dump_spec, spec_from_data
-from raysweep.store.run_dirs import ENCODER_FILE, META_FILE, METRICS_FILE
-from raysweep.plan.identity import identify_trials, planned_refs
-from raysweep.store.lock import LOCK_FILE, ExperimentLock
-from raysweep.stages.pretrain import pretrain_run_dir
-from raysweep.store.results import ResultsStore
 from raysweep.experiment.status import experiment_status
+from raysweep.plan.identity import identify_trials, planned_refs
+from raysweep.plan.run_identity import pretrain_run_dir
+from raysweep.store.lock import LOCK_FILE, ExperimentLock
+from raysweep.store.results import ResultsStore
+from raysweep.store.run_dirs import ENCODER_FILE, META_FILE, METRICS_FILE
 
 DIGITS = {"sources": [{"kind": "digits", "classes": ["0", "1"]}], "image_size": 16}
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 import raysweep.evaluate
-from raysweep.storage.atomic import stable_hash, to_jsonable
 from raysweep.config import spec_from_data
-from raysweep.plan.budgets import label_arms, label_budgets
 from raysweep.experiment.demo import demo_spec_dict
-from raysweep.stages.evaluate import condition_labels, evaluate_trial_rows
 from raysweep.experiment.runner import stored_state
+from raysweep.plan.budgets import label_arms, label_budgets
 from raysweep.plan.identity import ROW_IDENTITY_VERSION, identify_trials, planned_refs
-from raysweep.plan.trials import eval_trials, make_plan
 from raysweep.plan.resources import ClusterResources
+from raysweep.plan.trials import eval_trials, make_plan
+from raysweep.stages.evaluate import condition_labels, evaluate_trial_rows
+from raysweep.storage.atomic import stable_hash, to_jsonable
 from raysweep.store.results import ResultsStore
 
 TARGET = {"sources": [{"kind": "digits", "classes": ["5", "6", "7"]}],

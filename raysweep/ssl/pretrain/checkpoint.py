@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from raysweep.storage.atomic import atomic_torch_save
 from raysweep.errors import WeightsError
+from raysweep.storage.atomic import atomic_torch_save
+from raysweep.store.run_dirs import STATE_FILE
 
 __all__ = [
-    "STATE_FILE",
     "PretrainState",
     "capture_rng_state",
     "load_rng_state",
@@ -42,7 +42,6 @@ __all__ = [
     "save_state",
 ]
 
-STATE_FILE = "state.pt"
 
 #: Entries of checkpoints written by earlier versions that are no longer read.
 _RETIRED_ENTRIES = frozenset({"step", "scaler"})

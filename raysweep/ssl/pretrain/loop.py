@@ -63,7 +63,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from raysweep.storage.atomic import atomic_write_text, provenance, to_jsonable
 from raysweep.config import PretrainSpec, from_dict
 from raysweep.distributed import (
     broadcast_float,
@@ -84,7 +83,9 @@ from raysweep.ssl.pretrain.sharding import (
     local_batch,
     validation_split,
 )
+from raysweep.storage.atomic import atomic_write_text, to_jsonable
 from raysweep.storage.paths import AnyPath, storage_path
+from raysweep.storage.provenance import provenance
 
 if TYPE_CHECKING:
     from raysweep.models import ResNetEncoder

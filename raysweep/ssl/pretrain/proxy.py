@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysweep.storage.atomic import stable_hash
 from raysweep.config import DatasetSpec
+from raysweep.storage.atomic import stable_hash
 
 __all__ = ["HOLDOUT_FRACTION", "KNN_K", "KNN_TEMPERATURE", "embed", "knn_accuracy",
            "linear_probe_accuracy", "proxy_score", "validation_split"]

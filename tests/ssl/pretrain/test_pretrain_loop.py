@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 import torch
 
-from raysweep.storage.atomic import to_jsonable
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, from_dict, to_dict
 from raysweep.distributed import GlobalBatchNorm, convert_to_global_batchnorm
 from raysweep.errors import DataError, WeightsError
@@ -34,6 +33,7 @@ from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.hooks import LocalHooks
 from raysweep.ssl.pretrain.loop import TrainingData, build_net, pretrain_worker
 from raysweep.ssl.pretrain.sharding import epoch_order, local_batch
+from raysweep.storage.atomic import to_jsonable
 
 HERE = Path(__file__).resolve()
 

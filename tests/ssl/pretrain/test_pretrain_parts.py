@@ -13,10 +13,11 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec
 from raysweep.errors import SpecError
-from raysweep.ssl.pretrain import LocalHooks, pretrain_worker
+from raysweep.plan.run_identity import result_hash, run_directory
 from raysweep.runtime.pretrain_driver import run_pretrain
+from raysweep.ssl.pretrain import LocalHooks, pretrain_worker
 from raysweep.ssl.pretrain.proxy import knn_accuracy, linear_probe_accuracy
-from raysweep.store.run_dirs import is_finished, result_hash, run_directory
+from raysweep.store.run_dirs import is_finished
 
 BASE = PretrainSpec(name="run", data=DatasetSpec(sources=({"kind": "digits"},), image_size=16),
                     encoder=EncoderSpec(name="small_resnet"))

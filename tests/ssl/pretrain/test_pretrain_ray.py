@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from raysweep.storage.atomic import to_jsonable
 from raysweep.config import DatasetSpec, EncoderSpec, PretrainSpec, to_dict
 from raysweep.models import build_encoder
+from raysweep.plan.run_identity import run_directory
+from raysweep.runtime.pretrain_driver import run_pretrain
 from raysweep.ssl.pretrain import checkpoint as ckpt
-from raysweep.ssl.pretrain import run_directory, run_pretrain
 from raysweep.ssl.pretrain.faults import KillOnce
+from raysweep.storage.atomic import to_jsonable
 
 WORKER_SCRIPT = Path(__file__).resolve().parent / "test_pretrain_loop.py"
 
