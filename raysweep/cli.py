@@ -100,7 +100,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _weight_format_lines(spec: ExperimentSpec) -> list[str]:
     """One line per public checkpoint (``FORMAT:PATH`` weights) the spec reads: its format,
     the layout read, and the runs or encoders that start from it."""
-    from raysweep.weight_formats import WEIGHT_FORMATS, weight_format
+    from raysweep.config.weight_formats import WEIGHT_FORMATS, weight_format
 
     users: dict[str, list[str]] = {}
     named = [(f"pretrain {run.name}", run.encoder.weights) for run in spec.pretrain]

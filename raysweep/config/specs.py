@@ -32,7 +32,7 @@ from raysweep.config.validation import (
     spec_field,
     to_dict,
 )
-from raysweep.weight_formats import WEIGHT_FORMATS
+from raysweep.config.weight_formats import WEIGHT_FORMATS
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -173,7 +173,7 @@ class EncoderSpec(Spec):
     """An encoder architecture and its initial weights (``raysweep.models.weights`` registry):
     ``random``, ``torchvision:IMAGENET1K_V1`` / ``V2``, ``barlowtwins``, ``vicreg``,
     ``file:PATH``, ``FORMAT:PATH`` (a public SSL checkpoint's key layout, FORMAT one of
-    ``raysweep.weight_formats.WEIGHT_FORMATS``: moco, swav, solo-learn, vissl, ...), or
+    ``raysweep.config.weight_formats.WEIGHT_FORMATS``: moco, swav, solo-learn, vissl, ...), or
     ``pretrain:NAME`` (the output of this experiment's pretrain run NAME)."""
 
     name: EncoderName = spec_field("resnet50", doc="architecture")

@@ -101,7 +101,7 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
         remove_old_tune_state,
     )
     from raysweep.stages.representation import run_representation_stage
-    from raysweep.stages.tracking import track_rows
+    from raysweep.tracking.stage import track_rows
 
     if spec.evaluate is None:
         return EvaluateOutcome((), 0)

@@ -21,7 +21,7 @@ A weights spec is a string:
     one, or a raysweep checkpoint (a dict whose ``encoder`` entry is the state dict); ``PATH``
     is a local path or an object-store URI (``s3://...``, :mod:`raysweep.storage.paths`).
 ``FORMAT:PATH``
-    a public SSL checkpoint in one of the key layouts of :data:`raysweep.weight_formats.
+    a public SSL checkpoint in one of the key layouts of :data:`raysweep.config.weight_formats.
     WEIGHT_FORMATS` (``moco:``, ``swav:``, ``solo-learn:``, ``vissl:``, ...; :data:`LAYOUTS`
     says where each keeps the encoder's tensors). Stricter than ``file:``: every tensor the
     layout places under the encoder must fit it, so a file of another layout or architecture
@@ -54,9 +54,9 @@ import torch
 from torch import nn
 from torchvision.models import get_model_weights
 
+from raysweep.config.weight_formats import WEIGHT_FORMATS
 from raysweep.errors import WeightsError
 from raysweep.storage.paths import AnyPath, storage_path, torch_load
-from raysweep.weight_formats import WEIGHT_FORMATS
 
 __all__ = [
     "HUB_MODELS",
@@ -226,7 +226,7 @@ def _sequential_names(key: str) -> str:
 _HUB = KeyLayout(prefixes=("module.", ""), heads=("fc.", "projection_head.", "prototypes."))
 _VISSL_TRUNK = ("classy_state_dict", "base_model", "model", "trunk")
 
-#: Format name (:data:`raysweep.weight_formats.WEIGHT_FORMATS`) -> its key layout.
+#: Format name (:data:`raysweep.config.weight_formats.WEIGHT_FORMATS`) -> its key layout.
 LAYOUTS: dict[str, KeyLayout] = {
     "solo-learn": KeyLayout(prefixes=("backbone.",)),
     "lightly": KeyLayout(prefixes=("backbone.",), rename=_sequential_names),

@@ -41,6 +41,7 @@ from typing import Any
 from raysweep.config import PretrainSpec, ResourcesSpec
 from raysweep.environment import value
 from raysweep.errors import SpecError
+from raysweep.ray_adapter import gcs_cluster_config
 
 DEFAULT_GPU_FRACTION = 0.25
 #: The basis of the whole GPU a kind's first trial gets while it measures its peak memory.
@@ -206,18 +207,6 @@ def _read_launcher_config(path: Path, source: str) -> AutoscalerView | None:
     return view
 
 
-def _gcs_cluster_config() -> Any:
-    """Ray's autoscaling config from the GCS of the connected cluster (None when absent)."""
-    import ray
-
-    if not ray.is_initialized():
-        return None
-    try:
-        from ray._private.state import state  # RAY: what Ray Train V2 reads for its check
-
-        return state.get_cluster_config()
-    except Exception:  # noqa: BLE001 - an older or newer Ray without it: no view
-        return None
 
 
 def autoscaler_view() -> AutoscalerView | None:
@@ -226,7 +215,7 @@ def autoscaler_view() -> AutoscalerView | None:
     override = value(AUTOSCALER_CONFIG_ENV)  # an existing file, else a one-line error
     if isinstance(override, Path):
         return _read_launcher_config(override, f"{AUTOSCALER_CONFIG_ENV}={override}")
-    view = view_from_cluster_config(_gcs_cluster_config())
+    view = view_from_cluster_config(gcs_cluster_config())
     if view is not None:
         return view
     bootstrap = Path(os.path.expanduser(BOOTSTRAP_CONFIG))

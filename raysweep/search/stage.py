@@ -58,9 +58,9 @@ from raysweep.search.outputs import (
 )
 from raysweep.search.space import distributions, proxy_metric
 from raysweep.search.study import finished_trials, open_study, recover_interrupted, study_name
-from raysweep.stages.tracking import search_callbacks, track_search_runs
 from raysweep.storage.paths import AnyPath, ray_storage
 from raysweep.store.searches import search_directory
+from raysweep.tracking.stage import search_callbacks, track_search_runs
 
 __all__ = ["SearchOutcome", "build_search_tuner", "check_search_fits", "run_search",
            "run_search_stage", "search_failure"]

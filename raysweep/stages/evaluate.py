@@ -428,7 +428,7 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
 
 def _tracking_callbacks(spec: ExperimentSpec) -> list[Any]:
     """Tracks each trial's rows as it finishes (none when ``tracking:`` is off)."""
-    from raysweep.stages.tracking import evaluate_callbacks
+    from raysweep.tracking.stage import evaluate_callbacks
 
     return evaluate_callbacks(spec, condition_labels(spec),
                               lambda config: trial_refs(_trial_of(config)))

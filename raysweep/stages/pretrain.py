@@ -56,7 +56,7 @@ def _pretrain_and_track(spec: ExperimentSpec, run: PretrainSpec):
     """Run (or skip) one pretrain run, then track it (``tracking:``; a tracker holding it
     already, or none on, adds nothing)."""
     from raysweep.runtime.pretrain_driver import run_pretrain
-    from raysweep.stages.tracking import track_pretrain_run
+    from raysweep.tracking.stage import track_pretrain_run
 
     result = run_pretrain(resolved_run(spec, run), storage_dir=spec.directory)
     track_pretrain_run(spec, result.run_dir)

@@ -13,7 +13,7 @@ a lost row (:mod:`~raysweep.tracking.trackers`).
 
 Layout: ``records`` (pure: stored artefacts to records), ``backends`` (the trackers' clients),
 ``trackers`` (which trackers a spec opens; guarding), ``tune`` (Ray Tune callbacks). The
-stages call :mod:`raysweep.stages.tracking`.
+stages call :mod:`raysweep.tracking.stage`.
 """
 
 from raysweep.tracking.records import (

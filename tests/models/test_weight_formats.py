@@ -12,10 +12,10 @@ import torchvision
 from torch import nn
 
 from raysweep.config import spec_from_data
+from raysweep.config.weight_formats import WEIGHT_FORMATS, weight_format
 from raysweep.errors import SpecProblems, WeightsError
 from raysweep.models import build_encoder
 from raysweep.models.weights import LAYOUTS
-from raysweep.weight_formats import WEIGHT_FORMATS, weight_format
 
 State = dict[str, torch.Tensor]
 

@@ -202,7 +202,7 @@ def test_autoscaler_view_prefers_the_named_config_then_the_gcs_then_the_head_fil
         tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv(resources.AUTOSCALER_CONFIG_ENV, raising=False)
-    monkeypatch.setattr(resources, "_gcs_cluster_config", lambda: None)
+    monkeypatch.setattr(resources, "gcs_cluster_config", lambda: None)
     assert autoscaler_view() is None
     assert ClusterResources.detect().autoscaler is None
 
@@ -212,7 +212,7 @@ def test_autoscaler_view_prefers_the_named_config_then_the_gcs_then_the_head_fil
 
     gcs = autoscaler_pb2.ClusterConfig(node_group_configs=[
         autoscaler_pb2.NodeGroupConfig(name="gcs-gpu", resources={"GPU": 1}, max_count=3)])
-    monkeypatch.setattr(resources, "_gcs_cluster_config", lambda: gcs)
+    monkeypatch.setattr(resources, "gcs_cluster_config", lambda: gcs)
     assert [t.name for t in autoscaler_view().node_types] == ["gcs-gpu"]
 
     named = tmp_path / "nodes.yaml"

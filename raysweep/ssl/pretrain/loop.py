@@ -49,6 +49,7 @@ import contextlib
 import dataclasses
 import gc
 import json
+import logging
 import math
 import os
 import time
@@ -73,6 +74,7 @@ from raysweep.distributed import (
 )
 from raysweep.errors import DataError, SpecError, WeightsError
 from raysweep.optim.lr_finder import LR_FINDER_END, LR_FINDER_START
+from raysweep.ray_adapter import train_report_logger_name
 from raysweep.seeding import derive_seed, torch_generator
 from raysweep.ssl.methods import ObjectiveInput, pretrain_method
 from raysweep.ssl.pretrain import checkpoint as ckpt
@@ -688,15 +690,13 @@ def _proxy_metrics(spec: PretrainSpec, net: PretrainNet, device: torch.device,
 
 def _match_report_log_level(level: str) -> None:
     """Ray Train 2.60 logs every ``ray.train.report`` at INFO ("Reporting training result
-    ...", the whole metrics dict) through a logger named after its file path
-    (``ray/train/v2/_internal/execution/context.py``: ``logging.getLogger(__file__)``), so the
-    RunConfig's log level, which filters ``ray.train.*`` loggers only, misses it. Give that
-    logger the run's level (the driver prints its own line per epoch)."""
-    import logging
+    ...", the whole metrics dict) through a logger the RunConfig's log level misses
+    (:func:`raysweep.ray_adapter.train_report_logger_name`). Give that logger the run's level
+    (the driver prints its own line per epoch)."""
+    name = train_report_logger_name()
+    if name is not None:
+        logging.getLogger(name).setLevel(level)
 
-    from ray.train.v2._internal.execution import context  # RAY
-
-    logging.getLogger(context.__file__).setLevel(level)
 
 
 def ray_train_loop(config: dict[str, Any]) -> None:
