@@ -19,8 +19,28 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from raysweep.config import ExperimentSpec, load_spec, spec_from_data
-from raysweep.storage.paths import AnyPath, StoragePath
+from raysweep.config import ExperimentSpec, ReportSpec, load_spec, spec_from_data
+from raysweep.errors import OutputError
+from raysweep.experiment.demo import demo_search_spec, demo_spec
+from raysweep.experiment.runner import (
+    consolidate_results,
+    ensure_ray,
+    holding,
+    run_evaluate_stage,
+    run_experiment,
+    run_searches,
+)
+from raysweep.plan.preflight import check as check_files
+from raysweep.plan.preflight import directory_problem, experiment_links_problem
+from raysweep.plan.trials import make_plan
+from raysweep.report import report_from_stats as _from_stats
+from raysweep.report.from_stats import from_stats_display
+from raysweep.report.tables import markdown_table
+from raysweep.stages.evaluate import build_tuner as _build_tuner
+from raysweep.stages.pretrain import run_pretrain_stage
+from raysweep.stages.report import write_report_at
+from raysweep.storage.paths import AnyPath, StoragePath, storage_path
+from raysweep.store.results import ResultsStore
 
 SpecLike = ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str] | StoragePath
 
@@ -48,7 +68,6 @@ def check(spec: SpecLike) -> ExperimentSpec:
 
     Raises :class:`~raysweep.errors.Problems` listing every problem, one line each, before
     anything is written or trained (``raysweep validate`` and the start of every stage)."""
-    from raysweep.plan.preflight import check as check_files
 
     experiment = load(spec)
     check_files(experiment, source_of(spec))
@@ -57,7 +76,6 @@ def check(spec: SpecLike) -> ExperimentSpec:
 
 def plan(spec: SpecLike):
     """The plan (stages, trials, resources) without running anything."""
-    from raysweep.plan.trials import make_plan
 
     return make_plan(load(spec))
 
@@ -70,8 +88,6 @@ def build_tuner(spec: SpecLike):
     Its pretrain runs must have finished (``pretrain(spec)``) when it evaluates their encoders.
     Unlike :func:`run`, fitting it does not take the experiment's lock.
     """
-    from raysweep.experiment.runner import ensure_ray
-    from raysweep.stages.evaluate import build_tuner as _build_tuner
 
     ensure_ray()
     return _build_tuner(load(spec))
@@ -79,15 +95,12 @@ def build_tuner(spec: SpecLike):
 
 def run(spec: SpecLike):
     """Run every unfinished stage; returns a :class:`~raysweep.experiment.runner.RunSummary`."""
-    from raysweep.experiment.runner import run_experiment
 
     return run_experiment(check(spec))
 
 
 def pretrain(spec: SpecLike, *, only: list[str] | None = None) -> list:
     """Run (or skip, when finished) the pretrain stage; one result per run."""
-    from raysweep.experiment.runner import ensure_ray, holding
-    from raysweep.stages.pretrain import run_pretrain_stage
 
     experiment = check(spec)
     with holding(experiment):
@@ -97,13 +110,6 @@ def pretrain(spec: SpecLike, *, only: list[str] | None = None) -> list:
 
 def evaluate(spec: SpecLike) -> AnyPath:
     """Run the evaluate stage and consolidate ``results.parquet``; returns its path."""
-    from raysweep.experiment.runner import (
-        consolidate_results,
-        ensure_ray,
-        holding,
-        run_evaluate_stage,
-    )
-    from raysweep.store.results import ResultsStore
 
     experiment = check(spec)
     with holding(experiment):
@@ -122,11 +128,6 @@ def report(experiment_dir: str | os.PathLike[str], *, out_dir: str | None = None
     ``run`` stored in the directory, else the defaults; ``correction`` and ``alpha``, when
     given, replace theirs.
     """
-    from raysweep.config import ReportSpec
-    from raysweep.errors import OutputError
-    from raysweep.plan.preflight import directory_problem, experiment_links_problem
-    from raysweep.stages.report import write_report_at
-    from raysweep.storage.paths import storage_path
 
     directory = storage_path(experiment_dir)
     links = experiment_links_problem(directory)  # neither read nor write through a link out
@@ -149,9 +150,6 @@ def report_from_stats(table_csv: str | Path, *, comparisons: str | None = None,
                       out: str | None = None) -> str:
     """Welch tests from published means and standard deviations (the authors' computation),
     as a Markdown table laid out like the paper's Tables 13-14."""
-    from raysweep.report import report_from_stats as _from_stats
-    from raysweep.report.from_stats import from_stats_display
-    from raysweep.report.tables import markdown_table
 
     frame = _from_stats(table_csv, comparisons=comparisons, correction=correction, alpha=alpha,
                         out=out)
@@ -161,10 +159,8 @@ def report_from_stats(table_csv: str | Path, *, comparisons: str | None = None,
 def demo(*, smoke: bool = False, storage: str | None = None, search: bool = False):
     """Run the embedded demo study (``raysweep demo``), or with ``search`` the demo search
     (``raysweep demo --search``: returns what :func:`search` returns)."""
-    from raysweep.experiment.demo import demo_search_spec, demo_spec
 
     if search:
-        from raysweep.experiment.runner import run_searches
 
         return run_searches(demo_search_spec(smoke=smoke, storage=storage))
     return run(demo_spec(smoke=smoke, storage=storage))
@@ -174,6 +170,5 @@ def search(spec: SpecLike, *, only: list[str] | None = None):
     """Run the spec's Optuna searches (what is missing of them) and write the report; returns
     ``(outcomes, report path or None)``, one :class:`~raysweep.search.stage.SearchOutcome` per
     search (``best_yaml()``, ``one_line()``, ``record`` = ``best.json``)."""
-    from raysweep.experiment.runner import run_searches
 
     return run_searches(check(spec), only=only)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
+
 if TYPE_CHECKING:  # torch and numpy are imported lazily: the report needs neither at start-up
     import numpy as np
     import torch
@@ -30,13 +33,11 @@ def derive_seed(seed: int, *purpose: str | int) -> int:
 
 def torch_generator(seed: int, *purpose: str | int) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with :func:`derive_seed` of ``(seed, *purpose)``."""
-    import torch
 
     return torch.Generator().manual_seed(derive_seed(seed, *purpose))
 
 
 def numpy_rng(seed: int, *purpose: str | int) -> np.random.Generator:
     """A ``numpy.random.Generator`` seeded with :func:`derive_seed` of ``(seed, *purpose)``."""
-    import numpy as np
 
     return np.random.default_rng(derive_seed(seed, *purpose))

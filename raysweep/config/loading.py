@@ -26,6 +26,7 @@ from raysweep.config.validation import (
     to_dict,
 )
 from raysweep.errors import SpecError, SpecProblems
+from raysweep.storage.paths import StoragePath
 
 if TYPE_CHECKING:
     from raysweep.storage.paths import StoragePath
@@ -328,7 +329,6 @@ def load_spec(path: Any) -> ExperimentSpec:
     Raises :class:`SpecProblems` (a :class:`SpecError`) with one line ``FILE: key.path:
     reason`` per problem.
     """
-    from raysweep.storage.paths import StoragePath
 
     file = path if isinstance(path, StoragePath) else Path(path)
     try:

@@ -33,6 +33,7 @@ from raysweep.config.validation import (
     to_dict,
 )
 from raysweep.config.weight_formats import WEIGHT_FORMATS
+from raysweep.storage.paths import storage_path
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -985,7 +986,6 @@ class ExperimentSpec(Spec):
         """``<storage>/<name>``: where every artefact of this experiment lives: a local
         :class:`~pathlib.Path`, or a :class:`raysweep.storage.paths.StoragePath` when ``storage`` is an
         object-store URI (``s3://``, ``gs://``, ...)."""
-        from raysweep.storage.paths import storage_path
 
         return storage_path(self.storage) / self.name
 

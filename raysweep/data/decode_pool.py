@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from raysweep.data import decode
@@ -128,7 +129,6 @@ def _decode_in_pool(file: Path, shape: tuple[int, int, int, int],
     slot order, as in a serial decode. After a failure that stops the decode no chunk is
     submitted, and the few already submitted are let finish (cancelling running tasks is
     where process pools race)."""
-    from joblib import Parallel, delayed
 
     channels, size = shape[1], shape[2]
     failures: list[Failure] = []

@@ -39,10 +39,12 @@ import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from sklearn.datasets import load_digits
 
 from raysweep.config import SourceSpec
 from raysweep.data.decode import IMAGE_EXTENSIONS
@@ -532,8 +534,6 @@ def _npy_header(data, key: str) -> tuple[tuple[int, ...], np.dtype]:
 def digits_data_file() -> Path | None:
     """The file scikit-learn reads the digits from (its bytes key the cache), if found."""
     try:
-        from importlib.resources import files
-
         path = Path(str(files("sklearn.datasets.data") / "digits.csv.gz"))
     except (ImportError, ModuleNotFoundError, TypeError):
         return None
@@ -541,14 +541,12 @@ def digits_data_file() -> Path | None:
 
 
 def _digits_images() -> np.ndarray:
-    from sklearn.datasets import load_digits
 
     images = load_digits().images  # (1797, 8, 8) float, values 0..16
     return np.round(images * (255.0 / 16.0)).astype(np.uint8)
 
 
 def _read_digits(spec: SourceSpec) -> SourceListing:
-    from sklearn.datasets import load_digits
 
     target = load_digits().target.astype(np.int64)
     return SourceListing(

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from raysweep.config import DatasetSpec, ExternalTestSet
+from raysweep.data import load_dataset
 from raysweep.errors import DataError
 
 __all__ = ["class_mapping", "external_data", "external_labels", "load_external", "load_externals"]
@@ -83,7 +84,6 @@ def load_external(test_set: ExternalTestSet, data: DatasetSpec,
                   ) -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 (n, C, H, W), labels int64 (n,))`` of ``test_set`` beside the evaluation
     data ``data``, labels indexing ``training_classes`` (decoded once into the cache)."""
-    from raysweep.data import load_dataset
 
     dataset = load_dataset(external_data(test_set, data), progress=progress)
     index, labels = external_labels(test_set, dataset, training_classes)

@@ -50,9 +50,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from raysweep.augment import build_pipeline
 from raysweep.config import EvaluationSpec
 from raysweep.data import to_float_rgb
-from raysweep.errors import WeightsError
+from raysweep.errors import DataError, WeightsError
 from raysweep.evaluate.inputs import (
     ImagesLabels,
     batches_per_epoch,
@@ -91,7 +92,6 @@ TEST_SETS = "test_sets"
 
 def default_augment(settings: EvaluationSpec, image_size: int) -> Augment:
     """The training/TTA pipeline named by ``settings.augmentation`` (``supervised``)."""
-    from raysweep.augment import build_pipeline
 
     return build_pipeline(settings.augmentation, image_size=image_size,
                           strength=settings.strength)
@@ -185,7 +185,6 @@ def prepare_test_sets(test_sets: Mapping[str, ImagesLabels] | None, class_names:
     for name, split in (test_sets or {}).items():
         images, labels = prepare_split(split, f"test set {name}", class_names, device)
         if images.shape[-1] != image_size or images.shape[-2] != image_size:
-            from raysweep.errors import DataError
 
             raise DataError(f"test set {name}: images are {tuple(images.shape[2:])} but the "
                             f"training images are {(image_size, image_size)}")

@@ -18,16 +18,16 @@ Three parts:
 from __future__ import annotations
 
 from raysweep.config import ExperimentSpec
-from raysweep.store.run_dirs import latest_checkpoint_epoch
+from raysweep.plan.identity import stage_refs
+from raysweep.plan.run_identity import pretrain_run_dir
+from raysweep.store.results import ResultsStore
+from raysweep.store.run_dirs import is_finished, latest_checkpoint_epoch
 
 __all__ = ["kept_lines"]
 
 
 def kept_lines(spec: ExperimentSpec) -> list[str]:
     """What the experiment directory holds after an interruption, one line per item."""
-    from raysweep.plan.run_identity import pretrain_run_dir
-    from raysweep.store.results import ResultsStore
-    from raysweep.store.run_dirs import is_finished
 
     lines = []
     for run in spec.pretrain:
@@ -43,7 +43,6 @@ def kept_lines(spec: ExperimentSpec) -> list[str]:
             lines.append(f"pretrain {run.name}: checkpoint after epoch {done}/{total} kept, "
                          "training continues from it")
     if spec.evaluate is not None:
-        from raysweep.plan.identity import stage_refs
 
         status = ResultsStore(spec.directory).status(stage_refs(spec))
         total = len(status.done) + len(status.missing)

@@ -18,15 +18,33 @@ from pathlib import Path
 import pandas as pd
 
 from raysweep.config import ExperimentSpec, dump_spec
-from raysweep.errors import SpecError
+from raysweep.errors import OutputError, SpecError
+from raysweep.plan.identity import identify_trials, planned_refs, unidentified_refs
+from raysweep.plan.leakage import record_overlaps
+from raysweep.plan.preflight import check_resources, experiment_links_problem
+from raysweep.plan.run_identity import pretrain_run_dir
+from raysweep.plan.trials import eval_trials, make_plan
+from raysweep.runtime.failures import evaluation_failure
 from raysweep.runtime.ray_session import ensure_ray
-from raysweep.search.stage import SearchOutcome, _selected, check_search_fits, run_search
+from raysweep.search.stage import (
+    SearchOutcome,
+    _selected,
+    check_search_fits,
+    run_search,
+    run_search_stage,
+)
+from raysweep.stages.evaluate import condition_labels, evaluation_tuners, remove_old_tune_state
+from raysweep.stages.pretrain import run_pretrain_stage
+from raysweep.stages.report import write_report_at
+from raysweep.stages.representation import run_representation_stage
 from raysweep.storage.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from raysweep.storage.paths import AnyPath
 from raysweep.storage.provenance import provenance
 from raysweep.storage.redact import strip_credentials
 from raysweep.store.lock import ExperimentLock
-from raysweep.store.results import ResultsStore, RowRef
+from raysweep.store.results import ResultsStore, RowRef, RowStatus
+from raysweep.store.run_dirs import is_finished
+from raysweep.tracking.stage import track_rows
 
 
 @dataclass(frozen=True)
@@ -53,7 +71,6 @@ def record_experiment(spec: ExperimentSpec) -> None:
     experiment dir; the storage URI is recorded without credentials
     (:func:`raysweep.storage.redact.strip_credentials`: they come from the environment of whoever reads
     the experiment)."""
-    from raysweep.plan.leakage import record_overlaps
 
     spec.directory.mkdir(parents=True, exist_ok=True)
     recorded = spec.replace(storage=strip_credentials(spec.storage))
@@ -68,8 +85,6 @@ def holding(spec: ExperimentSpec) -> Iterator[None]:
     """Hold the experiment's lock (one runner at a time; :class:`ExperimentLocked` otherwise),
     clean up after killed writers, and record the spec, for the duration of a run. A symbolic
     link out of the experiment directory is refused first (nothing is written through one)."""
-    from raysweep.errors import OutputError
-    from raysweep.plan.preflight import experiment_links_problem
 
     problem = experiment_links_problem(spec.directory)
     if problem:
@@ -93,15 +108,6 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
     """Compute the evaluate stage's missing rows with a fresh Tuner (the caller holds the
     lock), then the missing representation analyses; say how many stored rows no longer match
     the spec."""
-    from raysweep.plan.identity import identify_trials, planned_refs
-    from raysweep.runtime.failures import evaluation_failure
-    from raysweep.stages.evaluate import (
-        condition_labels,
-        evaluation_tuners,
-        remove_old_tune_state,
-    )
-    from raysweep.stages.representation import run_representation_stage
-    from raysweep.tracking.stage import track_rows
 
     if spec.evaluate is None:
         return EvaluateOutcome((), 0)
@@ -125,7 +131,6 @@ def run_evaluate_stage(spec: ExperimentSpec) -> EvaluateOutcome:
 
 def consolidate_results(spec: ExperimentSpec, refs: tuple[RowRef, ...]) -> pd.DataFrame:
     """``results.parquet`` / ``.csv`` of the current spec's rows, labelled by the spec."""
-    from raysweep.stages.evaluate import condition_labels
 
     labels = condition_labels(spec) if spec.evaluate is not None else {}
     return ResultsStore(spec.directory).consolidate(refs, labels)
@@ -134,11 +139,6 @@ def consolidate_results(spec: ExperimentSpec, refs: tuple[RowRef, ...]) -> pd.Da
 def stored_state(spec: ExperimentSpec) -> str:
     """What ``raysweep run --dry-run`` adds to the plan: how many pre-training runs have
     finished, and how many of the spec's rows are done, stale or new. Writes nothing."""
-    from raysweep.plan.identity import identify_trials, planned_refs, unidentified_refs
-    from raysweep.plan.run_identity import pretrain_run_dir
-    from raysweep.plan.trials import eval_trials
-    from raysweep.store.results import RowStatus
-    from raysweep.store.run_dirs import is_finished
 
     lines = []
     if spec.pretrain:
@@ -160,7 +160,6 @@ def stored_state(spec: ExperimentSpec) -> str:
 
 def write_experiment_report(spec: ExperimentSpec) -> AnyPath | None:
     """The report stage: ``report.html`` from ``results.parquet`` (None when no rows)."""
-    from raysweep.stages.report import write_report_at
 
     if not ResultsStore(spec.directory).parquet_path.is_file() and not spec.search:
         return None
@@ -169,10 +168,6 @@ def write_experiment_report(spec: ExperimentSpec) -> AnyPath | None:
 
 def run_experiment(spec: ExperimentSpec) -> RunSummary:
     """Run every stage of ``spec`` that is not finished yet."""
-    from raysweep.plan.preflight import check_resources
-    from raysweep.plan.trials import make_plan
-    from raysweep.search.stage import check_search_fits, run_search_stage
-    from raysweep.stages.pretrain import run_pretrain_stage
 
     started = time.perf_counter()
     ExperimentLock(spec.directory).refuse_if_held()  # at once, before Ray starts
@@ -200,8 +195,6 @@ def run_searches(spec: ExperimentSpec, *, only: list[str] | None = None
     """``raysweep search``: run the spec's searches, then write the report, holding the
     experiment's lock as ``raysweep run`` does; returns the outcomes and the report's path
     (None when there is nothing to report)."""
-    from raysweep.experiment.runner import ensure_ray, holding, write_experiment_report
-    from raysweep.store.lock import ExperimentLock
 
     if not spec.search:
         raise SpecError(f"{spec.name}: no search to run (the spec has no `search:`)")

@@ -31,12 +31,19 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from raysweep.config import ExperimentSpec, load_spec
 from raysweep.errors import RaysweepError
+from raysweep.plan.identity import identify_trials, planned_refs, unidentified_refs
+from raysweep.plan.run_identity import pretrain_run_dir
+from raysweep.plan.trials import eval_trials
 from raysweep.storage.paths import AnyPath, escaping_links, relative_to, storage_path
 from raysweep.storage.reading import StoredFileError, check_within, display, read_bytes, read_text
 from raysweep.store.lock import LOCK_FILE, ExperimentLocked, Holder, is_stale, read_holder
 from raysweep.store.results import ResultsStore, RowRef, RowStatus
+from raysweep.store.run_dirs import METRICS_FILE, RAY_RUN_NAME, is_finished, read_meta
 
 __all__ = ["ExperimentStatus", "PretrainRunState", "experiment_status"]
 
@@ -148,7 +155,6 @@ def _recorded_spec(directory: AnyPath) -> ExperimentSpec:
 
 
 def _checkpoints(run_dir: AnyPath) -> list[AnyPath]:
-    from raysweep.store.run_dirs import RAY_RUN_NAME
 
     train = run_dir / RAY_RUN_NAME
     if not train.is_dir():
@@ -159,7 +165,6 @@ def _checkpoints(run_dir: AnyPath) -> list[AnyPath]:
 
 
 def _epochs_logged(run_dir: AnyPath) -> int:
-    from raysweep.store.run_dirs import METRICS_FILE
 
     try:
         text = read_text(run_dir / METRICS_FILE, root=run_dir)
@@ -169,7 +174,6 @@ def _epochs_logged(run_dir: AnyPath) -> int:
 
 
 def _run_state(name: str, total_epochs: int, run_dir: AnyPath | None) -> PretrainRunState:
-    from raysweep.store.run_dirs import is_finished, read_meta
 
     if run_dir is None or not run_dir.is_dir():
         return PretrainRunState(name, "none", None)
@@ -197,7 +201,6 @@ def _by_name(spec: ExperimentSpec, name: str) -> AnyPath | None:
 
 
 def _pretrain_states(spec: ExperimentSpec, identified: bool) -> tuple[PretrainRunState, ...]:
-    from raysweep.plan.run_identity import pretrain_run_dir
 
     states = []
     for run in spec.pretrain:
@@ -209,8 +212,6 @@ def _pretrain_states(spec: ExperimentSpec, identified: bool) -> tuple[PretrainRu
 
 
 def _row_status(spec: ExperimentSpec, identified: bool) -> RowStatus | None:
-    from raysweep.plan.identity import identify_trials, planned_refs, unidentified_refs
-    from raysweep.plan.trials import eval_trials
 
     if spec.evaluate is None:
         return None
@@ -237,8 +238,6 @@ def _by_condition(rows: RowStatus) -> tuple[ConditionRows, ...]:
 def _results_rows(store: ResultsStore) -> tuple[int | None, str | None]:
     """How many rows ``results.parquet`` holds (None when not written yet), or why it cannot be
     read (a warning says so too)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = store.parquet_path
     try:

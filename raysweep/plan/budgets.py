@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from raysweep.config import DatasetSpec, EncoderCondition, ExperimentSpec
+from raysweep.data import index_dataset
 from raysweep.errors import RaysweepError
 
 __all__ = ["LabelBudget", "budget_columns", "budget_rule", "describe_test_sets", "label_arms",
@@ -67,7 +68,6 @@ def label_budgets(spec: ExperimentSpec, *, count: bool = True) -> list[LabelBudg
     the rules only (no data is listed)."""
     if spec.evaluate is None:
         return []
-    from raysweep.data import index_dataset
 
     counts: dict[DatasetSpec, tuple[int, int] | str] = {}
     budgets = []

@@ -39,8 +39,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from raysweep.config import DatasetSpec, PretrainSpec
 from raysweep.console import format_duration, plural
+from raysweep.data import index_dataset
+from raysweep.models import build_encoder
 from raysweep.plan.trials import EvalTrial, Plan, condition_settings
 
 __all__ = ["StageEstimate", "StepTiming", "estimate_plan", "measure_step"]
@@ -82,9 +86,7 @@ def measure_step(encoder: str, batch: int, image_size: int, *, device: str | Non
     """Median seconds of a training step (forward, cross-entropy through a linear head,
     backward, Adam step) and of a forward-only step of ``encoder`` on ``batch`` random images
     of ``image_size`` px, on ``device`` (default: CUDA when available, else the CPU)."""
-    import torch
 
-    from raysweep.models import build_encoder
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     generator = torch.Generator().manual_seed(0)
@@ -110,7 +112,6 @@ def measure_step(encoder: str, batch: int, image_size: int, *, device: str | Non
 
 
 def _median_seconds(step: Callable[[], None], steps: int, device: str) -> float:
-    import torch
 
     times = []
     for index in range(steps + 1):  # the first is a warm-up
@@ -151,7 +152,6 @@ class ImageCounts:
 
 def count_images(data: DatasetSpec) -> ImageCounts:
     """From the data's listing (nothing decoded)."""
-    from raysweep.data import index_dataset
 
     index = index_dataset(data)
     return ImageCounts(pretrain=len(index.unlabelled()),
@@ -259,7 +259,6 @@ def estimate_plan(plan: Plan, timer: Timer | None = None) -> list[StageEstimate]
 def describe_estimates(plan: Plan, timer: Timer | None = None) -> str:
     """What ``--estimate`` prints: one line per stage, the total and where the speed was
     measured."""
-    import torch
 
     device = "CUDA" if torch.cuda.is_available() else "CPU"
     estimates = estimate_plan(plan, timer)

@@ -36,6 +36,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
+
 from raysweep.storage.atomic import atomic_write_json
 from raysweep.storage.paths import AnyPath
 from raysweep.storage.reading import (
@@ -182,7 +184,6 @@ def measuring_peak(device: str) -> Iterator[dict[str, Any]]:
     the process's overhead beyond the allocator (device memory in use, by every process,
     minus what this one's allocator reserves). The yielded dict holds, after the block,
     ``measurement``: a :class:`MemoryMeasurement`, or None on a CPU."""
-    import torch
 
     result: dict[str, Any] = {"measurement": None}
     on_cuda = device.startswith("cuda") and torch.cuda.is_available()

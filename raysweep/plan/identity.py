@@ -42,6 +42,10 @@ from raysweep.config import (
     EvaluationSpec,
     ExperimentSpec,
 )
+from raysweep.data.fingerprint import dataset_fingerprint
+from raysweep.evaluate.external import external_data
+from raysweep.plan.resources import ClusterResources, evaluation_trial_resources
+from raysweep.plan.run_identity import pretrain_run_dir, weights_digest
 from raysweep.plan.trials import (
     EvalTrial,
     condition_settings,
@@ -49,6 +53,7 @@ from raysweep.plan.trials import (
 )
 from raysweep.storage.atomic import file_sha256, stable_hash, to_jsonable
 from raysweep.store.results import RowRef
+from raysweep.store.run_dirs import ENCODER_FILE, is_finished
 
 #: Bump when the evaluation code changes the numbers a row holds (old rows become stale).
 ROW_IDENTITY_VERSION = 1
@@ -123,7 +128,6 @@ def protocol_settings(settings: EvaluationSpec, protocol: str, *,
 def trials_run_on_gpu(spec: ExperimentSpec, cluster: Any = None) -> bool:
     """Whether the evaluate stage's trials get a GPU share on ``cluster`` (default: the running
     Ray cluster, else this machine): what ``auto`` arithmetic resolves for."""
-    from raysweep.plan.resources import ClusterResources, evaluation_trial_resources
 
     cluster = cluster or ClusterResources.detect()
     return evaluation_trial_resources(spec.resources, cluster).gpu > 0
@@ -141,7 +145,6 @@ class _Identities:
         self._conditions: dict[str, dict[str, Any] | None] = {}
 
     def fingerprint(self, data: DatasetSpec) -> str:
-        from raysweep.data.fingerprint import dataset_fingerprint
 
         key = stable_hash(data)
         if key not in self._fingerprints:
@@ -155,7 +158,6 @@ class _Identities:
     def test_sets(self, cond: EncoderCondition) -> dict[str, dict[str, Any]]:
         """Each external test set of the stage as the condition scores it (name -> its name,
         content fingerprint at the condition's image size, and label map)."""
-        from raysweep.evaluate.external import external_data
 
         assert self.spec.evaluate is not None
         data = cond.data or self.spec.evaluate.data
@@ -170,11 +172,8 @@ class _Identities:
             return "random"
         run = self.spec.pretrain_parent(weights)
         if run is None:
-            from raysweep.plan.run_identity import weights_digest
 
             return weights_digest(weights, cond.encoder.name)
-        from raysweep.plan.run_identity import pretrain_run_dir
-        from raysweep.store.run_dirs import ENCODER_FILE, is_finished
 
         run_dir = pretrain_run_dir(self.spec, run, save_digests=self.save_digests)
         return file_sha256(run_dir / ENCODER_FILE) if is_finished(run_dir) else None

@@ -34,7 +34,11 @@ from raysweep.config import (
     ExternalTestSet,
     PretrainSpec,
 )
+from raysweep.data import index_dataset
+from raysweep.data.image_digests import dataset_image_digests
 from raysweep.errors import RaysweepError
+from raysweep.evaluate.external import external_data, external_labels
+from raysweep.ssl.methods import pretrain_method
 from raysweep.storage.atomic import atomic_write_json
 
 __all__ = ["OVERLAP_FILE", "TestOverlap", "checked_runs", "find_overlaps", "overlap_lines",
@@ -99,7 +103,6 @@ def _lineage(spec: ExperimentSpec, cond: EncoderCondition) -> Iterator[tuple[int
 
 
 def _test_sets(spec: ExperimentSpec, position: int, cond: EncoderCondition) -> list[_TestSet]:
-    from raysweep.evaluate.external import external_data
 
     assert spec.evaluate is not None
     data = cond.data or spec.evaluate.data
@@ -119,14 +122,12 @@ class _Digests:
         self._indexes: dict[DatasetSpec, object] = {}
 
     def of(self, data: DatasetSpec) -> np.ndarray:
-        from raysweep.data.image_digests import dataset_image_digests
 
         if data not in self._digests:
             self._digests[data] = dataset_image_digests(data, save=self.save)
         return self._digests[data]
 
     def index(self, data: DatasetSpec):
-        from raysweep.data import index_dataset
 
         if data not in self._indexes:
             self._indexes[data] = index_dataset(data)
@@ -135,7 +136,6 @@ class _Digests:
     def trained(self, run: PretrainSpec) -> set[bytes]:
         """The digests of the images ``run`` trains on (the labelled training split for a
         supervised run, every listed image otherwise)."""
-        from raysweep.ssl.methods import pretrain_method
 
         index = self.index(run.data)
         chosen = (index.labelled_indices("train")[0] if pretrain_method(run.method).needs_labels
@@ -145,7 +145,6 @@ class _Digests:
 
     def tested(self, test_set: _TestSet, training_classes) -> np.ndarray:
         """The digests of the images ``test_set`` scores, (n, DIGEST_BYTES)."""
-        from raysweep.evaluate.external import external_labels
 
         index = self.index(test_set.data)
         if test_set.external is None:

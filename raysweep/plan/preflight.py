@@ -22,14 +22,24 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raysweep.config import DatasetSpec, ExperimentSpec, PretrainSpec, SourceSpec
-from raysweep.errors import Problems, RaysweepError
+from raysweep.data import cache_root, index_dataset, read_source
+from raysweep.errors import OutputError, Problems, RaysweepError
+from raysweep.evaluate.external import external_data, external_labels
+from raysweep.models import build_encoder
+from raysweep.plan.leakage import overlap_problems
+from raysweep.plan.resources import gpu_wait, gpus_per_worker, unreachable_gpus_reason
 from raysweep.ssl.methods import pretrain_method
+from raysweep.ssl.pretrain.sharding import validation_split
+from raysweep.storage.paths import StoragePath, escaping_links, resolved, storage_path
+from raysweep.storage.redact import redact
+from raysweep.tracking import tracking_problems
 
 if TYPE_CHECKING:
     from raysweep.storage.paths import StoragePath
@@ -50,7 +60,6 @@ def directory_problem(path: str | os.PathLike[str] | StoragePath, what: str) -> 
     """Why directory ``path`` cannot be created or written (None when it can): it is a file,
     a symbolic link loop, an ancestor is a file, the nearest existing ancestor refuses a new
     entry, or its file system is full."""
-    from raysweep.storage.paths import StoragePath, resolved, storage_path
 
     located = storage_path(path)
     if isinstance(located, StoragePath):
@@ -90,7 +99,6 @@ def experiment_links_problem(directory: str | os.PathLike[str] | StoragePath) ->
     """Why the experiment ``directory`` must not be read or written: it holds a symbolic link
     that leads out of it (a planted ``report -> /elsewhere`` would have the report written
     there), named with its target; None when it holds none (or is in an object store)."""
-    from raysweep.storage.paths import escaping_links, storage_path
 
     links = escaping_links(storage_path(directory))
     if not links:
@@ -101,10 +109,7 @@ def experiment_links_problem(directory: str | os.PathLike[str] | StoragePath) ->
 
 def _object_store_problem(path, what: str) -> str | None:
     """Why object-store folder ``path`` cannot be written: writes and deletes a probe object."""
-    import uuid
 
-    from raysweep.errors import OutputError
-    from raysweep.storage.redact import redact
 
     probe = path / f".raysweep-probe-{uuid.uuid4().hex}"
     try:
@@ -172,7 +177,6 @@ class _DataChecker:
 
     def source_error(self, source: SourceSpec) -> str | None:
         if source not in self.source_errors:
-            from raysweep.data import read_source
 
             try:
                 read_source(source)
@@ -184,7 +188,6 @@ class _DataChecker:
     def index(self, dataset: DatasetSpec):
         """The dataset's index (labels, splits; no pixels), or the error text."""
         if dataset not in self.datasets:
-            from raysweep.data import index_dataset
 
             try:
                 self.datasets[dataset] = index_dataset(dataset)
@@ -228,7 +231,6 @@ def _batch_problem(run: PretrainSpec, index) -> str | None:
         count, kind = len(index.unlabelled()), "images"
     if run.validation_fraction and count:
         # the package of the pre-training loop imports torch and Ray: only when asked for
-        from raysweep.ssl.pretrain.sharding import validation_split
 
         indices = (index.labelled_indices("train")[0] if pretrain_method(run.method).needs_labels
                    else index.unlabelled())
@@ -255,7 +257,6 @@ def _test_set_problems(spec: ExperimentSpec, checker: _DataChecker) -> list[tupl
     classes do not map onto the evaluation data's training classes."""
     if spec.evaluate is None or not spec.evaluate.test_sets:
         return []
-    from raysweep.evaluate.external import external_data, external_labels
 
     problems = []
     training = checker.index(spec.evaluate.data)
@@ -294,7 +295,6 @@ def _weight_uses(spec: ExperimentSpec) -> Iterator[tuple[str, str, str]]:
 
 
 def _weights_problem(arch: str, weights: str) -> str | None:
-    from raysweep.models import build_encoder
 
     try:
         build_encoder(arch, weights)
@@ -310,7 +310,6 @@ def pretrain_gpu_problem(run: PretrainSpec, cluster) -> str | None:
     """Why ``run``, trained on GPUs, can never get them on ``cluster`` (a
     :class:`~raysweep.plan.resources.ClusterResources`), or None: when the cluster has them
     now, or its autoscaler can add GPU nodes (Ray Train then waits for them)."""
-    from raysweep.plan.resources import gpu_wait, gpus_per_worker, unreachable_gpus_reason
 
     each = gpus_per_worker(run)
     needed = run.num_workers * each
@@ -345,11 +344,9 @@ def spec_file_problems(spec: ExperimentSpec, source: str = "<spec>") -> list[str
         spec.directory)
     if problem:
         add("storage", problem)
-    from raysweep.tracking import tracking_problems
 
     for key, reason in tracking_problems(spec):  # a tracker's library missing, no folder
         add(key, reason)
-    from raysweep.data import cache_root
 
     caches: dict[Path, str] = {}
     for use in _uses(spec):
@@ -366,7 +363,6 @@ def spec_file_problems(spec: ExperimentSpec, source: str = "<spec>") -> list[str
     for key, reason in _test_set_problems(spec, checker):
         add(key, reason)
     if len(lines) == before_data:  # test images in pre-training, once the data can be listed
-        from raysweep.plan.leakage import overlap_problems
 
         for key, reason in overlap_problems(spec):
             add(key, reason)

@@ -38,10 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
+import torch
+
 from raysweep.config import PretrainSpec, ResourcesSpec
 from raysweep.environment import value
 from raysweep.errors import SpecError
 from raysweep.ray_adapter import gcs_cluster_config
+from raysweep.storage.reading import StoredFileError, read_yaml
 
 DEFAULT_GPU_FRACTION = 0.25
 #: The basis of the whole GPU a kind's first trial gets while it measures its peak memory.
@@ -193,7 +197,6 @@ def _read_launcher_config(path: Path, source: str) -> AutoscalerView | None:
     """The view of the cluster-launcher YAML at ``path``; raises :class:`SpecError` when it
     cannot be read (:func:`raysweep.storage.reading.read_yaml`: binary, not YAML, numbers too large),
     names no node type, or gives a negative or non-numeric count."""
-    from raysweep.storage.reading import StoredFileError, read_yaml
 
     try:
         data = read_yaml(path, limit=2**20)
@@ -264,7 +267,6 @@ class ClusterResources:
     def detect(cls) -> ClusterResources:
         """From the running Ray cluster when connected, else from this machine; with the
         autoscaler's node types where they are known (:func:`autoscaler_view`)."""
-        import ray
 
         view = autoscaler_view()
         if ray.is_initialized():
@@ -273,8 +275,6 @@ class ClusterResources:
                        autoscaler=view, source="the running Ray cluster")
         gpus = 0
         try:
-            import torch
-
             gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         except Exception:  # noqa: BLE001 - a broken CUDA install means "no GPU"
             gpus = 0

@@ -6,8 +6,12 @@ import dataclasses
 from typing import Any
 
 from raysweep.config import ExperimentSpec, PretrainSpec
+from raysweep.data.fingerprint import dataset_fingerprint
+from raysweep.errors import WeightsError
+from raysweep.models.weights import weights_file
 from raysweep.storage.atomic import file_sha256, stable_hash, to_jsonable
 from raysweep.storage.paths import AnyPath, storage_path
+from raysweep.store.run_dirs import ENCODER_FILE
 
 
 def resolved_run(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: bool = True
@@ -23,8 +27,6 @@ def resolved_run(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: bool 
 def pretrain_run_dir(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: bool = True
                      ) -> AnyPath:
     """The run directory of ``run`` (``save_digests=False``: a dry run, writes nothing)."""
-    from raysweep.store.run_dirs import run_directory
-
     return run_directory(resolved_run(spec, run, save_digests=save_digests), spec.directory,
                          save_digests=save_digests)
 
@@ -32,7 +34,6 @@ def pretrain_run_dir(spec: ExperimentSpec, run: PretrainSpec, *, save_digests: b
 def pretrain_encoder_path(spec: ExperimentSpec, run: PretrainSpec, *,
                           save_digests: bool = True) -> AnyPath:
     """Where run ``run`` of ``spec`` leaves (or left) its ``encoder.pt``."""
-    from raysweep.store.run_dirs import ENCODER_FILE
 
     return pretrain_run_dir(spec, run, save_digests=save_digests) / ENCODER_FILE
 
@@ -56,8 +57,6 @@ def weights_digest(weights: str, arch: str) -> str | None:
     """The SHA-256 of the file that weight source ``weights`` reads for ``arch``; None for
     ``random``, for a file that does not exist (yet) and for a source that cannot name a file
     (loading it reports why)."""
-    from raysweep.errors import WeightsError
-    from raysweep.models.weights import weights_file
 
     try:
         path = weights_file(weights, arch)
@@ -71,7 +70,6 @@ def result_hash(spec: PretrainSpec, *, save_digests: bool = True) -> str:
 
     ``save_digests=False`` leaves the data cache's remembered file digests untouched (dry runs).
     """
-    from raysweep.data.fingerprint import dataset_fingerprint
 
     defaults = {f.name: f.default for f in dataclasses.fields(PretrainSpec)
                 if f.name in ONLY_WHEN_SET}

@@ -29,6 +29,7 @@ from raysweep.config import (
     pretrain_reference,
 )
 from raysweep.errors import SpecError
+from raysweep.plan.budgets import describe_test_sets, label_budgets
 from raysweep.plan.gpu_memory import (
     MemoryMeasurement,
     TrialKind,
@@ -232,7 +233,6 @@ def _test_set_lines(spec: ExperimentSpec) -> list[str]:
     assert spec.evaluate is not None
     if not spec.evaluate.test_sets:
         return []
-    from raysweep.plan.budgets import describe_test_sets
 
     sets = describe_test_sets(spec)
     return ([f"  test sets: {len(sets)}, every trained model scored on each (results: one "
@@ -243,7 +243,6 @@ def _test_set_lines(spec: ExperimentSpec) -> list[str]:
 def _budget_lines(spec: ExperimentSpec) -> list[str]:
     """The label budgets of the conditions (only when some condition keeps fewer than all
     training labels): each budget once, with its count when the data can be listed."""
-    from raysweep.plan.budgets import label_budgets
 
     if all(b.rule == "all training labels" for b in label_budgets(spec, count=False)):
         return []

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 from matplotlib.figure import Figure as PlotFigure
 
 from raysweep.config import ReportSpec
@@ -274,7 +275,6 @@ def _write_files(doc: Document, tests: pd.DataFrame, out: Path) -> ReportPaths:
 
 def _has_rows(experiment_dir: Path) -> bool:
     """Whether ``results.parquet`` exists with at least one row (read from its footer)."""
-    import pyarrow.parquet as pq
 
     path = experiment_dir / "results.parquet"
     try:

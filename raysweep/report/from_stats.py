@@ -32,8 +32,10 @@ import pandas as pd
 
 from raysweep.config import Comparison, Correction, from_dict
 from raysweep.errors import DataError, OutputError, SpecError
+from raysweep.plan.preflight import output_file_problem
 from raysweep.report import stats
 from raysweep.report.significance import apply_correction, null_hypothesis
+from raysweep.report.tables import fmt_count, fmt_null, fmt_number, fmt_p, metric_label
 from raysweep.storage.atomic import atomic_write_text
 
 #: Multiple-testing corrections (names as in ``statsmodels.stats.multitest.multipletests``).
@@ -166,7 +168,6 @@ def tests_from_stats(
 
 def from_stats_display(tests: pd.DataFrame) -> pd.DataFrame:
     """The tests as strings, laid out like the paper's Tables 13 and 14."""
-    from raysweep.report.tables import fmt_count, fmt_null, fmt_number, fmt_p, metric_label
 
     return pd.DataFrame({
         "Metric": tests["metric"].map(metric_label),
@@ -197,7 +198,6 @@ def report_from_stats(
     :class:`~raysweep.errors.OutputError` before reading anything when ``out`` cannot be
     written (a directory, or an unwritable folder)."""
     if out is not None:
-        from raysweep.plan.preflight import output_file_problem
 
         problem = output_file_problem(out, "output file")
         if problem:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from raysweep.report.document import Document, Figure, Table, Text
+from raysweep.report.tables import markdown_table
 
 
 def _provenance_lines(doc: Document) -> list[str]:
@@ -26,7 +27,6 @@ def _provenance_lines(doc: Document) -> list[str]:
 
 def render_markdown(doc: Document, base_dir: Path) -> str:
     """Markdown; paths (figures, table files) are written relative to ``base_dir``."""
-    from raysweep.report.tables import markdown_table
 
     def rel(path: Path) -> str:
         return Path(os.path.relpath(path, base_dir)).as_posix()

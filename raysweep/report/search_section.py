@@ -18,11 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import pandas as pd
+from optuna.visualization import matplotlib as ovm
+from scipy import stats as sps
 
 from raysweep.errors import DataError
 from raysweep.report import plots, stats
-from raysweep.report.document import Figure, Section, Table, Text
+from raysweep.report.document import Figure, Section, Table, Text, slugify
+from raysweep.search.outputs import BEST_JSON, TRIALS_PARQUET
+from raysweep.search.study import open_storage
+from raysweep.store.searches import STUDY_FILE
 
 __all__ = ["has_searches", "is_search_folder", "paired_comparison", "search_sections"]
 
@@ -32,8 +38,6 @@ TOP_TRIALS = 10
 
 def is_search_folder(folder: Path) -> bool:
     """Whether ``folder`` holds a search's study and ``best.json``."""
-    from raysweep.search.outputs import BEST_JSON
-    from raysweep.store.searches import STUDY_FILE
 
     return (folder / STUDY_FILE).is_file() and (folder / BEST_JSON).is_file()
 
@@ -57,7 +61,6 @@ def paired_comparison(best: np.ndarray, default: np.ndarray) -> dict[str, float]
            "mean_diff": float(diff.mean()), "ci_low": math.nan, "ci_high": math.nan,
            "t": math.nan, "p_paired_t": math.nan, "p_wilcoxon": math.nan}
     if n >= 2 and np.std(diff) > 0:
-        from scipy import stats as sps
 
         half = sps.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n)
         test = stats.paired_t(best, default)
@@ -68,7 +71,6 @@ def paired_comparison(best: np.ndarray, default: np.ndarray) -> dict[str, float]
 
 
 def _read(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    from raysweep.search.outputs import BEST_JSON, TRIALS_PARQUET
 
     try:
         record = json.loads((folder / BEST_JSON).read_text(encoding="utf-8"))
@@ -151,11 +153,7 @@ def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, f
     history from one complete trial on; importances and the slice plot from two."""
     import matplotlib
     import matplotlib.pyplot as plt
-    import optuna
-    from optuna.visualization import matplotlib as ovm
 
-    from raysweep.search.study import open_storage
-    from raysweep.store.searches import STUDY_FILE
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=record["study_name"],
@@ -200,7 +198,6 @@ def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, f
 
 def search_sections(experiment_dir: str | Path, fig_dir: Path, dpi: int = 100) -> list[Section]:
     """One report section per search of ``experiment_dir`` (figures written to ``fig_dir``)."""
-    from raysweep.report.document import slugify
 
     sections = []
     for folder in _search_folders(Path(experiment_dir)):

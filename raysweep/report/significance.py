@@ -41,6 +41,7 @@ import pandas as pd
 from raysweep.config import Comparison, ReportSpec
 from raysweep.errors import DataError, SpecError
 from raysweep.report import stats
+from raysweep.seeding import numpy_rng
 
 CONDITION = "condition"
 SEED = "seed"
@@ -218,7 +219,6 @@ def _compare(
 ) -> list[dict[str, object]]:
     """The rows (one per test) of one comparison: ``model_1``'s runs in ``frame_1`` against
     ``model_2``'s in ``frame_2``."""
-    from raysweep.seeding import numpy_rng
 
     a = condition_values(frame_1, comp.model_1, metric)
     b = condition_values(frame_2, comp.model_2, metric)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from raysweep.errors import RaysweepError
 
@@ -122,7 +124,6 @@ def correct(pvalues: Array, method: str = "holm", alpha: float = 0.05) -> tuple[
     NaN p-values (an undefined test) stay NaN, are never rejected and do not count towards the
     family size.
     """
-    from statsmodels.stats.multitest import multipletests
 
     p = np.asarray(pvalues, dtype=float)
     reject = np.zeros(p.shape, dtype=bool)
@@ -268,7 +269,6 @@ def seeds_needed(
     :data:`MAX_SEEDS` or for an effect of 0, 2 for an infinite effect (identical non-zero
     paired differences), NaN for an undefined effect.
     """
-    from statsmodels.stats.power import TTestIndPower, TTestPower
 
     _check_alternative(alternative)
     if effect_size is None or math.isnan(effect_size):

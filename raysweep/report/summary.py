@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
+from scipy import stats as sps
 
 from raysweep.errors import DataError
 
@@ -149,7 +150,6 @@ def across_test_sets(results: pd.DataFrame, metric: str) -> pd.DataFrame:
 def mean_ci(values: pd.Series, level: float = 0.95) -> tuple[float, float]:
     """The ``level`` confidence interval of the mean of ``values`` (Student's t; NaN for fewer
     than two values)."""
-    from scipy import stats as sps
 
     sample = values.dropna().to_numpy(float)
     if len(sample) < 2:

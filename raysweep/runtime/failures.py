@@ -15,7 +15,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ray.exceptions import RayTaskError
+
 from raysweep.errors import RaysweepError, TrialError
+from raysweep.plan.trials import EvalTrial
 
 __all__ = ["evaluation_failure", "root_cause", "train_failure", "trial_error", "wrapped_errors"]
 
@@ -39,10 +42,6 @@ def wrapped_errors(error: BaseException) -> Iterator[BaseException]:
 
 
 def _is_ray_wrapper(error: BaseException) -> bool:
-    try:
-        from ray.exceptions import RayTaskError
-    except ImportError:  # pragma: no cover - ray is a dependency
-        return False
     return isinstance(error, RayTaskError) or type(error).__module__.startswith("ray.")
 
 
@@ -92,7 +91,6 @@ def _trial_name(result: Any) -> str:
     config = getattr(result, "config", None) or {}
     trial = config.get("trial") if isinstance(config, dict) else None
     if isinstance(trial, dict):
-        from raysweep.plan.trials import EvalTrial
 
         try:
             return EvalTrial(**trial).trial_name

@@ -22,11 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from raysweep import console
 from raysweep.config import PretrainSpec, to_dict
 from raysweep.errors import DataProblems, SpecError
+from raysweep.plan.preflight import pretrain_data_problems, pretrain_gpu_problem
+from raysweep.plan.resources import ClusterResources, gpu_wait, gpus_per_worker, pretrain_resources
 from raysweep.plan.run_identity import run_directory, weights_digest
+from raysweep.runtime.failures import train_failure
+from raysweep.runtime.ray_session import ensure_ray
 from raysweep.ssl.pretrain import checkpoint as ckpt
 from raysweep.ssl.pretrain.loop import StepHook, ray_train_loop
 from raysweep.ssl.pretrain.progress import EpochProgress
@@ -72,8 +78,6 @@ def _result(run_dir: AnyPath, skipped: bool) -> PretrainResult:
 def cluster_resources() -> ClusterResources:
     """What the Ray cluster (connected, or started here) offers now, and what its autoscaler
     can add (:class:`~raysweep.plan.resources.ClusterResources`)."""
-    from raysweep.plan.resources import ClusterResources
-    from raysweep.runtime.ray_session import ensure_ray
 
     ensure_ray()  # joins RAY_ADDRESS, or starts a local instance
     return ClusterResources.detect()
@@ -82,7 +86,6 @@ def cluster_resources() -> ClusterResources:
 def resolve_use_gpu(spec: PretrainSpec, cluster: ClusterResources) -> bool:
     """Whether ``spec`` trains on GPUs: as the spec says (``use_gpu``, or a ``GPU`` in
     ``resources_per_worker``), else when the cluster has or can add GPUs."""
-    from raysweep.plan.resources import pretrain_resources
 
     return pretrain_resources(spec, cluster).use_gpu
 
@@ -92,7 +95,6 @@ def preflight(spec: PretrainSpec, gpu: bool, cluster: ClusterResources | None = 
     they would be retried ``max_failures`` times): an indivisible batch, too little data, GPUs
     asked of a cluster that has none and cannot add any. GPUs an autoscaler can add are waited
     for (one line says so)."""
-    from raysweep.plan.preflight import pretrain_data_problems, pretrain_gpu_problem
 
     problems = pretrain_data_problems(spec)  # the batch's divisibility is the spec's own check
     if problems:
@@ -103,7 +105,6 @@ def preflight(spec: PretrainSpec, gpu: bool, cluster: ClusterResources | None = 
     problem = pretrain_gpu_problem(spec, cluster)
     if problem:
         raise SpecError(problem)
-    from raysweep.plan.resources import gpu_wait, gpus_per_worker
 
     needed = spec.num_workers * gpus_per_worker(spec)
     if gpu_wait(needed, cluster) == "autoscaler":
@@ -200,14 +201,6 @@ def _trainer(spec: PretrainSpec, run_dir: AnyPath, gpu: bool, config: dict[str, 
              callbacks: list[Any] | None) -> Any:
     """The run's ``TorchTrainer``: DDP over ``num_workers`` ranks, Ray Train's run directory
     ``RAY_RUN_NAME`` inside ``run_dir`` (so a rerun resumes from its newest checkpoint)."""
-    from ray.train import (  # RAY
-        CheckpointConfig,
-        FailureConfig,
-        LoggingConfig,
-        RunConfig,
-        ScalingConfig,
-    )
-    from ray.train.torch import TorchConfig, TorchTrainer  # RAY
 
     return TorchTrainer(  # RAY: one worker group, DDP over num_workers ranks
         ray_train_loop,
@@ -244,8 +237,6 @@ def _fit(trainer: Any, spec: PretrainSpec, run_dir: AnyPath, gpu: bool) -> Any:
         try:
             result = trainer.fit()  # RAY: raises once max_failures is exhausted
         except Exception as err:  # the worker's own error, in one line (raysweep --debug: all)
-            from raysweep.runtime.failures import train_failure
-
             raise train_failure(err, spec.name, str(run_dir / RAY_RUN_NAME)) from err
     if result.checkpoint is None:
         raise RuntimeError(f"pretrain {spec.name}: Ray Train finished without a checkpoint")

@@ -5,6 +5,11 @@ pre-training driver)."""
 from __future__ import annotations
 
 import os
+import socket
+
+import ray
+
+from raysweep.console import ray_log_level
 
 __all__ = ["ensure_ray"]
 
@@ -20,9 +25,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     dashboard's address (``RAY_API_SERVER_ADDRESS``), so the cleaner does not have to guess it
     among the other Ray instances a shared machine may run.
     """
-    import ray
 
-    from raysweep.console import ray_log_level
 
     if ray.is_initialized():
         return
@@ -40,7 +43,6 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 def _free_local_port() -> int:
     """A TCP port free on 127.0.0.1 right now (for the local dashboard)."""
-    import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -49,7 +51,6 @@ def _free_local_port() -> int:
 
 def stop_ray() -> None:
     """Shut down this driver's Ray (the local instance it started, or its cluster connection)."""
-    import ray
 
     if ray.is_initialized():
         ray.shutdown()

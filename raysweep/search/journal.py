@@ -35,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optuna.storages.journal import BaseJournalBackend, JournalStorage
+
+from raysweep.data.cache import cache_root
 from raysweep.storage.atomic import atomic_write_bytes
 from raysweep.storage.paths import AnyPath, StoragePath
 from raysweep.storage.reading import StoredFileError, parse_json, read_text
@@ -114,7 +117,6 @@ def check_journal(path: AnyPath, *, root: AnyPath | None = None) -> None:
     folder, not a link out of ``root``), one JSON object per complete line, and every record
     accepted by Optuna's own replay (trial states, parameter values, study ids), run in memory
     over the records read. A journal that does not exist is ``FileNotFoundError``."""
-    from optuna.storages.journal import BaseJournalBackend, JournalStorage
 
     text = read_text(path, root=root)
     logs = []
@@ -143,7 +145,6 @@ def check_journal(path: AnyPath, *, root: AnyPath | None = None) -> None:
 
 def working_copy_path(home: StoragePath) -> Path:
     """``<cache>/search-journals/<sha256 of home's URI, 16 hex>/study.journal``."""
-    from raysweep.data.cache import cache_root
 
     key = hashlib.sha256(f"{home.base}|{'/'.join(home.parts)}".encode()).hexdigest()[:16]
     return cache_root() / "search-journals" / key / home.name

@@ -18,7 +18,11 @@ from typing import Any
 import numpy as np
 
 from raysweep.config import EvaluationSpec, SearchSpec
+from raysweep.data import load_dataset
 from raysweep.errors import SpecError
+from raysweep.evaluate import probe
+from raysweep.models import build_encoder
+from raysweep.ssl.pretrain.proxy import validation_split
 from raysweep.storage.paths import AnyPath
 
 __all__ = ["TrialScore", "score_encoder", "search_seeds"]
@@ -53,10 +57,6 @@ def score_encoder(search: SearchSpec, encoder_path: str | AnyPath,
                   settings: EvaluationSpec) -> TrialScore:
     """Probe the encoder saved at ``encoder_path`` (a ``file:`` weight source of
     ``search.pretrain.encoder.name``) on the search's fit / validation data."""
-    from raysweep.data import load_dataset
-    from raysweep.evaluate import probe
-    from raysweep.models import build_encoder
-    from raysweep.ssl.pretrain.proxy import validation_split
 
     dataset = load_dataset(search.evaluate.data, progress=False)
     fit_index, fit_labels, val_index, val_labels = validation_split(dataset)

@@ -14,13 +14,16 @@ start and end times.
 from __future__ import annotations
 
 import io
+import json
 import math
 from typing import Any
 
 import pandas as pd
 import yaml
+from optuna.trial import TrialState
 
 from raysweep.config import SearchSpec
+from raysweep.search.searcher import MEAN_PREFIX, OBJECTIVE, VALUES_PER_SEED
 from raysweep.search.space import default_values, grouped
 from raysweep.search.study import interrupted_numbers, state_counts, trial_state
 from raysweep.storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -74,7 +77,6 @@ def write_default(directory: AnyPath, study: str, search: SearchSpec,
                   result: dict[str, Any]) -> AnyPath:
     """``default.json``: the default configuration's score (from its trial's final result),
     valid for the study named ``study``."""
-    from raysweep.search.searcher import MEAN_PREFIX, OBJECTIVE, VALUES_PER_SEED
 
     record = {
         "study_name": study, "params": default_values(search),
@@ -88,7 +90,6 @@ def write_default(directory: AnyPath, study: str, search: SearchSpec,
 
 def read_default(directory: AnyPath, study: str) -> dict[str, Any] | None:
     """The stored default score when it belongs to the study named ``study``, else None."""
-    import json
 
     path = directory / DEFAULT_JSON
     try:
@@ -101,7 +102,6 @@ def read_default(directory: AnyPath, study: str) -> dict[str, Any] | None:
 
 
 def _best(study: Any) -> dict[str, Any] | None:
-    from optuna.trial import TrialState
 
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None

@@ -27,6 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from raysweep.search.study import open_storage
 
 __all__ = ["PRUNED_AT", "ProxyPruned", "ProxyPruner", "quiet_pruned_errors"]
 
@@ -75,7 +79,6 @@ class ProxyPruner:
     def _trial(self) -> Any:
         key = (self.journal, self.study_name, self.trial_number)
         if key not in _TRIALS:
-            from raysweep.search.study import open_storage
 
             storage = open_storage(self.journal)
             pruner = optuna.pruners.SuccessiveHalvingPruner(
@@ -108,8 +111,6 @@ class ProxyPruner:
         if self.node_id is None:
             stop = self.decide(epochs_done, proxy)
         else:
-            import ray  # RAY
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # RAY
 
             on_node = NodeAffinitySchedulingStrategy(node_id=self.node_id, soft=False)
             task = ray.remote(_decide).options(num_cpus=0, scheduling_strategy=on_node)  # RAY

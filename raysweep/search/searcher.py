@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from raysweep.search.pruning import PRUNED_AT
@@ -95,7 +96,6 @@ class StudySearcher(Searcher):
                 self._on_finished()
 
     def _record(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
-        from optuna.trial import TrialState
 
         if trial_id == self._default_id:
             if self._on_default is not None:

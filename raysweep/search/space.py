@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from raysweep.config import EvaluationSpec, PretrainSpec, SearchParam, SearchSpec
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from raysweep.config import EvaluationSpec, PretrainSpec, SearchParam, SearchSpec, to_dict
 
 __all__ = ["PROXY_DEFAULT_EVERY", "default_values", "distributions", "grouped", "proxy_metric",
            "trial_run", "trial_settings"]
@@ -24,11 +26,6 @@ def distributions(space: Mapping[str, SearchParam]) -> dict[str, Any]:
     """``{key: optuna distribution}``: uniform and loguniform -> ``FloatDistribution`` (log for
     loguniform), int -> ``IntDistribution`` (both bounds included), choice ->
     ``CategoricalDistribution``."""
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
 
     converted: dict[str, Any] = {}
     for key, param in space.items():
@@ -85,7 +82,6 @@ def trial_settings(search: SearchSpec, params: Mapping[str, Any]) -> EvaluationS
 def default_values(search: SearchSpec) -> dict[str, Any]:
     """The base's value of every searched key (None where the base leaves it to a finder,
     e.g. ``lr_max: null``)."""
-    from raysweep.config import to_dict
 
     sources = {"pretrain": to_dict(search.pretrain), "evaluate": to_dict(search.evaluate.settings)}
     values: dict[str, Any] = {}

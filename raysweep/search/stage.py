@@ -33,14 +33,20 @@ keys into a pretrain run (or ``pretrain.base``) of a spec and its ``evaluate:`` 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from raysweep.config import ExperimentSpec, SearchSpec
+import ray
+from ray import tune
+
+from raysweep.config import ExperimentSpec, SearchSpec, pretrain_reference
 from raysweep.errors import SpecError
+from raysweep.plan.resources import ClusterResources
+from raysweep.plan.run_identity import pretrain_run_dir
 from raysweep.plan.searches import (
     DRIVER_CPUS,
     check_fits,
@@ -48,6 +54,7 @@ from raysweep.plan.searches import (
     search_resources,
     total_epochs,
 )
+from raysweep.runtime.failures import trial_error
 from raysweep.search.journal import StudyJournal
 from raysweep.search.outputs import (
     TRIALS_PARQUET,
@@ -56,9 +63,13 @@ from raysweep.search.outputs import (
     write_default,
     write_outputs,
 )
+from raysweep.search.pruning import ProxyPruner
+from raysweep.search.searcher import OBJECTIVE, StudySearcher
 from raysweep.search.space import distributions, proxy_metric
 from raysweep.search.study import finished_trials, open_study, recover_interrupted, study_name
+from raysweep.search.trial import TrialContext, search_trial
 from raysweep.storage.paths import AnyPath, ray_storage
+from raysweep.store.run_dirs import is_finished
 from raysweep.store.searches import search_directory
 from raysweep.tracking.stage import search_callbacks, track_search_runs
 
@@ -108,7 +119,6 @@ def resolve_base_weights(spec: ExperimentSpec, search: SearchSpec) -> tuple[str 
                                                                              str | None]:
     """``(file:PATH, sha256)`` of the base encoder when it starts from this experiment's run
     ``pretrain:NAME`` (which must have finished), else ``(None, None)``."""
-    from raysweep.config import pretrain_reference
 
     target = pretrain_reference(search.pretrain.encoder.weights)
     if target is None:
@@ -116,10 +126,7 @@ def resolve_base_weights(spec: ExperimentSpec, search: SearchSpec) -> tuple[str 
     if target not in {run.name for run in spec.pretrain}:
         raise SpecError(f"search {search.name}: pretrain.encoder.weights: no pretrain run "
                         f"named {target!r}")
-    import hashlib
 
-    from raysweep.plan.run_identity import pretrain_run_dir
-    from raysweep.store.run_dirs import is_finished
 
     parent = next(run for run in spec.pretrain if run.name == target)
     run_dir = pretrain_run_dir(spec, parent)
@@ -133,7 +140,6 @@ def resolve_base_weights(spec: ExperimentSpec, search: SearchSpec) -> tuple[str 
 def check_search_fits(spec: ExperimentSpec, search: SearchSpec) -> None:
     """On a local Ray instance (which never grows; an autoscaler may), refuse a search whose
     trial can never get all it needs at once, before anything is written."""
-    from raysweep.plan.resources import ClusterResources
 
     if not os.environ.get("RAY_ADDRESS"):
         cluster = ClusterResources.detect()
@@ -146,13 +152,7 @@ def build_search_tuner(spec: ExperimentSpec, search: SearchSpec, study: Any, *,
     """The ``ray.tune.Tuner`` running ``n_trials`` more trials of ``study`` (and the default
     first when ``include_default``); ``journal``: where ``study`` is kept (default: in the
     search's folder)."""
-    import ray
-    from ray import tune
 
-    from raysweep.plan.resources import ClusterResources
-    from raysweep.search.pruning import ProxyPruner
-    from raysweep.search.searcher import StudySearcher
-    from raysweep.search.trial import TrialContext, search_trial
 
     directory = search_directory(spec, search)
     journal = journal or StudyJournal.of(directory)
@@ -171,7 +171,6 @@ def build_search_tuner(spec: ExperimentSpec, search: SearchSpec, study: Any, *,
                              total_epochs=epochs, maximize=search.mode == "max", node_id=node)
 
     def on_default(result: dict[str, Any] | None, error: bool) -> None:
-        from raysweep.search.searcher import OBJECTIVE
 
         if not error and result and OBJECTIVE in result:
             write_default(directory, study.study_name, search, result)
@@ -230,7 +229,6 @@ def run_search(spec: ExperimentSpec, search: SearchSpec) -> SearchOutcome:
 def search_failure(search: SearchSpec, grid: Any):
     """The one-line :class:`~raysweep.errors.TrialError` of a search whose every trial
     failed: the first trial's own error, and its log."""
-    from raysweep.runtime.failures import trial_error
 
     first = next(r for r in grid if r.error is not None)
     return trial_error(first.error, what=f"every trial of search {search.name}",

@@ -27,8 +27,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
 from raysweep.config import SearchSpec, to_dict
 from raysweep.errors import RaysweepError
+from raysweep.plan.run_identity import NOT_IN_HASH
 from raysweep.seeding import derive_seed
 from raysweep.storage.atomic import stable_hash
 from raysweep.store.searches import STUDY_FILE
@@ -48,7 +54,6 @@ def study_name(search: SearchSpec, weights_digest: str | None = None) -> str:
     ``weights_digest``: the SHA-256 of the base encoder's initial weights when they are another
     run's output (``pretrain:NAME``), so that a retrained parent starts a new study.
     """
-    from raysweep.plan.run_identity import NOT_IN_HASH
 
     base = {k: v for k, v in to_dict(search.pretrain).items() if k not in NOT_IN_HASH}
     if weights_digest:
@@ -60,8 +65,6 @@ def study_name(search: SearchSpec, weights_digest: str | None = None) -> str:
 
 def open_storage(path: str | os.PathLike[str]):
     """The ``JournalStorage`` of a study file (created empty when missing)."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
@@ -71,7 +74,6 @@ def open_study(directory: Path, search: SearchSpec, name: str):
     """The study ``name`` of ``search`` in the local journal ``directory/study.journal``
     (created when new), with a TPE sampler seeded from ``(search.seed, number of stored
     trials)``."""
-    import optuna
 
     storage = open_storage(directory / STUDY_FILE)
     try:  # load first: creating an existing study would append to the journal on every run
@@ -106,7 +108,6 @@ def recover_interrupted(study) -> list[int]:
     """Mark the trials of killed runners failed and enqueue their parameters again (with
     ``retry_of``); return their numbers. Raises :class:`SearchBusyError` when a runner on this host is
     still alive."""
-    from optuna.trial import TrialState
 
     me = runner_record()
     recovered = []
@@ -137,7 +138,6 @@ def trial_state(trial: Any, interrupted: set[int]) -> str:
 def finished_trials(study) -> list[Any]:
     """Trials that count towards ``num_samples``: complete, pruned, or failed for a reason of
     their own (not interrupted)."""
-    from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     interrupted = interrupted_numbers(trials)

@@ -20,15 +20,23 @@ that run. A file lock keeps two concurrent trials from training one run director
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray.tune
+from filelock import FileLock
 from ray.train import UserCallback
 
 from raysweep.config import SearchSpec
+from raysweep.data.cache import cache_root
+from raysweep.plan.run_identity import run_directory
+from raysweep.runtime.failures import wrapped_errors
+from raysweep.runtime.pretrain_driver import run_pretrain
+from raysweep.search.objective import score_encoder
 from raysweep.search.pruning import ProxyPruned, ProxyPruner, quiet_pruned_errors
 from raysweep.search.searcher import (
     EPOCHS_DONE,
@@ -97,7 +105,6 @@ def last_logged(metrics_path: str | AnyPath, key: str) -> float:
 
 def _pruned(error: BaseException) -> ProxyPruned | None:
     """The :class:`ProxyPruned` that stopped a run, among the errors ``error`` wraps."""
-    from raysweep.runtime.failures import wrapped_errors
 
     return next((e for e in wrapped_errors(error) if isinstance(e, ProxyPruned)), None)
 
@@ -108,9 +115,7 @@ def run_lock_path(run_dir: AnyPath) -> Path:
     cache (then it guards the trials of this node only)."""
     if isinstance(run_dir, Path):
         return run_dir.parent / f"{run_dir.name}.lock"
-    import hashlib
 
-    from raysweep.data.cache import cache_root
 
     key = hashlib.sha256(str(run_dir).encode()).hexdigest()[:16]
     return cache_root() / "search-run-locks" / f"{run_dir.name}-{key}.lock"
@@ -119,13 +124,7 @@ def run_lock_path(run_dir: AnyPath) -> Path:
 def search_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Tune function trainable of one search trial (``config`` from the searcher:
     ``{"role", "number", "params"}``)."""
-    import ray
-    import ray.tune  # RAY: this trial's report
-    from filelock import FileLock
 
-    from raysweep.plan.run_identity import run_directory
-    from raysweep.runtime.pretrain_driver import run_pretrain
-    from raysweep.search.objective import score_encoder
 
     search, params, role = context.search, config["params"], config["role"]
     run = trial_run(search, params)

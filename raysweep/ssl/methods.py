@@ -30,6 +30,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import torch.nn.functional as F
+
+from raysweep.distributed import all_reduce_sum
+from raysweep.errors import SpecError
+from raysweep.ssl.losses import (
+    barlow_twins_terms,
+    contrastive_top1_accuracy,
+    l21_norm,
+    nt_xent_loss,
+    supcon_loss,
+)
+
 if TYPE_CHECKING:
     import torch
 
@@ -82,7 +94,6 @@ def barlow_twins_objective(spec: PretrainSpec, batch: ObjectiveInput
                            ) -> tuple[torch.Tensor, dict[str, float]]:
     """Barlow Twins (eq. 1) plus ``alpha`` times the L2,1 norm of the projector's last weight
     (eq. 2), logged by term."""
-    from raysweep.ssl.losses import barlow_twins_terms, l21_norm
 
     z_a, z_b = batch.outputs
     terms = barlow_twins_terms(z_a, z_b, lambda_offdiag=spec.lambda_offdiag)
@@ -100,7 +111,6 @@ def barlow_twins_objective(spec: PretrainSpec, batch: ObjectiveInput
 
 def _top1(batch: ObjectiveInput) -> float:
     """The contrastive top-1 accuracy of a two-view batch (a monitor; no gradient)."""
-    from raysweep.ssl.losses import contrastive_top1_accuracy
 
     z_a, z_b = batch.outputs
     return float(contrastive_top1_accuracy(z_a.detach(), z_b.detach()))
@@ -109,7 +119,6 @@ def _top1(batch: ObjectiveInput) -> float:
 def simclr_objective(spec: PretrainSpec, batch: ObjectiveInput
                      ) -> tuple[torch.Tensor, dict[str, float]]:
     """NT-Xent at ``spec.temperature`` over the global batch."""
-    from raysweep.ssl.losses import nt_xent_loss
 
     z_a, z_b = batch.outputs
     loss = nt_xent_loss(z_a, z_b, temperature=spec.temperature)
@@ -120,7 +129,6 @@ def supcon_objective(spec: PretrainSpec, batch: ObjectiveInput
                      ) -> tuple[torch.Tensor, dict[str, float]]:
     """SupCon (Khosla et al. 2020) at ``spec.temperature`` over the global batch, the positives
     of an anchor being every other view of its class on any rank."""
-    from raysweep.ssl.losses import supcon_loss
 
     z_a, z_b = batch.outputs
     assert batch.labels is not None
@@ -132,9 +140,7 @@ def supervised_objective(spec: PretrainSpec, batch: ObjectiveInput
                          ) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross entropy of this rank's logits (DDP averages the gradients); logged as the mean
     over ranks."""
-    import torch.nn.functional as F
 
-    from raysweep.distributed import all_reduce_sum
 
     (logits,) = batch.outputs
     assert batch.labels is not None
@@ -155,7 +161,6 @@ METHODS: dict[str, PretrainMethod] = {method.name: method for method in (
 
 def pretrain_method(name: str) -> PretrainMethod:
     """The registered method ``name``; a one-line SpecError naming the known ones otherwise."""
-    from raysweep.errors import SpecError
 
     try:
         return METHODS[name]

@@ -31,10 +31,22 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import ray.tune
+import torch
+from ray import tune
+from ray.tune import PlacementGroupFactory
+
 from raysweep.config import IN_DISTRIBUTION, EncoderCondition, ExperimentSpec
+from raysweep.console import tune_verbosity
+from raysweep.data import load_dataset
 from raysweep.defaults import TRIAL_MAX_FAILURES
 from raysweep.defaults import checkpoint_interval_s as default_interval
-from raysweep.errors import RaysweepError
+from raysweep.errors import DataError, RaysweepError
+from raysweep.evaluate import finetune, logistic_probe, probe
+from raysweep.evaluate.external import load_externals
+from raysweep.evaluate.protocol import TEST_SETS
+from raysweep.models import build_encoder
+from raysweep.plan.budgets import budget_columns
 from raysweep.plan.gpu_memory import (
     MemoryMeasurement,
     measuring_peak,
@@ -42,12 +54,16 @@ from raysweep.plan.gpu_memory import (
     write_measurement,
 )
 from raysweep.plan.identity import identify_trials, trial_refs
+from raysweep.plan.preflight import check_resources
+from raysweep.plan.run_identity import pretrain_encoder_path
 from raysweep.plan.trials import EvalTrial, Plan, condition_settings, make_plan, trial_kind
+from raysweep.runtime.progress import StageProgress
 from raysweep.seeding import torch_generator
 from raysweep.storage.atomic import atomic_torch_save, stable_hash
 from raysweep.storage.paths import AnyPath, ray_storage, remove_tree, torch_load
 from raysweep.storage.provenance import provenance
 from raysweep.store.results import TEST_SET_COLUMN, ResultsStore, RowKey, RowRef
+from raysweep.tracking.stage import evaluate_callbacks
 
 #: Metrics a trial reports to Tune (means over its seeds).
 REPORTED_METRICS = ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy")
@@ -69,7 +85,6 @@ def resolved_weights(spec: ExperimentSpec, weights: str) -> str:
     run = spec.pretrain_parent(weights)
     if run is None:
         return weights
-    from raysweep.plan.run_identity import pretrain_encoder_path
 
     return f"file:{pretrain_encoder_path(spec, run)}"
 
@@ -85,7 +100,6 @@ def condition_labels(spec: ExperimentSpec) -> dict[str, dict[str, object]]:
     and in a label-budget study its ``n_labels`` and ``arm``: :mod:`raysweep.plan.budgets`):
     set from the current spec when the results table is consolidated, never part of a row's
     identity."""
-    from raysweep.plan.budgets import budget_columns
 
     assert spec.evaluate is not None
     budgets = budget_columns(spec)
@@ -98,7 +112,6 @@ def condition_encoder(spec: ExperimentSpec, cond: EncoderCondition):
     """A new instance of the encoder a condition evaluates, with its initial weights. A random
     encoder is the same for every seed and protocol (only the head varies: the paper): its
     initialisation is seeded by the condition's name."""
-    from raysweep.models import build_encoder
 
     return build_encoder(cond.encoder.name, resolved_weights(spec, cond.encoder.weights),
                          generator=torch_generator(0, "encoder_init", cond.name))
@@ -152,8 +165,6 @@ def evaluate_trial_rows(spec: ExperimentSpec, trial: EvalTrial, *, device: str =
     (default: :func:`~raysweep.defaults.checkpoint_interval_s`) and continue from their
     checkpoint. A trial whose rows were identified for another arithmetic than ``device``
     computes with is refused (its rows would be stored under an identity they do not have)."""
-    from raysweep.data import load_dataset
-    from raysweep.evaluate.external import load_externals
 
     assert spec.evaluate is not None
     refs = _identified_refs(spec, trial, device)
@@ -230,7 +241,6 @@ class _TrialRun:
 
     def probes(self) -> None:
         """All missing seeds' probes (or logistic regressions) in one pass over the encoder."""
-        from raysweep.evaluate import logistic_probe, probe
 
         run = probe if self.trial.protocol == "probe" else logistic_probe
         for row in run(condition_encoder(self.spec, self.cond), self.train, self.test,
@@ -242,7 +252,6 @@ class _TrialRun:
     def finetunes(self, progress: bool, interval_s: float) -> None:
         """Each missing seed's fine-tuning, from its checkpoint when it has one; its rows are
         stored as soon as it is done."""
-        from raysweep.evaluate import finetune
 
         val = (validation_split(self.dataset, self.cond.name)
                if self.settings.validation_curves else None)
@@ -264,7 +273,6 @@ def split_by_test_set(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ``test_sets`` list), then each entry of that list (the run's columns with the entry's
     metrics and inference time in place of the test split's; every entry has the same metric
     columns: :func:`raysweep.evaluate.metrics.classification_metrics`)."""
-    from raysweep.evaluate.protocol import TEST_SETS
 
     external = row.get(TEST_SETS, [])
     own = {k: v for k, v in row.items() if k != TEST_SETS}
@@ -277,7 +285,6 @@ def split_by_test_set(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def validation_split(dataset, condition: str):
     """The labelled ``val`` split that validation curves are recorded on, or a
     :class:`RaysweepError` saying how to get one."""
-    from raysweep.errors import DataError
 
     try:
         return dataset.labelled("val")
@@ -320,9 +327,6 @@ def evaluation_trainable(config: dict[str, Any], spec: ExperimentSpec) -> None:
     (:func:`trial_summary`), when it ran (``started_at``, ``finished_at``: Unix seconds, so
     that how many trials ran at once can be read off Tune's results) and, on a GPU, the peak
     it measured (``gpu_peak_bytes``, ``gpu_overhead_bytes``)."""
-    import ray  # --- Ray: the trainable's only Ray calls are below ---
-    import ray.tune
-    import torch
 
     started = time.time()
     trial = _trial_of(config)
@@ -388,11 +392,7 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
     rows and reports their means (Tune refuses an empty grid). Each trial takes its resources
     from ``plan`` (default: :func:`make_plan` with the stored measurements, unmeasured kinds at
     the default share)."""
-    from ray import tune
 
-    from raysweep.console import tune_verbosity
-    from raysweep.plan.preflight import check_resources
-    from raysweep.runtime.progress import StageProgress
 
     plan = plan or make_plan(spec, measure_first=False)
     check_resources(plan.unreachable_evaluate)  # GPUs the cluster can never offer
@@ -428,7 +428,6 @@ def build_tuner(spec: ExperimentSpec, trials: tuple[EvalTrial, ...] | None = Non
 
 def _tracking_callbacks(spec: ExperimentSpec) -> list[Any]:
     """Tracks each trial's rows as it finishes (none when ``tracking:`` is off)."""
-    from raysweep.tracking.stage import evaluate_callbacks
 
     return evaluate_callbacks(spec, condition_labels(spec),
                               lambda config: trial_refs(_trial_of(config)))
@@ -437,7 +436,6 @@ def _tracking_callbacks(spec: ExperimentSpec) -> list[Any]:
 def _resource_request(plan: Plan) -> Callable[[dict[str, Any]], Any]:
     """What ``tune.with_resources`` takes: each trial's resources from the plan (by its
     kind)."""
-    from ray.tune import PlacementGroupFactory
 
     def request(config: dict[str, Any]) -> PlacementGroupFactory:
         res = plan.resources_of(_trial_of(config))

@@ -15,21 +15,23 @@ import time
 
 from raysweep import console
 from raysweep.config import ExperimentSpec, PretrainSpec
+from raysweep.errors import SpecError
+from raysweep.plan.preflight import check_resources
 from raysweep.plan.run_identity import resolved_run
 from raysweep.plan.trials import make_plan
 from raysweep.runtime.concurrency import run_concurrently
+from raysweep.runtime.pretrain_driver import run_pretrain
+from raysweep.tracking.stage import track_pretrain_run
 
 
 def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -> list:
     """Run (or skip, when finished) every pretrain run; return their results in spec order."""
-    from raysweep.plan.preflight import check_resources
 
     plan = make_plan(spec)
     wanted = set(only) if only else None
     if wanted:
         unknown = wanted - {r.name for r in spec.pretrain}
         if unknown:
-            from raysweep.errors import SpecError
 
             raise SpecError(f"{spec.name}: no pretrain run named {sorted(unknown)[0]!r}")
     check_resources([line for name, line in plan.unreachable_pretrain.items()
@@ -55,8 +57,6 @@ def run_pretrain_stage(spec: ExperimentSpec, *, only: list[str] | None = None) -
 def _pretrain_and_track(spec: ExperimentSpec, run: PretrainSpec):
     """Run (or skip) one pretrain run, then track it (``tracking:``; a tracker holding it
     already, or none on, adds nothing)."""
-    from raysweep.runtime.pretrain_driver import run_pretrain
-    from raysweep.tracking.stage import track_pretrain_run
 
     result = run_pretrain(resolved_run(spec, run), storage_dir=spec.directory)
     track_pretrain_run(spec, result.run_dir)

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from raysweep.report import write_report
 from raysweep.storage.atomic import copy_tree
 from raysweep.storage.paths import AnyPath, StoragePath
 
@@ -30,7 +31,6 @@ def write_report_at(directory: AnyPath, *, out_dir: AnyPath | None = None, **kwa
     ``out_dir`` (default ``<directory>/report``); an experiment or output in an object store is
     read into (and the report written from) a temporary local folder, then copied there.
     Returns the :class:`raysweep.report.ReportPaths`, in ``out_dir``."""
-    from raysweep.report import write_report
 
     out = out_dir if out_dir is not None else directory / "report"
     if isinstance(directory, Path) and isinstance(out, Path):

@@ -22,9 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+import torch
+from tqdm.auto import tqdm
+
 from raysweep.config import ExperimentSpec
+from raysweep.data import load_dataset
+from raysweep.evaluate import labelled_features, representation_analysis
 from raysweep.plan.identity import condition_identities
+from raysweep.plan.trials import make_plan
+from raysweep.runtime.failures import trial_error
+from raysweep.stages.evaluate import condition_by_name, condition_encoder, condition_labels
 from raysweep.storage.atomic import atomic_write_json, stable_hash, to_jsonable
+from raysweep.storage.provenance import provenance
 
 #: Bump when the analysis code changes the numbers an analysis holds.
 REPRESENTATION_VERSION = 1
@@ -75,10 +85,6 @@ def stored_analysis(spec: ExperimentSpec, analysis_id: str) -> dict[str, Any] | 
 def compute_analysis(spec: ExperimentSpec, ref: AnalysisRef, *, device: str = "cpu"
                      ) -> dict[str, Any]:
     """The analysis of ``ref``: read when stored, else computed and written atomically."""
-    from raysweep.data import load_dataset
-    from raysweep.evaluate import labelled_features, representation_analysis
-    from raysweep.stages.evaluate import condition_by_name, condition_encoder
-    from raysweep.storage.provenance import provenance
 
     assert spec.evaluate is not None and spec.evaluate.representations is not None
     if ref.analysis_id is None:
@@ -100,8 +106,6 @@ def compute_analysis(spec: ExperimentSpec, ref: AnalysisRef, *, device: str = "c
 
 
 def _analysis_task(spec: ExperimentSpec, ref: AnalysisRef) -> str:
-    import ray
-    import torch
 
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     compute_analysis(spec, ref, device=device)
@@ -112,11 +116,7 @@ def run_representation_stage(spec: ExperimentSpec) -> int:
     """Compute the missing analyses of ``spec`` as Ray tasks (the caller holds the experiment
     lock and Ray is initialised), then write ``representations.json``; return how many were
     computed. A failed task raises its error as one line."""
-    import ray
-    from tqdm.auto import tqdm
 
-    from raysweep.plan.trials import make_plan
-    from raysweep.runtime.failures import trial_error
 
     refs = analysis_refs(spec)
     todo = {ref.analysis_id: ref for ref in refs
@@ -144,7 +144,6 @@ def consolidate_analyses(spec: ExperimentSpec, refs: list[AnalysisRef] | None = 
     """``representations.json``: ``{"conditions": [{"condition", "encoder_source", ...the
     analysis...}]}`` for the current spec's conditions whose analysis is stored (empty when the
     spec asks for none), written atomically."""
-    from raysweep.stages.evaluate import condition_labels
 
     refs = analysis_refs(spec) if refs is None else refs
     labels = condition_labels(spec) if spec.evaluate is not None else {}

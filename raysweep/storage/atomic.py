@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, overload
 
+import torch
+
 from raysweep.storage.paths import AnyPath, StoragePath, walk_files
 
 #: Suffix of the temporary files of :func:`atomic_open` (they also start with a dot).
@@ -157,7 +159,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str] | StoragePath) -> A
     """``torch.save`` through a temporary file, or in one request to an object store (the
     result loads with ``weights_only=True`` as long as ``obj`` holds only tensors and plain
     containers/scalars)."""
-    import torch
 
     if isinstance(path, StoragePath):
         buffer = io.BytesIO()
@@ -206,7 +207,6 @@ def copy_tree(source: AnyPath, target: AnyPath, *,
     """Copy every file under ``source`` to the same place under ``target`` (local folders and
     object stores in any combination), each written atomically; files whose relative parts
     ``skip`` accepts are left out. Returns how many files were copied."""
-    from raysweep.storage.atomic import atomic_write_bytes
 
     copied = 0
     for parts, path in walk_files(source):

@@ -34,6 +34,8 @@ import fnmatch
 import io
 import os
 import posixpath
+import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,6 +44,10 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pyarrow.fs
+import torch
+
+from raysweep.environment import STORE_TIMEOUT_ENV, store_timeout_s
 from raysweep.errors import OutputError, SpecError
 from raysweep.storage.redact import redact
 
@@ -64,7 +70,6 @@ def is_remote(location: str) -> bool:
 @lru_cache(maxsize=32)
 def _filesystem(base: str):
     """(``pyarrow.fs.FileSystem``, path of ``base`` in it) for an object-store URI."""
-    import pyarrow.fs
 
     try:
         if _is_anonymous_gcs(base):
@@ -92,11 +97,8 @@ def check_reachable(base: str) -> None:
     client gives up after its three attempts), in a thread given 5 s more: a store that never
     answers (no network, a firewall dropping packets) fails in seconds instead of hanging.
     Once per store and process (a success is remembered)."""
-    import threading
 
-    import pyarrow.fs
 
-    from raysweep.environment import STORE_TIMEOUT_ENV, store_timeout_s
 
     timeout = store_timeout_s()
     probe_uri = base
@@ -135,7 +137,6 @@ def _anonymous_gcs(base: str):
     """(``pyarrow.fs.GcsFileSystem`` without credentials, path) for a ``gs://`` URI with
     ``anonymous=true``; its other parameters as pyarrow reads them (``endpoint_override``,
     ``scheme``, ``project_id``, ``retry_limit_seconds``)."""
-    import pyarrow.fs
 
     parts = urlsplit(base)
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
@@ -249,24 +250,20 @@ class StoragePath:
         return self.filesystem.get_file_info(self.fs_path)
 
     def exists(self) -> bool:
-        import pyarrow.fs
 
         return self._info().type != pyarrow.fs.FileType.NotFound
 
     def is_file(self) -> bool:
-        import pyarrow.fs
 
         return self._info().type == pyarrow.fs.FileType.File
 
     def is_dir(self) -> bool:
-        import pyarrow.fs
 
         return self._info().type == pyarrow.fs.FileType.Directory
 
     def stat(self) -> StorageStat:
         """Size and modification time, like :meth:`pathlib.Path.stat` (``FileNotFoundError``
         when missing)."""
-        import pyarrow.fs
 
         info = self._info()
         if info.type == pyarrow.fs.FileType.NotFound:
@@ -276,7 +273,6 @@ class StoragePath:
                            st_mtime_ns=mtime_ns)
 
     def read_bytes(self) -> bytes:
-        import pyarrow.fs
 
         info = self._info()
         if info.type != pyarrow.fs.FileType.File:
@@ -294,7 +290,6 @@ class StoragePath:
             yield stream
 
     def _children(self, recursive: bool, files_only: bool = False) -> list[StoragePath]:
-        import pyarrow.fs
 
         # pyarrow's GCS listing of one level returns objects only, not the folders that
         # exist through the objects below them (no marker object): list all and cut.
@@ -395,7 +390,6 @@ def read_bytes(path: AnyPath | str) -> bytes:
 
 def torch_load(path: AnyPath | str, **kwargs: Any) -> Any:
     """``torch.load(..., weights_only=True)`` of a local file or an object."""
-    import torch
 
     target = storage_path(path)
     source = target if isinstance(target, Path) else io.BytesIO(target.read_bytes())
@@ -414,7 +408,6 @@ def relative_to(path: AnyPath, root: AnyPath) -> PurePath:
 
 def remove_tree(path: AnyPath) -> None:
     """Delete a folder and everything in it (nothing when it does not exist)."""
-    import shutil
 
     if isinstance(path, StoragePath):
         path.rmtree()

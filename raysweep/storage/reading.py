@@ -30,6 +30,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import yaml
+
 from raysweep.errors import RaysweepError
 from raysweep.storage.paths import AnyPath, StoragePath, is_within, relative_to
 
@@ -157,7 +160,6 @@ def read_json(path: AnyPath, *, root: AnyPath | None = None, kind: type = dict,
 def read_yaml(path: AnyPath, *, root: AnyPath | None = None,
               limit: int = MAX_STORED_BYTES) -> Any:
     """The value of a stored YAML file (``yaml.safe_load``; infinite numbers refused)."""
-    import yaml
 
     text = read_text(path, root=root, limit=limit)
     try:
@@ -196,7 +198,6 @@ def _infinite_number(data: Any, key: str = "") -> str | None:
 def read_parquet(path: AnyPath, *, root: AnyPath | None = None,
                  limit: int = 4 * MAX_STORED_BYTES):
     """A stored Parquet file as a pandas DataFrame."""
-    import pandas as pd
 
     data = read_bytes(path, root=root, limit=limit)
     try:

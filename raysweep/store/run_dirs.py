@@ -97,7 +97,6 @@ def latest_checkpoint_epoch(run_dir: AnyPath) -> int | None:
     Ray Train keeps them as ``<run_dir>/train/checkpoint_<epoch>`` (the epoch counted from 0);
     a directory without the state file is a copy that was cut short and is ignored.
     """
-    from raysweep.store.run_dirs import RAY_RUN_NAME, STATE_FILE
 
     epochs = [int(path.name.rsplit("_", 1)[1])
               for path in (run_dir / RAY_RUN_NAME).glob(_CHECKPOINT_GLOB)

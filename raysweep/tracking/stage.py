@@ -29,6 +29,7 @@ from raysweep.tracking import (
     row_record,
     search_trial_record,
 )
+from raysweep.tracking.tune import TrackOnTrialEnd, ray_logger_callbacks
 
 __all__ = ["evaluate_callbacks", "search_callbacks", "track_pretrain_run", "track_rows",
            "track_search_runs"]
@@ -58,7 +59,6 @@ def evaluate_callbacks(spec: ExperimentSpec, labels: Labels,
     trackers = open_trackers(spec)
     if not trackers:
         return []
-    from raysweep.tracking.tune import TrackOnTrialEnd
 
     return [TrackOnTrialEnd(
         spec, lambda config, result: _row_records(spec, labels, refs_of(config)))]
@@ -80,7 +80,6 @@ def search_callbacks(spec: ExperimentSpec, search: str) -> list[Any]:
     trackers = open_trackers(spec)
     if not trackers:
         return []
-    from raysweep.tracking.tune import TrackOnTrialEnd, ray_logger_callbacks
 
     group = f"search/{search}"
     callbacks = ray_logger_callbacks(spec, trackers, group=group)

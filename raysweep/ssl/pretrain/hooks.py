@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import ray.train.torch
 import torch
 import torch.distributed as dist
 
@@ -81,14 +82,11 @@ class RayTrainHooks:
     """Ray Train V2 worker services (the loop's only Ray calls)."""
 
     def __init__(self) -> None:
-        import ray.train.torch  # RAY
 
         self.device = ray.train.torch.get_device()  # RAY: this worker's GPU, or the CPU
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
-        import ray.train  # RAY
-
         checkpoint = ray.train.get_checkpoint()  # RAY: newest reported checkpoint, or None
         if checkpoint is None:
             yield None
@@ -98,8 +96,6 @@ class RayTrainHooks:
 
     def report(self, metrics: dict[str, Any],
                write_checkpoint: Callable[[Path], None] | None) -> None:
-        import ray.train  # RAY
-
         if write_checkpoint is None:
             ray.train.report(metrics)  # RAY
             return

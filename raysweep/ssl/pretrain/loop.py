@@ -64,7 +64,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from raysweep import augment
 from raysweep.config import PretrainSpec, from_dict
+from raysweep.data import load_dataset, to_float_rgb
 from raysweep.distributed import (
     broadcast_float,
     convert_to_global_batchnorm,
@@ -73,12 +75,16 @@ from raysweep.distributed import (
     get_world_size,
 )
 from raysweep.errors import DataError, SpecError, WeightsError
+from raysweep.models import LinearHead, Projector, build_encoder
+from raysweep.optim import lr_range_test
 from raysweep.optim.lr_finder import LR_FINDER_END, LR_FINDER_START
+from raysweep.optim.schedules import fastai_one_cycle
 from raysweep.ray_adapter import train_report_logger_name
 from raysweep.seeding import derive_seed, torch_generator
 from raysweep.ssl.methods import ObjectiveInput, pretrain_method
 from raysweep.ssl.pretrain import checkpoint as ckpt
-from raysweep.ssl.pretrain.hooks import WorkerHooks
+from raysweep.ssl.pretrain.hooks import RayTrainHooks, WorkerHooks
+from raysweep.ssl.pretrain.proxy import proxy_score
 from raysweep.ssl.pretrain.sharding import (
     epoch_order,
     global_batches,
@@ -145,7 +151,6 @@ class PretrainNet(nn.Module):
 def load_training_data(spec: PretrainSpec) -> TrainingData:
     """The pre-training images: every unlabelled index (with oversampling) for SSL methods, the
     labelled training split for ``supervised``."""
-    from raysweep.data import load_dataset
 
     dataset = load_dataset(spec.data)
     if pretrain_method(spec.method).needs_labels:
@@ -175,7 +180,6 @@ def hold_out_validation(spec: PretrainSpec, data: TrainingData) -> TrainingData:
 def build_net(spec: PretrainSpec, num_classes: int = 0) -> PretrainNet:
     """Encoder from ``spec.encoder`` plus a fresh projector / head, initialised from
     ``(seed, "init")`` (the encoder's random init too, when its weights are ``random``)."""
-    from raysweep.models import LinearHead, Projector, build_encoder
 
     encoder = build_encoder(spec.encoder.name, spec.encoder.weights,
                             generator=torch_generator(spec.seed, "pretrain-init-encoder"))
@@ -195,7 +199,6 @@ _DEFAULT_AUGMENTATION = PretrainSpec.__dataclass_fields__["augmentation"].defaul
 
 def build_transform(spec: PretrainSpec) -> Callable[..., Any]:
     """Two views or one augmented view (as the method asks), batched on the device."""
-    from raysweep import augment
 
     method = pretrain_method(spec.method)
     # The watermark cutout of the paper applies when a source asks for it (DermNet).
@@ -262,7 +265,6 @@ def make_scheduler(spec: PretrainSpec, optimizer: torch.optim.Optimizer, lr_max:
             group["initial_lr"] = lr_max
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps,
                                                           eta_min=spec.lr_min)
-    from raysweep.optim.schedules import fastai_one_cycle
 
     return fastai_one_cycle(optimizer, max_lr=lr_max, total_steps=total_steps,
                             pct_start=spec.pct_start, div=spec.div_factor,
@@ -293,7 +295,6 @@ class StepContext:
 
 
 def _to_device(ctx: StepContext, index: np.ndarray) -> torch.Tensor:
-    from raysweep.data import to_float_rgb
 
     batch = torch.from_numpy(np.ascontiguousarray(ctx.data.images[np.sort(index)]))
     order = np.argsort(np.argsort(index, kind="stable"), kind="stable")
@@ -382,7 +383,6 @@ def find_lr_max(ctx: StepContext, params: list[nn.Parameter], steps: int) -> dic
     the global BatchNorm need all ranks); rank 0's suggestion is then broadcast so every rank
     uses the very same lr_max.
     """
-    from raysweep.optim import lr_range_test
 
     spec = ctx.spec
     saved = {k: v.detach().clone() for k, v in ctx.net.state_dict().items()}
@@ -679,7 +679,6 @@ def finish_epoch(worker: _Worker, phase: _Phase, epoch: int, progress: _Progress
 def _proxy_metrics(spec: PretrainSpec, net: PretrainNet, device: torch.device,
                    bf16: bool) -> dict[str, float]:
     """The downstream proxy (every rank computes it: it is cheap, and keeps ranks in step)."""
-    from raysweep.ssl.pretrain.proxy import proxy_score
 
     assert spec.proxy_data is not None
     net.eval()
@@ -701,7 +700,6 @@ def _match_report_log_level(level: str) -> None:
 
 def ray_train_loop(config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of the driver's ``TorchTrainer``: rebuild the spec, run."""
-    from raysweep.ssl.pretrain.hooks import RayTrainHooks
 
     _match_report_log_level(config.get("log_level", "WARNING"))
     spec = from_dict(PretrainSpec, config["spec"])

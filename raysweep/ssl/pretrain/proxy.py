@@ -23,9 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from raysweep.config import DatasetSpec
+from raysweep.data import load_dataset, to_float_rgb
+from raysweep.data.splits import oversample, stratified_split
+from raysweep.errors import DataError
 from raysweep.storage.atomic import stable_hash
 
 __all__ = ["HOLDOUT_FRACTION", "KNN_K", "KNN_TEMPERATURE", "embed", "knn_accuracy",
@@ -53,7 +59,6 @@ def _splits(spec: DatasetSpec) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray,
 
 def _load_splits(spec: DatasetSpec) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray,
                                               np.ndarray]:
-    from raysweep.data import load_dataset
 
     dataset = load_dataset(spec, progress=False)
     train_index, train_labels, eval_index, eval_labels = validation_split(dataset)
@@ -73,8 +78,6 @@ def validation_split(dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     is the rest, oversampled as ``labelled_indices("train")`` would be. Every held-out class
     keeps at least one image in the fit part.
     """
-    from raysweep.data.splits import oversample, stratified_split
-    from raysweep.errors import DataError
 
     val = dataset.indices("val")
     if np.any(dataset.labels[val] >= 0):
@@ -99,7 +102,6 @@ def validation_split(dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 def embed(encoder: nn.Module, images: Any, index: np.ndarray, *, device: torch.device,
           bf16: bool = False, batch_size: int = 256) -> torch.Tensor:
     """Encoder features (n, d), float32 on CPU, of ``images[index]`` (uint8 (N, C, H, W))."""
-    from raysweep.data import to_float_rgb
 
     was_training = encoder.training
     encoder.eval()
@@ -133,9 +135,6 @@ def knn_accuracy(train: torch.Tensor, train_labels: np.ndarray, test: torch.Tens
 def linear_probe_accuracy(train: torch.Tensor, train_labels: np.ndarray, test: torch.Tensor,
                           test_labels: np.ndarray, *, seed: int = 0) -> float:
     """Accuracy of logistic regression fitted on standardised ``train`` features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200, random_state=seed))
     model.fit(train.numpy(), np.asarray(train_labels))
