@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from raysweep.storage import atomic as artefacts
 from raysweep.storage.atomic import (
     atomic_torch_save,
     atomic_write_json,
@@ -17,7 +18,6 @@ from raysweep.storage.atomic import (
     file_sha256,
     remove_stale_temporaries,
 )
-from raysweep.storage.paths import atomic as artefacts
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])

@@ -142,13 +142,21 @@ class Pipeline(nn.Module):
         self.ops = nn.ModuleList(ops)
         self.settings = settings
 
-    def forward(self, x: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
-        """(B, 3, H, W) float in [0, 1] -> (B, 3, S, S) float in [0, 1], same dtype/device."""
+    def forward(self, x: torch.Tensor, *, generator: torch.Generator,
+                cutout: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, H, W) float in [0, 1] -> (B, 3, S, S) float in [0, 1], same dtype/device.
+
+        ``cutout`` bool (B,): the images the watermark cutout may touch (those of a source
+        with ``watermark_cutout: true``); None: every image. The cutout draws its parameters
+        for the whole batch either way, so the other images' draws do not depend on it."""
         _check_images(x, generator)
         dtype = x.dtype
         with _global_rng_seeded_from(generator, x.device):
             for op in self.ops:
-                x = op(x)
+                out = op(x)
+                if cutout is not None and isinstance(op, RandomCenterDropout):
+                    out = torch.where(cutout.view(-1, 1, 1, 1), out, x)
+                x = out
         return x.clamp(0.0, 1.0).to(dtype)
 
 
@@ -161,10 +169,13 @@ class TwoViews(nn.Module):
         self.first, self.second = first, second
 
     def forward(
-        self, x: torch.Tensor, *, generator: torch.Generator
+        self, x: torch.Tensor, *, generator: torch.Generator, cutout: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, H, W) -> two tensors (B, 3, S, S), each with its own per-sample draws."""
-        return self.first(x, generator=generator), self.second(x, generator=generator)
+        """(B, 3, H, W) -> two tensors (B, 3, S, S), each with its own per-sample draws
+        (``cutout``: as :meth:`Pipeline.forward`)."""
+        return (self.first(x, generator=generator, cutout=cutout),
+                self.second(x, generator=generator, cutout=cutout))
+
 
 
 def _odd_at_most(k: int, image_size: int) -> int:

@@ -2,9 +2,10 @@
 
 Layout (docs/design.md): ``<dir>/results.parquet`` (required, one row per (condition, seed));
 optional ``<dir>/pretrain/<hash>/metrics.jsonl`` (+ ``meta.json`` with the run's ``name``) for
-pre-training loss curves; optional ``<dir>/search/<name>/history.csv`` or ``trials.csv``
-(columns ``trial``, ``value``, params...; ``meta.json`` may say ``"direction": "minimize"``)
-for search history; optional ``<dir>/representations.json`` (the evaluate stage's
+pre-training loss curves; optional ``<dir>/search/<name>/trials.csv`` (written by the search stage,
+:mod:`raysweep.search.outputs`;
+columns ``trial``, ``value``, params...; ``meta.json`` may say ``"direction":
+"minimize"``) for search history; optional ``<dir>/representations.json`` (the evaluate stage's
 representation analyses, ``raysweep.stages.representation``). Absent optional parts give empty results; present but unreadable ones raise
 a :class:`~raysweep.errors.DataError` naming the file.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from raysweep.errors import DataError
+from raysweep.search.outputs import TRIALS_CSV
 
 REQUIRED_COLUMNS = ("condition", "seed")
 
@@ -92,12 +94,11 @@ class SearchHistory:
 
 
 def load_search_histories(experiment_dir: str | Path) -> list[SearchHistory]:
-    """Each ``search/<name>/`` holding ``history.csv`` (or else ``trials.csv``)."""
+    """Each ``search/<name>/`` holding a ``trials.csv``."""
     histories = []
     for folder in sorted(p for p in Path(experiment_dir).glob("search/*") if p.is_dir()):
-        path = next((folder / f for f in ("history.csv", "trials.csv")
-                     if (folder / f).is_file()), None)
-        if path is None:
+        path = folder / TRIALS_CSV
+        if not path.is_file():
             continue
         try:
             trials = pd.read_csv(path)

@@ -17,6 +17,7 @@ from raysweep.augment import (
     build_pipeline,
     build_views,
 )
+from raysweep.augment.pipelines import Pipeline
 
 N, SIZE = 2000, 16
 
@@ -121,7 +122,30 @@ def test_center_dropout_geometry_and_scaling() -> None:
     assert small.any(dim=1).sum(dim=1).max() <= round(100 / 8) + 1
 
 
+def test_the_watermark_cutout_touches_only_the_images_of_a_watermarked_source() -> None:
+    """``cutout`` (B,) says which images come from a ``watermark_cutout: true`` source; the
+    others leave the pipeline as they would without the cutout, and the cut images as they
+    would with every image eligible (the draws do not depend on the mask)."""
+    views = build_views("barlow_twins", image_size=32, center_dropout=True)
+    plain = build_views("barlow_twins", image_size=32, center_dropout=False)
+    x = torch.rand(48, 3, 32, 32, generator=_gen(11))
+    mask = torch.arange(48) % 3 == 0
+    masked = views(x, generator=_gen(12), cutout=mask)
+    everyone = views(x, generator=_gen(12))
+    for view, full, op in zip(masked, everyone, (views.first, views.second), strict=True):
+        assert torch.equal(view[mask], full[mask])
+        cut = next(o for o in op.ops if isinstance(o, RandomCenterDropout))
+        assert (cut._params["batch_prob"].bool() & ~mask).any()  # the draw saw every image
+    assert len(plain.first.ops) == len(views.first.ops) - 1
+    only_cutout = Pipeline("cutout", [RandomCenterDropout(p=1.0)], {})
+    out = only_cutout(torch.ones(6, 3, 64, 64), generator=_gen(13),
+                      cutout=torch.tensor([True, False] * 3))
+    assert (out[0::2, :, 32, 32] == 0).all() and (out[1::2] == 1).all()
+
+
+
 def test_luma_equalisation_stretches_contrast_and_keeps_chroma() -> None:
+
     g = _gen(6)
     base = torch.tensor([0.45, 0.5, 0.55]).view(1, 3, 1, 1)
     x = (base + 0.05 * torch.rand(4, 1, 24, 24, generator=g)).clamp(0, 1)  # low contrast

@@ -53,7 +53,7 @@ def make_experiment(root: Path, *, optional_parts: bool = True) -> Path:
         search = root / "search" / "lambda"
         search.mkdir(parents=True)
         pd.DataFrame({"trial": range(6), "value": rng.random(6), "lambda": rng.random(6)}
-                     ).to_csv(search / "history.csv", index=False)
+                     ).to_csv(search / "trials.csv", index=False)
     return root
 
 

@@ -120,3 +120,26 @@ def test_the_registry_imports_no_torch() -> None:
     code = ("import sys, raysweep.config, raysweep.ssl.methods; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_only_the_images_of_a_watermarked_source_are_offered_to_the_cutout(tmp_path: Path
+                                                                           ) -> None:
+    """The loop hands each micro-batch's ``watermark`` mask (from its images' sources) to the
+    views, and a batch without watermarked images is transformed without a mask."""
+    spec = spec_of("barlow_twins")
+    views = build_transform(spec)
+    offered: list[torch.Tensor | None] = []
+
+    def recording(x: torch.Tensor, *, generator: torch.Generator,
+                  cutout: torch.Tensor | None = None):
+        offered.append(cutout)
+        return views(x, generator=generator, cutout=cutout)
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (8, 1, 16, 16), dtype=np.uint8)
+    watermark = np.arange(8) >= 5  # the last three images come from a DermNet-like source
+    data = TrainingData(images, np.arange(8), watermark=watermark)
+    pretrain_worker(spec, LocalHooks(tmp_path), data=data, transform=recording)
+    assert offered and all(mask is not None for mask in offered)
+    assert sum(int(mask.sum()) for mask in offered) == 3 * spec.epochs
+    assert sum(len(mask) for mask in offered) == 8 * spec.epochs

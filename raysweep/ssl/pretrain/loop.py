@@ -115,13 +115,16 @@ StepHook = Callable[[int, int, int], None]
 class TrainingData:
     """What the loop trains on: uint8 images (N, C, H, W), the indices of an epoch (with
     oversampling repeats), labels (N,) with their class names for the methods that need them,
-    and the held-out validation indices (``validation_fraction``; None: no validation)."""
+    the held-out validation indices (``validation_fraction``; None: no validation), and
+    ``watermark`` bool (N,): the images whose source asks for the watermark cutout
+    (``watermark_cutout: true``, DermNet; None: none does)."""
 
     images: Any
     indices: np.ndarray
     labels: np.ndarray | None = None
     classes: tuple[str, ...] = ()
     val_indices: np.ndarray | None = None
+    watermark: np.ndarray | None = None
 
 
 class PretrainNet(nn.Module):
@@ -153,11 +156,14 @@ def load_training_data(spec: PretrainSpec) -> TrainingData:
     labelled training split for ``supervised``."""
 
     dataset = load_dataset(spec.data)
+    watermark = dataset.watermark if dataset.watermark.any() else None
     if pretrain_method(spec.method).needs_labels:
         indices, _ = dataset.labelled_indices("train")
         return TrainingData(dataset.images, np.asarray(indices, dtype=np.int64),
-                            np.asarray(dataset.labels, dtype=np.int64), tuple(dataset.classes))
-    return TrainingData(dataset.images, np.asarray(dataset.unlabelled(), dtype=np.int64))
+                            np.asarray(dataset.labels, dtype=np.int64), tuple(dataset.classes),
+                            watermark=watermark)
+    return TrainingData(dataset.images, np.asarray(dataset.unlabelled(), dtype=np.int64),
+                        watermark=watermark)
 
 
 def hold_out_validation(spec: PretrainSpec, data: TrainingData) -> TrainingData:
@@ -201,7 +207,9 @@ def build_transform(spec: PretrainSpec) -> Callable[..., Any]:
     """Two views or one augmented view (as the method asks), batched on the device."""
 
     method = pretrain_method(spec.method)
-    # The watermark cutout of the paper applies when a source asks for it (DermNet).
+    # The pipeline holds the paper's watermark cutout when a source asks for it; each batch
+    # says which of its images come from such a source (micro_batch_loss), and only those
+    # are cut (DermNet's watermark, docs/protocol.md).
     cutout = any(source.watermark_cutout for source in spec.data.sources)
     name = spec.augmentation
     if method.augmentation is not None and name == _DEFAULT_AUGMENTATION:
@@ -312,7 +320,12 @@ def micro_batch_loss(ctx: StepContext, index: np.ndarray,
     terms: the views the method asks for, through the network, into its objective."""
     method = pretrain_method(ctx.spec.method)
     x = _to_device(ctx, index)
-    views = ctx.transform(x, generator=generator)
+    if ctx.data.watermark is None:
+        views = ctx.transform(x, generator=generator)
+    else:
+        cutout = torch.from_numpy(ctx.data.watermark[index]).to(ctx.device)
+        views = ctx.transform(x, generator=generator, cutout=cutout)
+
     if method.views == 1:
         views = (views,)
     labels = None
