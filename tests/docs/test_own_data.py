@@ -1,6 +1,6 @@
 """docs/your-own-data.md: the shipped spec, pointed at a tiny CSV of images, validates, plans
 and reads the images as the page says. (Running it end to end goes through the same stages as
-``raysweep demo``, tested in tests/sweep/test_demo.py; with Ray's start-up it takes minutes on
+``raysweep demo``, tested in tests/experiment/test_demo.py; with Ray's start-up it takes minutes on
 two cores, too long for the suite.)"""
 
 from __future__ import annotations
