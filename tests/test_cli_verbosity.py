@@ -53,7 +53,8 @@ def test_ctrl_c_stops_ray_and_says_what_is_kept_and_how_to_resume(tmp_path, monk
     import signal
 
     import yaml
-    from raysweep.sweep import interrupt
+
+    from raysweep.runtime import ray_session
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"name": "exp", "storage": str(tmp_path / "runs"),
@@ -61,7 +62,7 @@ def test_ctrl_c_stops_ray_and_says_what_is_kept_and_how_to_resume(tmp_path, monk
                                                  "seeds": 3, "protocols": ["finetune"],
                                                  "encoders": [{"name": "rand"}]}}))
     stopped = []
-    monkeypatch.setattr(interrupt, "stop_ray", lambda: stopped.append(True))
+    monkeypatch.setattr(ray_session, "stop_ray", lambda: stopped.append(True))
 
     def ctrl_c(args) -> int:
         raise KeyboardInterrupt

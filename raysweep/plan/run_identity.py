@@ -1,4 +1,7 @@
-"""raysweep.plan.run_identity"""
+"""The identity of a pre-training run: its result hash (the spec's fields that shape the
+encoder, the data's fingerprint and the initial weights' digest; :data:`NOT_IN_HASH` and
+:data:`ONLY_WHEN_SET` name the exceptions), its run directory, and ``pretrain:NAME`` weights
+resolved to the parent run's ``encoder.pt``."""
 
 from __future__ import annotations
 

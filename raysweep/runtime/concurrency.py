@@ -1,4 +1,5 @@
-"""raysweep.runtime.concurrency"""
+"""Threads that Ctrl-C interrupts at once: the pre-training runs of one wave run side by side
+(:func:`run_concurrently`, used by :mod:`raysweep.stages.pretrain`)."""
 
 from __future__ import annotations
 

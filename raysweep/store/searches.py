@@ -1,4 +1,5 @@
-"""raysweep.store.searches"""
+"""Where a search lives in the experiment directory: ``<experiment>/search/<name>/`` holds its
+study journal (:data:`STUDY_FILE`), its trials' pre-training runs and its outputs."""
 
 from __future__ import annotations
 

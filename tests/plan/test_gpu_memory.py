@@ -298,9 +298,8 @@ def test_measured_third_gpu_trials_fill_two_fake_gpus_three_each(tmp_path: Path)
 
 def test_unmeasured_kinds_run_first_then_the_rest_are_packed_by_the_measurement(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from raysweep.sweep import evaluate_stage
-
     from raysweep.plan.identity import identify_trials
+    from raysweep.stages import evaluate as evaluate_stage
 
     spec = experiment(tmp_path, seeds=3)
     cluster = ClusterResources(cpus=12, gpus=4)
