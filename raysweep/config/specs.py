@@ -769,8 +769,9 @@ PairwiseTestName = Literal["welch", "paired_t", "wilcoxon", "mannwhitney"]
 
 
 #: The report's metrics when ``report.metrics`` is unset (the paper's), and those it adds when
-#: a test set's largest class holds more than half of it (docs/protocol.md "Baselines and
-#: degenerate classifiers").
+#: a test set's largest class holds more than half of it
+#: (docs/protocol.md "Baselines and degenerate classifiers").
+
 DEFAULT_REPORT_METRICS = ("accuracy", "f1_weighted")
 IMBALANCE_REPORT_METRICS = ("balanced_accuracy", "f1_macro", "auc_ovr")
 

@@ -1,6 +1,7 @@
 """Experiment tracking: MLflow, Weights & Biases and TensorBoard mirror what an experiment
-stores, chosen in the spec (``tracking:``, off by default; docs/design.md "Experiment
-tracking").
+stores, chosen in the spec (``tracking:``, off by default;
+docs/design.md "Experiment tracking").
+
 
 Tracked are every evaluation row (a run named ``<condition>/<protocol>/seed-NNNN``: the
 condition's keys and the protocol as parameters, the row's metrics, its row id as a tag),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import raysweep.evaluate
+import raysweep.stages.evaluate
 from raysweep.config import spec_from_data
 from raysweep.experiment.demo import demo_spec_dict
 from raysweep.experiment.runner import stored_state
@@ -201,13 +201,13 @@ def _external_spec(root: Path) -> dict:
 def test_two_external_test_sets_give_one_row_each_from_one_training_run(tmp_path: Path,
                                                                        monkeypatch):
     calls = []
-    real = raysweep.evaluate.finetune
+    real = raysweep.stages.evaluate.finetune
 
     def counting(*args, **kwargs):
         calls.append((kwargs["seed"], tuple(kwargs["test_sets"])))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(raysweep.evaluate, "finetune", counting)
+    monkeypatch.setattr(raysweep.stages.evaluate, "finetune", counting)  # where it is called
     spec = spec_from_data(_external_spec(tmp_path))
     trials = identify_trials(spec)
     for trial in trials:
