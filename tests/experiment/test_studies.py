@@ -286,13 +286,16 @@ def test_a_class_the_training_data_lacks_must_be_mapped(tmp_path: Path):
 
 # ------------------------------------------------------------------------------ label budgets
 
-def _tiny_png() -> bytes:
+def _tiny_png(index: int = 0, salt: int = 0) -> bytes:
+    """An 8 x 8 PNG of one colour, distinct per (index, salt): distinct images, as real data
+    has (the test-overlap check compares images by their bytes)."""
     import io
 
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (180, 120, 90)).save(buffer, format="PNG")
+    colour = (index % 256, (index // 256) % 256, (90 + salt) % 256)
+    Image.new("RGB", (8, 8), colour).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -301,11 +304,10 @@ def _isic_like_manifest(folder: Path, n_train: int = 14_805, n_test: int = 200) 
     benign in ISIC 2019's proportions (about 22 % melanoma)."""
     images = folder / "images"
     images.mkdir(parents=True)
-    png = _tiny_png()
     lines = ["path,label,split"]
     for index in range(n_train + n_test):
         name = f"images/{index:05d}.png"
-        (folder / name).write_bytes(png)
+        (folder / name).write_bytes(_tiny_png(index))
         label = "melanoma" if index % 9 < 2 else "benign"
         lines.append(f"{name},{label},{'train' if index < n_train else 'test'}")
     manifest = folder / "manifest.csv"
@@ -400,10 +402,10 @@ def test_a_condition_may_have_fewer_seeds_paired_with_the_first_ones():
 def _external_manifest(path: Path, labels: list[str], split: str | None = None) -> None:
     """A small manifest of one tiny PNG per label (``split`` column when given)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    png = _tiny_png()
     lines = ["path,label" + (",split" if split else "")]
+    salt = sum(path.as_posix().encode()) % 97 + 1
     for index, label in enumerate(labels):
-        (path.parent / f"{path.stem}-{index}.png").write_bytes(png)
+        (path.parent / f"{path.stem}-{index}.png").write_bytes(_tiny_png(index, salt))
         lines.append(f"{path.stem}-{index}.png,{label}" + (f",{split}" if split else ""))
     path.write_text("\n".join(lines) + "\n")
 
