@@ -438,7 +438,7 @@ def test_proxy_is_reported_in_the_frozen_epochs_too(tmp_path: Path, monkeypatch)
 
 
 def test_search_cli_prints_the_best_yaml_last(tmp_path: Path, monkeypatch, capsys) -> None:
-    import raysweep.search.stage as search_module
+    import raysweep.api as api_module
     from raysweep.cli import main
     from raysweep.search.stage import SearchOutcome
 
@@ -448,7 +448,7 @@ def test_search_cli_prints_the_best_yaml_last(tmp_path: Path, monkeypatch, capsy
     record = write_outputs(folder, study, search)
     outcome = SearchOutcome(search=search, directory=folder, study_name=study.study_name,
                             record=record, n_new=0, seconds=1.0)
-    monkeypatch.setattr(search_module, "run_searches", lambda spec, only=None: ([outcome], None))
+    monkeypatch.setattr(api_module, "run_searches", lambda spec, only=None: ([outcome], None))
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(experiment(tmp_path)))
     assert main(["search", str(path)]) == 0
