@@ -124,6 +124,12 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a finite number")
 
 
+def _not_a_number(name: str) -> float:
+    if name != "NaN":
+        raise ValueError(f"{name} is not a finite number")
+    return math.nan
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
@@ -131,19 +137,23 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def parse_json(text: str) -> Any:
-    """``json.loads`` refusing NaN, Infinity and numbers too large for a float (``1e400``)."""
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+def parse_json(text: str, *, allow_nan: bool = False) -> Any:
+    """``json.loads`` refusing Infinity, numbers too large for a float (``1e400``) and, unless
+    ``allow_nan``, NaN."""
+    return json.loads(text, parse_constant=_not_a_number if allow_nan else _refuse_constant,
+                      parse_float=_finite_float)
 
 
 def read_json(path: AnyPath, *, root: AnyPath | None = None, kind: type = dict,
-              limit: int = MAX_STORED_BYTES) -> Any:
-    """The JSON value of a stored file, which must be a ``kind`` (``dict`` or ``list``)."""
+              limit: int = MAX_STORED_BYTES, allow_nan: bool = False) -> Any:
+    """The JSON value of a stored file, which must be a ``kind`` (``dict`` or ``list``).
+    ``allow_nan``: NaN is a value the file may hold (a result row's metric that is undefined,
+    such as the logistic protocol's ``lr_max`` or an AUC on one class); Infinity never is."""
     text = read_text(path, root=root, limit=limit)
     if not text.strip():
         raise StoredFileError(path, "empty", root=root)
     try:
-        data = parse_json(text)
+        data = parse_json(text, allow_nan=allow_nan)
     except json.JSONDecodeError as err:
         raise StoredFileError(path, f"not JSON: {err.msg} at line {err.lineno}",
                               root=root) from None

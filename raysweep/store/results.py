@@ -148,7 +148,7 @@ class ResultsStore:
         """The stored row of ``ref``, checked against its name (key and identity);
         :class:`~raysweep.storage.reading.StoredFileError` when the file is not that row."""
         path = self.row_path(ref)
-        row = read_json(path, root=self.experiment_dir)
+        row = read_json(path, root=self.experiment_dir, allow_nan=True)  # undefined metrics
         checked = check_fields(row, path, {"condition": str_field, "protocol": str_field,
                                            "seed": int_field(0, 2**31), "row_id": str_field},
                                root=self.experiment_dir)

@@ -217,3 +217,25 @@ def test_a_gpus_auto_rows_and_a_cpus_are_different_rows(tmp_path: Path):
     fixed = spec_from_data(spec_data(tmp_path, **protocols, **{
         "evaluate.settings.precision": "fp32", "evaluate.settings.channels_last": False}))
     assert on(True, fixed) == on(False, fixed)
+
+
+def test_a_row_with_an_undefined_metric_reads_back_and_an_infinite_one_does_not(tmp_path: Path):
+    """A metric a protocol does not define is NaN in its row (the logistic protocol's
+    ``lr_max``, an AUC on a test set of one class): such a row is read back as written, and
+    consolidates; Infinity in a row is a tampered file, refused in one line naming it."""
+    import math
+
+    from raysweep.storage.reading import StoredFileError
+
+    store = ResultsStore(tmp_path)
+    key = RowKey("SL", "logistic", 0)
+    path = store.write({"condition": "SL", "protocol": "logistic", "seed": 0, "row_id": "aaaa",
+                        "accuracy": 0.5, "lr_max": math.nan})
+    assert "NaN" in path.read_text()
+    row = store.read(RowRef(key, "aaaa"))
+    assert row["accuracy"] == 0.5 and math.isnan(row["lr_max"])
+    table = store.table([RowRef(key, "aaaa")])
+    assert math.isnan(table["lr_max"].iloc[0])
+    path.write_text(path.read_text().replace("NaN", "Infinity"))
+    with pytest.raises(StoredFileError, match="Infinity is not a finite number"):
+        store.read(RowRef(key, "aaaa"))
