@@ -161,7 +161,7 @@ def test_sigint_during_pretraining_stops_the_run_within_seconds(tmp_path: Path) 
         # The local Ray it started (raylet, GCS, workers: its process group) is gone too.
         deadline = time.monotonic() + 30
         while _group_alive(driver.pid) and time.monotonic() < deadline:
-            time.sleep(0.5)
+            time.sleep(0.1)
         left_behind = _group_alive(driver.pid)
     finally:
         if driver.poll() is None:

@@ -109,7 +109,7 @@ def kill_processes_naming(folder: Path, wait_s: float = 30) -> None:
     """Wait for the processes naming ``folder`` to end, killing those that remain."""
     deadline = time.monotonic() + wait_s
     while (pids := processes_naming(folder)) and time.monotonic() < deadline:
-        time.sleep(1)
+        time.sleep(0.2)
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -159,7 +159,7 @@ class LocalCluster:
             active = last.split("Active:")[-1].split("Pending:")[0] if "Active:" in last else ""
             if probe.returncode == 0 and active.count("node_") >= count:
                 return
-            time.sleep(2)
+            time.sleep(0.5)  # each `ray status` itself takes seconds
         pytest.fail(f"the Ray cluster did not reach {count} nodes: {last[-2000:]}")
 
     def stop(self) -> None:
@@ -184,7 +184,22 @@ def run_in_group(args: list[str], env: dict[str, str], timeout: float = 300,
                 os.killpg(process.pid, sig)
             except (ProcessLookupError, PermissionError):
                 break
-            time.sleep(5 if sig == signal.SIGTERM else 0)
+            if sig == signal.SIGTERM:  # up to 5 s to end on SIGTERM, then SIGKILL
+                deadline = time.monotonic() + 5
+                while group_alive(process.pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
         if process.returncode is None:
             process.wait(timeout=30)
     return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
