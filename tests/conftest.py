@@ -16,6 +16,13 @@ import pytest
 # Two cores on CI: keep each torch process to one intra-op thread so that Ray workers and the
 # test process do not oversubscribe the CPU.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Ray Train's controller polls its workers every 2 s by default, so each run's start, each
+# report and its end wait up to 2 s for the next poll; with ~40 short runs in the suite that
+# is minutes of idle waiting. Poll every 0.5 s (set before any Ray starts: the session's Ray,
+# and every `raysweep` subprocess, which inherits it and passes it to Ray Train's controller).
+# A missed poll is no failure: workers are declared dead only after
+# RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S (10 min).
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 #: The small real MedMNIST files kept in the repository (see tests/data/medmnist/README.md);
 #: ``RAYSWEEP_SHARED_DATA`` points the tests at another folder holding files of the same names.

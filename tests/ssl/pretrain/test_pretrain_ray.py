@@ -40,15 +40,20 @@ def ray_spec(breastmnist: Path, cache: Path) -> PretrainSpec:
     )
 
 
-def uninterrupted_reference(spec: PretrainSpec, out: Path) -> dict[str, torch.Tensor]:
-    """The same spec on 2 gloo ranks without Ray and without a failure."""
+def start_reference(spec: PretrainSpec, out: Path) -> list[subprocess.Popen]:
+    """The same spec on 2 gloo ranks without Ray and without a failure, started in the
+    background (it runs while Ray Train starts up)."""
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     spec_json = json.dumps({"run": to_jsonable(to_dict(spec))})
-    procs = [subprocess.Popen(
+    return [subprocess.Popen(
         [sys.executable, str(WORKER_SCRIPT), str(rank), "2", str(out / "pg_init"),
          str(out), spec_json, "dataset"], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT) for rank in range(2)]
+
+
+def reference_encoder(procs: list[subprocess.Popen], out: Path) -> dict[str, torch.Tensor]:
+    """The final encoder of :func:`start_reference`'s run, once both ranks are done."""
     for proc in procs:
         log, _ = proc.communicate(timeout=180)
         assert proc.returncode == 0, log.decode()[-3000:]
@@ -61,8 +66,12 @@ def test_killed_worker_resumes_to_the_uninterrupted_encoder_and_rerun_skips(
         ray_session, breastmnist_npz: Path, tmp_path: Path) -> None:
     spec = ray_spec(breastmnist_npz, tmp_path / "cache")
     marker = tmp_path / "killed"
-    result = run_pretrain(spec, storage_dir=tmp_path / "store",
-                          _after_step=KillOnce(epoch=2, marker=str(marker), rank=1))
+    reference_run = start_reference(spec, tmp_path / "reference")
+    try:
+        result = run_pretrain(spec, storage_dir=tmp_path / "store",
+                              _after_step=KillOnce(epoch=2, marker=str(marker), rank=1))
+    finally:
+        reference = reference_encoder(reference_run, tmp_path / "reference")
     assert marker.exists(), "the fault was never injected"
     assert result.run_dir == run_directory(spec, tmp_path / "store") and not result.skipped
 
@@ -80,7 +89,6 @@ def test_killed_worker_resumes_to_the_uninterrupted_encoder_and_rerun_skips(
     assert all(m["images_per_s"] > 0 and m["loss"] > 0 for m in metrics)
 
     encoder = torch.load(result.encoder_path, weights_only=True)
-    reference = uninterrupted_reference(spec, tmp_path / "reference")
     assert encoder.keys() == reference.keys()
     for key, value in reference.items():
         assert torch.equal(encoder[key], value), key
