@@ -75,8 +75,9 @@ def test_evaluate_stage_fills_the_table_once(ray_session, tmp_path: Path, monkey
     assert len(changed) == 8 and len(stored_rows(spec.directory)) == 12
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_retraining(tmp_path: Path, monkeypatch):
-    data = evaluate_only_spec(tmp_path / "runs", seeds=4, protocols=["finetune"])
+    data = evaluate_only_spec(tmp_path / "runs", seeds=3, protocols=["finetune"])
     data["evaluate"]["settings"]["epochs"] = 3
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(data))
@@ -95,7 +96,7 @@ def test_killed_sweep_resumes_without_retraining(tmp_path: Path, monkeypatch):
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, mid-stage
     driver.wait()
     before = {(r["condition"], r["seed"]): r["run_id"] for r in stored_rows(experiment)}
-    assert 2 <= len(before) < 8, "the kill must land in the middle of the evaluate stage"
+    assert 2 <= len(before) < 6, "the kill must land in the middle of the evaluate stage"
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400,
                            start_new_session=True)
@@ -103,12 +104,12 @@ def test_killed_sweep_resumes_without_retraining(tmp_path: Path, monkeypatch):
     rows = stored_rows(experiment)
     keys = [(r["condition"], r["protocol"], r["seed"]) for r in rows]
     assert sorted(keys) == sorted({(c, "finetune", s) for c in ("random-a", "random-b")
-                                   for s in range(4)})
+                                   for s in range(3)})
     after = {(r["condition"], r["seed"]): r["run_id"] for r in rows}
     assert all(after[key] == run_id for key, run_id in before.items()), "a finished run was retrained"
     assert not list((experiment / "checkpoints").glob("*.pt")), "a finished row keeps its checkpoint"
     table = pd.read_parquet(experiment / "results.parquet")
-    assert len(table) == 8 and not table.duplicated(["condition", "protocol", "seed"]).any()
+    assert len(table) == 6 and not table.duplicated(["condition", "protocol", "seed"]).any()
     assert "results: " in rerun.stdout
     # Whether a trial ran whole, restarted, or resumed from an epoch checkpoint, its row is the
     # row of an uninterrupted run (CPU runs are bit-reproducible from (spec, seed)).
