@@ -3,7 +3,7 @@ Ray instance: one tiny experiment through ``raysweep run`` (a real 1-worker Ray 
 pre-training run of one epoch, its encoder evaluated by a probe on Ray Tune, the report) and a
 one-trial search (Optuna on Tune, the trial's Ray Train run reporting its per-epoch proxy to
 ASHA, the scoring); a rerun of either trains nothing. The slow tests run the same stages at the
-sizes of the demo and the searches (tests/sweep/test_demo.py, test_search.py); these keep every
+sizes of the demo and the searches (tests/experiment/test_demo.py, test_search.py); these keep every
 stage in the everyday loop."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from raysweep import api
 from raysweep.config import spec_from_data
-from raysweep.sweep.search import run_searches
+from raysweep.search.stage import run_searches
 
 pytestmark = pytest.mark.ray
 
@@ -82,7 +82,7 @@ def test_a_one_trial_search_reports_each_epoch_to_asha_and_reruns_nothing(
         ray_session, tmp_path: Path, monkeypatch) -> None:
     import optuna
 
-    from raysweep.sweep.search_study import STUDY_FILE, open_storage
+    from raysweep.search.study import STUDY_FILE, open_storage
 
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
     spec = spec_from_data(tiny_search(tmp_path / "runs"))

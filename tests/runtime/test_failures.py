@@ -71,10 +71,10 @@ def test_a_failed_evaluation_trial_ends_the_run_in_one_line(ray_session, tmp_pat
     from raysweep.models import build_encoder
 
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("raysweep.preflight.spec_file_problems", lambda spec, source="": [])
+    monkeypatch.setattr("raysweep.plan.preflight.spec_file_problems", lambda spec, source="": [])
     # One restart, not the stage's two: the line must still be the failure's own after Tune
     # restarted the trial, and each restart of this deterministic failure costs a trial start.
-    monkeypatch.setattr("raysweep.sweep.evaluate_stage.TRIAL_MAX_FAILURES", 1)
+    monkeypatch.setattr("raysweep.stages.evaluate.TRIAL_MAX_FAILURES", 1)
     state = build_encoder("small_resnet").state_dict()
     state["conv1.weight"] = torch.full_like(state["conv1.weight"], np.nan)
     torch.save(state, tmp_path / "nan.pt")
