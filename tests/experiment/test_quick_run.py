@@ -16,7 +16,7 @@ import pytest
 
 from raysweep import api
 from raysweep.config import spec_from_data
-from raysweep.search.stage import run_searches
+from raysweep.experiment.runner import run_searches
 
 pytestmark = pytest.mark.ray
 
@@ -82,7 +82,8 @@ def test_a_one_trial_search_reports_each_epoch_to_asha_and_reruns_nothing(
         ray_session, tmp_path: Path, monkeypatch) -> None:
     import optuna
 
-    from raysweep.search.study import STUDY_FILE, open_storage
+    from raysweep.search.study import open_storage
+    from raysweep.store.searches import STUDY_FILE
 
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
     spec = spec_from_data(tiny_search(tmp_path / "runs"))
