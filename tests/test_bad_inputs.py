@@ -48,12 +48,15 @@ DIGITS = {"sources": [{"kind": "digits"}], "image_size": 16}
 
 
 def base_spec(tmp: Path) -> dict[str, Any]:
-    """A spec that validates and could run: a small pre-training run and its evaluation."""
+    """A spec that validates and could run: a small pre-training run and its evaluation (on
+    the same images: a transductive toy, so the run allows its test overlap)."""
     return copy.deepcopy({
         "name": "exp",
         "storage": str(tmp / "runs"),
         "pretrain": [{"name": "bt", "data": DIGITS, "encoder": {"name": "small_resnet"},
-                      "batch_size": 32, "projector": [32, 32], "epochs": 1}],
+                      "batch_size": 32, "projector": [32, 32], "epochs": 1,
+                      "allow_test_overlap": True}],
+
         "evaluate": {"data": DIGITS, "seeds": 2, "encoders": [
             {"name": "bt", "encoder": {"name": "small_resnet", "weights": "pretrain:bt"}}]},
     })
