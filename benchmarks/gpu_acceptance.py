@@ -113,11 +113,13 @@ def breastmnist_source() -> dict[str, str]:
 def full_run_spec(work: Path) -> dict[str, Any]:
     """The study of the GPU check: ResNet-50 at 224 px on BreastMNIST, Barlow Twins with the
     paper's projector for 2 epochs, then 4 seeds of fine-tuning and batched probes of the
-    pre-trained and a random encoder (2 epochs, a fixed lr_max)."""
+    pre-trained and a random encoder (2 epochs, a fixed lr_max). Pre-training sees the training
+    split only, never the images the evaluation tests on."""
     data = {"sources": [breastmnist_source()], "image_size": 224}
+    train_images = {"sources": [{**breastmnist_source(), "split": "train"}], "image_size": 224}
     return {
         "name": "gpu-acceptance", "storage": str(work / "runs"),
-        "pretrain": [{"name": "SSL", "data": data, "method": "barlow_twins", "further": False,
+        "pretrain": [{"name": "SSL", "data": train_images, "method": "barlow_twins", "further": False,
                       "epochs": 2, "encoder": {"name": "resnet50"}, "batch_size": 128,
                       "projector": [8192, 8192, 8192], "lr_max": 1e-3, "num_workers": 1,
                       "keys": {"initial": "SSL"}}],
@@ -132,14 +134,16 @@ def full_run_spec(work: Path) -> dict[str, Any]:
 
 def smoke_run_spec(work: Path) -> dict[str, Any]:
     """The smoke test's study: digits at 16 px, a small ResNet, one epoch everywhere."""
-    digits = {"sources": [{"kind": "digits", "classes": ["0", "1", "2"]}], "image_size": 16}
+    digits = {"sources": [{"kind": "digits", "classes": ["0", "1", "2"]}], "image_size": 16,
+              "test_fraction": 0.3}
+    train_digits = {**digits, "sources": [{**digits["sources"][0], "split": "train"}]}
     return {
         "name": "gpu-acceptance-smoke", "storage": str(work / "runs"),
-        "pretrain": [{"name": "SSL", "data": digits, "method": "barlow_twins", "further": False,
+        "pretrain": [{"name": "SSL", "data": train_digits, "method": "barlow_twins", "further": False,
                       "epochs": 1, "encoder": {"name": "small_resnet"}, "batch_size": 64,
                       "projector": [32, 32], "lr_max": 2e-3, "num_workers": 1}],
         "evaluate": {
-            "data": {**digits, "test_fraction": 0.3, "label_count": 45},
+            "data": {**digits, "label_count": 45},
             "protocols": ["finetune", "probe"], "seeds": 2,
             "settings": {"epochs": 1, "batch_size": 16, "lr_max": 1e-3, "tta_views": 0,
                          "augmentation": "supervised_upright"},

@@ -102,9 +102,10 @@ def test_dry_run_verbose_prints_resolved_fields_that_differ_from_defaults(tmp_pa
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
     spec = tmp_path / "grid.yaml"
     digits = {"sources": [{"kind": "digits"}], "image_size": 16}
+    pretrain_data = {**digits, "sources": [{**digits["sources"][0], "split": "train"}]}  # never the test images
     spec.write_text(yaml.safe_dump({
         "name": "exp", "storage": str(tmp_path / "runs"),
-        "pretrain": {"base": {"data": digits, "encoder": {"name": "small_resnet"},
+        "pretrain": {"base": {"data": pretrain_data, "encoder": {"name": "small_resnet"},
                               "projector": [64, 64], "batch_size": 32},
                      "product": {"init": {"R": {"encoder.weights": "random"}}},
                      "extra": [{"name": "X", "epochs": 3}]},

@@ -56,7 +56,8 @@ from torchvision.models import get_model_weights
 
 from raysweep.config.weight_formats import WEIGHT_FORMATS
 from raysweep.errors import WeightsError
-from raysweep.storage.paths import AnyPath, storage_path, torch_load
+from raysweep.storage.checkpoints import torch_load
+from raysweep.storage.paths import AnyPath, storage_path
 
 __all__ = [
     "HUB_MODELS",

@@ -60,7 +60,8 @@ from raysweep.plan.trials import EvalTrial, Plan, condition_settings, make_plan,
 from raysweep.runtime.progress import StageProgress
 from raysweep.seeding import torch_generator
 from raysweep.storage.atomic import atomic_torch_save, stable_hash
-from raysweep.storage.paths import AnyPath, ray_storage, remove_tree, torch_load
+from raysweep.storage.checkpoints import torch_load
+from raysweep.storage.paths import AnyPath, ray_storage, remove_tree
 from raysweep.storage.provenance import provenance
 from raysweep.store.results import TEST_SET_COLUMN, ResultsStore, RowKey, RowRef
 from raysweep.tracking.stage import evaluate_callbacks

@@ -7,5 +7,6 @@
 - :mod:`.reading`: one reader for files others could have tampered with (size-bounded, never
   unpickled, one-line errors naming the file);
 - :mod:`.provenance`: the package versions and git commit recorded with every artefact;
-- :mod:`.redact`: credentials out of every printed location.
+- :mod:`.redact`: credentials out of every printed location;
+- :mod:`.checkpoints`: checkpoints loaded weights-only (the one module here that imports torch).
 """

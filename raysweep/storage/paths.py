@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import io
 import os
 import posixpath
 import shutil
@@ -45,14 +44,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.fs
-import torch
 
 from raysweep.environment import STORE_TIMEOUT_ENV, store_timeout_s
 from raysweep.errors import OutputError, SpecError
 from raysweep.storage.redact import redact
 
 __all__ = ["AnyPath", "StoragePath", "StorageStat", "check_reachable", "escaping_links", "is_remote", "is_within", "ray_storage", "read_bytes", "relative_to",
-           "remove_tree", "resolved", "storage_path", "torch_load", "walk_files"]
+           "remove_tree", "resolved", "storage_path", "walk_files"]
 
 #: URI schemes that name a local folder.
 LOCAL_SCHEMES = ("", "file", "local")
@@ -386,14 +384,6 @@ def storage_path(location: str | os.PathLike[str] | StoragePath) -> AnyPath:
 def read_bytes(path: AnyPath | str) -> bytes:
     """The bytes of a local file or an object (``FileNotFoundError`` when missing)."""
     return storage_path(path).read_bytes()
-
-
-def torch_load(path: AnyPath | str, **kwargs: Any) -> Any:
-    """``torch.load(..., weights_only=True)`` of a local file or an object."""
-
-    target = storage_path(path)
-    source = target if isinstance(target, Path) else io.BytesIO(target.read_bytes())
-    return torch.load(source, map_location="cpu", weights_only=True, **kwargs)
 
 
 def relative_to(path: AnyPath, root: AnyPath) -> PurePath:

@@ -22,6 +22,7 @@ from raysweep.runtime.concurrency import run_concurrently
 from raysweep.store.run_dirs import latest_checkpoint_epoch
 
 DIGITS = {"sources": [{"kind": "digits", "classes": ["0", "1", "2"]}], "image_size": 16}
+PRETRAIN_DATA = {**DIGITS, "sources": [{**DIGITS["sources"][0], "split": "train"}]}  # never the test images
 
 
 def test_run_concurrently_returns_every_result_and_respects_the_limit() -> None:
@@ -75,7 +76,7 @@ def test_ctrl_c_interrupts_the_wait_at_once() -> None:
 
 
 def experiment(storage: Path) -> dict:
-    run = {"data": DIGITS, "method": "barlow_twins", "further": False,
+    run = {"data": PRETRAIN_DATA, "method": "barlow_twins", "further": False,
            "encoder": {"name": "small_resnet"}, "batch_size": 64, "projector": [32, 32],
            "lr_max": 1e-3, "epochs": 6}
     return {

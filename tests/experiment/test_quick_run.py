@@ -22,12 +22,13 @@ pytestmark = pytest.mark.ray
 
 DIGITS = {"sources": [{"kind": "digits", "classes": ["0", "1", "2"]}], "image_size": 16,
           "test_fraction": 0.3, "label_count": 30}
+PRETRAIN_DATA = {**DIGITS, "sources": [{**DIGITS["sources"][0], "split": "train"}]}  # never the test images
 
 
 def tiny_experiment(storage: Path) -> dict:
     return {
         "name": "quick", "storage": str(storage),
-        "pretrain": [{"name": "ssl", "data": DIGITS, "encoder": {"name": "small_resnet"},
+        "pretrain": [{"name": "ssl", "data": PRETRAIN_DATA, "encoder": {"name": "small_resnet"},
                       "further": False, "frozen_epochs": 0, "epochs": 1, "batch_size": 64,
                       "projector": [32, 32], "lr_max": 1e-3}],
         "evaluate": {"data": DIGITS, "seeds": 1, "protocols": ["probe"],

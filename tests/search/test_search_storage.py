@@ -22,12 +22,13 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 DIGITS = {"sources": [{"kind": "digits", "classes": ["0", "1", "2"]}], "image_size": 16,
           "test_fraction": 0.3, "label_count": 45}
+PRETRAIN_DATA = {**DIGITS, "sources": [{**DIGITS["sources"][0], "split": "train"}]}  # never the test images
 
 
 def experiment(storage: str, **search) -> dict:
     return {"name": "stored", "storage": storage, "search": [{
         "name": "bt",
-        "pretrain": {"name": "bt", "data": DIGITS, "encoder": {"name": "small_resnet"},
+        "pretrain": {"name": "bt", "data": PRETRAIN_DATA, "encoder": {"name": "small_resnet"},
                      "further": False, "epochs": 2, "batch_size": 64, "lr_max": 1e-3,
                      "projector": [32, 32]},
         "evaluate": {"data": DIGITS, "seeds": 2,

@@ -159,10 +159,11 @@ def test_an_experiment_runs_in_an_object_store(store_base, tmp_path: Path):
     assert isinstance(root, StoragePath)
     digits = {"sources": [{"kind": "digits", "classes": ["5", "6", "7"]}], "image_size": 16,
               "label_count": 30}
+    pretrain_data = {**digits, "sources": [{**digits["sources"][0], "split": "train"}]}  # never the test images
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump({
         "name": "in-store", "storage": base,
-        "pretrain": [{"name": "ssl", "data": digits, "encoder": {"name": "small_resnet"},
+        "pretrain": [{"name": "ssl", "data": pretrain_data, "encoder": {"name": "small_resnet"},
                       "further": False, "frozen_epochs": 0, "epochs": 1, "batch_size": 32,
                       "projector": [32, 32], "lr_max": 1e-3}],
         "evaluate": {"data": digits, "seeds": 2, "protocols": ["probe"],
