@@ -25,6 +25,7 @@ and no probe prints a traceback or a secret or touches ``outside/``.
 
     python benchmarks/hostile_inputs.py                  # every set, two probes at a time
     python benchmarks/hostile_inputs.py --set new -k lock  # probes whose id holds "lock"
+    python benchmarks/hostile_inputs.py -k lock -k row   # ... "lock" or "row"
     python benchmarks/hostile_inputs.py --slow           # also the probes that start Ray
 
 Writes ``benchmarks/out/hostile_inputs.json`` and the table ``benchmarks/out/hostile_inputs.md``
@@ -61,6 +62,9 @@ import hostile_probes  # noqa: E402 - the probes, beside this file
 from hostile_probes import SECRETS, Box, Call, Probe  # noqa: E402
 
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\w+(Error|Exception): ", re.M)
+#: A progress bar's line (tqdm: ``decoding x at 16px:  14%|...| 256/1797 [...]``): long work
+#: shows progress on stderr, which is neither an error line nor noise.
+PROGRESS = re.compile(r"^[^|]*: +\d+%\|.*\| *\d+/\d+ ")
 #: Files the harness itself leaves in a sandbox (ignored by the written-files check).
 HARNESS_PREFIX = ".probe-"
 
@@ -227,7 +231,8 @@ def judge(probe: Probe, status: int | None, out: str, err: str, written: list[st
         return "outside read or written"
     if probe.max_seconds is not None and seconds > probe.max_seconds:
         return f"took {seconds:.0f} s (> {probe.max_seconds:.0f} s)"
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.replace("\r", "\n").splitlines()
+             if line.strip() and not PROGRESS.match(line.strip())]
     if probe.expect == "refuse":
         if status != 2:
             return f"exit {status}, not 2"
@@ -320,7 +325,8 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=("old", "new", "held-out", "all"), default="all")
-    parser.add_argument("-k", default=None, help="only probes whose id contains this")
+    parser.add_argument("-k", action="append", default=None,
+                        help="only probes whose id contains this (repeatable: any of them)")
     parser.add_argument("-j", type=int, default=2, help="probes at a time (default 2)")
     parser.add_argument("--slow", action="store_true", help="also the probes that start Ray")
     parser.add_argument("--out", default=str(OUT / "hostile_inputs"),
@@ -328,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", action="store_true", help="print the stderr of unclean probes")
     args = parser.parse_args(argv)
     probes = [p for p in hostile_probes.all_probes()
-              if (args.set == "all" or p.set == args.set) and (args.k is None or args.k in p.id)
+              if (args.set == "all" or p.set == args.set) and (args.k is None or any(k in p.id for k in args.k))
               and (args.slow or not p.slow) and (os.geteuid() == 0 or not p.root)]
     load = os.getloadavg()
     started = time.perf_counter()

@@ -184,8 +184,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run or args.estimate:
         from raysweep.experiment.runner import stored_state
         from raysweep.plan.leakage import overlap_lines
+        from raysweep.plan.preflight import refuse_escaping_links
 
         spec = api.load(args.spec)
+        refuse_escaping_links(spec.directory)  # before the plan reads the stored state
         plan = api.plan(spec)
         print(plan.describe(verbose=args.verbosity == 2))
         api.check(args.spec)  # the files' problems, after the plan they concern

@@ -64,7 +64,7 @@ from raysweep.data import decode
 from raysweep.data.decode_pool import decode_into, decode_workers
 from raysweep.data.sources import SourceListing, iter_array_items
 from raysweep.environment import cache_folder
-from raysweep.errors import DataError
+from raysweep.errors import DataError, OutputError
 from raysweep.storage.atomic import atomic_write_json, stable_hash
 from raysweep.storage.provenance import provenance
 
@@ -314,16 +314,26 @@ class CacheTransaction:
         size and checksums of ``images.u8``; the entry is installed at :meth:`commit`."""
         tmp = self._new_directory(key)
         self._pending[key] = tmp
-        shape, kept, skipped = write(tmp)
-        images_file = tmp / _IMAGES
-        size = images_file.stat().st_size if images_file.exists() else 0
-        blocks = block_checksums(images_file, size)
-        compact = "all" if list(kept) == list(range(shape[0])) and not skipped else list(kept)
-        atomic_write_json(tmp / _META, {
-            "format": CACHE_FORMAT, "shape": list(shape), "kept": compact, "skipped": skipped,
-            "images_bytes": size,
-            "checksum": {"algorithm": "crc32", "block_bytes": CHECKSUM_BLOCK, "blocks": blocks},
-            **description, "provenance": provenance()})
+        try:
+            shape, kept, skipped = write(tmp)
+            images_file = tmp / _IMAGES
+            size = images_file.stat().st_size if images_file.exists() else 0
+            blocks = block_checksums(images_file, size)
+            compact = ("all" if list(kept) == list(range(shape[0])) and not skipped
+                       else list(kept))
+            atomic_write_json(tmp / _META, {
+                "format": CACHE_FORMAT, "shape": list(shape), "kept": compact,
+                "skipped": skipped, "images_bytes": size,
+                "checksum": {"algorithm": "crc32", "block_bytes": CHECKSUM_BLOCK,
+                             "blocks": blocks},
+                **description, "provenance": provenance()})
+        except OSError as err:  # a full or failing cache disk: one line, the entry removed
+            del self._pending[key]
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OutputError(
+                f"decode cache {self.root} cannot hold the images of {description.get('source')}"
+                f" ({err.strerror or type(err).__name__}); free space there or set "
+                "RAYSWEEP_CACHE to another folder") from None
         if size:
             _INTACT.add(_identity(images_file, blocks))
         return read_entry(tmp, key, verify=False)

@@ -449,7 +449,18 @@ def medmnist_classes(flag: str, count: int) -> tuple[str, ...]:
 
 
 def _open_npz(file: Path):
-    """``np.load`` of an ``.npz`` archive; never unpickles (object arrays are refused)."""
+    """``np.load`` of an ``.npz`` archive; never unpickles (object arrays are refused). A file
+    that is no zip archive is refused by its first bytes: given anything else, ``np.load``
+    guesses a pickle and would advise loading it unsafely."""
+    try:
+        with open(file, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as err:
+        raise DataError(f"cannot read medmnist file {file} ({err.strerror or err})") from None
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06", b"\x93NUM"):  # zip entry, empty zip, .npy
+        shown = "empty" if not magic else "not a zip archive: damaged, or another format"
+        raise DataError(f"cannot read medmnist file {file} ({shown}; a MedMNIST file is an "
+                        ".npz archive of {train,val,test}_{images,labels})")
     try:
         data = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:

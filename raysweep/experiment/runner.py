@@ -30,6 +30,7 @@ from raysweep.search.stage import (
     SearchOutcome,
     _selected,
     check_search_fits,
+    check_stored_journal,
     run_search,
     run_search_stage,
 )
@@ -200,6 +201,8 @@ def run_searches(spec: ExperimentSpec, *, only: list[str] | None = None
         raise SpecError(f"{spec.name}: no search to run (the spec has no `search:`)")
     selected = _selected(spec, only)
     ExperimentLock(spec.directory).refuse_if_held()  # at once, before Ray starts
+    for search in selected:  # a damaged journal: refused before Ray starts
+        check_stored_journal(spec, search)
     ensure_ray()
     for search in selected:  # a search that can never run: refused before anything is written
         check_search_fits(spec, search)

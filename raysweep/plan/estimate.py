@@ -44,10 +44,12 @@ import torch
 from raysweep.config import DatasetSpec, PretrainSpec
 from raysweep.console import format_duration, plural
 from raysweep.data import index_dataset
+from raysweep.errors import RaysweepError
 from raysweep.models import build_encoder
 from raysweep.plan.trials import EvalTrial, Plan, condition_settings
 
-__all__ = ["StageEstimate", "StepTiming", "estimate_plan", "measure_step"]
+__all__ = ["StageEstimate", "StepTiming", "check_step_fits", "estimate_plan", "measure_step",
+           "step_memory_bytes"]
 
 #: Timed steps per encoder (after one warm-up step).
 TIMED_STEPS = 3
@@ -81,6 +83,61 @@ class StageEstimate:
                 f"{format_duration(self.wall_s)} ({self.work})")
 
 
+def step_memory_bytes(encoder: str, batch: int, image_size: int) -> int:
+    """Bytes one training step of :func:`measure_step` holds at least: the output of every
+    leaf module for ``batch`` images of ``image_size`` px (what backward keeps, float32), the
+    input batch, and the weights with their gradients and Adam's two moments (4 x). Computed on
+    PyTorch's ``meta`` device: shapes only, nothing allocated."""
+    model = build_encoder(encoder).to("meta")
+    elements = [batch * 3 * image_size * image_size]
+
+    def count(module: torch.nn.Module, inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and not list(module.children()):
+            elements.append(output.numel())
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(torch.empty(batch, 3, image_size, image_size, device="meta"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    weights = sum(p.numel() for p in model.parameters())
+    return 4 * (sum(elements) + 4 * weights)
+
+
+def free_memory_bytes(device: str) -> int | None:
+    """Bytes free on ``device`` (CUDA: ``torch.cuda.mem_get_info``; the CPU: ``MemAvailable``
+    of ``/proc/meminfo``); None when unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_step_fits(encoder: str, batch: int, image_size: int, device: str) -> None:
+    """:class:`~raysweep.errors.RaysweepError` (one line) when a timed step of ``encoder`` on
+    ``batch`` images of ``image_size`` px cannot fit in this machine's free memory: the
+    estimate refuses instead of trying to allocate it."""
+    needed = step_memory_bytes(encoder, batch, image_size)
+    free = free_memory_bytes(device)
+    if free is not None and needed > free:
+        where = "GPU" if device.startswith("cuda") else "CPU memory"
+        raise RaysweepError(
+            f"estimate: one timed training step of {encoder} on {batch} images of "
+            f"{image_size} px needs about {needed / 2**30:.1f} GiB, more than the "
+            f"{free / 2**30:.1f} GiB free on this machine's {where}; it cannot be measured "
+            "here (estimate on a machine it fits, or with a smaller batch_size or image_size)")
+
+
 def measure_step(encoder: str, batch: int, image_size: int, *, device: str | None = None,
                  steps: int = TIMED_STEPS) -> StepTiming:
     """Median seconds of a training step (forward, cross-entropy through a linear head,
@@ -89,6 +146,7 @@ def measure_step(encoder: str, batch: int, image_size: int, *, device: str | Non
 
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_step_fits(encoder, batch, image_size, device)
     generator = torch.Generator().manual_seed(0)
     model = build_encoder(encoder, generator=generator).to(device)
     images = torch.rand(batch, 3, image_size, image_size, generator=generator).to(device)

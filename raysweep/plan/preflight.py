@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from raysweep.config import DatasetSpec, ExperimentSpec, PretrainSpec, SourceSpec
 from raysweep.data import cache_root, index_dataset, read_source
@@ -41,12 +40,9 @@ from raysweep.storage.paths import StoragePath, escaping_links, resolved, storag
 from raysweep.storage.redact import redact
 from raysweep.tracking import tracking_problems
 
-if TYPE_CHECKING:
-    from raysweep.storage.paths import StoragePath
-
 __all__ = ["check", "check_resources", "directory_problem", "experiment_links_problem",
-           "output_file_problem",
-           "pretrain_data_problems", "pretrain_gpu_problem", "spec_file_problems"]
+           "output_file_problem", "pretrain_data_problems", "pretrain_gpu_problem",
+           "refuse_escaping_links", "spec_file_problems"]
 
 
 # ------------------------------------------------------------------------------- outputs
@@ -105,6 +101,14 @@ def experiment_links_problem(directory: str | os.PathLike[str] | StoragePath) ->
         return None
     return (f"experiment directory {directory} holds a symbolic link out of it ({links[0]}): "
             "raysweep neither reads nor writes through such links; remove it")
+
+
+def refuse_escaping_links(directory: str | os.PathLike[str] | StoragePath) -> None:
+    """:class:`~raysweep.errors.OutputError` (:func:`experiment_links_problem`) when the
+    experiment ``directory`` holds a symbolic link out of it: before anything in it is read."""
+    problem = experiment_links_problem(directory)
+    if problem:
+        raise OutputError(problem)
 
 
 def _object_store_problem(path, what: str) -> str | None:

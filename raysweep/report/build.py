@@ -35,7 +35,12 @@ from raysweep.report.inputs import (
     load_search_histories,
 )
 from raysweep.report.render import render_html, render_markdown
-from raysweep.report.search_section import has_searches, is_search_folder, search_sections
+from raysweep.report.search_section import (
+    check_searches,
+    has_searches,
+    is_search_folder,
+    search_sections,
+)
 from raysweep.report.significance import iter_families, pairwise_tests
 from raysweep.report.summary import (
     TEST_SET,
@@ -188,6 +193,7 @@ class _Inputs:
 
 def _read_inputs(experiment_dir: Path) -> _Inputs:
     search_only = has_searches(experiment_dir) and not _has_rows(experiment_dir)
+    check_searches(experiment_dir)
     return _Inputs(
         directory=experiment_dir,
         results=None if search_only else load_results(experiment_dir),

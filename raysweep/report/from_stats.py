@@ -70,8 +70,10 @@ def load_stats_table(path: str | Path) -> pd.DataFrame:
             mean, std, n = float(row["mean"]), float(row["std"]), float(row["n"])
         except (TypeError, ValueError) as exc:
             raise DataError(f"{path} line {line}: mean, std and n must be numbers") from exc
-        if std < 0 or not math.isfinite(std) or not math.isfinite(mean):
-            raise DataError(f"{path} line {line}: std {std} must be finite and >= 0")
+        if not math.isfinite(mean):
+            raise DataError(f"{path} line {line}: mean {row['mean']} must be a finite number")
+        if std < 0 or not math.isfinite(std):
+            raise DataError(f"{path} line {line}: std {row['std']} must be finite and >= 0")
         if n < 2 or n != int(n):
             raise DataError(f"{path} line {line}: n {row['n']} must be an integer >= 2")
     if len(table) < 2:

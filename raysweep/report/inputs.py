@@ -13,13 +13,14 @@ a :class:`~raysweep.errors.DataError` naming the file.
 from __future__ import annotations
 
 import dataclasses
-import json
+import io
 from pathlib import Path
 
 import pandas as pd
 
 from raysweep.errors import DataError
 from raysweep.search.outputs import TRIALS_CSV
+from raysweep.storage.reading import StoredFileError, parse_json, read_json, read_parquet, read_text
 
 REQUIRED_COLUMNS = ("condition", "seed")
 
@@ -29,12 +30,9 @@ def load_results(experiment_dir: str | Path) -> pd.DataFrame:
     path = Path(experiment_dir) / "results.parquet"
     if not Path(experiment_dir).is_dir():
         raise DataError(f"experiment directory {experiment_dir} does not exist")
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         raise DataError(f"{path} not found: run the evaluate stage first")
-    try:
-        results = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
-        raise DataError(f"{path} is not a readable parquet file ({type(exc).__name__})") from exc
+    results = read_parquet(path, root=experiment_dir)
     if results.empty:
         raise DataError(f"{path} has no rows")
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
@@ -60,15 +58,15 @@ def load_pretrain_curves(experiment_dir: str | Path) -> pd.DataFrame:
     """
     frames = []
     for log in sorted(Path(experiment_dir).glob("pretrain/*/metrics.jsonl")):
-        name = _run_name(log.parent)
-        lines = log.read_text(encoding="utf-8").splitlines()
+        name = _run_name(log.parent, experiment_dir)
+        lines = read_text(log, root=experiment_dir).splitlines()
         records = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
+                record = parse_json(line)
+            except ValueError as exc:
                 if number == len(lines):
                     break
                 raise DataError(f"{log} line {number} is not valid JSON") from exc
@@ -98,34 +96,33 @@ def load_search_histories(experiment_dir: str | Path) -> list[SearchHistory]:
     histories = []
     for folder in sorted(p for p in Path(experiment_dir).glob("search/*") if p.is_dir()):
         path = folder / TRIALS_CSV
-        if not path.is_file():
+        if not path.is_file() and not path.is_symlink():
             continue
+        text = read_text(path, root=experiment_dir)
         try:
-            trials = pd.read_csv(path)
+            trials = pd.read_csv(io.StringIO(text))
         except Exception as exc:
-            raise DataError(f"{path} is not a readable CSV file ({type(exc).__name__})") from exc
+            raise StoredFileError(path, f"not CSV: {type(exc).__name__}",
+                                  root=experiment_dir) from exc
         missing = [c for c in ("trial", "value") if c not in trials.columns]
         if missing:
             raise DataError(f"{path} has no column(s) {missing}")
-        meta = _read_meta(folder)
+        meta = _read_meta(folder, experiment_dir)
         maximize = str(meta.get("direction", "maximize")).lower() not in ("minimize", "min")
         histories.append(SearchHistory(folder.name, path, trials, maximize))
     return histories
 
 
-def _read_meta(folder: Path) -> dict:
+def _read_meta(folder: Path, root: str | Path) -> dict:
+    """``folder/meta.json`` (a JSON object; {} when absent) read within ``root``."""
     path = folder / "meta.json"
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON") from exc
-    return meta if isinstance(meta, dict) else {}
+    return read_json(path, root=root)
 
 
-def _run_name(folder: Path) -> str:
-    return str(_read_meta(folder).get("name", folder.name))
+def _run_name(folder: Path, root: str | Path) -> str:
+    return str(_read_meta(folder, root).get("name", folder.name))
 
 
 #: What every entry of ``representations.json`` holds (besides the condition's labels).
@@ -139,12 +136,9 @@ def load_representations(experiment_dir: str | Path) -> list[dict]:
     empty list when there is no such file. A file that is not such a list raises a
     :class:`DataError` naming it and what is wrong."""
     path = Path(experiment_dir) / "representations.json"
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path} is not valid JSON") from exc
+    data = read_json(path, root=experiment_dir)
     entries = data.get("conditions") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise DataError(f"{path} has no list of 'conditions'")

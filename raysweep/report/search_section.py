@@ -11,8 +11,8 @@ as JSON or parquet.
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,23 +23,25 @@ import pandas as pd
 from optuna.visualization import matplotlib as ovm
 from scipy import stats as sps
 
-from raysweep.errors import DataError
 from raysweep.report import plots, stats
 from raysweep.report.document import Figure, Section, Table, Text, slugify
 from raysweep.search.outputs import BEST_JSON, TRIALS_PARQUET
-from raysweep.search.study import open_storage
+from raysweep.search.study import load_stored_study
+from raysweep.storage.reading import StoredFileError, read_json, read_parquet
 from raysweep.store.searches import STUDY_FILE
 
-__all__ = ["has_searches", "is_search_folder", "paired_comparison", "search_sections"]
+__all__ = ["check_searches", "has_searches", "is_search_folder", "paired_comparison",
+           "search_sections"]
 
 #: Rows of the best-trials table.
 TOP_TRIALS = 10
 
 
 def is_search_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a search's study and ``best.json``."""
+    """Whether ``folder`` holds a search's study and ``best.json`` (whatever they are: a
+    folder or a link in their place is refused when they are read, not skipped)."""
 
-    return (folder / STUDY_FILE).is_file() and (folder / BEST_JSON).is_file()
+    return os.path.lexists(folder / STUDY_FILE) and os.path.lexists(folder / BEST_JSON)
 
 
 def _search_folders(experiment_dir: Path) -> list[Path]:
@@ -70,18 +72,24 @@ def paired_comparison(best: np.ndarray, default: np.ndarray) -> dict[str, float]
     return out
 
 
-def _read(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+#: What ``best.json`` must hold for a section, and the type of each.
+BEST_FIELDS = {"study_name": str, "storage": str, "metric": str, "direction": str,
+               "num_samples": int, "states": dict}
 
-    try:
-        record = json.loads((folder / BEST_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{folder / BEST_JSON} is not valid JSON") from exc
-    try:
-        trials = pd.read_parquet(folder / TRIALS_PARQUET)
-    except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
-        raise DataError(f"{folder / TRIALS_PARQUET} is not a readable parquet file "
-                        f"({type(exc).__name__})") from exc
-    return record, trials
+
+def _read(folder: Path, root: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """``best.json`` (an object with :data:`BEST_FIELDS`) and ``trials.parquet`` of a search
+    folder, read within the experiment directory ``root``."""
+
+    path = folder / BEST_JSON
+    record = read_json(path, root=root)
+    for key, kind in BEST_FIELDS.items():
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            raise StoredFileError(path, f"{key!r} is not a {kind.__name__}", root=root)
+    for key in ("best", "default"):
+        if not isinstance(record.get(key), (dict, type(None))):
+            raise StoredFileError(path, f"{key!r} is not an object", root=root)
+    return record, read_parquet(folder / TRIALS_PARQUET, root=root)
 
 
 def _fmt(value: Any) -> str:
@@ -148,7 +156,7 @@ def _top_table(slug: str, name: str, trials: pd.DataFrame, record: dict[str, Any
 
 
 def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, fig_dir: Path,
-                   dpi: int) -> list[Figure | Text | Table]:
+                   dpi: int, root: Path) -> list[Figure | Text | Table]:
     """Optuna's matplotlib figures of the study (pyplot figures, closed once saved): the
     history from one complete trial on; importances and the slice plot from two."""
     import matplotlib
@@ -156,8 +164,7 @@ def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, f
 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=record["study_name"],
-                              storage=open_storage(folder / STUDY_FILE))
+    study = load_stored_study(folder / STUDY_FILE, record["study_name"], root=root)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     blocks: list[Figure | Text | Table] = []
 
@@ -196,12 +203,23 @@ def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, f
     return blocks
 
 
+def check_searches(experiment_dir: str | Path) -> None:
+    """Read what every search section needs (``best.json``, ``trials.parquet``, the study in
+    its journal) before the report writes anything: a damaged one is a
+    :class:`~raysweep.storage.reading.StoredFileError` naming it, and no partial report is left."""
+
+    root = Path(experiment_dir)
+    for folder in _search_folders(root):
+        record, _ = _read(folder, root)
+        load_stored_study(folder / STUDY_FILE, record["study_name"], root=root)
+
+
 def search_sections(experiment_dir: str | Path, fig_dir: Path, dpi: int = 100) -> list[Section]:
     """One report section per search of ``experiment_dir`` (figures written to ``fig_dir``)."""
 
     sections = []
     for folder in _search_folders(Path(experiment_dir)):
-        record, trials = _read(folder)
+        record, trials = _read(folder, Path(experiment_dir))
         name = str(record.get("search", folder.name))
         slug = slugify(name)
         params = list((record.get("best") or {}).get("params", {}))
@@ -216,6 +234,6 @@ def search_sections(experiment_dir: str | Path, fig_dir: Path, dpi: int = 100) -
         blocks += [b for b in (_params_table(slug, name, record),
                                _comparison_table(slug, name, record),
                                _top_table(slug, name, trials, record, params)) if b is not None]
-        blocks += _study_figures(slug, name, record, folder, fig_dir, dpi)
+        blocks += _study_figures(slug, name, record, folder, fig_dir, dpi, Path(experiment_dir))
         sections.append(Section(f"Search {name}", tuple(blocks)))
     return sections

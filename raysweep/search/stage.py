@@ -38,6 +38,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -55,7 +56,7 @@ from raysweep.plan.searches import (
     total_epochs,
 )
 from raysweep.runtime.failures import trial_error
-from raysweep.search.journal import StudyJournal
+from raysweep.search.journal import StudyJournal, check_journal
 from raysweep.search.outputs import (
     TRIALS_PARQUET,
     best_yaml,
@@ -250,5 +251,14 @@ def _selected(spec: ExperimentSpec, only: list[str] | None) -> list[SearchSpec]:
         if unknown:
             raise SpecError(f"{spec.name}: no search named {unknown[0]!r}")
     return [search for search in spec.search if not only or search.name in only]
+
+
+def check_stored_journal(spec: ExperimentSpec, search: SearchSpec) -> None:
+    """:class:`~raysweep.storage.reading.StoredFileError` when the local journal of ``search`` exists
+    but is not one Optuna replays (:func:`~raysweep.search.journal.check_journal`); an
+    object-store journal is checked once downloaded (:func:`raysweep.search.study.open_storage`)."""
+    journal = StudyJournal.of(search_directory(spec, search))
+    if not journal.is_copy and os.path.lexists(journal.local):
+        check_journal(journal.local, root=Path(spec.directory))
 
 

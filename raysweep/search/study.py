@@ -35,12 +35,14 @@ from optuna.trial import TrialState
 from raysweep.config import SearchSpec, to_dict
 from raysweep.errors import RaysweepError
 from raysweep.plan.run_identity import NOT_IN_HASH
+from raysweep.search.journal import check_journal
 from raysweep.seeding import derive_seed
 from raysweep.storage.atomic import stable_hash
+from raysweep.storage.reading import StoredFileError
 from raysweep.store.searches import STUDY_FILE
 
 __all__ = ["STUDY_FILE", "SearchBusyError", "finished_trials", "interrupted_numbers",
-           "open_storage", "open_study", "recover_interrupted", "runner_record",
+           "load_stored_study", "open_storage", "open_study", "recover_interrupted", "runner_record",
            "state_counts", "study_name", "trial_state"]
 
 
@@ -63,11 +65,29 @@ def study_name(search: SearchSpec, weights_digest: str | None = None) -> str:
     return f"{search.name}-{stable_hash(meaning, length=8)}"
 
 
-def open_storage(path: str | os.PathLike[str]):
-    """The ``JournalStorage`` of a study file (created empty when missing)."""
+def open_storage(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None):
+    """The ``JournalStorage`` of a study file (created empty when missing). An existing file
+    is checked first (:func:`~raysweep.search.journal.check_journal`: not a folder, not a
+    link out of ``root``, every line a record Optuna replays), so that a damaged journal is
+    one :class:`~raysweep.storage.reading.StoredFileError` naming it, not a traceback from Optuna."""
 
+    if os.path.lexists(path):
+        check_journal(Path(path), root=None if root is None else Path(root))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def load_stored_study(path: Path, name: str, *, root: Path | None = None):
+    """The study ``name`` of the existing journal ``path`` (read only: nothing is created);
+    :class:`~raysweep.storage.reading.StoredFileError` when the journal is missing, damaged or holds
+    no such study."""
+    if not os.path.lexists(path):
+        raise StoredFileError(path, "missing", root=root)
+    storage = open_storage(path, root=root)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise StoredFileError(path, f"holds no study {name!r}", root=root) from None
 
 
 def open_study(directory: Path, search: SearchSpec, name: str):

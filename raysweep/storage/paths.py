@@ -74,8 +74,11 @@ def _filesystem(base: str):
             return _anonymous_gcs(base)
         return pyarrow.fs.FileSystem.from_uri(base)
     except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds
+        text = " ".join(str(err).split())
+        if any(word in text.lower() for word in _NO_CONNECTION):  # e.g. resolving an S3 region
+            raise OutputError(redact(f"storage {base}: {_store_failure(err)}")) from None
         raise SpecError(redact(f"storage {base}: cannot open ({type(err).__name__}: "
-                               f"{' '.join(str(err).split())[:300]})")) from None
+                               f"{text[:300]})")) from None
 
 
 #: Query parameter of ``gs://`` URIs that bounds the GCS client's retries (pyarrow's name).
