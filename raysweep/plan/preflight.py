@@ -29,6 +29,7 @@ from pathlib import Path
 
 from raysweep.config import DatasetSpec, ExperimentSpec, PretrainSpec, SourceSpec
 from raysweep.data import cache_root, index_dataset, read_source
+from raysweep.environment import CACHE_ENV
 from raysweep.errors import OutputError, Problems, RaysweepError
 from raysweep.evaluate.external import external_data, external_labels
 from raysweep.models import build_encoder
@@ -352,11 +353,14 @@ def spec_file_problems(spec: ExperimentSpec, source: str = "<spec>") -> list[str
     for key, reason in tracking_problems(spec):  # a tracker's library missing, no folder
         add(key, reason)
 
-    caches: dict[Path, str] = {}
-    for use in _uses(spec):
-        caches.setdefault(cache_root(use.dataset.cache_dir), f"{use.key}.cache_dir")
-    for root, key in caches.items():
-        problem = directory_problem(root, "decode cache")
+    caches: dict[Path, tuple[str, str]] = {}
+    for use in _uses(spec):  # an unset cache_dir is the folder RAYSWEEP_CACHE names: say so
+        unset = use.dataset.cache_dir is None and os.environ.get(CACHE_ENV, "").strip()
+        caches.setdefault(cache_root(use.dataset.cache_dir), (
+            f"{use.key}.cache_dir",
+            f"decode cache ({CACHE_ENV})" if unset else "decode cache"))
+    for root, (key, what) in caches.items():
+        problem = directory_problem(root, what)
         if problem:
             add(key, problem)
     checker = _DataChecker()

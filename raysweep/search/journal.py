@@ -119,10 +119,13 @@ def check_journal(path: AnyPath, *, root: AnyPath | None = None) -> None:
     over the records read. A journal that does not exist is ``FileNotFoundError``."""
 
     text = read_text(path, root=root)
+    lines = text.splitlines()
     logs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or (number == len(text.splitlines()) and not text.endswith("\n")):
-            continue  # a blank line, or a last line still being appended
+    for number, line in enumerate(lines, start=1):
+        if number == len(lines) and (not line.strip() or not text.endswith("\n")):
+            continue  # a last line still being appended (Optuna skips it too)
+        if not line.strip():  # Optuna's reader fails on a blank line before the last
+            raise StoredFileError(path, f"line {number} is blank", root=root)
         try:
             record = parse_json(line)
         except ValueError as err:
