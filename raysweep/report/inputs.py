@@ -32,7 +32,7 @@ def load_results(experiment_dir: str | Path) -> pd.DataFrame:
         raise DataError(f"experiment directory {experiment_dir} does not exist")
     if not path.is_file() and not path.is_symlink():
         raise DataError(f"{path} not found: run the evaluate stage first")
-    results = read_parquet(path, root=experiment_dir)
+    results = read_parquet(path, root=Path(experiment_dir))
     if results.empty:
         raise DataError(f"{path} has no rows")
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
@@ -59,7 +59,7 @@ def load_pretrain_curves(experiment_dir: str | Path) -> pd.DataFrame:
     frames = []
     for log in sorted(Path(experiment_dir).glob("pretrain/*/metrics.jsonl")):
         name = _run_name(log.parent, experiment_dir)
-        lines = read_text(log, root=experiment_dir).splitlines()
+        lines = read_text(log, root=Path(experiment_dir)).splitlines()
         records = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -98,12 +98,12 @@ def load_search_histories(experiment_dir: str | Path) -> list[SearchHistory]:
         path = folder / TRIALS_CSV
         if not path.is_file() and not path.is_symlink():
             continue
-        text = read_text(path, root=experiment_dir)
+        text = read_text(path, root=Path(experiment_dir))
         try:
             trials = pd.read_csv(io.StringIO(text))
         except Exception as exc:
             raise StoredFileError(path, f"not CSV: {type(exc).__name__}",
-                                  root=experiment_dir) from exc
+                                  root=Path(experiment_dir)) from exc
         missing = [c for c in ("trial", "value") if c not in trials.columns]
         if missing:
             raise DataError(f"{path} has no column(s) {missing}")
@@ -118,7 +118,7 @@ def _read_meta(folder: Path, root: str | Path) -> dict:
     path = folder / "meta.json"
     if not path.is_file() and not path.is_symlink():
         return {}
-    return read_json(path, root=root)
+    return read_json(path, root=Path(root))
 
 
 def _run_name(folder: Path, root: str | Path) -> str:
@@ -138,7 +138,7 @@ def load_representations(experiment_dir: str | Path) -> list[dict]:
     path = Path(experiment_dir) / "representations.json"
     if not path.is_file() and not path.is_symlink():
         return []
-    data = read_json(path, root=experiment_dir)
+    data = read_json(path, root=Path(experiment_dir))
     entries = data.get("conditions") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise DataError(f"{path} has no list of 'conditions'")
