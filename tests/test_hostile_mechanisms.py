@@ -18,7 +18,7 @@ import yaml
 
 from raysweep.cli import main
 from raysweep.errors import DataError, OutputError, RaysweepError, SpecError
-from raysweep.stored import StoredFileError
+from raysweep.storage.reading import StoredFileError
 
 GARBAGE = np.random.default_rng(1).integers(0, 256, 300, dtype=np.uint8).tobytes()
 CREATE = '{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}\n'
@@ -39,7 +39,7 @@ TRIAL = ('{"op_code": 4, "worker_id": "w", "study_id": 0, "datetime_start": null
 ])
 def test_a_journal_optuna_cannot_replay_is_one_line(tmp_path: Path, text: str,
                                                      reason: str) -> None:
-    from raysweep.sweep.search_study import open_storage
+    from raysweep.search.study import open_storage
 
     path = tmp_path / "study.journal"
     path.write_text(text)
@@ -51,7 +51,7 @@ def test_a_journal_optuna_cannot_replay_is_one_line(tmp_path: Path, text: str,
 @pytest.mark.parametrize("tail", ["", "\n", TRIAL[:25]])
 def test_a_journal_optuna_reads_is_accepted(tmp_path: Path, tail: str) -> None:
     """A trailing blank line or a last line still being appended: Optuna skips both."""
-    from raysweep.sweep.search_study import load_stored_study
+    from raysweep.search.study import load_stored_study
 
     path = tmp_path / "study.journal"
     path.write_text(CREATE + TRIAL % 1 + tail)
@@ -60,7 +60,7 @@ def test_a_journal_optuna_reads_is_accepted(tmp_path: Path, tail: str) -> None:
 
 
 def test_stored_study_missing_foreign_folder_or_linked_out(tmp_path: Path) -> None:
-    from raysweep.sweep.search_study import load_stored_study
+    from raysweep.search.study import load_stored_study
 
     root = tmp_path / "exp"
     root.mkdir()
@@ -83,10 +83,10 @@ def test_stored_study_missing_foreign_folder_or_linked_out(tmp_path: Path) -> No
 
 def test_search_refuses_a_damaged_journal_before_ray_starts(tmp_path: Path,
                                                             monkeypatch) -> None:
-    import raysweep.sweep.experiment as experiment
+    import raysweep.experiment.runner as experiment
     from raysweep.config import spec_from_data
-    from raysweep.sweep.search import run_searches
-    from raysweep.sweep.search_study import search_directory
+    from raysweep.experiment.runner import run_searches
+    from raysweep.store.searches import search_directory
 
     spec = spec_from_data({"name": "s", "storage": str(tmp_path), "search": [{
         "name": "bt", "pretrain": {"name": "bt", "data": {"sources": [{"kind": "digits"}],
@@ -138,7 +138,7 @@ def test_step_memory_grows_with_batch_and_pixels_and_counts_weights() -> None:
     """Linear in the batch (every leaf output and the input scale with it), close to
     quadratic in the image size, and at batch 0 the weights' 4 x 4 bytes per parameter."""
     from raysweep.models import build_encoder
-    from raysweep.sweep.estimate import step_memory_bytes
+    from raysweep.plan.estimate import step_memory_bytes
 
     one, two, three = (step_memory_bytes("small_resnet", b, 32) for b in (1, 2, 3))
     assert two - one == three - two > 0
@@ -154,7 +154,7 @@ def test_an_estimate_that_cannot_fit_is_refused_before_allocating(
         encoder: str, batch: int, size: int, monkeypatch) -> None:
     import torch
 
-    from raysweep.sweep import estimate
+    from raysweep.plan import estimate
 
     def no_allocation(*args, **kwargs):
         raise AssertionError("tried to allocate the batch")
@@ -180,7 +180,7 @@ def test_a_store_that_cannot_be_opened_says_why_without_its_secrets(
         monkeypatch, message: str, kind: type, said: str) -> None:
     import pyarrow.fs
 
-    from raysweep import storage
+    from raysweep.storage import paths as storage
 
     class Refusing:  # pyarrow.fs.FileSystem, failing as pyarrow does without a network
         @staticmethod

@@ -110,8 +110,6 @@ def free_memory_bytes(device: str) -> int | None:
     """Bytes free on ``device`` (CUDA: ``torch.cuda.mem_get_info``; the CPU: ``MemAvailable``
     of ``/proc/meminfo``); None when unknown."""
     if device.startswith("cuda"):
-        import torch
-
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:

@@ -1,5 +1,5 @@
-"""Every file the report reads goes through the one reader (:mod:`raysweep.stored`): a
-tampered ``metrics.jsonl``, ``meta.json``, ``history.csv``, ``representations.json``,
+"""Every file the report reads goes through the one reader (:mod:`raysweep.storage.reading`): a
+tampered ``metrics.jsonl``, ``meta.json``, ``trials.csv``, ``representations.json``,
 ``results.parquet``, ``best.json`` or ``study.journal`` is one error naming it, and no partial
 report is written (the inputs, the search studies included, are read before anything is)."""
 
@@ -19,7 +19,7 @@ from raysweep.config import ReportSpec
 from raysweep.errors import RaysweepError
 from raysweep.report import write_report
 from tests.report.test_report import make_experiment
-from tests.sweep.test_search_parts import _filled_study, one_search
+from tests.search.test_search_parts import _filled_study, one_search
 
 SETTINGS = ReportSpec(tests=("welch",), bootstrap_resamples=100)
 GARBAGE = np.random.default_rng(0).integers(0, 256, 512, dtype=np.uint8).tobytes()
@@ -55,8 +55,8 @@ RESULTS_TAMPERING: dict[str, tuple[str, Callable[[Path], None]]] = {
                                                  "[1, 2]")),
     "meta-infinite": ("meta.json", lambda d: _replace(d / "pretrain" / "0a1b2c" / "meta.json",
                                                      '{"name": 1e400}')),
-    "history-binary": ("history.csv", lambda d: _replace(d / "search" / "lambda" /
-                                                         "history.csv", GARBAGE)),
+    "trials-csv-binary": ("trials.csv", lambda d: _replace(d / "search" / "lambda" /
+                                                         "trials.csv", GARBAGE)),
     "results-link-out": ("results.parquet", lambda d: _replace(d / "results.parquet",
                                                                link=_outside(d))),
     "results-folder": ("results.parquet", lambda d: _replace(d / "results.parquet",
@@ -83,7 +83,7 @@ def test_a_tampered_results_input_is_one_error_naming_it(tmp_path: Path, case: s
 @pytest.fixture(scope="module")
 def search_template(tmp_path_factory) -> Path:
     """An experiment of one finished search (best.json, trials.parquet, study.journal)."""
-    from raysweep.sweep.search_outputs import write_outputs
+    from raysweep.search.outputs import write_outputs
 
     root = tmp_path_factory.mktemp("search")
     spec, search = one_search(root)
