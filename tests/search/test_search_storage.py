@@ -139,7 +139,7 @@ def test_a_run_is_refused_while_a_search_holds_the_experiment(ray_session, tmp_p
                                                               monkeypatch):
     """``raysweep search`` holds the lock while its searches run: a ``raysweep run`` of the
     same experiment started meanwhile is refused, naming the search."""
-    import raysweep.search.stage as search_module
+    import raysweep.experiment.runner as runner
     from raysweep import api
     from raysweep.store.lock import ExperimentLocked
 
@@ -152,7 +152,7 @@ def test_a_run_is_refused_while_a_search_holds_the_experiment(ray_session, tmp_p
         refusals.append(str(refused.value))
         raise _Stop  # no search needs to run for this test
 
-    monkeypatch.setattr(search_module, "run_search", run_meanwhile)
+    monkeypatch.setattr(runner, "run_search", run_meanwhile)
     monkeypatch.setattr("sys.argv", ["raysweep", "search", "spec.yaml"])
     with pytest.raises(_Stop):
         api.search(data)
