@@ -761,3 +761,34 @@ def test_errors_page_is_up_to_date(tmp_path_factory, monkeypatch, capsys):
     assert DOCS.is_file() and DOCS.read_text() == page, (
         "docs/errors.md is out of date: RAYSWEEP_WRITE_DOCS=1 python -m pytest "
         "tests/test_bad_inputs.py -k errors_page")
+
+
+def test_a_refused_command_leaves_the_home_folder_as_it_was(tmp_path: Path) -> None:
+    """MLflow is imported with Ray Tune whenever it is installed, and on import it would fetch
+    its telemetry configuration and write ``~/.config/mlflow/telemetry.json``: raysweep keeps
+    that off (a user may turn it back on), so a refused command writes nothing in ``HOME``
+    (matplotlib's font cache aside, a cache of the machine's fonts)."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    bad = home / "spec.yaml"
+    bad.write_text(yaml.safe_dump({**base_spec(tmp_path), "unknown_key": 1}))
+    # Without the variables by which MLflow itself recognises a test or a CI machine.
+    recognised = {"PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL",
+                  "BUILDKITE", "TRAVIS", "CIRCLECI", "TF_BUILD"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "DO_NOT_")) and k not in recognised}
+    env["HOME"] = str(home)
+    env["MPLCONFIGDIR"] = str(tmp_path / "mpl")
+    done = subprocess.run([sys.executable, "-m", "raysweep.cli", "validate", str(bad)],
+                          env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == ["spec.yaml"]
+    subprocess.run([sys.executable, "-c", "import raysweep, mlflow"], env=env, check=True)
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == ["spec.yaml"]
+    code = "import os, raysweep; print(os.environ['MLFLOW_DISABLE_TELEMETRY'])"
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**env, "MLFLOW_DISABLE_TELEMETRY": "false"}, check=True)
+    assert chosen.stdout.strip() == "false"
