@@ -20,7 +20,7 @@ __all__ = ["torch_load"]
 def torch_load(path: AnyPath | str, **kwargs: Any) -> Any:
     """``torch.load(..., weights_only=True)`` of a local file or an object, mapped to the CPU.
 
-    Nothing is unpickled: shared storage is writable by others (docs/design.md, "Storage")."""
+    Nothing is unpickled: shared storage is writable by others (docs/design.md, "The experiment directory")."""
     target = storage_path(path)
     source = target if isinstance(target, Path) else io.BytesIO(target.read_bytes())
     return torch.load(source, map_location="cpu", weights_only=True, **kwargs)
