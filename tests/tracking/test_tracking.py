@@ -30,12 +30,13 @@ from raysweep.tracking import TrackedRecord, Trackers, TrackingWarning  # noqa: 
 
 DIGITS = {"sources": [{"kind": "digits", "classes": ["5", "6", "7"]}], "image_size": 16,
           "test_fraction": 0.3, "val_fraction": 0.2, "label_count": 30}
+PRETRAIN_DATA = {**DIGITS, "sources": [{**DIGITS["sources"][0], "split": "train"}]}  # never the test images
 
 
 def tiny_spec(storage: Path, tracking: dict, *, pretrain: bool = True,
               search: bool = True) -> dict:
     """Pre-training (2 epochs), 2 conditions x 2 probe seeds, a one-trial search."""
-    run = {"data": DIGITS, "encoder": {"name": "small_resnet"}, "further": False,
+    run = {"data": PRETRAIN_DATA, "encoder": {"name": "small_resnet"}, "further": False,
            "frozen_epochs": 0, "batch_size": 32, "projector": [32, 32], "lr_max": 1e-3}
     encoders = [{"name": "random", "encoder": {"name": "small_resnet"},
                  "keys": {"init": "random"}}]
