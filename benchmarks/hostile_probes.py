@@ -325,21 +325,35 @@ def holder(**fields: Any) -> dict[str, Any]:
     return record
 
 
-def first_row(write: Callable[[Path], Any]) -> Callable[[Box, Path], Any]:
-    """Replace the first stored row file by what ``write(path)`` puts there."""
+def replacing(locate: Callable[[Box, Path], Path],
+              write: Callable[[Path], Any]) -> Callable[[Box, Path], Any]:
+    """A tamper that replaces the file ``locate(box, directory)`` of the study's experiment
+    directory by what ``write(path)`` puts there."""
     def tamper(box: Box, directory: Path) -> None:
-        path = box.row_files()[0]
+        path = locate(box, directory)
         path.unlink()
         write(path)
     return tamper
+
+
+def first_row(write: Callable[[Path], Any]) -> Callable[[Box, Path], Any]:
+    """Replace the first stored row file by what ``write(path)`` puts there."""
+    return replacing(lambda box, directory: box.row_files()[0], write)
+
+
+def search_file(name: str, write: Callable[[Path], Any]) -> Callable[[Box, Path], Any]:
+    """Replace the file ``name`` of the study's search ``s`` by what ``write(path)`` puts there."""
+    return replacing(lambda box, directory: directory / "search" / "s" / name, write)
 
 
 def journal(write: Callable[[Path], Any]) -> Callable[[Box, Path], Any]:
-    def tamper(box: Box, directory: Path) -> None:
-        path = directory / "search" / "s" / "study.journal"
-        path.unlink()
-        write(path)
-    return tamper
+    return search_file("study.journal", write)
+
+
+def meta(write: Callable[[Path], Any]) -> Callable[[Box, Path], Any]:
+    """Replace the ``meta.json`` of pre-training run ``A`` by what ``write(path)`` puts there."""
+    return replacing(lambda box, directory: next(
+        (directory / "pretrain").glob("A-*/meta.json")), write)
 
 
 def gpu_file(content: Any) -> Callable[[Box, Path], Any]:
@@ -745,19 +759,8 @@ def _row_probes() -> list[Probe]:
 def _meta_and_results_probes() -> list[Probe]:
     new = probe("new", "tampered file")
 
-    def meta(write: Callable[[Path], Any]) -> Callable[[Box, Path], Any]:
-        def tamper(box: Box, directory: Path) -> None:
-            path = next((directory / "pretrain").glob("A-*/meta.json"))
-            path.unlink()
-            write(path)
-        return tamper
-
     def results(write: Callable[[Path], Any]) -> Callable[[Box, Path], Any]:
-        def tamper(box: Box, directory: Path) -> None:
-            path = directory / "results.parquet"
-            path.unlink()
-            write(path)
-        return tamper
+        return replacing(lambda box, directory: directory / "results.parquet", write)
 
     return [
         new("meta-garbage-status", on_study("status", meta(lambda p: p.write_bytes(garbage()))),
@@ -1140,20 +1143,6 @@ def _held_out_files() -> list[Probe]:
     held = probe("held-out", "tampered file")
     lock_text = (".raysweep.lock",)
     named = ("seed-0000-", "counted as missing")
-
-    def search_file(name: str, write: Callable[[Path], Any]) -> Callable[[Box, Path], Any]:
-        def tamper(box: Box, directory: Path) -> None:
-            path = directory / "search" / "s" / name
-            path.unlink()
-            write(path)
-        return tamper
-
-    def meta(write: Callable[[Path], Any]) -> Callable[[Box, Path], Any]:
-        def tamper(box: Box, directory: Path) -> None:
-            path = next((directory / "pretrain").glob("A-*/meta.json"))
-            path.unlink()
-            write(path)
-        return tamper
 
     def truncated_journal(box: Box, directory: Path) -> None:
         path = directory / "search" / "s" / "study.journal"
