@@ -36,9 +36,10 @@ from raysweep.report.inputs import (
 )
 from raysweep.report.render import render_html, render_markdown
 from raysweep.report.search_section import (
-    check_searches,
+    StoredSearch,
     has_searches,
     is_search_folder,
+    read_searches,
     search_sections,
 )
 from raysweep.report.significance import iter_families, pairwise_tests
@@ -166,7 +167,7 @@ def write_report(
     fig_dir = out / "figures"
     if inputs.results is None:  # an experiment of searches only
         tests = pd.DataFrame()
-        sections = search_sections(experiment_dir, fig_dir, dpi)
+        sections = search_sections(inputs.searches, fig_dir, dpi)
         intro: tuple[str, ...] = (f"{len(sections)} search(es); no evaluation results yet.",)
     else:
         tests, sections, intro = _results_report(inputs, inputs.results, settings, fig_dir, dpi)
@@ -189,17 +190,19 @@ class _Inputs:
     curves: pd.DataFrame
     histories: list[SearchHistory]
     representations: list[dict]
+    searches: list[StoredSearch]
 
 
 def _read_inputs(experiment_dir: Path) -> _Inputs:
     search_only = has_searches(experiment_dir) and not _has_rows(experiment_dir)
-    check_searches(experiment_dir)
+    searches = read_searches(experiment_dir)  # first: a damaged search stops the report early
     return _Inputs(
         directory=experiment_dir,
         results=None if search_only else load_results(experiment_dir),
         curves=load_pretrain_curves(experiment_dir),
         histories=load_search_histories(experiment_dir),
         representations=load_representations(experiment_dir),
+        searches=searches,
     )
 
 
@@ -220,7 +223,7 @@ def _results_report(
         *_validation_section(trained, settings, fig_dir, dpi),
         *_representation_section(inputs.representations, fig_dir, dpi),
         _figures_section(parts, settings, inputs.curves, inputs.histories, fig_dir, dpi),
-        *search_sections(inputs.directory, fig_dir, dpi),
+        *search_sections(inputs.searches, fig_dir, dpi),
     ]
     conditions = list(pd.unique(results["condition"]))
     on_sets = (f" (each scored on {len(parts)} test sets: "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ from raysweep.search.study import load_stored_study
 from raysweep.storage.reading import StoredFileError, read_json, read_parquet
 from raysweep.store.searches import STUDY_FILE
 
-__all__ = ["check_searches", "has_searches", "is_search_folder", "paired_comparison",
-           "search_sections"]
+__all__ = ["StoredSearch", "has_searches", "is_search_folder", "paired_comparison",
+           "read_searches", "search_sections"]
 
 #: Rows of the best-trials table.
 TOP_TRIALS = 10
@@ -155,8 +156,8 @@ def _top_table(slug: str, name: str, trials: pd.DataFrame, record: dict[str, Any
                          f"{record['metric']}).", data=data, display=data.map(_fmt))
 
 
-def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, fig_dir: Path,
-                   dpi: int, root: Path) -> list[Figure | Text | Table]:
+def _study_figures(slug: str, name: str, record: dict[str, Any], study: optuna.Study,
+                   fig_dir: Path, dpi: int) -> list[Figure | Text | Table]:
     """Optuna's matplotlib figures of the study (pyplot figures, closed once saved): the
     history from one complete trial on; importances and the slice plot from two."""
     import matplotlib
@@ -164,7 +165,6 @@ def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, f
 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = load_stored_study(folder / STUDY_FILE, record["study_name"], root=root)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     blocks: list[Figure | Text | Table] = []
 
@@ -203,23 +203,37 @@ def _study_figures(slug: str, name: str, record: dict[str, Any], folder: Path, f
     return blocks
 
 
-def check_searches(experiment_dir: str | Path) -> None:
-    """Read what every search section needs (``best.json``, ``trials.parquet``, the study in
-    its journal) before the report writes anything: a damaged one is a
-    :class:`~raysweep.storage.reading.StoredFileError` naming it, and no partial report is left."""
+@dataclass(frozen=True)
+class StoredSearch:
+    """What a search section shows, read from ``<experiment>/search/<name>/``: ``best.json``
+    (``record``), ``trials.parquet`` (``trials``) and the Optuna study of its journal."""
 
+    folder: Path
+    record: dict[str, Any]
+    trials: pd.DataFrame
+    study: optuna.Study
+
+
+def read_searches(experiment_dir: str | Path) -> list[StoredSearch]:
+    """Every search of ``experiment_dir``, read once and before the report writes anything: a
+    damaged file is a :class:`~raysweep.storage.reading.StoredFileError` naming it, and no
+    partial report is left."""
     root = Path(experiment_dir)
+    searches = []
     for folder in _search_folders(root):
-        record, _ = _read(folder, root)
-        load_stored_study(folder / STUDY_FILE, record["study_name"], root=root)
+        record, trials = _read(folder, root)
+        study = load_stored_study(folder / STUDY_FILE, record["study_name"], root=root)
+        searches.append(StoredSearch(folder, record, trials, study))
+    return searches
 
 
-def search_sections(experiment_dir: str | Path, fig_dir: Path, dpi: int = 100) -> list[Section]:
-    """One report section per search of ``experiment_dir`` (figures written to ``fig_dir``)."""
-
+def search_sections(searches: list[StoredSearch], fig_dir: Path,
+                    dpi: int = 100) -> list[Section]:
+    """One report section per search read by :func:`read_searches` (figures written to
+    ``fig_dir``)."""
     sections = []
-    for folder in _search_folders(Path(experiment_dir)):
-        record, trials = _read(folder, Path(experiment_dir))
+    for search in searches:
+        folder, record, trials = search.folder, search.record, search.trials
         name = str(record.get("search", folder.name))
         slug = slugify(name)
         params = list((record.get("best") or {}).get("params", {}))
@@ -234,6 +248,6 @@ def search_sections(experiment_dir: str | Path, fig_dir: Path, dpi: int = 100) -
         blocks += [b for b in (_params_table(slug, name, record),
                                _comparison_table(slug, name, record),
                                _top_table(slug, name, trials, record, params)) if b is not None]
-        blocks += _study_figures(slug, name, record, folder, fig_dir, dpi, Path(experiment_dir))
+        blocks += _study_figures(slug, name, record, search.study, fig_dir, dpi)
         sections.append(Section(f"Search {name}", tuple(blocks)))
     return sections
