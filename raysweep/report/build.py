@@ -37,7 +37,6 @@ from raysweep.report.inputs import (
 from raysweep.report.render import render_html, render_markdown
 from raysweep.report.search_section import (
     StoredSearch,
-    has_searches,
     is_search_folder,
     read_searches,
     search_sections,
@@ -194,8 +193,8 @@ class _Inputs:
 
 
 def _read_inputs(experiment_dir: Path) -> _Inputs:
-    search_only = has_searches(experiment_dir) and not _has_rows(experiment_dir)
     searches = read_searches(experiment_dir)  # first: a damaged search stops the report early
+    search_only = bool(searches) and not _has_rows(experiment_dir)
     return _Inputs(
         directory=experiment_dir,
         results=None if search_only else load_results(experiment_dir),

@@ -31,7 +31,7 @@ from raysweep.search.study import load_stored_study
 from raysweep.storage.reading import StoredFileError, read_json, read_parquet
 from raysweep.store.searches import STUDY_FILE
 
-__all__ = ["StoredSearch", "has_searches", "is_search_folder", "paired_comparison",
+__all__ = ["StoredSearch", "is_search_folder", "paired_comparison",
            "read_searches", "search_sections"]
 
 #: Rows of the best-trials table.
@@ -47,11 +47,6 @@ def is_search_folder(folder: Path) -> bool:
 
 def _search_folders(experiment_dir: Path) -> list[Path]:
     return [f for f in sorted(Path(experiment_dir).glob("search/*")) if is_search_folder(f)]
-
-
-def has_searches(experiment_dir: str | Path) -> bool:
-    """Whether the experiment has a search to report."""
-    return bool(_search_folders(Path(experiment_dir)))
 
 
 def paired_comparison(best: np.ndarray, default: np.ndarray) -> dict[str, float]:
