@@ -75,12 +75,18 @@ def _number_in(kind: type, low: float, high: float, *, open_low: bool = False,
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from raysweep import api
+    # The spec itself is checked with raysweep.config alone (under a second); the files it
+    # names need the data readers, torch included (~10 s), imported only for a spec that parsed.
+    from raysweep.config import load_spec
 
     failures: list[RaysweepError] = []
     for path in args.files:
         try:
-            spec = api.load(path) if args.spec_only else api.check(path)
+            spec = load_spec(path)
+            if not args.spec_only:
+                from raysweep.plan.preflight import check as check_files
+
+                check_files(spec, str(path))
         except RaysweepError as err:
             failures.append(err)
             continue

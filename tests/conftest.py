@@ -1,14 +1,18 @@
-"""Shared test fixtures: paths to the real MedMNIST files, one Ray instance per session and a
-local S3 server (moto) for the object-store tests."""
+"""Shared test fixtures: paths to the real MedMNIST files, one Ray instance per session, the
+demo's smoke study run once per session, and local object stores (moto's S3, a GCS emulator) for
+the object-store tests."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -66,6 +70,37 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- the demo
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """One finished ``raysweep demo --smoke --storage STORAGE`` (with ``RAYSWEEP_CACHE=cache``)
+    and the last line it printed."""
+
+    storage: Path
+    cache: Path
+    last_line: str
+
+
+@pytest.fixture(scope="session")
+def demo_smoke_run(ray_session, tmp_path_factory) -> DemoRun:
+    """The demo's smoke study (4 Ray Train pre-training runs, 33 Tune trials, the report), run
+    once per session through the CLI in this process: tests/experiment/test_demo.py checks it
+    and reruns it, tests/launch/test_notebook.py starts from its pre-training runs. Tests must
+    not change what it wrote."""
+    from raysweep.cli import main
+
+    root = tmp_path_factory.mktemp("demo")
+    storage, cache = root / "runs", root / "cache"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setenv("RAYSWEEP_CACHE", str(cache))
+        code = main(["demo", "--smoke", "--storage", str(storage)])
+    assert code == 0, printed.getvalue()[-3000:]
+    return DemoRun(storage, cache, printed.getvalue().strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------- object store

@@ -30,6 +30,10 @@ DESIGN = ROOT / "docs" / "design.md"
 DEFERRED_IMPORTS = {
     "mlflow": "an optional tracker (extra `tracking`); imported only when a spec turns it on",
     "wandb": "an optional tracker (extra `tracking`); imported only when a spec turns it on",
+    "ray.air.integrations.mlflow": "Ray's MLflow callback imports mlflow (~1 s on every "
+    "command otherwise); imported only when a spec tracks searches with MLflow",
+    "ray.air.integrations.wandb": "Ray's W&B callback imports wandb (~1 s on every command "
+    "otherwise); imported only when a spec tracks searches with W&B",
     "tensorboardX": "an optional tracker; imported only when a spec turns it on",
     "torch.utils.tensorboard": "an optional tracker; imported only when a spec turns it on",
     "lightly": "benchmarks' comparison library, not a dependency of the package",

@@ -24,6 +24,7 @@ _EXPORTS = {
     "dataset_name": "raysweep.data.dataset",
     "describe": "raysweep.data.describe",
     "index_dataset": "raysweep.data.dataset",
+    "listing_each_source_once": "raysweep.data.sources",
     "load_dataset": "raysweep.data.dataset",
     "oversample": "raysweep.data.splits",
     "read_source": "raysweep.data.sources",
@@ -34,7 +35,8 @@ _EXPORTS = {
 
 __all__ = [
     "DECODER_VERSION", "DataWarning", "ImageDataset", "SourceListing", "allocate", "cache_root",
-    "dataset_name", "describe", "index_dataset", "load_dataset", "oversample", "read_source",
+    "dataset_name", "describe", "index_dataset", "listing_each_source_once", "load_dataset",
+    "oversample", "read_source",
     "stratified_split", "stratified_subset", "to_float_rgb",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)
@@ -58,6 +60,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from raysweep.data.dataset import ImageDataset, dataset_name, index_dataset, load_dataset
     from raysweep.data.decode import DECODER_VERSION, DataWarning
     from raysweep.data.describe import describe
-    from raysweep.data.sources import SourceListing, read_source
+    from raysweep.data.sources import SourceListing, listing_each_source_once, read_source
     from raysweep.data.splits import allocate, oversample, stratified_split, stratified_subset
     from raysweep.data.tensors import to_float_rgb

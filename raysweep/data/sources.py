@@ -31,6 +31,8 @@ Readers (``SourceSpec.kind``):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import dataclasses
 import io
@@ -126,12 +128,47 @@ class SourceListing:
                                    labels=new_labels[new_labels >= 0])
 
 
+#: Listings made inside :func:`listing_each_source_once`, by the source's spec.
+_LISTINGS: contextvars.ContextVar[dict[str, SourceListing] | None] = contextvars.ContextVar(
+    "raysweep_source_listings", default=None)
+
+
+@contextlib.contextmanager
+def listing_each_source_once() -> Iterator[None]:
+    """Inside the block, :func:`read_source` lists each source once and hands the same listing
+    to every later call with an equal spec.
+
+    The checks before a run name one source in every run and condition that reads it (the
+    Chaves study lists its ISIC manifest, 25k rows each checked on disk, 33 times); one
+    command's check is the block, so a file changed after it is seen by the next one. Nested
+    blocks share the outermost one's listings."""
+    if _LISTINGS.get() is not None:
+        yield
+        return
+    token = _LISTINGS.set({})
+    try:
+        yield
+    finally:
+        _LISTINGS.reset(token)
+
+
 def read_source(spec: SourceSpec) -> SourceListing:
-    """List the items of ``spec`` (no decoding), with ``spec.classes`` applied.
+    """List the items of ``spec`` (no decoding), with ``spec.classes`` applied (once per spec
+    inside :func:`listing_each_source_once`).
 
     Raises :class:`DataError` naming the file, row or key for a missing path, a bad manifest,
     an unknown class, or a source with no images.
     """
+    listings = _LISTINGS.get()
+    if listings is None:
+        return _list_source(spec)
+    key = repr(spec)  # a frozen dataclass of plain values: equal specs, equal reprs
+    if key not in listings:
+        listings[key] = _list_source(spec)
+    return listings[key]
+
+
+def _list_source(spec: SourceSpec) -> SourceListing:
     if spec.kind == "folder":
         listing = _read_folder(spec)
     elif spec.kind == "manifest":

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raysweep.config import DatasetSpec, ExperimentSpec, PretrainSpec, SourceSpec
-from raysweep.data import cache_root, index_dataset, read_source
+from raysweep.data import cache_root, index_dataset, listing_each_source_once, read_source
 from raysweep.environment import CACHE_ENV
 from raysweep.errors import OutputError, Problems, RaysweepError
 from raysweep.evaluate.external import external_data, external_labels
@@ -386,7 +386,9 @@ def spec_file_problems(spec: ExperimentSpec, source: str = "<spec>") -> list[str
 
 
 def check(spec: ExperimentSpec, source: str = "<spec>") -> None:
-    """Raise :class:`Problems` listing every problem of :func:`spec_file_problems`."""
-    problems = spec_file_problems(spec, source)
+    """Raise :class:`Problems` listing every problem of :func:`spec_file_problems` (each
+    source listed once, however many runs and conditions read it)."""
+    with listing_each_source_once():
+        problems = spec_file_problems(spec, source)
     if problems:
         raise Problems(problems)

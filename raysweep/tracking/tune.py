@@ -17,8 +17,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune import Callback  # RAY
 
 from raysweep.tracking.backends import backend_location, mlflow_uri
@@ -95,6 +93,8 @@ def ray_logger_callbacks(spec: Any, trackers: Trackers, *, group: str) -> list[C
     folder = tracking_dir(spec) or tracking_folder_fallback()
     callbacks: list[Callback] = []
     if "mlflow" in trackers.names:
+        # imports mlflow (~1 s): only where a spec tracks its searches with MLflow
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
 
         settings = spec.tracking.mlflow
         mlflow_callback = MLflowLoggerCallback(  # RAY: one MLflow run per trial
@@ -104,6 +104,8 @@ def ray_logger_callbacks(spec: Any, trackers: Trackers, *, group: str) -> list[C
         callbacks.append(GuardedCallback(
             "mlflow", backend_location("mlflow", settings, folder), mlflow_callback))
     if "wandb" in trackers.names:
+        # imports wandb (~1 s): only where a spec tracks its searches with W&B
+        from ray.air.integrations.wandb import WandbLoggerCallback
 
         settings = spec.tracking.wandb
         # Ray asks for an API key unless WANDB_MODE says offline (the mode argument alone

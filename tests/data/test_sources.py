@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from raysweep.config import DatasetSpec, SourceSpec
-from raysweep.data import load_dataset, read_source
+from raysweep.data import listing_each_source_once, load_dataset, read_source
 from raysweep.data.sources import resolve_medmnist_file
 from raysweep.errors import DataError
 
@@ -90,6 +90,29 @@ def test_manifest_labels_splits_and_root(tmp_path, image_writer):
                                      root=str(tmp_path / "imgs")))
     assert listing.paths == (tmp_path / "imgs" / "0.jpg", tmp_path / "imgs" / "1.jpg")
     assert listing.splits is None
+
+
+def test_a_source_is_listed_once_inside_a_check_and_afresh_after_it(tmp_path, image_writer,
+                                                                    monkeypatch):
+    import raysweep.data.sources as sources
+
+    file = _manifest(tmp_path, image_writer, ["imgs/0.jpg,a", "imgs/1.jpg,b", "imgs/2.jpg,a"],
+                     header="path,label")
+    spec = SourceSpec(kind="manifest", path=str(file))
+    reads: list[Path] = []
+    real = sources._manifest_text
+    monkeypatch.setattr(sources, "_manifest_text", lambda f: reads.append(f) or real(f))
+    with listing_each_source_once():
+        first = read_source(spec)
+        with listing_each_source_once():  # a nested block shares the outer one's listings
+            assert read_source(SourceSpec(kind="manifest", path=str(file))) is first
+        other = read_source(SourceSpec(kind="manifest", path=str(file), classes=("b", "a")))
+        assert len(reads) == 2 and other.classes == ("b", "a")  # another spec: listed anew
+        (tmp_path / "imgs" / "1.jpg").unlink()
+        assert read_source(spec) is first  # within one check, the listing made at its start
+    with pytest.raises(DataError, match="line 3: image not found"):
+        read_source(spec)  # the next check sees the file gone
+    assert len(reads) == 3
 
 
 def test_manifest_label_outside_classes_names_file_and_line(tmp_path, image_writer):

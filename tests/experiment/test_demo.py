@@ -17,11 +17,11 @@ from raysweep.experiment.demo import demo_spec
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_demo_smoke_twice(ray_session, tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
-    storage = tmp_path / "runs"
-    assert main(["demo", "--smoke", "--storage", str(storage)]) == 0
-    first = capsys.readouterr().out.strip().splitlines()[-1]
+def test_demo_smoke_twice(demo_smoke_run, tmp_path: Path, monkeypatch, capsys):
+    # the first run: the session's (tests/conftest.py), which the notebook test shares
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(demo_smoke_run.cache))
+    storage = demo_smoke_run.storage
+    first = demo_smoke_run.last_line
     spec = demo_spec(smoke=True, storage=str(storage))
     table = pd.read_parquet(spec.directory / "results.parquet")
     # 4 pre-trained encoders x (fine-tune + probe + logistic) + a random-init fine-tune
