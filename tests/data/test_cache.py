@@ -239,6 +239,7 @@ def test_stale_build_directories_are_removed_at_the_next_build(folder_spec, cach
     assert (cache_dir / f".tmp-{'f' * 24}-{host}-{dead}-0123abcd").exists()
 
 
+@pytest.mark.slow
 def test_killed_build_leaves_a_directory_the_next_build_removes(folder_spec, cache_dir,
                                                                 monkeypatch):
     """A build killed mid-decode (SIGKILL: no cleanup runs) leaves its temporary directory;

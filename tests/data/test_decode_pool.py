@@ -141,6 +141,7 @@ def test_decode_workers(monkeypatch):
         == [1, 64, 64, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_decode_workers_inside_ray_uses_the_cpus_ray_assigned(ray_session, monkeypatch):
     monkeypatch.delenv("RAYSWEEP_DECODE_WORKERS", raising=False)

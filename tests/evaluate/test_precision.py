@@ -80,6 +80,7 @@ def test_precision_enters_row_identity_only_when_set() -> None:
         protocol_settings(default, "logistic")
 
 
+@pytest.mark.slow
 def test_opting_out_is_exactly_the_fp32_path(breast, encoder) -> None:
     short = FIXED.replace(epochs=1)
     opted_out = short.replace(precision="fp32", channels_last=False)
@@ -91,6 +92,7 @@ def test_opting_out_is_exactly_the_fp32_path(breast, encoder) -> None:
         assert "precision" not in explicit and "channels_last" not in explicit
 
 
+@pytest.mark.slow
 def test_bf16_finetune_is_within_tolerance_of_fp32(breast, encoder) -> None:
     fp32 = finetune(encoder, *breast, settings=FIXED, seed=2, class_names=CLASSES)
     bf16 = finetune(encoder, *breast, settings=BF16, seed=2, class_names=CLASSES)
@@ -99,6 +101,7 @@ def test_bf16_finetune_is_within_tolerance_of_fp32(breast, encoder) -> None:
         assert bf16[metric] == pytest.approx(fp32[metric], abs=METRIC_TOLERANCE), metric
 
 
+@pytest.mark.slow
 def test_bf16_probes_are_within_tolerance_of_fp32_batched_and_single(breast, encoder) -> None:
     _, fp32 = probe_single(encoder, *breast, settings=FIXED, seed=3, class_names=CLASSES,
                            return_probabilities=True)

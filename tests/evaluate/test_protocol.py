@@ -43,6 +43,7 @@ def without_timings(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in TIMINGS}
 
 
+@pytest.mark.slow
 def test_finetune_row_is_reproducible_and_leaves_the_encoder_alone(breast, encoder,
                                                                    augment) -> None:
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
@@ -65,6 +66,7 @@ def test_finetune_row_is_reproducible_and_leaves_the_encoder_alone(breast, encod
     assert frozen["lr_finder"] != first["lr_finder"]  # the head epoch trained differently
 
 
+@pytest.mark.slow
 def test_batched_k5_probes_equal_five_separate_probes(breast, encoder, augment) -> None:
     seeds = [0, 1, 2, 3, 4]
     rows, probs = probe_batched(encoder, *breast, settings=TINY, seeds=seeds,
@@ -121,6 +123,7 @@ def test_encoder_output_size_mismatch_names_both_sizes(breast, augment) -> None:
         probe(liar, *breast, settings=TINY, seeds=[0, 1], class_names=CLASSES, augment=augment)
 
 
+@pytest.mark.slow
 def test_finetune_resumed_from_an_epoch_checkpoint_equals_the_uninterrupted_run(
         breast, encoder, augment, tmp_path: Path) -> None:
     settings = TINY.replace(epochs=3)
@@ -143,6 +146,7 @@ def small_breast(breast):
     return (images[:160], labels[:160]), test
 
 
+@pytest.mark.slow
 def test_validation_curve_records_every_epoch_and_changes_nothing_else(small_breast, encoder,
                                                                       augment) -> None:
     """With ``val`` the row gains ``val_curve``: one record per 1cycle epoch; the rest of the
@@ -164,6 +168,7 @@ def test_validation_curve_records_every_epoch_and_changes_nothing_else(small_bre
     assert all(r["loss"] > 0 for r in curve) and curve[0] != curve[1]
 
 
+@pytest.mark.slow
 def test_validation_curve_survives_a_resume(small_breast, encoder, augment,
                                             tmp_path: Path) -> None:
     settings = TINY.replace(epochs=2, batch_size=32, tta_views=1)
@@ -193,6 +198,7 @@ class CountingAugment:
         return self.augment(x, generator=generator)
 
 
+@pytest.mark.slow
 def test_training_on_non_augmented_images_is_training_with_the_identity(small_breast, encoder,
                                                                         augment) -> None:
     """``train_augmentation: false`` (Jiang's unfrozen backbone, thesis section 3.2.3): the

@@ -332,6 +332,7 @@ def isic_manifest(tmp_path_factory) -> Path:
     return _isic_like_manifest(tmp_path_factory.mktemp("isic"))
 
 
+@pytest.mark.slow
 def test_the_label_fraction_spec_plans_148_1480_and_14805_labels(tmp_path: Path,
                                                                   isic_manifest: Path):
     manifest = isic_manifest
@@ -410,6 +411,7 @@ def _external_manifest(path: Path, labels: list[str], split: str | None = None) 
     path.write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow
 def test_the_chaves_dry_run_prints_its_test_sets_and_label_budgets(tmp_path: Path, capsys,
                                                                    monkeypatch,
                                                                    isic_manifest: Path):

@@ -90,6 +90,7 @@ def test_a_training_step_is_timed_and_costs_more_than_a_forward_pass():
     assert timing.train_s > timing.forward_s > 0
 
 
+@pytest.mark.slow
 def test_dry_run_estimate_through_the_cli_writes_nothing(tmp_path: Path):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec_dict(tmp_path / "storage")))

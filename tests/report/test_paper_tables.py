@@ -213,6 +213,7 @@ def test_oral_cancer_declares_section_4_5_in_order(tmp_path: Path):
     assert report_rows(tmp_path, spec, results_of(spec, n_seeds=4)) == {"tests-finetune": ORAL}
 
 
+@pytest.mark.slow
 def test_chaves_declares_ssl_over_supervised_per_budget_on_every_test_set(tmp_path: Path):
     spec = load_spec(SEARCH_SPACES / "chaves_isic2019.yaml")
     assert [t.name for t in spec.evaluate.test_sets] == list(CHAVES_TEST_SETS[1:])

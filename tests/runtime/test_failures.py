@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -64,6 +65,7 @@ def test_results_without_errors_are_no_failure():
         "evaluation trial c-probe-seeds0-1 failed: w; log: /nowhere")
 
 
+@pytest.mark.slow
 def test_a_failed_evaluation_trial_ends_the_run_in_one_line(ray_session, tmp_path: Path,
                                                             monkeypatch, capsys):
     """Weights that became NaN after the checks (here: the checks are skipped) fail inside the

@@ -40,6 +40,7 @@ def _trainable(config: dict) -> None:
     ray.tune.report({"accuracy": config["x"] / 10, "f1_weighted": config["x"] / 20})
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_one_line_per_finished_trial_and_a_summary(ray_session, tmp_path: Path, capsys) -> None:
     from ray import tune

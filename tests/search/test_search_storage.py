@@ -89,6 +89,7 @@ def test_complete_lines():
     assert complete_lines(b"abc") == b""
 
 
+@pytest.mark.slow
 def test_asha_reports_go_to_the_journal_node(ray_session, tmp_path: Path):
     """With ``node_id`` set (a working copy on the driver's node), a controller's report runs as
     a task pinned to that node, and its decision comes back: the second trial, behind the first

@@ -44,6 +44,7 @@ def stored_rows(experiment_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((experiment_dir / "rows").rglob("*.json"))]
 
 
+@pytest.mark.slow
 def test_evaluate_stage_fills_the_table_once(ray_session, tmp_path: Path, monkeypatch, capsys):
     from raysweep import api
 

@@ -205,6 +205,7 @@ def test_analyses_are_once_per_encoder_and_data_and_idempotent(tmp_path: Path) -
     assert json.loads((spec.directory / CONSOLIDATED_FILE).read_text()) == {"conditions": []}
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_representation_stage_runs_each_missing_analysis_once(ray_session,
                                                               tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ def _start_holder(directory: Path) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.slow
 def test_second_runner_is_refused_then_takes_over_a_killed_one(tmp_path: Path):
     experiment = tmp_path / "runs" / "locked"
     holder = _start_holder(experiment)

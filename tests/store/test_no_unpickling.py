@@ -123,6 +123,7 @@ def test_planted_pretraining_checkpoint_never_runs(tmp_path: Path):
     assert all(torch.equal(got[k], expected[k]) for k in got)
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_planted_tune_state_never_runs(ray_session, tmp_path: Path, monkeypatch):
     from raysweep import api

@@ -92,6 +92,7 @@ def one_step_spec(method: str) -> PretrainSpec:
     return tiny_spec(method=method, further=False, projector=(16, 16))
 
 
+@pytest.mark.slow
 def test_one_step_on_two_gloo_ranks_equals_one_rank(tmp_path: Path) -> None:
     specs = {m: one_step_spec(m) for m in METHODS}
     init_file = tmp_path / "pg_init"

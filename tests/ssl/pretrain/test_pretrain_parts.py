@@ -110,6 +110,7 @@ def test_phases_train_only_their_part_and_freeze_batchnorm_elsewhere() -> None:
                 assert module.training == inside, (phase, trainable)
 
 
+@pytest.mark.slow
 def test_kill_once_kills_its_rank_once(tmp_path: Path) -> None:
     import subprocess
     import sys
